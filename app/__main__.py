@@ -1,0 +1,5 @@
+"""``python -m app`` is the ``k8si`` command."""
+
+from .cli import main
+
+main()

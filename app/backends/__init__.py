@@ -1,0 +1,18 @@
+"""Execution planes behind one seam (``base.SandboxBackend``).
+
+``create_backend`` picks the implementation named by ``EXECUTION_BACKEND``.
+"""
+
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import LanguageStatus, PoolStatus, SandboxBackend, SandboxLease
+
+__all__ = ["LanguageStatus", "PoolStatus", "SandboxBackend", "SandboxLease", "create_backend"]
+
+
+def create_backend(settings: Settings) -> SandboxBackend:
+    """The backend for ``settings.execution_backend``."""
+    from .local import LocalBackend  # imported here: other backends need not load it
+
+    return LocalBackend(settings)

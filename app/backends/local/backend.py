@@ -1,0 +1,296 @@
+"""The local backend: warm pools of namespace sandboxes on this machine.
+
+Per language, ``POD_POOL_<LANG>`` sandboxes are kept started and ready (for Python
+with the libraries already imported). ``acquire`` takes a warm one (a pool hit) or
+starts one on demand (a miss); the pool refills in the background. A sandbox
+serves one execution and is destroyed after it, off the request's critical path.
+At most ``MAX_CONCURRENT_EXECUTIONS`` sandboxes are claimed at once; a request
+that waits longer than ``QUEUE_TIMEOUT`` for a slot gets a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+import sidecar
+from sidecar.languages import LANGUAGES
+
+from ...errors import NoCapacity, ServiceUnavailable
+from ...settings import Settings
+from ..base import LanguageStatus, PoolStatus, SandboxLease
+from .cgroups import CgroupManager
+from .nsjail import PYTHON_MOUNT, SandboxSpec, locate_nsjail, nsjail_argv, write_etc
+from .runtime import ensure_runtime
+from .sandbox import LocalSandbox, SandboxConfig, SandboxStartError
+
+__all__ = ["LocalBackend"]
+
+logger = logging.getLogger(__name__)
+
+_VERSION = re.compile(r"\d+(?:\.\d+)+")
+_MAX_PARALLEL_STARTS = 2
+
+
+class _Pool:
+    """Warm sandboxes of one language."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.ready: list[LocalSandbox] = []
+        self.starting = 0
+
+
+class LocalBackend:
+    """Namespace sandboxes (nsjail) on this machine; the embedded default."""
+
+    name = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        instance = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:8]
+        self._cgroups = CgroupManager(instance)
+        self._root = settings.data_dir / "sandboxes"
+        if os.geteuid() == 0:
+            # Root maps each sandbox to a uid of its own, so RLIMIT_NPROC is per sandbox.
+            base = 2_000_000 + (int(instance, 16) % 100_000) * 1000
+            self._free_uids = collections.deque(range(base, base + 1000))
+        else:
+            self._free_uids = collections.deque([os.getuid()] * 100_000)
+        self._pools = {code: _Pool(settings.pool_size(code)) for code in LANGUAGES}
+        self._claimed: dict[str, LocalSandbox] = {}
+        self._slots = asyncio.Semaphore(settings.max_concurrent_executions)
+        self._start_gate = asyncio.Semaphore(_MAX_PARALLEL_STARTS)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._config: SandboxConfig | None = None
+        self._probe: asyncio.Task[dict[str, LanguageStatus]] | None = None
+        self._stopping = False
+        self.stats = {"pool_hits": 0, "pool_misses": 0, "sandbox_starts": 0,
+                      "sandbox_start_failures": 0}
+
+    # -- life cycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.settings
+        runtime = await asyncio.to_thread(ensure_runtime, settings.runtime_dir)
+        await asyncio.to_thread(self._prepare_dirs)
+        self._config = SandboxConfig(
+            nsjail=locate_nsjail(), root_dir=self._root,
+            sidecar_dir=Path(sidecar.__file__).parent, runtime=runtime,
+            memory_bytes=settings.max_memory_mb * 1024 * 1024,
+            max_processes=settings.max_processes,
+            workdir_bytes=settings.sandbox_workdir_mb * 1024 * 1024,
+            tmp_bytes=settings.sandbox_tmp_mb * 1024 * 1024,
+            max_output_bytes=settings.max_output_size,
+            compile_timeout=settings.compile_timeout, preload=settings.python_preload,
+            setpriv=Path(found) if (found := shutil.which("setpriv")) else None,
+        )
+        if self._config.setpriv is None:
+            logger.warning("setpriv not found: sandboxes outlive a crash of this process "
+                           "until the next start cleans them up")
+        self._probe = asyncio.create_task(self._probe_languages())
+        if settings.pool_warmup_on_startup:
+            self._background(self._warm_up())
+
+    def _prepare_dirs(self) -> None:
+        shutil.rmtree(self._root, ignore_errors=True)  # leftovers of a previous run
+        self._root.mkdir(parents=True, mode=0o700)
+        if self._cgroups.available:
+            self._cgroups.prepare()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        sandboxes = [*self._claimed.values()]
+        for pool in self._pools.values():
+            sandboxes += pool.ready
+            pool.ready = []
+        self._claimed.clear()
+        results = await asyncio.gather(*(s.destroy() for s in sandboxes), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                logger.error("sandbox teardown failed", exc_info=result)
+        await asyncio.to_thread(self._cgroups.close)
+
+    def _background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task failed", exc_info=task.exception())
+
+    # -- languages ----------------------------------------------------------------
+
+    async def languages(self) -> Mapping[str, LanguageStatus]:
+        if self._probe is None:
+            raise ServiceUnavailable("the local backend has not started")
+        return await asyncio.shield(self._probe)
+
+    async def _probe_languages(self) -> dict[str, LanguageStatus]:
+        gate = asyncio.Semaphore(4)
+
+        async def probe(code: str) -> LanguageStatus:
+            async with gate:
+                return await self._probe_one(code)
+
+        results = await asyncio.gather(*(probe(code) for code in LANGUAGES))
+        statuses = {status.code: status for status in results}
+        unavailable = [s.code for s in results if not s.available]
+        logger.info("languages probed", extra={"unavailable": unavailable})
+        return statuses
+
+    async def _probe_one(self, code: str) -> LanguageStatus:
+        assert self._config is not None
+        language = LANGUAGES[code]
+        uid = self._free_uids.popleft()
+        etc_dir = self._root / f"probe-{code}" / "etc"
+        try:
+            await asyncio.to_thread(write_etc, etc_dir, uid)
+            spec = SandboxSpec(
+                uid=uid, etc_dir=etc_dir,
+                readonly_paths=(self._config.runtime.base_prefix,),
+                sidecar_dir=self._config.sidecar_dir, workdir_bytes=1 << 20,
+                tmp_bytes=64 << 20, extra_readonly=((self._config.runtime.venv, PYTHON_MOUNT),))
+            path = f"PATH={PYTHON_MOUNT}/bin:/usr/local/bin:/usr/bin:/bin"
+            argv = nsjail_argv(self._config.nsjail, spec,
+                               ["/usr/bin/env", "-i", path, "HOME=/tmp",
+                                *(f"{k}={v}" for k, v in language.env.items()),
+                                *language.version_probe])
+            process = await asyncio.create_subprocess_exec(
+                *argv, env={}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            try:
+                out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+                return LanguageStatus(code, False, reason="version probe timed out")
+        finally:
+            self._free_uids.append(uid)
+            shutil.rmtree(etc_dir.parent, ignore_errors=True)
+        text = (out + err).decode(errors="replace")
+        if process.returncode == 0 and (match := _VERSION.search(text)):
+            return LanguageStatus(code, True, version=match.group(0))
+        if process.returncode == 127 or "No such file" in text:
+            return LanguageStatus(code, False, reason=f"toolchain '{language.toolchain}' is not "
+                                  "installed (scripts/install-toolchains installs it)")
+        return LanguageStatus(code, False, reason=f"version probe failed: {text.strip()[-300:]}")
+
+    # -- pools --------------------------------------------------------------------
+
+    async def _warm_up(self) -> None:
+        statuses = await self.languages()
+        for code, pool in self._pools.items():
+            if pool.target > 0 and statuses[code].available:
+                self._refill(code)
+
+    def _refill(self, code: str) -> None:
+        pool = self._pools[code]
+        while not self._stopping and len(pool.ready) + pool.starting < pool.target:
+            pool.starting += 1
+            self._background(self._add_warm(code))
+
+    async def _add_warm(self, code: str) -> None:
+        pool = self._pools[code]
+        try:
+            sandbox = await self._start_sandbox(code)
+        except SandboxStartError:
+            logger.exception("warm sandbox failed to start", extra={"language": code})
+            return
+        finally:
+            pool.starting -= 1
+        if self._stopping:
+            await self._destroy(sandbox)
+            return
+        pool.ready.append(sandbox)
+
+    async def _start_sandbox(self, code: str) -> LocalSandbox:
+        if self._config is None:
+            raise ServiceUnavailable("the local backend has not started")
+        if not self._free_uids:
+            raise NoCapacity("no sandbox identities left", retry_after=1)
+        sandbox = LocalSandbox(secrets.token_hex(8), code, self._config, self._cgroups,
+                               self._free_uids.popleft())
+        self.stats["sandbox_starts"] += 1
+        try:
+            async with self._start_gate:
+                await sandbox.start()
+        except BaseException:
+            self.stats["sandbox_start_failures"] += 1
+            self._free_uids.append(sandbox.uid)
+            raise
+        return sandbox
+
+    async def _destroy(self, sandbox: LocalSandbox) -> None:
+        try:
+            await sandbox.destroy()
+        finally:
+            self._free_uids.append(sandbox.uid)
+
+    # -- the seam -----------------------------------------------------------------
+
+    async def acquire(self, language: str, session_id: str) -> SandboxLease:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout=self.settings.queue_timeout)
+        except TimeoutError as exc:
+            raise NoCapacity("all execution slots are busy; try again shortly",
+                             retry_after=2) from exc
+        try:
+            pool = self._pools[language]
+            sandbox = None
+            while pool.ready and sandbox is None:
+                candidate = pool.ready.pop(0)
+                if candidate.alive:
+                    sandbox = candidate
+                else:
+                    logger.warning("warm sandbox died while idle", extra={"language": language})
+                    self._background(self._destroy(candidate))
+            hit = sandbox is not None
+            self.stats["pool_hits" if hit else "pool_misses"] += 1
+            self._refill(language)
+            if sandbox is None:
+                sandbox = await self._start_sandbox(language)
+        except SandboxStartError as exc:
+            self._slots.release()
+            raise ServiceUnavailable(f"could not start a {language} sandbox: {exc}",
+                                     retry_after=2) from exc
+        except BaseException:
+            self._slots.release()
+            raise
+        self._claimed[sandbox.id] = sandbox
+        return SandboxLease(sandbox_id=sandbox.id, language=language, session_id=session_id,
+                            executor_address=sandbox.address, executor=sandbox.executor,
+                            pool_hit=hit)
+
+    async def release(self, lease: SandboxLease) -> None:
+        sandbox = self._claimed.pop(lease.sandbox_id, None)
+        if sandbox is None:
+            return
+        self._slots.release()
+        self._background(self._destroy(sandbox))
+
+    async def health(self) -> dict[str, Any]:
+        ready = self._config is not None
+        return {"ok": ready, "backend": self.name, "sandbox_tool": "nsjail",
+                "cgroups": f"v{self._cgroups.version}" if self._cgroups.available else None,
+                "claimed": len(self._claimed), **self.stats}
+
+    def pools(self) -> Mapping[str, PoolStatus]:
+        return {code: PoolStatus(target=pool.target, warm=len(pool.ready),
+                                 starting=pool.starting,
+                                 claimed=sum(1 for s in self._claimed.values()
+                                             if s.language == code))
+                for code, pool in self._pools.items()}

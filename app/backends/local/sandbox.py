@@ -1,0 +1,178 @@
+"""One local sandbox: an nsjail process whose PID 1 is the executor.
+
+Start: make the sandbox dir, bind a unix socket there and pass the listening fd
+into the sandbox (the socket's path is not visible inside, and user code never
+holds the fd), create its cgroups, launch nsjail under an empty environment, wait
+for the executor's ``/health``. Destroy: kill everything in its cgroups (or nsjail
+itself), remove the cgroups and the directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from ...executor import ExecutorClient, ExecutorError
+from .cgroups import CgroupManager, SandboxCgroups, join_cgroups_command
+from .nsjail import PYTHON_MOUNT, SIDECAR_MOUNT, WORKDIR, SandboxSpec, nsjail_argv, write_etc
+from .runtime import PythonRuntime
+
+__all__ = ["LocalSandbox", "SandboxConfig", "SandboxStartError"]
+
+logger = logging.getLogger(__name__)
+
+
+class SandboxStartError(Exception):
+    """The sandbox could not be started or its executor never became ready."""
+
+
+@attrs.frozen
+class SandboxConfig:
+    """What every sandbox of this service shares."""
+
+    nsjail: Path
+    root_dir: Path
+    sidecar_dir: Path
+    runtime: PythonRuntime
+    memory_bytes: int
+    max_processes: int
+    workdir_bytes: int
+    tmp_bytes: int
+    max_output_bytes: int
+    compile_timeout: int
+    preload: tuple[str, ...]
+    #: util-linux ``setpriv``, to tie the sandbox's life to this process (if present).
+    setpriv: Path | None = None
+    ready_timeout: float = 60.0
+
+
+class LocalSandbox:
+    """A single-use sandbox for one language."""
+
+    def __init__(self, sandbox_id: str, language: str, config: SandboxConfig,
+                 cgroups: CgroupManager, uid: int) -> None:
+        self.id = sandbox_id
+        self.language = language
+        self.config = config
+        self.directory = config.root_dir / sandbox_id
+        self.socket_path = self.directory / "executor.sock"
+        self.address = f"unix:{self.socket_path}"
+        self.uid = uid
+        self._cgroup_manager = cgroups
+        self._cgroups: SandboxCgroups | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self.executor = ExecutorClient(self.address)
+
+    @property
+    def alive(self) -> bool:
+        """False once the sandbox process has exited (it cannot serve any more)."""
+        return self._process is not None and self._process.returncode is None
+
+    def _executor_command(self, listen_fd: int) -> list[str]:
+        bootstrap = (f"import sys, runpy; sys.path.insert(0, {SIDECAR_MOUNT!r}); "
+                     "runpy.run_module('sidecar', run_name='__main__', alter_sys=True)")
+        command = [
+            f"{PYTHON_MOUNT}/bin/python3", "-I", "-c", bootstrap,
+            "--lang", self.language, "--listen-fd", str(listen_fd), "--workdir", WORKDIR,
+            "--max-output-bytes", str(self.config.max_output_bytes),
+            "--memory-mb", str(self.config.memory_bytes // (1024 * 1024)),
+            "--file-size-bytes", str(self.config.workdir_bytes),
+            "--compile-timeout", str(self.config.compile_timeout),
+            "--preload", ",".join(self.config.preload),
+            "--mpl-seed-dir", f"{SIDECAR_MOUNT}/mplconfig",
+            "--env", f"PATH={PYTHON_MOUNT}/bin:/usr/local/bin:/usr/bin:/bin",
+        ]
+        if self._cgroups is not None:
+            command += ["--cgroup-dir", "/sys/fs/cgroup",
+                        "--processes", str(self.config.max_processes)]
+        else:
+            command += ["--address-space-bytes", str(self.config.memory_bytes)]
+        return command
+
+    async def start(self) -> None:
+        """Launch the sandbox and wait until its executor is ready."""
+        self.directory.mkdir(mode=0o700)
+        write_etc(self.directory / "etc", self.uid)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.socket_path))
+            listener.listen(16)
+            os.set_inheritable(listener.fileno(), True)
+            if self._cgroup_manager.available:
+                # tmpfs pages are charged to the writer's cgroup: the work dir and /tmp
+                # get their own budget on top of the program's memory.
+                budget = self.config.memory_bytes + self.config.workdir_bytes \
+                    + self.config.tmp_bytes
+                self._cgroups = self._cgroup_manager.create(
+                    self.id, budget, self.config.max_processes)
+            await self._spawn(listener)
+        finally:
+            listener.close()  # the sandbox holds its own copy of the listening socket
+        try:
+            await self.executor.wait_ready(self.config.ready_timeout)
+        except ExecutorError as exc:
+            log_tail = self._log_tail()
+            await asyncio.shield(self.destroy())
+            raise SandboxStartError(f"sandbox {self.id} ({self.language}) did not become "
+                                    f"ready: {exc}; executor log: {log_tail}") from exc
+        except BaseException:
+            # Cancelled (e.g. shutdown) while starting: never leave the process behind.
+            await asyncio.shield(self.destroy())
+            raise
+
+    async def _spawn(self, listener: socket.socket) -> None:
+        fd = listener.fileno()
+        runtime = self.config.runtime
+        spec = SandboxSpec(
+            uid=self.uid, etc_dir=self.directory / "etc",
+            readonly_paths=(runtime.base_prefix,),
+            sidecar_dir=self.config.sidecar_dir,
+            workdir_bytes=self.config.workdir_bytes, tmp_bytes=self.config.tmp_bytes,
+            cgroup_mount=self._cgroups.memory if self._cgroups else None,
+            pass_fds=(fd,),
+            extra_readonly=((runtime.venv, PYTHON_MOUNT),
+                            (runtime.mpl_cache, f"{SIDECAR_MOUNT}/mplconfig")),
+        )
+        argv: Sequence[str] = nsjail_argv(self.config.nsjail, spec, self._executor_command(fd))
+        if self.config.setpriv is not None:
+            # nsjail dies with this process, and the sandbox dies with nsjail.
+            argv = [str(self.config.setpriv), "--pdeathsig", "KILL", "--", *argv]
+        if self._cgroups is not None:
+            argv = [*join_cgroups_command(self._cgroups), *argv]
+        with (self.directory / "executor.log").open("wb") as log_file:
+            self._process = await asyncio.create_subprocess_exec(
+                *argv, env={}, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
+                stderr=log_file, pass_fds=(fd,), start_new_session=True,
+            )
+
+    def _log_tail(self, limit: int = 2000) -> str:
+        try:
+            return (self.directory / "executor.log").read_text(errors="replace")[-limit:]
+        except OSError:
+            return "(no log)"
+
+    async def destroy(self) -> None:
+        """Kill everything in the sandbox and remove its traces; idempotent."""
+        await self.executor.close()
+        if self._cgroups is not None:
+            # Everything in the sandbox, nsjail included, is a member of its cgroups.
+            await asyncio.to_thread(self._cgroup_manager.destroy, self._cgroups)
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)  # nsjail SIGKILLs the sandbox's PID 1
+            try:
+                await asyncio.wait_for(process.wait(), timeout=5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Domain areas of the API, each with its controller, service and schemas together."""

@@ -1,0 +1,31 @@
+"""HTTP routes of the exec area: ``POST /exec``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+
+from ...auth import Principal
+from ...ids import is_valid_id, new_id
+from .schemas import ExecRequest, ExecResponse
+from .service import ExecService
+
+__all__ = ["ExecController"]
+
+
+class ExecController(Controller):
+    """Runs code; the program's own failures are 200 results, not errors."""
+
+    path = "/exec"
+    tags = ["exec"]
+
+    @post("/", status_code=200, summary="Run code in a fresh sandbox")
+    async def execute(self, request: Request[Principal, Any, Any], data: JSONBody[ExecRequest],
+                      exec_service: NamedDependency[ExecService]) -> Response[ExecResponse]:
+        supplied = request.headers.get("x-request-id", "")
+        request_id = supplied if is_valid_id(supplied) else new_id()
+        result = await exec_service.execute(request.user, data, request_id)
+        return Response(result, headers={"X-Request-ID": request_id})

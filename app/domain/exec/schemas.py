@@ -1,0 +1,43 @@
+"""Request and response shapes of ``POST /exec`` (the LibreChat contract)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+__all__ = ["ExecRequest", "ExecResponse"]
+
+
+@attrs.define
+class ExecRequest:
+    """What a client sends. Unknown fields are ignored (old clients leak extra ones)."""
+
+    lang: str
+    code: str
+    args: list[str] | str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    entity_id: str | None = None
+    files: list[dict[str, Any]] | None = None
+    #: Seconds, or milliseconds when above 1000; clamped to the configured maximum.
+    timeout: float | None = None
+
+
+@attrs.frozen
+class ExecResponse:
+    """The flat result the client reads; user-code failures are 200 with a status."""
+
+    session_id: str
+    stdout: str
+    stderr: str
+    files: list[dict[str, Any]]
+    code: int | None
+    signal: str | None
+    status: str
+    message: str | None
+    wall_time: float
+    cpu_time: float
+    memory: int
+    language: str
+    version: str | None

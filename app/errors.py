@@ -1,0 +1,128 @@
+"""Typed errors of the service and the one place that maps them to HTTP.
+
+Modules raise ``ServiceError`` subclasses; ``exception_handlers`` turns each into
+the contract's JSON body ``{"error": code, "message": text}`` with its status.
+User-code failures are not errors: they are 200 results.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+__all__ = [
+    "BadRequest",
+    "ExecutorFailed",
+    "LanguageUnavailable",
+    "NoCapacity",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServiceError",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "exception_handlers",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base of every error the API answers with a JSON error body."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, retry_after: int | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.extra = extra or {}
+
+
+class BadRequest(ServiceError):
+    status_code, code = 400, "bad_request"
+
+
+class Unauthorized(ServiceError):
+    status_code, code = 401, "unauthorized"
+
+
+class NotFound(ServiceError):
+    status_code, code = 404, "not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code, code = 413, "payload_too_large"
+
+
+class LanguageUnavailable(ServiceError):
+    """The language exists but its toolchain is not installed on this deployment."""
+
+    status_code, code = 400, "language_unavailable"
+
+
+class ServiceUnavailable(ServiceError):
+    """A dependency (Valkey, the sandbox backend) cannot serve the request now."""
+
+    status_code, code = 503, "service_unavailable"
+
+
+class NoCapacity(ServiceUnavailable):
+    """Every execution slot is busy for longer than the queue timeout."""
+
+    code = "no_capacity"
+
+
+class ExecutorFailed(ServiceUnavailable):
+    """The sandbox died or answered nonsense (not the user's program failing)."""
+
+    code = "sandbox_failed"
+
+
+def _body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": code, "message": message, **extra}
+
+
+def _service_error(_: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.status_code >= 500:
+        logger.warning("request failed", extra={"error": exc.code, "detail": exc.message})
+    return Response(_body(exc.code, exc.message, **exc.extra), status_code=exc.status_code,
+                    headers=headers)
+
+
+def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    details = exc.extra if isinstance(exc.extra, list) else None
+    message = "; ".join(f"{d.get('key', 'body')}: {d.get('message')}" for d in details or []
+                        if isinstance(d, dict)) or exc.detail
+    return Response(_body("bad_request", message), status_code=400)
+
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "payload_too_large",
+               415: "unsupported_media_type", 429: "rate_limited"}
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    return Response(_body(code, exc.detail), status_code=exc.status_code,
+                    headers=exc.headers or None)
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    logger.exception("unhandled error", exc_info=exc)
+    return Response(_body("internal_error", "internal server error"), status_code=500)
+
+
+exception_handlers: dict[type[Exception], Any] = {
+    ServiceError: _service_error,
+    ValidationException: _validation_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

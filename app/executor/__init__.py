@@ -1,0 +1,5 @@
+"""The API's side of the executor contract: a client for the sidecar's HTTP API."""
+
+from .client import ExecutorClient, ExecutorError, ExecutorResult
+
+__all__ = ["ExecutorClient", "ExecutorError", "ExecutorResult"]

@@ -1,0 +1,21 @@
+"""Server-made ids: 21 characters of ``[A-Za-z0-9_-]`` from a CSPRNG (nanoid-shaped)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+__all__ = ["is_valid_id", "new_id"]
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+_SHAPE = re.compile(r"[A-Za-z0-9_-]{21}")
+
+
+def new_id() -> str:
+    """A fresh id with 126 bits of randomness."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(21))
+
+
+def is_valid_id(value: str) -> bool:
+    """True when ``value`` has the shape of an id this server makes."""
+    return _SHAPE.fullmatch(value) is not None

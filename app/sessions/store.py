@@ -1,0 +1,98 @@
+"""Session records in Valkey, always looked up by (tenant, id).
+
+A session belongs to one tenant. ``resolve`` picks the execution's session the
+way the contract says: an explicit ``session_id`` the tenant owns; else the latest
+session of (tenant, user_id, entity_id); else a new one. Every use refreshes the
+TTL, so nothing expires while it is being used. Valkey being down is a 503.
+"""
+
+from __future__ import annotations
+
+import time
+
+import attrs
+import valkey.asyncio as valkey
+from valkey.exceptions import ValkeyError
+
+from ..errors import ServiceUnavailable
+from ..ids import is_valid_id, new_id
+
+__all__ = ["Session", "SessionStore"]
+
+
+@attrs.frozen
+class Session:
+    """One session: the unit that owns files and Python state."""
+
+    id: str
+    tenant: str
+    created_at: float
+    is_new: bool = False
+
+
+def _session_key(session_id: str) -> str:
+    return f"k8si:session:{session_id}"
+
+
+def _entity_key(tenant: str, user_id: str, entity_id: str) -> str:
+    return f"k8si:entity:{tenant}:{user_id}:{entity_id}"
+
+
+class SessionStore:
+    """Creates, finds and refreshes sessions."""
+
+    def __init__(self, client: valkey.Valkey, ttl_seconds: int) -> None:
+        self._client = client
+        self._ttl = ttl_seconds
+
+    async def get(self, tenant: str, session_id: str) -> Session | None:
+        """The tenant's session with this id; another tenant's answers like none."""
+        if not is_valid_id(session_id):
+            return None
+        try:
+            record = await self._client.hgetall(_session_key(session_id))  # type: ignore[misc]
+        except ValkeyError as exc:
+            raise ServiceUnavailable("session store unavailable", retry_after=2) from exc
+        if not record or record.get(b"tenant", b"").decode() != tenant:
+            return None
+        return Session(id=session_id, tenant=tenant,
+                       created_at=float(record.get(b"created_at", b"0")))
+
+    async def resolve(self, tenant: str, session_id: str | None, user_id: str | None,
+                      entity_id: str | None) -> Session:
+        """The session an execution runs in (see the module docstring)."""
+        try:
+            if session_id:
+                session = await self.get(tenant, session_id)
+                if session is not None:
+                    await self._touch(session.id)
+                    return session
+            entity_key = _entity_key(tenant, user_id or "", entity_id) if entity_id else None
+            if entity_key is not None:
+                latest = await self._client.get(entity_key)
+                if latest is not None:
+                    session = await self.get(tenant, latest.decode())
+                    if session is not None:
+                        await self._touch(session.id, entity_key)
+                        return session
+            return await self._create(tenant, entity_key)
+        except ValkeyError as exc:
+            raise ServiceUnavailable("session store unavailable", retry_after=2) from exc
+
+    async def _create(self, tenant: str, entity_key: str | None) -> Session:
+        session = Session(id=new_id(), tenant=tenant, created_at=time.time(), is_new=True)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(_session_key(session.id),
+                      mapping={"tenant": tenant, "created_at": str(session.created_at)})
+            pipe.expire(_session_key(session.id), self._ttl)
+            if entity_key is not None:
+                pipe.set(entity_key, session.id, ex=self._ttl)
+            await pipe.execute()
+        return session
+
+    async def _touch(self, session_id: str, entity_key: str | None = None) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.expire(_session_key(session_id), self._ttl)
+            if entity_key is not None:
+                pipe.expire(entity_key, self._ttl)
+            await pipe.execute()

@@ -1,0 +1,137 @@
+"""All configuration, in one typed object read from the environment.
+
+Every variable is documented in the README's "Configuration" table. A value that
+cannot be parsed stops start-up with a ``SettingsError`` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from sidecar.languages import LANGUAGES
+
+__all__ = ["Settings", "SettingsError"]
+
+
+class SettingsError(ValueError):
+    """A configuration variable has a value that cannot be used."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+@attrs.frozen
+class Settings:
+    """The service's configuration; build it with ``Settings.from_env()``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Static API keys (``API_KEYS``, comma-separated); empty means "generate one".
+    api_keys: tuple[str, ...] = ()
+    data_dir: Path = Path(".k8si")
+    #: ``None`` starts the embedded Valkey server under ``data_dir``.
+    valkey_url: str | None = None
+    execution_backend: str = "local"
+    pool_enabled: bool = True
+    pool_warmup_on_startup: bool = True
+    pool_sizes: Mapping[str, int] = attrs.field(factory=lambda: {"py": 2})
+    #: The longest timeout a request may ask for, and the one used when it asks none.
+    max_execution_time: int = 60
+    default_execution_time: int = 30
+    compile_timeout: int = 60
+    max_memory_mb: int = 512
+    #: Per-stream cap inside the sandbox (the program is killed at it).
+    max_output_size: int = 1024 * 1024
+    #: Per-stream cap in the API response (cut with a visible marker).
+    response_output_limit: int = 64 * 1024
+    max_code_size: int = 1024 * 1024
+    max_processes: int = 128
+    sandbox_workdir_mb: int = 256
+    sandbox_tmp_mb: int = 256
+    max_concurrent_executions: int = 8
+    #: How long a request may wait for a free execution slot before a 503.
+    queue_timeout: int = 30
+    session_ttl: int = 24 * 3600
+    python_preload: tuple[str, ...] = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot")
+    log_level: str = "INFO"
+    #: The local backend's Python runtime (a virtual environment) and its caches;
+    #: ``None`` means ``<data_dir>/runtime``.
+    runtime_path: Path | None = None
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.runtime_path or self.data_dir / "runtime"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        pool_sizes = {"py": 2}
+        for code in LANGUAGES:
+            name = f"POD_POOL_{code.upper()}"
+            if name in env:
+                pool_sizes[code] = _int(env, name, 0)
+        backend = env.get("EXECUTION_BACKEND", "local").strip().lower() or "local"
+        if backend != "local":
+            raise SettingsError(f"EXECUTION_BACKEND={backend!r} is not supported; use 'local'")
+        settings = cls(
+            host=env.get("HOST", "127.0.0.1"),
+            port=_int(env, "PORT", 8000, minimum=1),
+            api_keys=tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip()),
+            data_dir=Path(env.get("DATA_DIR", ".k8si")).absolute(),
+            valkey_url=env.get("VALKEY_URL") or None,
+            execution_backend=backend,
+            pool_enabled=_bool(env, "POD_POOL_ENABLED", True),
+            pool_warmup_on_startup=_bool(env, "POD_POOL_WARMUP_ON_STARTUP", True),
+            pool_sizes=pool_sizes,
+            max_execution_time=_int(env, "MAX_EXECUTION_TIME", 60, minimum=1),
+            default_execution_time=_int(env, "DEFAULT_EXECUTION_TIME", 30, minimum=1),
+            compile_timeout=_int(env, "COMPILE_TIMEOUT", 60, minimum=1),
+            max_memory_mb=_int(env, "MAX_MEMORY_MB", 512, minimum=32),
+            max_output_size=_int(env, "MAX_OUTPUT_SIZE", 1024 * 1024, minimum=1024),
+            response_output_limit=_int(env, "RESPONSE_OUTPUT_LIMIT", 64 * 1024, minimum=1024),
+            max_code_size=_int(env, "MAX_CODE_SIZE", 1024 * 1024, minimum=1024),
+            max_processes=_int(env, "MAX_PROCESSES", 128, minimum=8),
+            sandbox_workdir_mb=_int(env, "SANDBOX_WORKDIR_MB", 256, minimum=1),
+            sandbox_tmp_mb=_int(env, "SANDBOX_TMP_MB", 256, minimum=16),
+            max_concurrent_executions=_int(env, "MAX_CONCURRENT_EXECUTIONS", 8, minimum=1),
+            queue_timeout=_int(env, "QUEUE_TIMEOUT", 30, minimum=0),
+            session_ttl=_int(env, "SESSION_TTL", 24 * 3600, minimum=60),
+            python_preload=tuple(m.strip() for m in env.get(
+                "PYTHON_PRELOAD", "numpy,pandas,matplotlib,matplotlib.pyplot").split(",")
+                if m.strip()),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            runtime_path=Path(env["RUNTIME_DIR"]).absolute() if env.get("RUNTIME_DIR") else None,
+        )
+        if settings.default_execution_time > settings.max_execution_time:
+            raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")
+        return settings
+
+    def pool_size(self, lang: str) -> int:
+        """Warm sandboxes to keep for a language (0 when pools are disabled)."""
+        return self.pool_sizes.get(lang, 0) if self.pool_enabled else 0

@@ -1,0 +1,98 @@
+"""Entry point of the executor: ``python3 -m sidecar --lang py --listen-fd 3 ...``.
+
+It is PID 1 of its sandbox. It hardens itself, starts the warm interpreter if the
+language has one, and serves the executor contract until the sandbox is destroyed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+
+from .files import WorkDir
+from .languages import LANGUAGES
+from .limits import harden_executor
+from .runner import Runner, RunnerConfig
+from .server import ExecutorServer, log
+
+DEFAULT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
+               "LC_ALL": "C.UTF-8", "HOSTNAME": "sandbox", "TMPDIR": "/tmp"}
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sidecar", description=__doc__)
+    parser.add_argument("--lang", required=True, choices=sorted(LANGUAGES))
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--listen-fd", type=int, help="an already listening socket (inherited)")
+    where.add_argument("--unix", help="bind a unix socket at this path")
+    where.add_argument("--tcp", help="bind HOST:PORT")
+    parser.add_argument("--workdir", default="/mnt/data")
+    parser.add_argument("--build-dir", default="/tmp/.k8si-build")
+    parser.add_argument("--max-output-bytes", type=int, default=1024 * 1024)
+    parser.add_argument("--max-upload-bytes", type=int, default=64 * 1024 * 1024)
+    parser.add_argument("--memory-mb", type=int, default=512)
+    parser.add_argument("--file-size-bytes", type=int, default=256 * 1024 * 1024)
+    parser.add_argument("--processes", type=int, default=None,
+                        help="RLIMIT_NPROC; only where the sandbox uid is its own")
+    parser.add_argument("--address-space-bytes", type=int, default=None,
+                        help="RLIMIT_AS fallback where no memory cgroup holds the sandbox")
+    parser.add_argument("--compile-timeout", type=float, default=60.0)
+    parser.add_argument("--cgroup-dir", default=None, help="this sandbox's memory cgroup")
+    parser.add_argument("--preload", default="numpy,pandas,matplotlib,matplotlib.pyplot")
+    parser.add_argument("--mpl-seed-dir", default=None)
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="the user's environment, on top of a minimal default")
+    return parser.parse_args(argv)
+
+
+def _listener(args: argparse.Namespace) -> socket.socket:
+    if args.listen_fd is not None:
+        listener = socket.socket(fileno=args.listen_fd)
+        os.set_inheritable(listener.fileno(), False)
+        return listener
+    if args.unix:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            listener.bind(args.unix)
+        finally:
+            os.umask(old_umask)
+    else:
+        host, _, port = args.tcp.rpartition(":")
+        listener = socket.create_server((host or "0.0.0.0", int(port)), reuse_port=False)
+    listener.listen(16)
+    return listener
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    harden_executor()
+    if os.getpid() != 1:
+        log("warning", message="not PID 1 of a sandbox: a timeout kills the program's "
+                               "session only, not daemons that left it")
+    user_env = dict(DEFAULT_ENV)
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env expects KEY=VALUE, got {item!r}")
+        user_env[key] = value
+    config = RunnerConfig(
+        workdir=args.workdir, build_dir=args.build_dir, max_output_bytes=args.max_output_bytes,
+        memory_mb=args.memory_mb, file_size_bytes=args.file_size_bytes,
+        processes=args.processes, address_space_bytes=args.address_space_bytes,
+        compile_timeout=args.compile_timeout, cgroup_dir=args.cgroup_dir, user_env=user_env,
+        preload=tuple(m for m in args.preload.split(",") if m), mpl_seed_dir=args.mpl_seed_dir,
+    )
+    os.chdir(args.workdir)
+    runner = Runner(config, LANGUAGES[args.lang])
+    runner.warm_up()
+    server = ExecutorServer(_listener(args), runner, WorkDir(args.workdir),
+                            max_upload_bytes=args.max_upload_bytes)
+    log("ready", lang=args.lang, pid=os.getpid())
+    server.serve_forever(poll_interval=3600)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Defensive access to the work dir: list, read and write regular files only.
+
+Everything is opened relative to a directory fd with ``O_NOFOLLOW``; symlinks,
+FIFOs, sockets and devices are skipped and never followed or opened for reading
+(a FIFO would block the executor), sizes are judged by ``fstat`` (a sparse file
+counts at its apparent size), and listing is capped in count and depth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = ["FileEntry", "FileError", "WorkDir", "validate_name"]
+
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)}
+
+
+class FileError(Exception):
+    """A file request the executor refuses; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One regular file of the work dir, as listed by ``GET /files``."""
+
+    name: str
+    size: int
+    mtime: float
+    sha256: str
+
+
+def validate_name(name: str) -> str:
+    """Reject (never repair) a file name that could escape or mislead; see security.md."""
+    if not name or name in (".", "..") or name.startswith("-"):
+        raise FileError(400, f"invalid file name {name!r}")
+    if any(ch in name for ch in "/\\\x00") or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise FileError(400, "file name contains a separator or control character")
+    if len(name.encode("utf-8", "surrogatepass")) > 255:
+        raise FileError(400, "file name longer than 255 bytes")
+    if _BIDI & set(name) or unicodedata.normalize("NFKC", name) != name:
+        raise FileError(400, "file name changes under Unicode normalisation or has bidi controls")
+    return name
+
+
+class WorkDir:
+    """The sandbox's work dir, reached only through a directory fd."""
+
+    def __init__(self, path: str, *, max_files: int = 1000, max_depth: int = 4,
+                 max_file_bytes: int = 256 * 1024 * 1024) -> None:
+        self.path = path
+        self.max_files = max_files
+        self.max_depth = max_depth
+        self.max_file_bytes = max_file_bytes
+
+    def list(self) -> list[FileEntry]:
+        """Regular files under the work dir (relative names with ``/``), capped."""
+        entries: list[FileEntry] = []
+        root = os.open(self.path, _OPEN_DIR)
+        try:
+            for name, fd in self._walk(root, "", 0):
+                try:
+                    info = os.fstat(fd)
+                    entries.append(FileEntry(name, info.st_size, info.st_mtime,
+                                             _sha256(fd, info.st_size, self.max_file_bytes)))
+                finally:
+                    os.close(fd)
+                if len(entries) >= self.max_files:
+                    break
+        finally:
+            os.close(root)
+        return entries
+
+    def _walk(self, dir_fd: int, prefix: str, depth: int) -> Iterator[tuple[str, int]]:
+        with os.scandir(dir_fd) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+        for entry in entries:
+            # Judge by lstat first, so a FIFO or device is never even opened.
+            if entry.is_file(follow_symlinks=False):
+                fd = _open_if_regular(entry.name, dir_fd)
+                if fd is not None:
+                    yield prefix + entry.name, fd
+            elif entry.is_dir(follow_symlinks=False) and depth + 1 < self.max_depth:
+                try:
+                    sub = os.open(entry.name, _OPEN_DIR, dir_fd=dir_fd)
+                except OSError:
+                    continue  # replaced by a link or removed since the scan
+                try:
+                    yield from self._walk(sub, f"{prefix}{entry.name}/", depth + 1)
+                finally:
+                    os.close(sub)
+
+    def open_regular(self, relative: str) -> tuple[int, int]:
+        """(fd, size) of a regular file; 404 for anything else, links included."""
+        parts = relative.split("/")
+        if len(parts) > self.max_depth:
+            raise FileError(404, "no such file")
+        for part in parts:
+            validate_name(part)
+        dir_fd = os.open(self.path, _OPEN_DIR)
+        try:
+            for part in parts[:-1]:
+                try:
+                    next_fd = os.open(part, _OPEN_DIR, dir_fd=dir_fd)
+                except OSError as exc:
+                    raise FileError(404, "no such file") from exc
+                os.close(dir_fd)
+                dir_fd = next_fd
+            fd = _open_if_regular(parts[-1], dir_fd)
+        finally:
+            os.close(dir_fd)
+        if fd is None:
+            raise FileError(404, "no such file")
+        return fd, os.fstat(fd).st_size
+
+    def write(self, name: str, chunks: Iterator[bytes]) -> int:
+        """Write a top-level file, replacing an existing one without following links."""
+        validate_name(name)
+        dir_fd = os.open(self.path, _OPEN_DIR)
+        try:
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                info = None
+            if info is not None:
+                if stat.S_ISDIR(info.st_mode):
+                    raise FileError(409, f"{name!r} is a directory")
+                os.unlink(name, dir_fd=dir_fd)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        written = 0
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                written += len(chunk)
+                if written > self.max_file_bytes:
+                    raise FileError(413, "file too large")
+                handle.write(chunk)
+        return written
+
+
+def _open_if_regular(name: str, dir_fd: int) -> int | None:
+    """An fd for a regular file, or None: links, FIFOs, sockets, devices are skipped."""
+    try:
+        if not stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return None
+        fd = os.open(name, _OPEN_READ, dir_fd=dir_fd)
+    except OSError:
+        return None  # vanished, or swapped for a link (ELOOP) since the lstat
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _sha256(fd: int, size: int, limit: int) -> str:
+    if size > limit:
+        return ""
+    digest = hashlib.sha256()
+    while chunk := os.read(fd, 1 << 20):
+        digest.update(chunk)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return digest.hexdigest()

@@ -1,0 +1,75 @@
+"""Process hardening: the executor's own (non-dumpable) and the user program's.
+
+``harden_executor`` runs once at start-up. ``ChildLimits.apply`` runs in the forked
+child between fork and exec: new session, umask 077, ``no_new_privs``,
+``oom_score_adj`` 1000 so the OOM killer picks user code first, rlimits, default
+signal dispositions. Standard library only (ctypes for prctl).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import resource
+import signal
+from dataclasses import dataclass
+
+__all__ = ["ChildLimits", "harden_executor"]
+
+_PR_SET_DUMPABLE = 4
+_PR_SET_NO_NEW_PRIVS = 38
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _prctl(option: int, value: int) -> None:
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def harden_executor() -> None:
+    """Make the executor non-dumpable and immune to the user's SIGINT/SIGTERM.
+
+    Non-dumpable: same-uid user code can neither ptrace it nor read its
+    ``/proc/1/{mem,environ,root}``. As PID 1 of a PID namespace it only receives
+    signals it has handlers for; ignoring SIGINT removes Python's default one.
+    """
+    _prctl(_PR_SET_DUMPABLE, 0)
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@dataclass(frozen=True)
+class ChildLimits:
+    """Resource limits applied to every process the executor starts for the user."""
+
+    cpu_seconds: int
+    file_size_bytes: int
+    open_files: int = 1024
+    #: RLIMIT_NPROC, only meaningful where the sandbox's uid is its own.
+    processes: int | None = None
+    #: RLIMIT_AS, the fallback memory limit where no cgroup holds the sandbox.
+    address_space_bytes: int | None = None
+
+    def apply(self) -> None:
+        """Runs in the child after fork, before exec: only async-signal-safe-ish calls."""
+        os.setsid()
+        os.umask(0o077)
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+        try:
+            with open("/proc/self/oom_score_adj", "w") as handle:
+                handle.write("1000")
+        except OSError:
+            pass  # no /proc in this sandbox: the cgroup limit still applies
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_seconds, self.cpu_seconds + 1))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size_bytes, self.file_size_bytes))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
+        if self.processes is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (self.processes, self.processes))
+        if self.address_space_bytes is not None:
+            limit = self.address_space_bytes
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -1,0 +1,209 @@
+"""The executor's HTTP server: the routes of the executor contract.
+
+``POST /execute``, ``POST /files`` (multipart), ``GET /files``, ``GET /files/{name}``,
+``GET /health``. Served on TCP (a pod) or a unix socket (local sandbox), either
+bound here or inherited as an already-listening fd. One execution per sandbox:
+a second ``/execute`` answers 409.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.parser
+import email.policy
+import json
+import socket
+import socketserver
+import sys
+import threading
+import time
+import urllib.parse
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from .files import FileError, WorkDir
+from .protocol import ExecuteRequest, ProtocolError
+from .runner import Runner, WarmUpError
+
+__all__ = ["ExecutorServer", "log"]
+
+MAX_EXECUTE_BODY = 8 * 1024 * 1024
+
+
+def log(event: str, **fields: Any) -> None:
+    """One structured log line (JSON) on stderr."""
+    record = {"ts": round(time.time(), 3), "component": "executor", "event": event, **fields}
+    sys.stderr.write(json.dumps(record, default=str) + "\n")
+    sys.stderr.flush()
+
+
+class ExecutorServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
+    """Serves the executor contract on a listening socket it was given or bound."""
+
+    daemon_threads = True
+
+    def __init__(self, listener: socket.socket, runner: Runner, workdir: WorkDir,
+                 max_upload_bytes: int) -> None:
+        super().__init__(listener.getsockname(), _Handler)
+        self.socket = listener
+        self.runner = runner
+        self.workdir = workdir
+        self.max_upload_bytes = max_upload_bytes
+        self.execute_lock = threading.Lock()
+        self.used = False
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        return self.socket.accept()
+
+    def shutdown_request(self, request: Any) -> None:
+        with contextlib.suppress(OSError):  # the peer already closed
+            request.shutdown(socket.SHUT_WR)
+        request.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ExecutorServer
+
+    def address_string(self) -> str:
+        return str(self.client_address or "unix")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log("http", line=format % args)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _send_json(self, status: int, body: Any) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send_json(status, {"error": HTTPStatus(status).phrase.lower().replace(" ", "_"),
+                                 "message": message})
+
+    def _read_body(self, limit: int) -> bytes | None:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self._error(411, "Content-Length required")
+            return None
+        if int(length) > limit:
+            self._error(413, f"body larger than {limit} bytes")
+            self.close_connection = True
+            return None
+        return self.rfile.read(int(length))
+
+    # -- routes -------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        if path == "/health":
+            try:
+                ready = self.server.runner.wait_ready(timeout=0)
+            except WarmUpError as exc:
+                self._send_json(500, {"status": "failed", "error": "warm_up_failed",
+                                      "message": str(exc)})
+                return
+            body = {"status": "ready" if ready else "starting",
+                    "language": self.server.runner.language.code, "used": self.server.used,
+                    "warm_failures": self.server.runner.warm_failures}
+            self._send_json(200 if ready else 503, body)
+        elif path == "/files":
+            entries = self.server.workdir.list()
+            self._send_json(200, {"files": [entry.__dict__ for entry in entries]})
+        elif path.startswith("/files/"):
+            self._send_file(urllib.parse.unquote(path[len("/files/"):]))
+        else:
+            self._error(404, "no such route")
+
+    def do_POST(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        if path == "/execute":
+            self._execute()
+        elif path == "/files":
+            self._upload()
+        else:
+            self._error(404, "no such route")
+
+    def _execute(self) -> None:
+        body = self._read_body(MAX_EXECUTE_BODY)
+        if body is None:
+            return
+        try:
+            request = ExecuteRequest.from_json(json.loads(body))
+        except (ValueError, ProtocolError) as exc:
+            self._error(400, str(exc))
+            return
+        if request.lang != self.server.runner.language.code:
+            self._error(400, f"this sandbox runs {self.server.runner.language.code!r}")
+            return
+        if not self.server.execute_lock.acquire(blocking=False) or self.server.used:
+            self._error(409, "this sandbox has already run its one execution")
+            return
+        try:
+            self.server.used = True
+            log("execute.start", request_id=request.request_id, lang=request.lang)
+            try:
+                result = self.server.runner.execute(request)
+            except WarmUpError as exc:
+                log("execute.failed", request_id=request.request_id, error=str(exc))
+                self._error(500, str(exc))
+                return
+            log("execute.end", request_id=request.request_id, status=result.status,
+                wall_time=result.wall_time)
+        finally:
+            self.server.execute_lock.release()
+        self._send_json(200, result.to_json())
+
+    def _upload(self) -> None:
+        content_type = self.headers.get("Content-Type", "")
+        if not content_type.startswith("multipart/form-data"):
+            self._error(415, "expected multipart/form-data")
+            return
+        body = self._read_body(self.server.max_upload_bytes)
+        if body is None:
+            return
+        head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+        written = []
+        try:
+            for part in message.iter_parts():
+                name = part.get_filename()
+                if name is None:
+                    continue
+                data = part.get_payload(decode=True)
+                payload = data if isinstance(data, bytes) else b""
+                size = self.server.workdir.write(name, iter((payload,)))
+                written.append({"name": name, "size": size})
+        except FileError as exc:
+            self._error(exc.status, str(exc))
+            return
+        self._send_json(201, {"files": written})
+
+    def _send_file(self, relative: str) -> None:
+        try:
+            fd, size = self.server.workdir.open_regular(relative)
+        except FileError as exc:
+            self._error(exc.status, str(exc))
+            return
+        with open(fd, "rb") as handle:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            remaining = size
+            while remaining > 0:
+                chunk = handle.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break  # the file shrank after fstat: the length promise cannot be kept
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
+            if remaining:
+                self.close_connection = True
