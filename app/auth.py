@@ -1,28 +1,37 @@
-"""Authentication: every request but ``/health`` presents an API key.
+"""Authentication: every request but ``/health`` (and the docs) presents a credential.
 
-Accepted: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. Keys are kept
-only as SHA-256 digests and compared in constant time. Two different credentials in
-one request are refused (400) rather than guessed between. Every key resolves to a
-tenant; static keys from ``API_KEYS`` belong to the ``default`` tenant.
+Accepted, one at a time: ``X-API-Key: <key>``; ``Authorization: Bearer <key>``;
+``Authorization: Bearer <JWT>`` minted by LibreChat (``app.jwt_auth``); optionally
+(``BODY_KEY_AUTH``) the key in the JSON body. Keys are held only as SHA-256 digests
+and compared in constant time. Two different credentials in one request are a 400.
+Every credential resolves to a tenant: ``API_KEYS`` entries are ``key`` (tenant
+``default``) or ``tenant:key``; a JWT's tenant is its ``tenant_id`` claim. After
+authentication the per-tenant and per-credential rate limits are counted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import attrs
+import orjson
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp, Method, Scopes
 
 from .errors import BadRequest, Unauthorized
+from .jwt_auth import JwtError, JwtVerifier, looks_like_jwt
 
-__all__ = ["ApiKeyMiddleware", "KeyRing", "Principal"]
+__all__ = ["AuthMiddleware", "Authenticator", "KeyRing", "Principal"]
 
 DEFAULT_TENANT = "default"
+_TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_BODY_KEY_FIELDS = ("LIBRECHAT_CODE_API_KEY", "apiKey", "api_key")
 
 
 @attrs.frozen
@@ -30,14 +39,24 @@ class Principal:
     """Who is calling: the tenant that owns everything the request touches."""
 
     tenant: str
-    key_id: str
+    #: A stable, non-secret id of the credential (rate limits, logs).
+    credential: str
+    user_id: str | None = None
 
 
 class KeyRing:
-    """The configured API keys, held as digests."""
+    """The configured API keys, held as (digest, tenant) pairs."""
 
-    def __init__(self, keys: Iterable[str], tenant: str = DEFAULT_TENANT) -> None:
-        self._digests = [(hashlib.sha256(k.encode()).digest(), tenant) for k in keys]
+    def __init__(self, entries: Iterable[str]) -> None:
+        self._digests: list[tuple[bytes, str]] = []
+        for entry in entries:
+            tenant, sep, key = entry.partition(":")
+            if not sep:
+                tenant, key = DEFAULT_TENANT, entry
+            if not _TENANT.fullmatch(tenant) or not key:
+                raise ValueError("API_KEYS entries are 'key' or 'tenant:key' "
+                                 "(tenant: 1-64 of [A-Za-z0-9_-])")
+            self._digests.append((hashlib.sha256(key.encode()).digest(), tenant))
         if not self._digests:
             raise ValueError("at least one API key is required")
 
@@ -46,41 +65,84 @@ class KeyRing:
         found: Principal | None = None
         for known, tenant in self._digests:  # no early exit: the time does not tell
             if hmac.compare_digest(known, digest):
-                found = Principal(tenant=tenant, key_id=digest.hex()[:12])
+                found = Principal(tenant=tenant, credential="key:" + digest.hex()[:16])
         return found
 
 
-def presented_key(headers: Any) -> str:
-    """The one credential in the request's headers, or an error saying what is wrong."""
+def _header_credential(headers: Any) -> str | None:
+    """The one credential in the headers (None when there is none)."""
     api_key: str | None = headers.get("x-api-key")
     authorization: str | None = headers.get("authorization")
     bearer = None
     if authorization is not None:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("Authorization must be 'Bearer <key>'")
+            raise Unauthorized("Authorization must be 'Bearer <key or token>'")
         bearer = token.strip()
-    if api_key is not None and bearer is not None and api_key != bearer:
+    if api_key is not None and bearer is not None and not hmac.compare_digest(
+            api_key.encode(), bearer.encode()):
         raise BadRequest("two different credentials (X-API-Key and Authorization) were sent")
-    key = api_key if api_key is not None else bearer
-    if not key:
-        raise Unauthorized("missing API key: send X-API-Key or Authorization: Bearer")
-    return key
+    return api_key if api_key is not None else bearer
 
 
-class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
-    """Resolves the caller to a ``Principal`` (``request.user``) or answers 401/400."""
+class Authenticator:
+    """Turns a request's credential into a ``Principal``, or refuses it."""
 
-    def __init__(self, app: ASGIApp, keyring: KeyRing, exclude: list[str],
+    def __init__(self, keyring: KeyRing, jwt: JwtVerifier | None, body_key: bool) -> None:
+        self.keyring = keyring
+        self.jwt = jwt
+        self.body_key = body_key
+
+    async def authenticate(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+        credential = _header_credential(connection.headers)
+        if credential is None and self.body_key:
+            credential = await self._body_credential(connection)
+        if not credential:
+            raise Unauthorized("missing credentials: send X-API-Key or Authorization: Bearer")
+        if self.jwt is not None and looks_like_jwt(credential):
+            try:
+                identity = self.jwt.verify(credential)
+            except JwtError as exc:
+                raise Unauthorized(f"invalid token: {exc.message}") from exc
+            return Principal(tenant=identity.tenant, user_id=identity.user_id,
+                             credential=f"jwt:{identity.tenant}:{identity.user_id}")
+        principal = self.keyring.lookup(credential)
+        if principal is None:
+            raise Unauthorized("invalid API key")
+        return principal
+
+    @staticmethod
+    async def _body_credential(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+        if connection.scope.get("method") != "POST" or not connection.headers.get(
+                "content-type", "").startswith("application/json"):
+            return None
+        request: Request[Any, Any, Any] = Request(connection.scope, connection.receive)
+        try:
+            body = orjson.loads(await request.body())  # cached: the handler reads it again
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(body, dict):
+            return None
+        keys = [body[f] for f in _BODY_KEY_FIELDS if isinstance(body.get(f), str)]
+        if len(set(keys)) > 1:
+            raise BadRequest("two different credentials were sent in the body")
+        return keys[0] if keys else None
+
+
+class AuthMiddleware(AbstractAuthenticationMiddleware):
+    """Sets ``request.user`` to the caller's ``Principal`` and counts rate limits."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, exclude: list[str],
                  scopes: Scopes | None = None,
                  exclude_http_methods: list[Method] | None = None) -> None:
         super().__init__(app, exclude=exclude, scopes=scopes,
                          exclude_http_methods=exclude_http_methods or ["OPTIONS"])
-        self.keyring = keyring
+        self.authenticator = authenticator
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any],
                                    ) -> AuthenticationResult:
-        principal = self.keyring.lookup(presented_key(connection.headers))
-        if principal is None:
-            raise Unauthorized("invalid API key")
-        return AuthenticationResult(user=principal, auth=principal.key_id)
+        principal = await self.authenticator.authenticate(connection)
+        limiter = getattr(connection.app.state, "rate_limiter", None)
+        if limiter is not None:
+            await limiter.check(principal.tenant, principal.credential)
+        return AuthenticationResult(user=principal, auth=principal.credential)

@@ -20,9 +20,11 @@ __all__ = [
     "NoCapacity",
     "NotFound",
     "PayloadTooLarge",
+    "RateLimited",
     "ServiceError",
     "ServiceUnavailable",
     "Unauthorized",
+    "UnsupportedMediaType",
     "exception_handlers",
 ]
 
@@ -57,6 +59,20 @@ class NotFound(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status_code, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code, code = 415, "unsupported_media_type"
+
+
+class RateLimited(ServiceError):
+    """Too many requests in the window; the body carries ``retry_after_seconds``."""
+
+    status_code, code = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after,
+                         extra={"retry_after_seconds": retry_after})
 
 
 class LanguageUnavailable(ServiceError):

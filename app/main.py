@@ -2,12 +2,14 @@
 
 It builds the Litestar app with its controllers, the auth middleware, the error
 handlers and the dependencies, and a lifespan that starts Valkey (embedded when
-``VALKEY_URL`` is not set) and the execution backend, and stops them again.
+``VALKEY_URL`` is not set), the object store and the execution backend, and stops
+them again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import AsyncIterator
 
 import valkey.asyncio as valkey
@@ -18,13 +20,17 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from . import __version__
-from .auth import ApiKeyMiddleware, KeyRing
+from .auth import Authenticator, AuthMiddleware, KeyRing
 from .backends import SandboxBackend, create_backend
 from .domain.exec import ExecController, ExecService
+from .domain.files import FilesController, FileService
 from .domain.health import HealthController
 from .errors import exception_handlers
+from .jwt_auth import JwtConfig, JwtVerifier
+from .ratelimit import RateLimiter
 from .sessions import SessionStore
 from .settings import Settings
+from .storage import FileStore, create_object_store
 from .valkey import EmbeddedValkey, connect
 
 __all__ = ["create_app"]
@@ -32,28 +38,33 @@ __all__ = ["create_app"]
 _REQUEST_OVERHEAD = 256 * 1024  # JSON framing, args and fields around the code
 
 
-def _valkey_client(state: State) -> valkey.Valkey:
-    client: valkey.Valkey = state.valkey
-    return client
+def _jwt_verifier(settings: Settings) -> JwtVerifier | None:
+    if not (settings.jwt_public_key or settings.jwt_jwks_file or settings.jwt_keys_dir):
+        return None
+    return JwtVerifier(JwtConfig(
+        public_key_pem=settings.jwt_public_key, jwks_path=settings.jwt_jwks_file,
+        keys_dir=settings.jwt_keys_dir, issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience, leeway_seconds=settings.jwt_leeway))
 
 
-def _backend(state: State) -> SandboxBackend:
-    backend: SandboxBackend = state.backend
-    return backend
+def _state(name: str) -> Provide:
+    def provide(state: State) -> object:
+        return getattr(state, name)
 
-
-def _exec_service(state: State) -> ExecService:
-    service: ExecService = state.exec_service
-    return service
+    return Provide(provide, sync_to_thread=False)
 
 
 def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Litestar:
     """The ASGI application for ``settings`` (``backend`` only to share one in tests)."""
-    keyring = KeyRing(settings.api_keys)
+    authenticator = Authenticator(KeyRing(settings.api_keys), _jwt_verifier(settings),
+                                  body_key=settings.body_key_auth)
     backend = backend or create_backend(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        tmp_dir = settings.data_dir / "tmp"  # uploads and outputs on their way to the store
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp_dir.mkdir(parents=True, mode=0o700)
         embedded = None
         url = settings.valkey_url
         if url is None:
@@ -61,10 +72,17 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
             await embedded.start()
             url = embedded.url
         client = connect(url)
-        app.state.valkey = client
-        app.state.backend = backend
-        app.state.exec_service = ExecService(settings, backend,
-                                             SessionStore(client, settings.session_ttl))
+        files = FileStore(create_object_store(settings.object_store_url,
+                                              settings.data_dir / "objects",
+                                              dict(settings.object_store_options)))
+        sessions = SessionStore(client, settings.session_ttl)
+        file_service = FileService(files, sessions)
+        app.state.update(
+            settings=settings, valkey=client, backend=backend, file_service=file_service,
+            exec_service=ExecService(settings, backend, sessions, file_service),
+            rate_limiter=RateLimiter(client, settings.rate_limit_window,
+                                     settings.rate_limit_tenant, settings.rate_limit_key),
+        )
         await backend.start()
         try:
             yield
@@ -75,19 +93,17 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
                 await embedded.stop()
 
     return Litestar(
-        route_handlers=[ExecController, HealthController],
+        route_handlers=[ExecController, FilesController, HealthController],
         lifespan=[lifespan],
-        middleware=[DefineMiddleware(ApiKeyMiddleware, keyring=keyring,
+        middleware=[DefineMiddleware(AuthMiddleware, authenticator=authenticator,
                                      exclude=["^/health$", "^/schema"])],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         request_max_body_size=settings.max_code_size + _REQUEST_OVERHEAD,
         openapi_config=OpenAPIConfig(title="K8sInterpreter", version=__version__),
-        dependencies={
-            "valkey_client": Provide(_valkey_client, sync_to_thread=False),
-            "backend": Provide(_backend, sync_to_thread=False),
-            "exec_service": Provide(_exec_service, sync_to_thread=False),
-        },
+        dependencies={name: _state(attr) for name, attr in (
+            ("valkey_client", "valkey"), ("backend", "backend"),
+            ("exec_service", "exec_service"), ("file_service", "file_service"))},
         signature_namespace={"valkey": valkey, "SandboxBackend": SandboxBackend,
-                             "ExecService": ExecService},
+                             "ExecService": ExecService, "FileService": FileService},
         debug=False,
     )

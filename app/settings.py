@@ -46,6 +46,14 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+# obstore option -> environment variable, for OBJECT_STORE_URL=s3://...
+_STORE_OPTIONS = {
+    "endpoint": "S3_ENDPOINT", "region": "S3_REGION", "access_key_id": "AWS_ACCESS_KEY_ID",
+    "secret_access_key": "AWS_SECRET_ACCESS_KEY", "session_token": "AWS_SESSION_TOKEN",
+    "allow_http": "S3_ALLOW_HTTP",
+}
+
+
 @attrs.frozen
 class Settings:
     """The service's configuration; build it with ``Settings.from_env()``."""
@@ -83,6 +91,28 @@ class Settings:
     #: The local backend's Python runtime (a virtual environment) and its caches;
     #: ``None`` means ``<data_dir>/runtime``.
     runtime_path: Path | None = None
+    #: ``None``: a local directory (``<data_dir>/objects``); else e.g. ``s3://bucket``.
+    object_store_url: str | None = None
+    #: obstore configuration for a remote store (endpoint, region, credentials).
+    object_store_options: Mapping[str, str] = attrs.field(factory=dict)
+    max_upload_size: int = 128 * 1024 * 1024
+    max_upload_files: int = 20
+    max_output_files: int = 50
+    max_output_file_size: int = 64 * 1024 * 1024
+    #: Seconds a file is kept after its last use; 0 keeps files until deleted.
+    file_ttl: int = 0
+    jwt_public_key: str | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_keys_dir: Path | None = None
+    jwt_issuer: str = "librechat"
+    jwt_audience: str = "codeapi"
+    jwt_leeway: int = 30
+    #: Accept the key in the JSON body (old clients that sent no header).
+    body_key_auth: bool = False
+    rate_limit_window: int = 60
+    #: Requests per window for a tenant, and for one credential; 0 disables.
+    rate_limit_tenant: int = 1200
+    rate_limit_key: int = 600
 
     @property
     def runtime_dir(self) -> Path:
@@ -127,6 +157,24 @@ class Settings:
                 if m.strip()),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             runtime_path=Path(env["RUNTIME_DIR"]).absolute() if env.get("RUNTIME_DIR") else None,
+            object_store_url=env.get("OBJECT_STORE_URL") or None,
+            object_store_options={
+                option: env[name] for option, name in _STORE_OPTIONS.items() if env.get(name)},
+            max_upload_size=_int(env, "MAX_UPLOAD_SIZE", 128 * 1024 * 1024, minimum=1),
+            max_upload_files=_int(env, "MAX_UPLOAD_FILES", 20, minimum=1),
+            max_output_files=_int(env, "MAX_OUTPUT_FILES", 50, minimum=0),
+            max_output_file_size=_int(env, "MAX_OUTPUT_FILE_SIZE", 64 * 1024 * 1024, minimum=1),
+            file_ttl=_int(env, "FILE_TTL", 0),
+            jwt_public_key=env.get("JWT_PUBLIC_KEY") or None,
+            jwt_jwks_file=Path(env["JWT_JWKS_FILE"]) if env.get("JWT_JWKS_FILE") else None,
+            jwt_keys_dir=Path(env["JWT_KEYS_DIR"]) if env.get("JWT_KEYS_DIR") else None,
+            jwt_issuer=env.get("JWT_ISSUER", "librechat"),
+            jwt_audience=env.get("JWT_AUDIENCE", "codeapi"),
+            jwt_leeway=_int(env, "JWT_LEEWAY", 30),
+            body_key_auth=_bool(env, "BODY_KEY_AUTH", False),
+            rate_limit_window=_int(env, "RATE_LIMIT_WINDOW", 60, minimum=1),
+            rate_limit_tenant=_int(env, "RATE_LIMIT_TENANT", 1200),
+            rate_limit_key=_int(env, "RATE_LIMIT_KEY", 600),
         )
         if settings.default_execution_time > settings.max_execution_time:
             raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")

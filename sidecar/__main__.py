@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     os.chdir(args.workdir)
     runner = Runner(config, LANGUAGES[args.lang])
     runner.warm_up()
-    server = ExecutorServer(_listener(args), runner, WorkDir(args.workdir),
+    workdir = WorkDir(args.workdir, max_file_bytes=args.max_upload_bytes)
+    server = ExecutorServer(_listener(args), runner, workdir,
                             max_upload_bytes=args.max_upload_bytes)
     log("ready", lang=args.lang, pid=os.getpid())
     server.serve_forever(poll_interval=3600)

@@ -8,6 +8,7 @@ counts at its apparent size), and listing is capped in count and depth.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -123,11 +124,25 @@ class WorkDir:
             raise FileError(404, "no such file")
         return fd, os.fstat(fd).st_size
 
-    def write(self, name: str, chunks: Iterator[bytes]) -> int:
-        """Write a top-level file, replacing an existing one without following links."""
-        validate_name(name)
+    def write(self, relative: str, chunks: Iterator[bytes]) -> int:
+        """Write a file (subdirectories are created), replacing one without following links."""
+        parts = relative.split("/")
+        if len(parts) > self.max_depth:
+            raise FileError(400, "file path too deep")
+        for part in parts:
+            validate_name(part)
         dir_fd = os.open(self.path, _OPEN_DIR)
         try:
+            for part in parts[:-1]:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o700, dir_fd=dir_fd)
+                try:
+                    next_fd = os.open(part, _OPEN_DIR, dir_fd=dir_fd)
+                except OSError as exc:  # a link or a file where a directory should be
+                    raise FileError(409, f"{part!r} is not a directory") from exc
+                os.close(dir_fd)
+                dir_fd = next_fd
+            name = parts[-1]
             try:
                 info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except FileNotFoundError:

@@ -1,9 +1,9 @@
 """The executor's HTTP server: the routes of the executor contract.
 
-``POST /execute``, ``POST /files`` (multipart), ``GET /files``, ``GET /files/{name}``,
-``GET /health``. Served on TCP (a pod) or a unix socket (local sandbox), either
-bound here or inherited as an already-listening fd. One execution per sandbox:
-a second ``/execute`` answers 409.
+``POST /execute``, ``POST /files`` (multipart), ``PUT /files/{path}`` (raw, streamed),
+``GET /files``, ``GET /files/{path}``, ``GET /health``. Served on TCP (a pod) or a unix
+socket (local sandbox), either bound here or inherited as an already-listening fd.
+One execution per sandbox: a second ``/execute`` answers 409.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -131,6 +132,37 @@ class _Handler(BaseHTTPRequestHandler):
             self._upload()
         else:
             self._error(404, "no such route")
+
+    def do_PUT(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        if not path.startswith("/files/"):
+            self._error(404, "no such route")
+            return
+        relative = urllib.parse.unquote(path[len("/files/"):])
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self._error(411, "Content-Length required")
+            return
+        if int(length) > self.server.max_upload_bytes:
+            self._error(413, f"file larger than {self.server.max_upload_bytes} bytes")
+            self.close_connection = True
+            return
+        try:
+            size = self.server.workdir.write(relative, self._body_chunks(int(length)))
+        except FileError as exc:
+            self.close_connection = True  # the rest of the body was not read
+            self._error(exc.status, str(exc))
+            return
+        self._send_json(201, {"name": relative, "size": size})
+
+    def _body_chunks(self, length: int) -> Iterator[bytes]:
+        remaining = length
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise FileError(400, "body ended before Content-Length")
+            remaining -= len(chunk)
+            yield chunk
 
     def _execute(self) -> None:
         body = self._read_body(MAX_EXECUTE_BODY)

@@ -8,6 +8,8 @@ service-side failure, never a user-code result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -110,6 +112,36 @@ class ExecutorClient:
             raise ExecutorError(f"executor answered {response.status_code}: {response.text}")
         files: list[dict[str, Any]] = orjson.loads(response.content)["files"]
         return files
+
+    async def put_file(self, path: str, size: int, chunks: AsyncIterator[bytes]) -> None:
+        """Stream a file into the work dir at ``path`` (subdirectories are created)."""
+        try:
+            response = await self._http.put(
+                f"/files/{quote(path, safe='/')}", content=chunks,
+                headers={"Content-Length": str(size),
+                         "Content-Type": "application/octet-stream"}, timeout=120)
+        except httpx.TransportError as exc:
+            raise ExecutorError(f"executor unreachable during stage-in: {exc!r}") from exc
+        if response.status_code != 201:
+            raise ExecutorError(f"stage-in of {path!r} refused ({response.status_code}): "
+                                f"{response.text}")
+
+    @contextlib.asynccontextmanager
+    async def open_file(self, path: str) -> AsyncIterator[AsyncIterator[bytes] | None]:
+        """The file's bytes as a stream, or None when it is not a regular file."""
+        try:
+            async with self._http.stream("GET", f"/files/{quote(path, safe='/')}",
+                                         timeout=120) as response:
+                if response.status_code == 404:
+                    yield None
+                    return
+                if response.status_code != 200:
+                    await response.aread()
+                    raise ExecutorError(f"executor answered {response.status_code} for "
+                                        f"{path!r}: {response.text}")
+                yield response.aiter_bytes(1 << 20)
+        except httpx.TransportError as exc:
+            raise ExecutorError(f"executor unreachable during stage-out: {exc!r}") from exc
 
     async def read_file(self, name: str) -> bytes | None:
         """A file's bytes, or None when it is not a regular file of the work dir."""

@@ -79,6 +79,22 @@ class SessionStore:
         except ValkeyError as exc:
             raise ServiceUnavailable("session store unavailable", retry_after=2) from exc
 
+    async def adopt(self, tenant: str, session_id: str) -> Session:
+        """Record a session whose files outlived its Valkey record (same tenant only)."""
+        key = _session_key(session_id)
+        try:
+            created = await self._client.hsetnx(key, "tenant", tenant)  # type: ignore[misc]
+            if not created:
+                existing = await self.get(tenant, session_id)
+                if existing is None:
+                    raise ServiceUnavailable("session id conflict; try again", retry_after=1)
+                return existing
+            await self._client.hset(key, "created_at", str(time.time()))  # type: ignore[misc]
+            await self._client.expire(key, self._ttl)
+        except ValkeyError as exc:
+            raise ServiceUnavailable("session store unavailable", retry_after=2) from exc
+        return Session(id=session_id, tenant=tenant, created_at=time.time())
+
     async def _create(self, tenant: str, entity_key: str | None) -> Session:
         session = Session(id=new_id(), tenant=tenant, created_at=time.time(), is_new=True)
         async with self._client.pipeline(transaction=True) as pipe:

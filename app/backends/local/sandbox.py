@@ -86,6 +86,7 @@ class LocalSandbox:
             "--max-output-bytes", str(self.config.max_output_bytes),
             "--memory-mb", str(self.config.memory_bytes // (1024 * 1024)),
             "--file-size-bytes", str(self.config.workdir_bytes),
+            "--max-upload-bytes", str(self.config.workdir_bytes),
             "--compile-timeout", str(self.config.compile_timeout),
             "--preload", ",".join(self.config.preload),
             "--mpl-seed-dir", f"{SIDECAR_MOUNT}/mplconfig",

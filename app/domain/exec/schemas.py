@@ -41,3 +41,5 @@ class ExecResponse:
     memory: int
     language: str
     version: str | None
+    #: Output files the caps left out: ``{name, size, reason}`` each (never silent).
+    skipped_files: list[dict[str, Any]] = attrs.field(factory=list)

@@ -11,6 +11,7 @@ import logging
 import re
 import shlex
 import time
+from typing import Any
 
 import attrs
 
@@ -20,9 +21,13 @@ from ...auth import Principal
 from ...backends import SandboxBackend
 from ...errors import BadRequest, ExecutorFailed, LanguageUnavailable, PayloadTooLarge
 from ...executor import ExecutorError, ExecutorResult
-from ...sessions import SessionStore
+from ...ids import is_valid_id
+from ...sessions import Session, SessionStore
 from ...settings import Settings
+from ...storage import FileMeta
+from ..files.service import FileService
 from .schemas import ExecRequest, ExecResponse
+from .staging import WORKDIR, OutputFiles, stage_in, stage_out
 
 __all__ = ["ExecService", "cut_output", "normalize_timeout"]
 
@@ -73,6 +78,16 @@ def cut_output(text: str, limit: int, cut_in_sandbox: bool) -> str:
     return text + marker
 
 
+def _file_entry(meta: FileMeta) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": meta.id, "name": meta.name, "path": f"{WORKDIR}/{meta.name}",
+        "storage_session_id": meta.session_id, "session_id": meta.session_id,
+        "size": meta.size, "content_type": meta.content_type, "inherited": False}
+    if meta.modified_from is not None:
+        entry["modified_from"] = meta.modified_from
+    return entry
+
+
 @attrs.frozen
 class _Validated:
     lang: str
@@ -84,11 +99,22 @@ class _Validated:
 class ExecService:
     """Runs one ``/exec`` request end to end."""
 
-    def __init__(self, settings: Settings, backend: SandboxBackend,
-                 sessions: SessionStore) -> None:
+    def __init__(self, settings: Settings, backend: SandboxBackend, sessions: SessionStore,
+                 files: FileService) -> None:
         self.settings = settings
         self.backend = backend
         self.sessions = sessions
+        self.files = files
+        self.tmp_dir = settings.data_dir / "tmp"
+
+    async def _session(self, principal: Principal, request: ExecRequest) -> Session:
+        session = await self.sessions.resolve(principal.tenant, request.session_id,
+                                              request.user_id, request.entity_id)
+        if (session.is_new and request.session_id and is_valid_id(request.session_id)
+                and await self.files.files.list_session(principal.tenant, request.session_id)):
+            # The session's record expired but its files did not: it is still the caller's.
+            return await self.sessions.adopt(principal.tenant, request.session_id)
+        return session
 
     async def _validate(self, request: ExecRequest) -> _Validated:
         language = resolve_language(request.lang)
@@ -112,16 +138,22 @@ class ExecService:
     async def execute(self, principal: Principal, request: ExecRequest,
                       request_id: str) -> ExecResponse:
         valid = await self._validate(request)
-        session = await self.sessions.resolve(principal.tenant, request.session_id,
-                                              request.user_id, request.entity_id)
+        session = await self._session(principal, request)
+        inputs = await self.files.inputs(principal, session, request.files or [])
         started = time.monotonic()
         lease = await self.backend.acquire(valid.lang, session.id)
         acquired = time.monotonic()
         try:
+            await stage_in(lease.executor, self.files.files, inputs)
             result = await lease.executor.execute(
                 lang=valid.lang, code=valid.code, args=valid.args, timeout=valid.timeout,
                 request_id=request_id,
                 transport_timeout=valid.timeout + self.settings.compile_timeout + 30)
+            outputs = await stage_out(
+                lease.executor, self.files.files, tenant=principal.tenant,
+                session_id=session.id, user_id=request.user_id, inputs=inputs,
+                max_files=self.settings.max_output_files,
+                max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir)
         except ExecutorError as exc:
             raise ExecutorFailed(f"the sandbox failed: {exc}", retry_after=1) from exc
         finally:
@@ -132,16 +164,18 @@ class ExecService:
             "acquire_ms": round((acquired - started) * 1000, 2),
             "run_ms": round((time.monotonic() - acquired) * 1000, 2)})
         version = (await self.backend.languages())[valid.lang].version
-        return self._response(session.id, valid.lang, version, result)
+        return self._response(session.id, valid.lang, version, result, outputs)
 
     def _response(self, session_id: str, lang: str, version: str | None,
-                  result: ExecutorResult) -> ExecResponse:
+                  result: ExecutorResult, outputs: OutputFiles) -> ExecResponse:
         limit = self.settings.response_output_limit
         return ExecResponse(
             session_id=session_id,
             stdout=cut_output(result.stdout, limit, result.stdout_truncated),
             stderr=cut_output(result.stderr, limit, result.stderr_truncated),
-            files=[], code=result.exit_code, signal=result.signal, status=result.status,
+            files=[_file_entry(meta) for meta in outputs.stored],
+            skipped_files=outputs.skipped,
+            code=result.exit_code, signal=result.signal, status=result.status,
             message=result.message, wall_time=result.wall_time, cpu_time=result.cpu_time,
             memory=result.max_rss, language=lang, version=version,
         )

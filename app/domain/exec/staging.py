@@ -1,0 +1,97 @@
+"""Moving files between the object store and a sandbox's work dir.
+
+``stage_in`` streams each input into ``/mnt/data`` before the code runs.
+``stage_out`` lists the work dir afterwards and stores what the code created or
+changed under the execution's session, *before* the response is sent: an unchanged
+input is not returned; a changed input becomes a new file with ``modified_from``
+(the original is never overwritten); files over the count or size caps are skipped
+and reported, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ...executor import ExecutorClient, ExecutorError
+from ...ids import new_id
+from ...storage import FileMeta, FileStore
+from ..files.service import InputFile, guess_type
+
+__all__ = ["OutputFiles", "stage_in", "stage_out"]
+
+WORKDIR = "/mnt/data"
+
+
+@attrs.frozen
+class OutputFiles:
+    """What the execution produced: stored files, and those the caps left out."""
+
+    stored: list[FileMeta]
+    skipped: list[dict[str, Any]]
+
+
+async def stage_in(executor: ExecutorClient, store: FileStore, inputs: list[InputFile]) -> None:
+    for item in inputs:
+        await executor.put_file(item.path, item.meta.size, store.stream(item.meta))
+
+
+async def stage_out(executor: ExecutorClient, store: FileStore, *, tenant: str,
+                    session_id: str, user_id: str | None, inputs: list[InputFile],
+                    max_files: int, max_file_size: int, tmp_dir: Path) -> OutputFiles:
+    by_path = {item.path: item.meta for item in inputs}
+    stored: list[FileMeta] = []
+    skipped: list[dict[str, Any]] = []
+    for entry in await executor.list_files():
+        path, size, sha256 = str(entry["name"]), int(entry["size"]), str(entry["sha256"])
+        original = by_path.get(path)
+        if original is not None and original.sha256 == sha256 and original.size == size:
+            continue  # an input the code did not change
+        if len(stored) >= max_files:
+            skipped.append({"name": path, "size": size,
+                            "reason": f"more than {max_files} output files"})
+            continue
+        if size > max_file_size:
+            skipped.append({"name": path, "size": size,
+                            "reason": f"larger than {max_file_size} bytes"})
+            continue
+        modified_from = ({"id": original.id, "storage_session_id": original.session_id}
+                         if original is not None else None)
+        meta = await _store_one(executor, store, path, tmp_dir=tmp_dir,
+                                max_file_size=max_file_size, meta=FileMeta(
+            id=new_id(), session_id=session_id, tenant=tenant, name=path, size=size,
+            sha256=sha256, content_type=guess_type(path), user_id=user_id,
+            modified_from=modified_from))
+        if meta is None:
+            skipped.append({"name": path, "size": size, "reason": "changed while collected"})
+        else:
+            stored.append(meta)
+    return OutputFiles(stored=stored, skipped=skipped)
+
+
+async def _store_one(executor: ExecutorClient, store: FileStore, path: str, *, tmp_dir: Path,
+                     max_file_size: int, meta: FileMeta) -> FileMeta | None:
+    """Copy one file out of the sandbox through a temporary file, checking what arrives."""
+    fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="output-")
+    tmp_path = Path(tmp_name)
+    try:
+        digest, size = hashlib.sha256(), 0
+        with os.fdopen(fd, "wb") as handle:
+            async with executor.open_file(path) as chunks:
+                if chunks is None:
+                    return None  # replaced by a link or removed since the listing
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > max_file_size:
+                        raise ExecutorError(f"{path!r} grew past the size cap while read")
+                    digest.update(chunk)
+                    handle.write(chunk)
+        meta = attrs.evolve(meta, size=size, sha256=digest.hexdigest())
+        return await store.put(meta, tmp_path)
+    finally:
+        os.unlink(tmp_path)

@@ -1,0 +1,168 @@
+"""Streaming multipart/form-data reader: file parts go to temporary files, never memory.
+
+Litestar's own form parsing reads the whole body; uploads can be large, so the body
+is fed chunk by chunk to ``python-multipart``'s push parser. Each file part is
+written to a temporary file with its size counted and its SHA-256 computed as it
+arrives; a part over the limit stops the request with 413 and the temporary files
+are removed. Plain fields are small (capped) and kept in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from ...errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+__all__ = ["FilePart", "MultipartForm", "read_multipart"]
+
+_MAX_FIELD_BYTES = 64 * 1024
+
+
+@attrs.define
+class FilePart:
+    """One uploaded file, spooled to ``path``."""
+
+    field: str
+    filename: str
+    content_type: str | None
+    path: Path
+    size: int = 0
+    sha256: str = ""
+
+
+@attrs.define
+class MultipartForm:
+    """The fields and files of one request; ``close()`` removes the temporary files."""
+
+    fields: dict[str, str] = attrs.field(factory=dict)
+    files: list[FilePart] = attrs.field(factory=list)
+
+    def close(self) -> None:
+        for part in self.files:
+            part.path.unlink(missing_ok=True)
+
+
+@attrs.define
+class _State:
+    """What the parser callbacks have seen of the current part."""
+
+    form: MultipartForm
+    tmp_dir: Path
+    max_file_bytes: int
+    max_files: int
+    header_field: bytearray = attrs.field(factory=bytearray)
+    header_value: bytearray = attrs.field(factory=bytearray)
+    headers: dict[str, str] = attrs.field(factory=dict)
+    part: FilePart | None = None
+    handle: IO[bytes] | None = None
+    digest: Any = None
+    field_name: str | None = None
+    field_value: bytearray = attrs.field(factory=bytearray)
+    error: Exception | None = None
+
+    def on_part_begin(self) -> None:
+        self.headers, self.part, self.field_name = {}, None, None
+        self.field_value = bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[self.header_field.decode("latin-1").lower()] = \
+            self.header_value.decode("utf-8", "replace")
+        self.header_field, self.header_value = bytearray(), bytearray()
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self.headers.get("content-disposition", ""))
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        filename = options.get(b"filename")
+        if filename is None:
+            self.field_name = name
+            return
+        if len(self.form.files) >= self.max_files:
+            self.error = PayloadTooLarge(f"at most {self.max_files} files per request")
+            return
+        fd, path = tempfile.mkstemp(dir=self.tmp_dir, prefix="upload-")
+        self.handle = os.fdopen(fd, "wb")
+        self.digest = hashlib.sha256()
+        self.part = FilePart(field=name, filename=filename.decode("utf-8", "replace"),
+                             content_type=self.headers.get("content-type"), path=Path(path))
+        self.form.files.append(self.part)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.error is not None:
+            return
+        chunk = data[start:end]
+        if self.part is not None and self.handle is not None:
+            self.part.size += len(chunk)
+            if self.part.size > self.max_file_bytes:
+                self.error = PayloadTooLarge(
+                    f"{self.part.filename!r} is larger than {self.max_file_bytes} bytes")
+                return
+            self.handle.write(chunk)
+            self.digest.update(chunk)
+        elif self.field_name is not None:
+            self.field_value += chunk
+            if len(self.field_value) > _MAX_FIELD_BYTES:
+                self.error = PayloadTooLarge(f"form field {self.field_name!r} is too large")
+
+    def on_part_end(self) -> None:
+        if self.handle is not None and self.part is not None:
+            self.handle.close()
+            self.part.sha256 = self.digest.hexdigest()
+            self.handle = None
+        elif self.field_name is not None and self.error is None:
+            self.form.fields[self.field_name] = self.field_value.decode("utf-8", "replace")
+
+    def abort(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+async def read_multipart(content_type: str | None, body: AsyncIterator[bytes], tmp_dir: Path,
+                         max_file_bytes: int, max_files: int) -> MultipartForm:
+    """Parse a multipart body as it streams in; the caller must ``close()`` the form."""
+    media_type, options = parse_options_header(content_type or "")
+    if media_type != b"multipart/form-data":
+        raise UnsupportedMediaType("expected multipart/form-data")
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise BadRequest("multipart/form-data without a boundary")
+    state = _State(form=MultipartForm(), tmp_dir=tmp_dir, max_file_bytes=max_file_bytes,
+                   max_files=max_files)
+    callbacks = {name: getattr(state, name) for name in (
+        "on_part_begin", "on_header_field", "on_header_value", "on_header_end",
+        "on_headers_finished", "on_part_data", "on_part_end")}
+    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    try:
+        async for chunk in body:
+            parser.write(chunk)
+            if state.error is not None:
+                raise state.error
+        parser.finalize()
+        if state.error is not None:
+            raise state.error
+        if state.handle is not None:
+            raise BadRequest("malformed multipart body: it ended inside a part")
+    except MultipartParseError as exc:
+        state.abort()
+        state.form.close()
+        raise BadRequest(f"malformed multipart body: {exc}") from exc
+    except BaseException:
+        state.abort()
+        state.form.close()
+        raise
+    return state.form

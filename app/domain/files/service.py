@@ -1,0 +1,147 @@
+"""The file service: uploads, lookups, listings, deletes — always by (tenant, id).
+
+An id of the wrong shape is a 400 before any lookup; another tenant's session or
+file answers exactly like an unknown one (404, or an empty listing).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from sidecar.files import FileError, validate_name
+
+from ...auth import Principal
+from ...errors import BadRequest, NotFound
+from ...ids import is_valid_id, new_id
+from ...sessions import Session, SessionStore
+from ...storage import FileMeta, FileStore
+from .multipart import FilePart, MultipartForm
+
+__all__ = ["FileService", "InputFile", "UploadResult", "check_id", "check_name"]
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def check_id(value: str, what: str) -> str:
+    if not is_valid_id(value):
+        raise BadRequest(f"{what} must be 21 characters of [A-Za-z0-9_-]")
+    return value
+
+
+def check_name(name: str) -> str:
+    """A file name as security.md allows it, or a 400 saying why not."""
+    try:
+        return validate_name(name)
+    except FileError as exc:
+        raise BadRequest(f"invalid file name: {exc}") from exc
+
+
+def guess_type(name: str, declared: str | None = None) -> str:
+    if declared and "/" in declared and declared != "application/octet-stream":
+        return declared.split(";")[0].strip()
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+@attrs.frozen
+class UploadResult:
+    """One part of an upload: stored (``meta``) or refused (``error``)."""
+
+    filename: str
+    meta: FileMeta | None = None
+    error: str | None = None
+
+
+@attrs.frozen
+class InputFile:
+    """A stored file to place in the sandbox at ``/mnt/data/<path>``."""
+
+    path: str
+    meta: FileMeta
+
+
+class FileService:
+    """Everything the API does with stored files."""
+
+    def __init__(self, files: FileStore, sessions: SessionStore) -> None:
+        self.files = files
+        self.sessions = sessions
+
+    async def upload(self, principal: Principal, form: MultipartForm,
+                     user_id: str | None) -> tuple[Session, list[UploadResult]]:
+        """Store every file part of ``form`` in one session (the caller's, or a new one)."""
+        fields = form.fields
+        entity_id = fields.get("entity_id") or None
+        session = await self.sessions.resolve(principal.tenant, fields.get("session_id"),
+                                              user_id, entity_id)
+        results = [await self._store_part(principal, session, part, fields, user_id)
+                   for part in form.files]
+        return session, results
+
+    async def _store_part(self, principal: Principal, session: Session, part: FilePart,
+                          fields: Mapping[str, str], user_id: str | None) -> UploadResult:
+        try:
+            name = check_name(part.filename)
+        except BadRequest as exc:
+            return UploadResult(filename=part.filename, error=exc.message)
+        meta = FileMeta(
+            id=new_id(), session_id=session.id, tenant=principal.tenant, name=name,
+            size=part.size, sha256=part.sha256, content_type=guess_type(name, part.content_type),
+            read_only=fields.get("read_only", "").strip().lower() in _TRUE,
+            kind=fields.get("kind") or None, resource_id=fields.get("id") or None,
+            version=fields.get("version") or None, user_id=user_id,
+        )
+        await self.files.put(meta, part.path)
+        return UploadResult(filename=name, meta=meta)
+
+    async def get(self, principal: Principal, session_id: str, file_id: str) -> FileMeta:
+        check_id(session_id, "session id")
+        check_id(file_id, "file id")
+        meta = await self.files.get_meta(principal.tenant, session_id, file_id)
+        if meta is None:
+            raise NotFound("no such file")
+        return meta
+
+    async def list_session(self, principal: Principal, session_id: str) -> list[FileMeta]:
+        check_id(session_id, "session id")
+        return await self.files.list_session(principal.tenant, session_id)
+
+    def stream(self, meta: FileMeta) -> AsyncIterator[bytes]:
+        return self.files.stream(meta)
+
+    async def delete(self, principal: Principal, session_id: str, file_id: str) -> None:
+        await self.files.delete(await self.get(principal, session_id, file_id))
+
+    async def inputs(self, principal: Principal, session: Session,
+                     refs: Iterable[Mapping[str, Any]]) -> list[InputFile]:
+        """The session's own files (newest per name) plus every referenced file.
+
+        A reference the caller may not read (another tenant's, or gone) is a 404,
+        exactly like a missing file. Later entries win when two share a path.
+        """
+        chosen: dict[str, InputFile] = {}
+        if not session.is_new:
+            for meta in await self.files.list_session(principal.tenant, session.id):
+                chosen[meta.name] = InputFile(meta.name, meta)  # oldest first: newest wins
+        for ref in refs:
+            meta = await self._referenced(principal, ref)
+            name = ref.get("name")
+            path = check_name(name) if isinstance(name, str) and name else meta.name
+            chosen[path] = InputFile(path, meta)
+        return list(chosen.values())
+
+    async def _referenced(self, principal: Principal, ref: Mapping[str, Any]) -> FileMeta:
+        if not isinstance(ref, Mapping):
+            raise BadRequest("each entry of 'files' must be an object")
+        file_id = ref.get("id")
+        session_id = ref.get("storage_session_id") or ref.get("session_id")
+        if not isinstance(file_id, str) or not isinstance(session_id, str):
+            raise BadRequest("a file reference needs 'id' and 'storage_session_id' "
+                             "(or 'session_id')")
+        try:
+            return await self.get(principal, session_id, file_id)
+        except NotFound as exc:
+            raise NotFound(f"file {file_id} not found") from exc

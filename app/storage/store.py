@@ -1,0 +1,172 @@
+"""Files in the object store (obstore): bytes and their metadata, side by side.
+
+Layout, always keyed by (tenant, session, file id) — a lookup can only find what the
+tenant owns:
+
+    <tenant>/<session_id>/<file_id>        the bytes
+    <tenant>/<session_id>/<file_id>.json   the metadata (``FileMeta``)
+
+The metadata object is written *after* the bytes, so a file becomes visible only
+once it is complete; an upload that fails half-way leaves nothing listed. Store
+failures become ``StorageUnavailable`` (503).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import obstore
+import orjson
+from obstore.exceptions import BaseError, NotFoundError
+from obstore.store import LocalStore, ObjectStore, from_url
+
+from ..errors import ServiceUnavailable
+
+__all__ = ["FileMeta", "FileStore", "StorageUnavailable", "create_object_store"]
+
+_META_SUFFIX = ".json"
+#: obstore's own hierarchy, plus what a local store raises from the filesystem.
+_STORE_ERRORS = (BaseError, OSError)
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The object store failed or cannot be reached."""
+
+    code = "storage_unavailable"
+
+
+@attrs.frozen
+class FileMeta:
+    """Everything known about one stored file besides its bytes."""
+
+    id: str
+    session_id: str
+    tenant: str
+    name: str
+    size: int
+    sha256: str
+    content_type: str = "application/octet-stream"
+    last_modified: float = attrs.field(factory=time.time)
+    read_only: bool = False
+    kind: str | None = None
+    resource_id: str | None = None
+    version: str | None = None
+    user_id: str | None = None
+    #: ``{"id", "storage_session_id"}`` of the input this file is a changed copy of.
+    modified_from: dict[str, str] | None = None
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.sha256[:32]}"'
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(attrs.asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes) -> FileMeta:
+        fields: dict[str, Any] = orjson.loads(data)
+        known = {a.name for a in attrs.fields(cls)}
+        return cls(**{k: v for k, v in fields.items() if k in known})
+
+
+def create_object_store(url: str | None, local_root: Path,
+                        options: dict[str, str] | None = None) -> ObjectStore:
+    """``LocalStore`` under ``local_root`` unless ``url`` names a store (``s3://...``)."""
+    if url is None or url.startswith("file://") or "://" not in url:
+        root = Path(url[len("file://"):]) if url and url.startswith("file://") else local_root
+        root.mkdir(parents=True, exist_ok=True)
+        return LocalStore(prefix=root)
+    config: dict[str, Any] = dict(options or {})
+    client_options: dict[str, Any] = {}
+    if "allow_http" in config:  # a client option, not an S3 one
+        client_options["allow_http"] = str(config.pop("allow_http")).lower() in ("1", "true")
+    store: ObjectStore = from_url(url, config=config,  # type: ignore[call-overload]
+                                  client_options=client_options)
+    return store
+
+
+def _bytes_path(tenant: str, session_id: str, file_id: str) -> str:
+    return f"{tenant}/{session_id}/{file_id}"
+
+
+class FileStore:
+    """Stores, finds, streams and deletes the files of sessions."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+
+    async def put(self, meta: FileMeta, source: Path) -> FileMeta:
+        """Store the bytes in ``source``, then the metadata (which makes it visible)."""
+        path = _bytes_path(meta.tenant, meta.session_id, meta.id)
+        try:
+            await obstore.put_async(self._store, path, source)
+            await obstore.put_async(self._store, path + _META_SUFFIX, meta.to_json())
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store write failed: {exc}", retry_after=2) from exc
+        return meta
+
+    async def update_meta(self, meta: FileMeta) -> None:
+        path = _bytes_path(meta.tenant, meta.session_id, meta.id) + _META_SUFFIX
+        try:
+            await obstore.put_async(self._store, path, meta.to_json())
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store write failed: {exc}", retry_after=2) from exc
+
+    async def get_meta(self, tenant: str, session_id: str, file_id: str) -> FileMeta | None:
+        path = _bytes_path(tenant, session_id, file_id) + _META_SUFFIX
+        try:
+            result = await obstore.get_async(self._store, path)
+            return FileMeta.from_json(bytes(await result.bytes_async()))
+        except (NotFoundError, FileNotFoundError):
+            return None
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+
+    async def list_session(self, tenant: str, session_id: str) -> list[FileMeta]:
+        """The session's complete files, oldest first."""
+        metas: list[FileMeta] = []
+        try:
+            async for batch in obstore.list(self._store, f"{tenant}/{session_id}/"):
+                for entry in batch:
+                    if entry["path"].endswith(_META_SUFFIX):
+                        result = await obstore.get_async(self._store, entry["path"])
+                        metas.append(FileMeta.from_json(bytes(await result.bytes_async())))
+        except (NotFoundError, FileNotFoundError):
+            return []
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store list failed: {exc}", retry_after=2) from exc
+        return sorted(metas, key=lambda m: (m.last_modified, m.id))
+
+    async def stream(self, meta: FileMeta, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """The file's bytes in chunks (never the whole file in memory)."""
+        path = _bytes_path(meta.tenant, meta.session_id, meta.id)
+        try:
+            result = await obstore.get_async(self._store, path)
+            async for chunk in result.stream(min_chunk_size=chunk_size):
+                yield bytes(chunk)
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+
+    async def delete(self, meta: FileMeta) -> None:
+        """Remove the metadata first (the file disappears at once), then the bytes."""
+        path = _bytes_path(meta.tenant, meta.session_id, meta.id)
+        for target in (path + _META_SUFFIX, path):
+            try:
+                await obstore.delete_async(self._store, target)
+            except (NotFoundError, FileNotFoundError):
+                continue  # already gone: deleting is idempotent
+            except _STORE_ERRORS as exc:
+                raise StorageUnavailable(f"object store delete failed: {exc}",
+                                         retry_after=2) from exc
+
+    async def ping(self) -> None:
+        """One cheap request, for readiness."""
+        try:
+            async for _ in obstore.list(self._store, "k8si-readiness-probe/"):
+                break
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store unreachable: {exc}") from exc
