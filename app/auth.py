@@ -21,8 +21,9 @@ import attrs
 import orjson
 from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from litestar.types import ASGIApp, Method, Scopes
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .errors import BadRequest, Unauthorized
 from .jwt_auth import JwtError, JwtVerifier, looks_like_jwt
@@ -129,20 +130,30 @@ class Authenticator:
         return keys[0] if keys else None
 
 
-class AuthMiddleware(AbstractAuthenticationMiddleware):
+def _public_path(scope: Scope) -> bool:
+    path: str = scope["path"]
+    return path in {"/health", "/schema"} or path.startswith("/schema/")
+
+
+class AuthMiddleware(ASGIMiddleware):
     """Sets ``request.user`` to the caller's ``Principal`` and counts rate limits."""
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator, exclude: list[str],
-                 scopes: Scopes | None = None,
-                 exclude_http_methods: list[Method] | None = None) -> None:
-        super().__init__(app, exclude=exclude, scopes=scopes,
-                         exclude_http_methods=exclude_http_methods or ["OPTIONS"])
+    scopes = (ScopeType.HTTP,)
+    exclude_opt_key = "exclude_from_auth"
+    # Liveness and the API documentation are public; nothing else is.
+    should_bypass_for_scope = staticmethod(_public_path)
+
+    def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
 
-    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any],
-                                   ) -> AuthenticationResult:
-        principal = await self.authenticator.authenticate(connection)
-        limiter = getattr(connection.app.state, "rate_limiter", None)
+    async def handle(self, scope: Scope, receive: Receive, send: Send,
+                     next_app: ASGIApp) -> None:
+        # A full Request (with receive): the body key, if enabled, is read and cached.
+        request: Request[Any, Any, Any] = Request(scope, receive)
+        principal = await self.authenticator.authenticate(request)
+        limiter = getattr(request.app.state, "rate_limiter", None)
         if limiter is not None:
             await limiter.check(principal.tenant, principal.credential)
-        return AuthenticationResult(user=principal, auth=principal.credential)
+        scope["user"] = principal
+        scope["auth"] = principal.credential
+        await next_app(scope, receive, send)

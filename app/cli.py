@@ -42,6 +42,9 @@ def _banner(settings: Settings, key: str, source: str) -> str:
 
 
 def serve(settings: Settings) -> None:
+    import atexit
+    import time
+
     import uvicorn
 
     from .backends.local.runtime import ensure_runtime
@@ -54,6 +57,9 @@ def serve(settings: Settings) -> None:
     if settings.execution_backend == "local":
         ensure_runtime(settings.runtime_dir)
     print(_banner(settings, keys[0], source), file=sys.stderr, flush=True)
+    # obstore's async runtime can abort the interpreter at exit (a shutdown race);
+    # a short pause at exit avoids it (see shared/spec/libraries.md).
+    atexit.register(time.sleep, 0.1)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 timeout_keep_alive=120, log_config=None, access_log=False)
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import attrs
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 __all__ = [
     "BadRequest",
+    "ErrorBody",
     "ExecutorFailed",
     "LanguageUnavailable",
     "NoCapacity",
@@ -25,6 +28,7 @@ __all__ = [
     "ServiceUnavailable",
     "Unauthorized",
     "UnsupportedMediaType",
+    "error_responses",
     "exception_handlers",
 ]
 
@@ -99,6 +103,34 @@ class ExecutorFailed(ServiceUnavailable):
     code = "sandbox_failed"
 
 
+@attrs.frozen
+class ErrorBody:
+    """The body of every error answer (documented in the OpenAPI schema)."""
+
+    error: str
+    message: str
+    #: Only on 429: seconds until the rate-limit window ends (also ``Retry-After``).
+    retry_after_seconds: int | None = None
+
+
+_DESCRIPTIONS = {
+    400: "Bad request (malformed input, invalid names or ids, unknown language)",
+    401: "Missing or invalid credentials",
+    404: "Unknown id (another tenant's ids answer the same)",
+    413: "Too large (code, upload, args)",
+    415: "Wrong content type",
+    429: "Rate limited (see retry_after_seconds and Retry-After)",
+    503: "Temporarily unavailable (no capacity, sandbox or store failure); see Retry-After",
+}
+
+
+def error_responses(*extra: int, auth: bool = True) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the errors a route can answer: always 400/503, plus ``extra``."""
+    codes = {400, 503, *extra} | ({401, 429} if auth else set())
+    return {code: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS[code])
+            for code in sorted(codes)}
+
+
 def _body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": code, "message": message, **extra}
 
@@ -107,6 +139,10 @@ def _service_error(_: Request[Any, Any, Any], exc: ServiceError) -> Response[Any
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
+    if exc.status_code == 413:
+        # The rest of the body was not read: do not keep a connection fed by an
+        # endless upload; closing it stops the sender.
+        headers["Connection"] = "close"
     if exc.status_code >= 500:
         logger.warning("request failed", extra={"error": exc.code, "detail": exc.message})
     return Response(_body(exc.code, exc.message, **exc.extra), status_code=exc.status_code,

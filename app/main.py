@@ -8,6 +8,7 @@ them again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 from collections.abc import AsyncIterator
@@ -16,7 +17,6 @@ import valkey.asyncio as valkey
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from . import __version__
@@ -31,6 +31,7 @@ from .ratelimit import RateLimiter
 from .sessions import SessionStore
 from .settings import Settings
 from .storage import FileStore, create_object_store
+from .storage.expiry import run_expiry
 from .valkey import EmbeddedValkey, connect
 
 __all__ = ["create_app"]
@@ -76,7 +77,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
                                               settings.data_dir / "objects",
                                               dict(settings.object_store_options)))
         sessions = SessionStore(client, settings.session_ttl)
-        file_service = FileService(files, sessions)
+        file_service = FileService(files, sessions, settings.file_ttl)
         app.state.update(
             settings=settings, valkey=client, backend=backend, file_service=file_service,
             exec_service=ExecService(settings, backend, sessions, file_service),
@@ -84,9 +85,13 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
                                      settings.rate_limit_tenant, settings.rate_limit_key),
         )
         await backend.start()
+        expiry = (asyncio.create_task(run_expiry(files, settings.file_ttl))
+                  if settings.file_ttl > 0 else None)
         try:
             yield
         finally:
+            if expiry is not None:
+                expiry.cancel()
             await backend.stop()
             await client.aclose()
             if embedded is not None:
@@ -95,8 +100,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
     return Litestar(
         route_handlers=[ExecController, FilesController, HealthController],
         lifespan=[lifespan],
-        middleware=[DefineMiddleware(AuthMiddleware, authenticator=authenticator,
-                                     exclude=["^/health$", "^/schema"])],
+        middleware=[AuthMiddleware(authenticator)],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         request_max_body_size=settings.max_code_size + _REQUEST_OVERHEAD,
         openapi_config=OpenAPIConfig(title="K8sInterpreter", version=__version__),

@@ -8,6 +8,7 @@ called over real HTTP. The sandbox Python runtime is created once and reused
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import socket
 import subprocess
@@ -28,9 +29,15 @@ from app.main import create_app
 from app.settings import Settings
 from app.valkey import server_binary
 
+# obstore's async runtime can abort the interpreter at exit (a shutdown race, see
+# libraries.md); a short pause at exit avoids it.
+atexit.register(time.sleep, 0.1)
+
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "test-key-0123456789"
+#: A second tenant's key: everything of the first tenant must be invisible to it.
+OTHER_KEY = "other-tenant-key-9876543210"
 SECRET_ENV = "K8SI_TEST_HOST_SECRET"
 # Set in the API's own process: a sandbox must never see it.
 os.environ[SECRET_ENV] = "host-secret-value-7f3a"
@@ -116,10 +123,13 @@ def stop_app(server: uvicorn.Server, thread: threading.Thread) -> None:
 
 def make_settings(data_dir: Path, runtime: Path, valkey_url: str, **overrides: Any) -> Settings:
     base = Settings(
-        port=free_port(), api_keys=(API_KEY,), data_dir=data_dir, valkey_url=valkey_url,
+        port=free_port(), api_keys=(API_KEY, f"other:{OTHER_KEY}"), data_dir=data_dir,
+        valkey_url=valkey_url, rate_limit_tenant=0, rate_limit_key=0,
         runtime_path=runtime, pool_sizes={"py": 1}, max_execution_time=20,
         default_execution_time=10, max_memory_mb=256, max_concurrent_executions=4,
         queue_timeout=60, sandbox_workdir_mb=64, sandbox_tmp_mb=64,
+        max_upload_size=1024 * 1024, max_upload_files=5, max_output_files=5,
+        max_output_file_size=1024 * 1024,
     )
     return attrs.evolve(base, **overrides)
 

@@ -58,6 +58,8 @@ class FileMeta:
     user_id: str | None = None
     #: ``{"id", "storage_session_id"}`` of the input this file is a changed copy of.
     modified_from: dict[str, str] | None = None
+    #: When the file was last staged into a sandbox or downloaded (``FILE_TTL``).
+    last_used: float = attrs.field(factory=time.time)
 
     @property
     def etag(self) -> str:
@@ -162,6 +164,32 @@ class FileStore:
             except _STORE_ERRORS as exc:
                 raise StorageUnavailable(f"object store delete failed: {exc}",
                                          retry_after=2) from exc
+
+    async def touch(self, meta: FileMeta, min_interval: float) -> FileMeta:
+        """Record a use (for ``FILE_TTL``), at most once per ``min_interval`` seconds."""
+        now = time.time()
+        if now - meta.last_used < min_interval:
+            return meta
+        touched = attrs.evolve(meta, last_used=now)
+        await self.update_meta(touched)
+        return touched
+
+    async def expire(self, unused_for: float) -> int:
+        """Delete every file not used for ``unused_for`` seconds; the number deleted."""
+        cutoff, deleted = time.time() - unused_for, 0
+        try:
+            async for batch in obstore.list(self._store):
+                for entry in batch:
+                    if not entry["path"].endswith(_META_SUFFIX):
+                        continue
+                    result = await obstore.get_async(self._store, entry["path"])
+                    meta = FileMeta.from_json(bytes(await result.bytes_async()))
+                    if meta.last_used < cutoff:
+                        await self.delete(meta)
+                        deleted += 1
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store list failed: {exc}") from exc
+        return deleted
 
     async def ping(self) -> None:
         """One cheap request, for readiness."""

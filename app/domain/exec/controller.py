@@ -5,15 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, post
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody
 
 from ...auth import Principal
+from ...errors import UnsupportedMediaType, error_responses
 from ...ids import is_valid_id, new_id
 from .schemas import ExecRequest, ExecResponse
 from .service import ExecService
 
 __all__ = ["ExecController"]
+
+
+def require_json(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """415 for a body that is not JSON (before anything tries to decode it)."""
+    media_type = connection.headers.get("content-type", "application/json")
+    if media_type.split(";")[0].strip().lower() != "application/json":
+        raise UnsupportedMediaType("expected Content-Type: application/json")
 
 
 class ExecController(Controller):
@@ -22,7 +32,8 @@ class ExecController(Controller):
     path = "/exec"
     tags = ["exec"]
 
-    @post("/", status_code=200, summary="Run code in a fresh sandbox")
+    @post("/", status_code=200, guards=[require_json], responses=error_responses(404, 413, 415),
+          summary="Run code in a fresh sandbox")
     async def execute(self, request: Request[Principal, Any, Any], data: JSONBody[ExecRequest],
                       exec_service: NamedDependency[ExecService]) -> Response[ExecResponse]:
         supplied = request.headers.get("x-request-id", "")

@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
 from ...auth import Principal
-from ...errors import BadRequest
+from ...errors import BadRequest, error_responses
 from .multipart import read_multipart
 from .schemas import DETAILS, listing, object_info
 from .service import FileService, UploadResult
@@ -55,6 +55,7 @@ class FilesController(Controller):
         return session.id, results
 
     @post("/upload", status_code=200, request_max_body_size=None,
+          responses=error_responses(413, 415),
           summary="Upload files (multipart: 'file' or 'files' parts)")
     async def upload(self, request: Request[Principal, Any, Any],
                      file_service: NamedDependency[FileService]) -> dict[str, Any]:
@@ -67,6 +68,7 @@ class FilesController(Controller):
                 "files": [_file_reply(r) for r in results]}
 
     @post("/upload/batch", status_code=200, request_max_body_size=None,
+          responses=error_responses(413, 415),
           summary="Upload many files; each reports success or error")
     async def upload_batch(self, request: Request[Principal, Any, Any],
                            file_service: NamedDependency[FileService]) -> Response[Any]:
@@ -79,17 +81,19 @@ class FilesController(Controller):
                 "failed": failed}
         return Response(body, status_code=400 if not succeeded else 200)
 
-    @get("/download/{session_id:str}/{file_id:str}", summary="Download a file's bytes")
+    @get("/download/{session_id:str}/{file_id:str}", responses=error_responses(404),
+         summary="Download a file's bytes")
     async def download(self, request: Request[Principal, Any, Any], session_id: FromPath[str],
                        file_id: FromPath[str],
                        file_service: NamedDependency[FileService]) -> Stream:
-        meta = await file_service.get(request.user, session_id, file_id)
+        meta = await file_service.used(await file_service.get(request.user, session_id, file_id))
         return Stream(file_service.stream(meta), media_type=meta.content_type,
                       headers={"Content-Disposition": content_disposition(meta.name),
                                "Content-Length": str(meta.size), "ETag": meta.etag,
                                "X-Content-Type-Options": "nosniff"})
 
-    @get("/files/{session_id:str}", summary="List a session's files")
+    @get("/files/{session_id:str}", responses=error_responses(),
+         summary="List a session's files")
     async def list_files(self, request: Request[Principal, Any, Any], session_id: FromPath[str],
                          file_service: NamedDependency[FileService],
                          detail: FromQuery[str] = "simple") -> list[Any]:
@@ -98,7 +102,7 @@ class FilesController(Controller):
         return [listing(meta, detail) for meta in
                 await file_service.list_session(request.user, session_id)]
 
-    @get("/sessions/{session_id:str}/objects/{file_id:str}",
+    @get("/sessions/{session_id:str}/objects/{file_id:str}", responses=error_responses(404),
          summary="Freshness probe: is this file still stored?")
     async def probe(self, request: Request[Principal, Any, Any], session_id: FromPath[str],
                     file_id: FromPath[str],
@@ -107,7 +111,7 @@ class FilesController(Controller):
 
     @delete(["/files/{session_id:str}/{file_id:str}",
              "/sessions/{session_id:str}/objects/{file_id:str}"], status_code=200,
-            summary="Delete a file")
+            responses=error_responses(404), summary="Delete a file")
     async def delete_file(self, request: Request[Principal, Any, Any], session_id: FromPath[str],
                           file_id: FromPath[str], file_service: NamedDependency[FileService],
                           ) -> dict[str, Any]:

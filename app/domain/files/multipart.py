@@ -80,8 +80,9 @@ class _State:
         self.header_value += data[start:end]
 
     def on_header_end(self) -> None:
+        # latin-1 keeps the raw bytes; names are decoded as UTF-8 once they are parsed
         self.headers[self.header_field.decode("latin-1").lower()] = \
-            self.header_value.decode("utf-8", "replace")
+            self.header_value.decode("latin-1")
         self.header_field, self.header_value = bytearray(), bytearray()
 
     def on_headers_finished(self) -> None:
@@ -99,6 +100,8 @@ class _State:
         self.digest = hashlib.sha256()
         self.part = FilePart(field=name, filename=filename.decode("utf-8", "replace"),
                              content_type=self.headers.get("content-type"), path=Path(path))
+        if "\ufffd" in self.part.filename:
+            self.error = BadRequest("file names must be valid UTF-8")
         self.form.files.append(self.part)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:

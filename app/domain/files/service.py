@@ -66,9 +66,16 @@ class InputFile:
 class FileService:
     """Everything the API does with stored files."""
 
-    def __init__(self, files: FileStore, sessions: SessionStore) -> None:
+    def __init__(self, files: FileStore, sessions: SessionStore, file_ttl: int = 0) -> None:
         self.files = files
         self.sessions = sessions
+        self.file_ttl = file_ttl
+
+    async def used(self, meta: FileMeta) -> FileMeta:
+        """Note a use of the file, so ``FILE_TTL`` counts from now."""
+        if self.file_ttl <= 0:
+            return meta
+        return await self.files.touch(meta, min_interval=self.file_ttl / 10)
 
     async def upload(self, principal: Principal, form: MultipartForm,
                      user_id: str | None) -> tuple[Session, list[UploadResult]]:
@@ -131,7 +138,7 @@ class FileService:
             name = ref.get("name")
             path = check_name(name) if isinstance(name, str) and name else meta.name
             chosen[path] = InputFile(path, meta)
-        return list(chosen.values())
+        return [InputFile(item.path, await self.used(item.meta)) for item in chosen.values()]
 
     async def _referenced(self, principal: Principal, ref: Mapping[str, Any]) -> FileMeta:
         if not isinstance(ref, Mapping):

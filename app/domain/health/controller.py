@@ -12,6 +12,9 @@ from valkey.exceptions import ValkeyError
 
 from ... import __version__
 from ...backends import SandboxBackend
+from ...errors import error_responses
+from ...storage import StorageUnavailable
+from ..files import FileService
 
 __all__ = ["HealthController"]
 
@@ -26,15 +29,22 @@ class HealthController(Controller):
     async def live(self) -> dict[str, str]:
         return {"status": "healthy", "version": __version__}
 
-    @get(["/ready", "/detailed"], summary="Readiness: Valkey, backend and languages")
+    @get(["/ready", "/detailed"], responses=error_responses(),
+         summary="Readiness: Valkey, object store, backend and languages")
     async def ready(self, valkey_client: NamedDependency[valkey.Valkey],
-                    backend: NamedDependency[SandboxBackend]) -> Response[dict[str, Any]]:
+                    backend: NamedDependency[SandboxBackend],
+                    file_service: NamedDependency[FileService]) -> Response[dict[str, Any]]:
         services: dict[str, dict[str, Any]] = {}
         try:
             await valkey_client.ping()
             services["valkey"] = {"status": "healthy"}
         except (ValkeyError, OSError) as exc:
             services["valkey"] = {"status": "unhealthy", "error": str(exc)}
+        try:
+            await file_service.files.ping()
+            services["object_store"] = {"status": "healthy"}
+        except StorageUnavailable as exc:
+            services["object_store"] = {"status": "unhealthy", "error": exc.message}
         backend_health = await backend.health()
         services["backend"] = {"status": "healthy" if backend_health["ok"] else "unhealthy",
                                **backend_health}
