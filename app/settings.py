@@ -14,7 +14,7 @@ import attrs
 
 from sidecar.languages import LANGUAGES
 
-__all__ = ["Settings", "SettingsError"]
+__all__ = ["KubernetesSettings", "Settings", "SettingsError", "StateSettings"]
 
 
 class SettingsError(ValueError):
@@ -44,6 +44,85 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+@attrs.frozen
+class StateSettings:
+    """Python session state (cloudpickle + lz4 blobs, signed, kept between executions)."""
+
+    enabled: bool = True
+    #: Seconds the hot copy stays in Valkey after its last use.
+    hot_ttl: int = 3600
+    #: Idle seconds after which a blob is archived to the object store.
+    archive_after: int = 600
+    #: Largest compressed blob, and largest namespace once decompressed (bytes).
+    max_bytes: int = 64 * 1024 * 1024
+    max_raw_bytes: int = 512 * 1024 * 1024
+    capture_on_error: bool = True
+    #: HMAC key binding blobs to (tenant, session); ``None``: kept in ``DATA_DIR/state-key``.
+    hmac_key: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> StateSettings:
+        return cls(
+            enabled=_bool(env, "STATE_ENABLED", True),
+            hot_ttl=_int(env, "STATE_TTL", 3600, minimum=60),
+            archive_after=_int(env, "STATE_ARCHIVE_AFTER", 600, minimum=1),
+            max_bytes=_int(env, "MAX_STATE_SIZE", 64 * 1024 * 1024, minimum=1024),
+            max_raw_bytes=_int(env, "MAX_STATE_RAW_SIZE", 512 * 1024 * 1024, minimum=1024),
+            capture_on_error=_bool(env, "STATE_CAPTURE_ON_ERROR", True),
+            hmac_key=env.get("STATE_HMAC_KEY") or None,
+        )
+
+
+@attrs.frozen
+class KubernetesSettings:
+    """The Kubernetes execution plane (``EXECUTION_BACKEND=kubernetes``)."""
+
+    #: ``None``: the kubeconfig's namespace (or the in-cluster one).
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    cpu_limit: str = "1"
+    memory_limit: str = "1Gi"
+    cpu_request: str = "100m"
+    memory_request: str = "256Mi"
+    #: Image per language; unset languages use ``image_template`` with their group.
+    images: Mapping[str, str] = attrs.field(factory=dict)
+    image_template: str = "ghcr.io/k8sinterpreter/runtime-{group}:0.1.0"
+    executor_port: int = 8080
+    #: A pool miss runs a Job instead of answering 503.
+    cold_fallback: bool = True
+    #: Seconds a claimed pod may live before the reaper deletes it.
+    lease_seconds: int = 300
+    reap_interval: int = 30
+    #: Idle seconds before a pool shrinks to ``pool_min``.
+    pool_idle_seconds: int = 900
+    pool_min: int = 0
+    job_ttl_seconds: int = 60
+    runtime_class: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> KubernetesSettings:
+        return cls(
+            namespace=env.get("K8S_NAMESPACE") or None,
+            kubeconfig=env.get("KUBECONFIG") or None,
+            cpu_limit=env.get("K8S_CPU_LIMIT", "1"),
+            memory_limit=env.get("K8S_MEMORY_LIMIT", "1Gi"),
+            cpu_request=env.get("K8S_CPU_REQUEST", "100m"),
+            memory_request=env.get("K8S_MEMORY_REQUEST", "256Mi"),
+            images={code: env[f"K8S_IMAGE_{code.upper()}"] for code in LANGUAGES
+                    if env.get(f"K8S_IMAGE_{code.upper()}")},
+            image_template=env.get("K8S_IMAGE_TEMPLATE",
+                                   "ghcr.io/k8sinterpreter/runtime-{group}:0.1.0"),
+            executor_port=_int(env, "K8S_EXECUTOR_PORT", 8080, minimum=1),
+            cold_fallback=_bool(env, "POD_POOL_COLD_FALLBACK", True),
+            lease_seconds=_int(env, "SANDBOX_LEASE_SECONDS", 300, minimum=10),
+            reap_interval=_int(env, "REAP_INTERVAL", 30, minimum=1),
+            pool_idle_seconds=_int(env, "POD_POOL_IDLE_SECONDS", 900, minimum=1),
+            pool_min=_int(env, "POD_POOL_MIN", 0),
+            job_ttl_seconds=_int(env, "K8S_JOB_TTL", 60),
+            runtime_class=env.get("K8S_RUNTIME_CLASS") or None,
+        )
 
 
 # obstore option -> environment variable, for OBJECT_STORE_URL=s3://...
@@ -113,6 +192,8 @@ class Settings:
     #: Requests per window for a tenant, and for one credential; 0 disables.
     rate_limit_tenant: int = 1200
     rate_limit_key: int = 600
+    state: StateSettings = attrs.field(factory=StateSettings)
+    kubernetes: KubernetesSettings = attrs.field(factory=KubernetesSettings)
 
     @property
     def runtime_dir(self) -> Path:
@@ -127,8 +208,9 @@ class Settings:
             if name in env:
                 pool_sizes[code] = _int(env, name, 0)
         backend = env.get("EXECUTION_BACKEND", "local").strip().lower() or "local"
-        if backend != "local":
-            raise SettingsError(f"EXECUTION_BACKEND={backend!r} is not supported; use 'local'")
+        if backend not in ("local", "kubernetes"):
+            raise SettingsError(f"EXECUTION_BACKEND={backend!r} is not supported; "
+                                "use 'local' or 'kubernetes'")
         settings = cls(
             host=env.get("HOST", "127.0.0.1"),
             port=_int(env, "PORT", 8000, minimum=1),
@@ -175,6 +257,8 @@ class Settings:
             rate_limit_window=_int(env, "RATE_LIMIT_WINDOW", 60, minimum=1),
             rate_limit_tenant=_int(env, "RATE_LIMIT_TENANT", 1200),
             rate_limit_key=_int(env, "RATE_LIMIT_KEY", 600),
+            state=StateSettings.from_env(env),
+            kubernetes=KubernetesSettings.from_env(env),
         )
         if settings.default_execution_time > settings.max_execution_time:
             raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")

@@ -71,6 +71,7 @@ class SandboxSpec:
     cgroup_mount: Path | None = None
     pass_fds: tuple[int, ...] = ()
     extra_readonly: tuple[tuple[Path, str], ...] = ()
+    hostname: str = "sandbox"
 
 
 def sandbox_uid(uid: int) -> int:
@@ -107,7 +108,7 @@ def _root_layout() -> list[str]:
 def nsjail_argv(nsjail: Path, spec: SandboxSpec, command: Sequence[str]) -> list[str]:
     """The full argv that runs ``command`` as PID 1 of a new sandbox."""
     args = [
-        str(nsjail), "--mode", "o", "--quiet", "--hostname", "sandbox", "--cwd", WORKDIR,
+        str(nsjail), "--mode", "o", "--quiet", "--hostname", spec.hostname, "--cwd", WORKDIR,
         *_identity(spec.uid), "--time_limit", "0", "--proc_rw",
         # The executor sets each program's rlimits; nsjail's own defaults are too tight.
         "--rlimit_as", "max", "--rlimit_cpu", "max", "--rlimit_fsize", "max",

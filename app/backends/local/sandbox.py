@@ -16,7 +16,7 @@ import os
 import shutil
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -59,13 +59,20 @@ class LocalSandbox:
     """A single-use sandbox for one language."""
 
     def __init__(self, sandbox_id: str, language: str, config: SandboxConfig,
-                 cgroups: CgroupManager, uid: int) -> None:
+                 cgroups: CgroupManager, uid: int, *,
+                 tcp_address: tuple[str, int] | None = None,
+                 extra_env: Mapping[str, str] | None = None) -> None:
         self.id = sandbox_id
         self.language = language
         self.config = config
         self.directory = config.root_dir / sandbox_id
         self.socket_path = self.directory / "executor.sock"
-        self.address = f"unix:{self.socket_path}"
+        #: Listen on this host address instead of a unix socket (emulated pods).
+        self.tcp_address = tcp_address
+        self.address = (f"http://{tcp_address[0]}:{tcp_address[1]}" if tcp_address
+                        else f"unix:{self.socket_path}")
+        self.extra_env = dict(extra_env or {})
+        self.hostname = self.extra_env.get("HOSTNAME", "sandbox")
         self.uid = uid
         self._cgroup_manager = cgroups
         self._cgroups: SandboxCgroups | None = None
@@ -91,6 +98,7 @@ class LocalSandbox:
             "--preload", ",".join(self.config.preload),
             "--mpl-seed-dir", f"{SIDECAR_MOUNT}/mplconfig",
             "--env", f"PATH={PYTHON_MOUNT}/bin:/usr/local/bin:/usr/bin:/bin",
+            *(arg for key, value in self.extra_env.items() for arg in ("--env", f"{key}={value}")),
         ]
         if self._cgroups is not None:
             command += ["--cgroup-dir", "/sys/fs/cgroup",
@@ -103,10 +111,8 @@ class LocalSandbox:
         """Launch the sandbox and wait until its executor is ready."""
         self.directory.mkdir(mode=0o700)
         write_etc(self.directory / "etc", self.uid)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener = self._bind()
         try:
-            listener.bind(str(self.socket_path))
-            listener.listen(16)
             os.set_inheritable(listener.fileno(), True)
             if self._cgroup_manager.available:
                 # tmpfs pages are charged to the writer's cgroup: the work dir and /tmp
@@ -130,11 +136,24 @@ class LocalSandbox:
             await asyncio.shield(self.destroy())
             raise
 
+    def _bind(self) -> socket.socket:
+        """The executor's listening socket, bound here and passed into the sandbox."""
+        if self.tcp_address is not None:
+            return socket.create_server(self.tcp_address, backlog=16)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.socket_path))
+            listener.listen(16)
+        except OSError:
+            listener.close()
+            raise
+        return listener
+
     async def _spawn(self, listener: socket.socket) -> None:
         fd = listener.fileno()
         runtime = self.config.runtime
         spec = SandboxSpec(
-            uid=self.uid, etc_dir=self.directory / "etc",
+            uid=self.uid, etc_dir=self.directory / "etc", hostname=self.hostname,
             readonly_paths=(runtime.base_prefix,),
             sidecar_dir=self.config.sidecar_dir,
             workdir_bytes=self.config.workdir_bytes, tmp_bytes=self.config.tmp_bytes,
