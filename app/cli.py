@@ -1,8 +1,10 @@
-"""The ``k8si`` command: ``serve`` runs the API, ``setup`` prepares the local runtime."""
+"""The ``k8si`` command: ``serve`` runs the API, ``setup`` prepares the local runtime,
+``reap`` deletes expired Kubernetes sandboxes once (for a CronJob)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import secrets
 import sys
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--host", help="bind address (default HOST or 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (default PORT or 8000)")
     commands.add_parser("setup", help="create the local sandbox Python runtime")
+    commands.add_parser("reap", help="delete expired Kubernetes sandboxes once (a CronJob)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -84,6 +87,17 @@ def main(argv: list[str] | None = None) -> None:
 
         runtime = ensure_runtime(settings.runtime_dir)
         print(f"k8si: sandbox Python runtime ready in {runtime.venv}")
+    elif args.command == "reap":
+        print(f"k8si: reaped {asyncio.run(_reap_once(settings))} expired sandboxes")
+
+
+async def _reap_once(settings: Settings) -> int:
+    from .backends.kubernetes.client import KubeClient
+    from .backends.kubernetes.reaper import reap
+
+    config = settings.kubernetes
+    client = await KubeClient.connect(config.kubeconfig, config.namespace)
+    return await reap(client)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from typing import Any
 from .files import FileError, WorkDir
 from .protocol import ExecuteRequest, ProtocolError
 from .runner import Runner, WarmUpError
+from .version import probe_version
 
 __all__ = ["ExecutorServer", "log"]
 
@@ -112,9 +113,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(500, {"status": "failed", "error": "warm_up_failed",
                                       "message": str(exc)})
                 return
-            body = {"status": "ready" if ready else "starting",
+            body: dict[str, Any] = {
+                    "status": "ready" if ready else "starting",
                     "language": self.server.runner.language.code, "used": self.server.used,
                     "warm_failures": self.server.runner.warm_failures}
+            if "version=1" in urllib.parse.urlsplit(self.path).query:
+                runner = self.server.runner
+                body["version"] = probe_version(runner.language, runner.config.user_env)
             self._send_json(200 if ready else 503, body)
         elif path == "/files":
             entries = self.server.workdir.list()

@@ -12,7 +12,11 @@ __all__ = ["LanguageStatus", "PoolStatus", "SandboxBackend", "SandboxLease", "cr
 
 
 def create_backend(settings: Settings) -> SandboxBackend:
-    """The backend for ``settings.execution_backend``."""
-    from .local import LocalBackend  # imported here: other backends need not load it
+    """The backend for ``settings.execution_backend`` (imported lazily: start-up time)."""
+    if settings.execution_backend == "kubernetes":
+        from .kubernetes import KubernetesBackend
+
+        return KubernetesBackend(settings)
+    from .local import LocalBackend
 
     return LocalBackend(settings)

@@ -67,7 +67,7 @@ class SandboxBackend(Protocol):
     async def languages(self) -> Mapping[str, LanguageStatus]:
         """Availability and version of every language of the table."""
 
-    async def acquire(self, language: str, session_id: str) -> SandboxLease:
+    async def acquire(self, language: str, session_id: str, tenant: str = "") -> SandboxLease:
         """A fresh sandbox, ready to execute; raises ``NoCapacity`` when none can be had."""
 
     async def release(self, lease: SandboxLease) -> None:
@@ -76,5 +76,5 @@ class SandboxBackend(Protocol):
     async def health(self) -> dict[str, Any]:
         """What the plane reports about itself; ``ok`` says whether it can serve."""
 
-    def pools(self) -> Mapping[str, PoolStatus]:
-        """Warm-pool counts per language."""
+    async def pools(self) -> Mapping[str, PoolStatus]:
+        """Warm-pool counts per language, as the execution plane reports them."""

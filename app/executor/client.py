@@ -79,6 +79,15 @@ class ExecutorClient:
             return False
         return response.status_code == 200
 
+    async def version(self) -> str | None:
+        """The sandbox's toolchain version (the executor runs the probe once)."""
+        try:
+            response = await self._http.get("/health", params={"version": "1"}, timeout=35.0)
+        except httpx.TransportError as exc:
+            raise ExecutorError(f"executor unreachable: {exc!r}") from exc
+        version = orjson.loads(response.content).get("version")
+        return version if isinstance(version, str) else None
+
     async def wait_ready(self, timeout: float, interval: float = 0.01) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

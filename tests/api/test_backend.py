@@ -74,9 +74,9 @@ def test_symlinks_and_fifos_are_never_followed(api: RunningApp) -> None:
 
 def _wait_for_warm(backend: LocalBackend, lang: str, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
-    while backend.pools()[lang].warm < 1 and time.monotonic() < deadline:
+    while backend.pool_counts()[lang].warm < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
-    return backend.pools()[lang].warm
+    return backend.pool_counts()[lang].warm
 
 
 def test_pool_hits_and_refills(api: RunningApp, client: Any) -> None:

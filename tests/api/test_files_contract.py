@@ -190,7 +190,7 @@ def test_files_survive_a_dying_sandbox(client: httpx.Client, api: RunningApp) ->
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.monotonic() + 30
-    while not backend.pools()["bash"].claimed and time.monotonic() < deadline:
+    while not backend.pool_counts()["bash"].claimed and time.monotonic() < deadline:
         time.sleep(0.05)
     victims = [s for s in list(backend._claimed.values()) if s.language == "bash"]
     assert victims

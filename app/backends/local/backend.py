@@ -242,7 +242,7 @@ class LocalBackend:
 
     # -- the seam -----------------------------------------------------------------
 
-    async def acquire(self, language: str, session_id: str) -> SandboxLease:
+    async def acquire(self, language: str, session_id: str, tenant: str = "") -> SandboxLease:
         try:
             await asyncio.wait_for(self._slots.acquire(), timeout=self.settings.queue_timeout)
         except TimeoutError as exc:
@@ -288,7 +288,11 @@ class LocalBackend:
                 "cgroups": f"v{self._cgroups.version}" if self._cgroups.available else None,
                 "claimed": len(self._claimed), **self.stats}
 
-    def pools(self) -> Mapping[str, PoolStatus]:
+    async def pools(self) -> Mapping[str, PoolStatus]:
+        return self.pool_counts()
+
+    def pool_counts(self) -> Mapping[str, PoolStatus]:
+        """The pools as this process holds them (the local backend's truth)."""
         return {code: PoolStatus(target=pool.target, warm=len(pool.ready),
                                  starting=pool.starting,
                                  claimed=sum(1 for s in self._claimed.values()

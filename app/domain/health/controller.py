@@ -55,7 +55,8 @@ class HealthController(Controller):
             "unavailable": {c: s.reason for c, s in languages.items() if not s.available},
         }
         services["pools"] = {"status": "healthy", **{
-            code: attrs.asdict(pool) for code, pool in backend.pools().items() if pool.target}}
+            code: attrs.asdict(pool) for code, pool in (await backend.pools()).items()
+            if pool.target}}
         unhealthy = [name for name, s in services.items() if s["status"] != "healthy"]
         status = "unhealthy" if unhealthy else "healthy"
         summary = (f"unhealthy: {', '.join(unhealthy)}" if unhealthy else
@@ -63,3 +64,18 @@ class HealthController(Controller):
                    "languages available")
         return Response({"status": status, "services": services, "summary": summary},
                         status_code=503 if unhealthy else 200)
+
+    @get("/kubernetes", responses=error_responses(),
+         summary="The execution plane as it reports itself (apiserver, namespace)")
+    async def kubernetes(self, backend: NamedDependency[SandboxBackend],
+                         ) -> Response[dict[str, Any]]:
+        health = await backend.health()
+        return Response({"status": "healthy" if health["ok"] else "unhealthy", **health},
+                        status_code=200 if health["ok"] else 503)
+
+    @get("/pool", responses=error_responses(),
+         summary="Warm, starting and claimed sandboxes per language")
+    async def pool(self, backend: NamedDependency[SandboxBackend]) -> dict[str, Any]:
+        pools = await backend.pools()
+        return {"backend": backend.name,
+                "pools": {code: attrs.asdict(p) for code, p in pools.items()}}

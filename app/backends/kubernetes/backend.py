@@ -1,0 +1,239 @@
+"""The Kubernetes backend: warm pods claimed by a label patch, Jobs for cold languages.
+
+Warm path (two apiserver requests): list the language's warm, running pods; claim
+one with a JSON Patch whose ``test`` makes it atomic; talk to its executor at the
+pod IP. Release deletes the pod off the critical path; the Deployment refills by
+itself because the claim took the pod out of its selector. Cold path (pool size 0,
+or a miss when ``POD_POOL_COLD_FALLBACK``): a Job from the same pod template, whose
+pod is awaited with a watch. The reaper and the pool scaler run in every replica
+and keep no state of their own: leases, pool targets and last use are all labels
+and annotations in the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+import attrs
+
+from sidecar.languages import LANGUAGES
+
+from ...errors import NoCapacity, ServiceUnavailable
+from ...executor import ExecutorClient, ExecutorError
+from ...settings import Settings
+from ..base import LanguageStatus, PoolStatus, SandboxLease
+from .claims import ClaimRequest, claim_patch, is_ready, shuffled_candidates, warm_selector
+from .client import DEPLOYMENTS, JOBS, PODS, KubeClient, KubeError
+from .jobs import JobRunner
+from .pools import PoolScaler
+from .reaper import reap
+from .templates import LABEL_COMPONENT, LABEL_LANGUAGE, LABEL_STATE, PodTemplates
+
+__all__ = ["KubernetesBackend"]
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class _Held:
+    """What this replica must delete when a lease is released."""
+
+    kind: str  # "pod" or "job"
+    name: str
+    executor: ExecutorClient
+
+
+class KubernetesBackend:
+    """Sandboxes as pods of a Kubernetes cluster (``EXECUTION_BACKEND=kubernetes``)."""
+
+    name = "kubernetes"
+
+    def __init__(self, settings: Settings, client: KubeClient | None = None) -> None:
+        self.settings = settings
+        self.config = settings.kubernetes
+        self.templates = PodTemplates(self.config)
+        self.replica = f"{socket.gethostname()[:40]}-{secrets.token_hex(3)}"
+        self.client = client
+        self._held: dict[str, _Held] = {}
+        self._versions: dict[str, str | None] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._scaler: PoolScaler | None = None
+        self._jobs: JobRunner | None = None
+        self.stats = {"pool_hits": 0, "pool_misses": 0, "claim_conflicts": 0,
+                      "cold_starts": 0, "reaped": 0}
+
+    # -- life cycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.client is None:
+            self.client = await KubeClient.connect(self.config.kubeconfig, self.config.namespace)
+        self._scaler = PoolScaler(self.client, self.templates, self.settings)
+        self._jobs = JobRunner(self.client, self.templates, self.config)
+        await self._scaler.ensure_pools()
+        self._background(self._maintenance_loop())
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        held = list(self._held.values())
+        self._held.clear()
+        results = await asyncio.gather(*(self._delete(h) for h in held), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                logger.error("sandbox release failed at shutdown", exc_info=result)
+
+    def _background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task failed", exc_info=task.exception())
+
+    async def _maintenance_loop(self) -> None:
+        """Reap expired leases and shrink idle pools; every replica does it, idempotently."""
+        assert self.client is not None and self._scaler is not None
+        while True:
+            await asyncio.sleep(self.config.reap_interval)
+            try:
+                self.stats["reaped"] += await reap(self.client, grace=0)
+                await self._scaler.shrink_idle()
+            except KubeError as exc:
+                logger.warning("maintenance pass failed", extra={"error": str(exc)})
+
+    # -- languages ----------------------------------------------------------------
+
+    async def languages(self) -> Mapping[str, LanguageStatus]:
+        """Every language has an image; versions are learnt from the first pod of each."""
+        return {code: LanguageStatus(code, True, version=self._versions.get(code))
+                for code in LANGUAGES}
+
+    # -- the seam -----------------------------------------------------------------
+
+    async def acquire(self, language: str, session_id: str, tenant: str = "") -> SandboxLease:
+        if self.client is None or self._scaler is None or self._jobs is None:
+            raise ServiceUnavailable("the Kubernetes backend has not started")
+        claim = ClaimRequest(session_id=session_id, tenant=tenant or "default",
+                             replica=self.replica, lease_seconds=self.config.lease_seconds)
+        try:
+            pod = (await self._claim_warm(language, claim)
+                   if self.settings.pool_size(language) > 0 else None)
+        except KubeError as exc:
+            raise ServiceUnavailable(f"Kubernetes API unavailable: {exc}", retry_after=2) from exc
+        if pod is not None:
+            self.stats["pool_hits"] += 1
+            self._background(self._scaler.record_claim(language))
+            name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+            held = _Held("pod", name, ExecutorClient(f"http://{ip}:{self.config.executor_port}"))
+            hit = True
+        else:
+            if self.settings.pool_size(language) > 0:
+                self.stats["pool_misses"] += 1
+                self._background(self._scaler.grow(language))
+                if not self.config.cold_fallback:
+                    raise NoCapacity(f"no warm {language} sandbox; try again shortly",
+                                     retry_after=2)
+            self.stats["cold_starts"] += 1
+            try:
+                name, ip = await self._jobs.start(language, claim, self.settings.queue_timeout
+                                                  + self.settings.compile_timeout)
+            except KubeError as exc:
+                raise ServiceUnavailable(f"could not start a {language} Job: {exc}",
+                                         retry_after=2) from exc
+            held = _Held("job", name, ExecutorClient(f"http://{ip}:{self.config.executor_port}"))
+            hit = False
+            try:
+                await held.executor.wait_ready(timeout=30)
+            except ExecutorError as exc:
+                await self._delete(held)
+                raise ServiceUnavailable(f"the {language} Job's executor did not answer: {exc}",
+                                         retry_after=2) from exc
+        sandbox_id = f"{held.kind}/{held.name}"
+        self._held[sandbox_id] = held
+        if language not in self._versions:
+            self._background(self._learn_version(language, held.executor))
+        return SandboxLease(sandbox_id=sandbox_id, language=language, session_id=session_id,
+                            executor_address=str(held.executor.address),
+                            executor=held.executor, pool_hit=hit)
+
+    async def _claim_warm(self, language: str, claim: ClaimRequest) -> dict[str, Any] | None:
+        """At most two requests: one list, one patch that wins (or a few that lose)."""
+        assert self.client is not None
+        listed = await self.client.list_objects(PODS, **warm_selector(language))
+        for pod in shuffled_candidates(listed.get("items", [])):
+            name = pod["metadata"]["name"]
+            try:
+                return await self.client.json_patch(PODS, name, claim_patch(pod, claim))
+            except KubeError as exc:
+                if exc.status in (404, 409, 422):  # another replica won it: next one
+                    self.stats["claim_conflicts"] += 1
+                    continue
+                raise
+        return None
+
+    async def _learn_version(self, language: str, executor: ExecutorClient) -> None:
+        try:
+            self._versions[language] = await executor.version()
+        except ExecutorError as exc:
+            logger.warning("version probe failed", extra={"language": language,
+                                                          "error": str(exc)})
+
+    async def release(self, lease: SandboxLease) -> None:
+        held = self._held.pop(lease.sandbox_id, None)
+        if held is not None:
+            self._background(self._delete(held))
+
+    async def _delete(self, held: _Held) -> None:
+        assert self.client is not None
+        await held.executor.close()
+        if held.kind == "pod":
+            await self.client.delete(PODS, held.name)  # never relabelled back to warm
+        else:
+            await self.client.delete(JOBS, held.name, propagation="Background")
+
+    # -- health -------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        if self.client is None:
+            return {"ok": False, "backend": self.name, "error": "not started"}
+        try:
+            started = time.monotonic()
+            await self.client.list_objects(DEPLOYMENTS, limit="1")
+            latency = round((time.monotonic() - started) * 1000, 1)
+        except KubeError as exc:
+            return {"ok": False, "backend": self.name, "namespace": self.client.namespace,
+                    "error": str(exc)}
+        return {"ok": True, "backend": self.name, "namespace": self.client.namespace,
+                "apiserver_ms": latency, "replica": self.replica, "held": len(self._held),
+                **self.stats}
+
+    async def pools(self) -> Mapping[str, PoolStatus]:
+        """Counts as the cluster reports them: warm (ready), pending, claimed."""
+        assert self.client is not None
+        listed = await self.client.list_objects(PODS,
+                                                labelSelector=f"{LABEL_COMPONENT}=sandbox")
+        counts: dict[str, dict[str, int]] = {}
+        for pod in listed.get("items", []):
+            labels = pod["metadata"].get("labels", {})
+            lang = labels.get(LABEL_LANGUAGE)
+            if lang not in LANGUAGES:
+                continue
+            entry = counts.setdefault(lang, {"warm": 0, "starting": 0, "claimed": 0})
+            if labels.get(LABEL_STATE) == "claimed" or "job-name" in labels:
+                entry["claimed"] += 1
+            elif is_ready(pod):
+                entry["warm"] += 1
+            else:
+                entry["starting"] += 1
+        return {code: PoolStatus(target=self.settings.pool_size(code),
+                                 **counts.get(code, {"warm": 0, "starting": 0, "claimed": 0}))
+                for code in LANGUAGES}

@@ -1,0 +1,146 @@
+"""A thin layer over kr8s's HTTP session: the few apiserver calls the backend makes.
+
+Each call is one request (no discovery round trips), answers parsed JSON, and
+raises ``KubeError`` with the status code and reason of the apiserver's Status
+body. 429, 5xx and transport failures are retried with jittered backoff (tenacity);
+409 and 422 never are: for a claim they mean "another replica won".
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import attrs
+import httpx
+import kr8s.asyncio
+import orjson
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+__all__ = ["DEPLOYMENTS", "JOBS", "PODS", "KubeClient", "KubeError", "Resource"]
+
+
+@attrs.frozen
+class Resource:
+    """Where a namespaced resource lives in the API."""
+
+    version: str
+    plural: str
+
+
+PODS = Resource("v1", "pods")
+DEPLOYMENTS = Resource("apps/v1", "deployments")
+JOBS = Resource("batch/v1", "jobs")
+
+
+class KubeError(Exception):
+    """The apiserver answered an error (``status`` 0: it could not be reached)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, KubeError) and (exc.status in (0, 429) or exc.status >= 500)
+
+
+class KubeClient:
+    """Namespaced calls through one kr8s API object."""
+
+    def __init__(self, api: Any, namespace: str, attempts: int = 5) -> None:
+        self.api = api
+        self.namespace = namespace
+        self._attempts = attempts
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None, namespace: str | None) -> KubeClient:
+        api = await kr8s.asyncio.api(kubeconfig=kubeconfig, namespace=namespace)
+        return cls(api, namespace or api.namespace)
+
+    async def _call(self, method: str, resource: Resource, path: str = "", *,
+                    params: Mapping[str, str] | None = None, body: Any = None,
+                    content_type: str = "application/json") -> dict[str, Any]:
+        async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_retryable), reraise=True,
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_random_exponential(multiplier=0.05, max=2)):
+            with attempt:
+                return await self._once(method, resource, path, params=params, body=body,
+                                        content_type=content_type)
+        raise AssertionError("unreachable: tenacity re-raises")
+
+    async def _once(self, method: str, resource: Resource, path: str, *,
+                    params: Mapping[str, str] | None, body: Any,
+                    content_type: str) -> dict[str, Any]:
+        url = resource.plural + (f"/{path}" if path else "")
+        kwargs: dict[str, Any] = {"params": dict(params or {})}
+        if body is not None:
+            kwargs["content"] = orjson.dumps(body)
+            kwargs["headers"] = {"Content-Type": content_type}
+        try:
+            async with self.api.call_api(method, version=resource.version,
+                                         namespace=self.namespace, url=url,
+                                         raise_for_status=False, **kwargs) as response:
+                data: dict[str, Any] = response.json() if response.content else {}
+        except httpx.TransportError as exc:
+            raise KubeError(0, "Unreachable", repr(exc)) from exc
+        if response.status_code >= 400:
+            raise KubeError(response.status_code, str(data.get("reason", "")),
+                            str(data.get("message", response.text[:200])))
+        return data
+
+    async def list_objects(self, resource: Resource, **params: str) -> dict[str, Any]:
+        return await self._call("GET", resource, params=params)
+
+    async def get(self, resource: Resource, name: str) -> dict[str, Any]:
+        return await self._call("GET", resource, name)
+
+    async def create(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("POST", resource, body=body)
+
+    async def json_patch(self, resource: Resource, name: str,
+                         ops: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self._call("PATCH", resource, name, body=ops,
+                                content_type="application/json-patch+json")
+
+    async def merge_patch(self, resource: Resource, name: str,
+                          patch: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("PATCH", resource, name, body=patch,
+                                content_type="application/merge-patch+json")
+
+    async def delete(self, resource: Resource, name: str,
+                     propagation: str = "Background") -> None:
+        try:
+            await self._call("DELETE", resource, name,
+                             body={"kind": "DeleteOptions", "apiVersion": "v1",
+                                   "propagationPolicy": propagation, "gracePeriodSeconds": 0})
+        except KubeError as exc:
+            if exc.status != 404:  # already gone: deleting is idempotent
+                raise
+
+    async def watch(self, resource: Resource, resource_version: str, timeout: int,
+                    **params: str) -> AsyncIterator[dict[str, Any]]:
+        """Events of a watch from ``resource_version``; an ERROR event is yielded as is."""
+        query = {**params, "watch": "true", "resourceVersion": resource_version,
+                 "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout)}
+        try:
+            async with self.api.call_api("GET", version=resource.version,
+                                         namespace=self.namespace, url=resource.plural,
+                                         raise_for_status=False, stream=True,
+                                         params=query) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise KubeError(response.status_code, "WatchFailed", response.text[:200])
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        yield orjson.loads(line)
+        except httpx.TransportError as exc:
+            raise KubeError(0, "Unreachable", repr(exc)) from exc

@@ -1,0 +1,89 @@
+"""The cold path: one Job per execution, from the same pod template as the pools.
+
+``backoffLimit: 0``, ``activeDeadlineSeconds`` (the lease), ``ttlSecondsAfterFinished``
+and a ``podFailurePolicy`` come from the template builder. The Job's pod is awaited
+with a list-then-watch (resumed from the list's resourceVersion, relisted on 410),
+never a sleep loop. The caller runs the code through the pod's executor, collects
+the files, and deletes the Job with background propagation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+from ...settings import KubernetesSettings
+from .claims import (
+    ANNOTATION_CLAIMED_AT,
+    ANNOTATION_CLAIMED_BY,
+    ANNOTATION_EXPIRES_AT,
+    ANNOTATION_SESSION,
+    ANNOTATION_TENANT,
+    LABEL_SESSION,
+    LABEL_TENANT,
+    ClaimRequest,
+    is_ready,
+    label_value,
+)
+from .client import JOBS, PODS, KubeClient, KubeError
+from .templates import PodTemplates
+
+__all__ = ["JobRunner"]
+
+
+class JobRunner:
+    """Starts a Job for one execution and waits until its pod's executor can serve."""
+
+    def __init__(self, client: KubeClient, templates: PodTemplates,
+                 config: KubernetesSettings) -> None:
+        self.client = client
+        self.templates = templates
+        self.config = config
+
+    async def start(self, lang: str, claim: ClaimRequest, timeout: float) -> tuple[str, str]:
+        """(job name, pod IP) once the Job's pod is ready; deletes the Job on failure."""
+        name = f"k8si-{lang}-{secrets.token_hex(6)}"
+        now = time.time()
+        labels = {LABEL_SESSION: label_value("s", claim.session_id),
+                  LABEL_TENANT: label_value("t", claim.tenant)}
+        annotations = {ANNOTATION_CLAIMED_AT: f"{now:.3f}",
+                       ANNOTATION_EXPIRES_AT: f"{now + claim.lease_seconds:.3f}",
+                       ANNOTATION_CLAIMED_BY: claim.replica,
+                       ANNOTATION_SESSION: claim.session_id, ANNOTATION_TENANT: claim.tenant}
+        await self.client.create(JOBS, self.templates.job(name, lang, labels, annotations))
+        try:
+            pod = await asyncio.wait_for(self._ready_pod(name), timeout=timeout)
+        except BaseException:
+            await asyncio.shield(self.client.delete(JOBS, name, propagation="Background"))
+            raise
+        return name, pod["status"]["podIP"]
+
+    async def _ready_pod(self, job: str) -> dict[str, Any]:
+        selector = f"job-name={job}"
+        while True:
+            listed = await self.client.list_objects(PODS, labelSelector=selector)
+            for pod in listed.get("items", []):
+                _fail_if_finished(pod)
+                if is_ready(pod) and pod.get("status", {}).get("podIP"):
+                    found: dict[str, Any] = pod
+                    return found
+            version = listed.get("metadata", {}).get("resourceVersion", "0")
+            async for event in self.client.watch(PODS, version, timeout=60,
+                                                 labelSelector=selector):
+                kind, obj = event.get("type"), event.get("object", {})
+                if kind == "ERROR":
+                    break  # 410 Gone or another error: relist and watch again
+                if kind in ("ADDED", "MODIFIED"):
+                    _fail_if_finished(obj)
+                    if is_ready(obj) and obj.get("status", {}).get("podIP"):
+                        ready: dict[str, Any] = obj
+                        return ready
+
+
+def _fail_if_finished(pod: dict[str, Any]) -> None:
+    phase = pod.get("status", {}).get("phase")
+    if phase in ("Failed", "Succeeded"):
+        raise KubeError(500, "PodFinished",
+                        f"the Job's pod {pod['metadata']['name']} ended ({phase}) before serving")

@@ -1,0 +1,102 @@
+"""Pool sizing for scale to zero: targets and last use live on the Deployments.
+
+Each pooled language has a Deployment ``k8si-pool-<lang>`` with the annotations
+``k8si.io/target-size`` (the configured size) and ``k8si.io/last-claim``. Any
+replica shrinks a pool idle for ``POD_POOL_IDLE_SECONDS`` to ``POD_POOL_MIN`` and
+grows it back on a miss; no process keeps the truth (a per-process timestamp only
+avoids writing ``last-claim`` more than once a minute).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ...settings import Settings
+from .client import DEPLOYMENTS, KubeClient, KubeError
+from .templates import ANNOTATION_LAST_CLAIM, ANNOTATION_TARGET, LABEL_COMPONENT, PodTemplates
+
+__all__ = ["PoolScaler", "deployment_name"]
+
+logger = logging.getLogger(__name__)
+
+_RECORD_EVERY = 60.0
+
+
+def deployment_name(lang: str) -> str:
+    return f"k8si-pool-{lang}"
+
+
+class PoolScaler:
+    """Creates the pool Deployments and scales them between their minimum and target."""
+
+    def __init__(self, client: KubeClient, templates: PodTemplates, settings: Settings) -> None:
+        self.client = client
+        self.templates = templates
+        self.settings = settings
+        self._recorded: dict[str, float] = {}
+
+    async def ensure_pools(self) -> None:
+        """Every configured pool exists with its target size recorded."""
+        for lang, size in self.settings.pool_sizes.items():
+            if self.settings.pool_size(lang) <= 0:
+                continue
+            try:
+                deployment = await self.client.get(DEPLOYMENTS, deployment_name(lang))
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+                await self.client.create(DEPLOYMENTS,
+                                         self.templates.pool_deployment(lang, size, size))
+                continue
+            annotations = deployment["metadata"].get("annotations") or {}
+            if annotations.get(ANNOTATION_TARGET) != str(size):
+                await self.client.merge_patch(DEPLOYMENTS, deployment_name(lang), {
+                    "metadata": {"annotations": {ANNOTATION_TARGET: str(size)}}})
+
+    async def record_claim(self, lang: str) -> None:
+        """Note that the pool was used (off the critical path, at most once a minute)."""
+        now = time.time()
+        if now - self._recorded.get(lang, 0.0) < _RECORD_EVERY:
+            return
+        self._recorded[lang] = now
+        await self.client.merge_patch(DEPLOYMENTS, deployment_name(lang), {
+            "metadata": {"annotations": {ANNOTATION_LAST_CLAIM: f"{now:.3f}"}}})
+
+    async def grow(self, lang: str) -> None:
+        """After a miss: back to the target size, and counted as a use."""
+        deployment = await self.client.get(DEPLOYMENTS, deployment_name(lang))
+        target = _target(deployment, self.settings.pool_size(lang))
+        now = time.time()
+        self._recorded[lang] = now
+        patch: dict[str, Any] = {"metadata": {"annotations": {ANNOTATION_LAST_CLAIM:
+                                                              f"{now:.3f}"}}}
+        if deployment["spec"].get("replicas", 0) < target:
+            patch["spec"] = {"replicas": target}
+            logger.info("pool grows back", extra={"language": lang, "replicas": target})
+        await self.client.merge_patch(DEPLOYMENTS, deployment_name(lang), patch)
+
+    async def shrink_idle(self) -> None:
+        """Pools unused for the idle period go down to the configured minimum."""
+        config = self.settings.kubernetes
+        listed = await self.client.list_objects(DEPLOYMENTS,
+                                                labelSelector=f"{LABEL_COMPONENT}=pool")
+        now = time.time()
+        for deployment in listed.get("items", []):
+            annotations = deployment["metadata"].get("annotations") or {}
+            last = float(annotations.get(ANNOTATION_LAST_CLAIM, 0) or 0)
+            replicas = deployment["spec"].get("replicas", 0)
+            if replicas > config.pool_min and now - last > config.pool_idle_seconds:
+                await self.client.merge_patch(DEPLOYMENTS, deployment["metadata"]["name"],
+                                              {"spec": {"replicas": config.pool_min}})
+                logger.info("idle pool shrinks", extra={
+                    "deployment": deployment["metadata"]["name"], "replicas": config.pool_min})
+
+
+def _target(deployment: dict[str, Any], default: int) -> int:
+    annotations = deployment["metadata"].get("annotations") or {}
+    try:
+        return int(annotations.get(ANNOTATION_TARGET, default))
+    except ValueError:
+        return default

@@ -1,0 +1,56 @@
+"""The reaper: deletes claimed pods and Jobs whose lease has expired.
+
+Run by every replica on a timer and by ``k8si reap`` (a CronJob); it is idempotent,
+so many reapers at once are harmless. The lease is the ``k8si.io/expires-at``
+annotation written by the claim; the pod's ``activeDeadlineSeconds`` is the
+backstop if no reaper runs at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+from .claims import ANNOTATION_EXPIRES_AT
+from .client import JOBS, PODS, KubeClient
+from .templates import LABEL_COMPONENT, LABEL_STATE
+
+__all__ = ["lease_expired", "reap"]
+
+logger = logging.getLogger(__name__)
+
+
+def lease_expired(obj: dict[str, Any], now: float, grace: float = 0.0) -> bool:
+    """True when the object's lease (or, without one, its age) has run out."""
+    metadata = obj.get("metadata", {})
+    expires = (metadata.get("annotations") or {}).get(ANNOTATION_EXPIRES_AT)
+    if expires is not None:
+        try:
+            return float(expires) + grace < now
+        except ValueError:
+            return True  # a lease nobody can read is no lease
+    created = metadata.get("creationTimestamp")
+    if created is None:
+        return False
+    born = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+    return born + 3600 + grace < now
+
+
+async def reap(client: KubeClient, grace: float = 0.0) -> int:
+    """Delete every expired claimed pod and cold-path Job; the number deleted."""
+    now, deleted = time.time(), 0
+    claimed = await client.list_objects(PODS, labelSelector=f"{LABEL_STATE}=claimed")
+    for pod in claimed.get("items", []):
+        if lease_expired(pod, now, grace):
+            await client.delete(PODS, pod["metadata"]["name"])
+            deleted += 1
+    jobs = await client.list_objects(JOBS, labelSelector=f"{LABEL_COMPONENT}=job")
+    for job in jobs.get("items", []):
+        if lease_expired(job, now, grace):
+            await client.delete(JOBS, job["metadata"]["name"], propagation="Background")
+            deleted += 1
+    if deleted:
+        logger.info("reaped expired sandboxes", extra={"count": deleted})
+    return deleted

@@ -1,0 +1,117 @@
+"""Sandbox pod templates, from ``manifests/sandbox-pod.yaml`` (the one source).
+
+The pool Deployment of a language and the Job of a cold execution are both built
+from that pod template here: language, image, resources, labels and the executor's
+arguments are filled in; nothing else about the pod is decided in code.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ...settings import KubernetesSettings
+
+__all__ = [
+    "IMAGE_GROUPS",
+    "LABEL_COMPONENT",
+    "LABEL_LANGUAGE",
+    "LABEL_POOL",
+    "LABEL_STATE",
+    "TEMPLATE_PATH",
+    "PodTemplates",
+]
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[3] / "manifests" / "sandbox-pod.yaml"
+
+LABEL_COMPONENT = "k8si.io/component"
+LABEL_LANGUAGE = "k8si.io/language"
+LABEL_POOL = "k8si.io/pool"
+LABEL_STATE = "k8si.io/state"
+ANNOTATION_TARGET = "k8si.io/target-size"
+ANNOTATION_LAST_CLAIM = "k8si.io/last-claim"
+
+#: Runtime image group per language: one image serves several languages.
+IMAGE_GROUPS = {"py": "python", "bash": "python", "js": "node", "ts": "node", "c": "native",
+                "cpp": "native", "f90": "native", "d": "native", "java": "java", "php": "php",
+                "rs": "rust", "go": "go", "r": "r"}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(path.read_text())
+    if document.get("kind") != "Pod":
+        raise ValueError(f"{path} must hold a Pod template")
+    return document
+
+
+class PodTemplates:
+    """Builds pool Deployments and Jobs for each language from the pod template."""
+
+    def __init__(self, config: KubernetesSettings, path: Path = TEMPLATE_PATH) -> None:
+        self.config = config
+        self.template = _load(path)
+
+    def image(self, lang: str) -> str:
+        return self.config.images.get(lang) or self.config.image_template.format(
+            group=IMAGE_GROUPS[lang], lang=lang)
+
+    def pod(self, lang: str, labels: dict[str, str]) -> dict[str, Any]:
+        """The pod (metadata + spec) for ``lang``, with ``labels`` added."""
+        pod = copy.deepcopy(self.template)
+        metadata = pod.setdefault("metadata", {})
+        metadata["labels"] = {**metadata.get("labels", {}), LABEL_LANGUAGE: lang, **labels}
+        spec = pod["spec"]
+        if self.config.runtime_class:
+            spec["runtimeClassName"] = self.config.runtime_class
+        container = spec["containers"][0]
+        container["image"] = self.image(lang)
+        args = list(container.get("args", []))
+        args[args.index("--lang") + 1] = lang
+        port = str(self.config.executor_port)
+        args[args.index("--tcp") + 1] = f"0.0.0.0:{port}"
+        container["args"] = args
+        container["ports"][0]["containerPort"] = self.config.executor_port
+        container["resources"]["requests"].update(cpu=self.config.cpu_request,
+                                                  memory=self.config.memory_request)
+        container["resources"]["limits"].update(cpu=self.config.cpu_limit,
+                                                memory=self.config.memory_limit)
+        return pod
+
+    def pool_deployment(self, lang: str, replicas: int, target: int) -> dict[str, Any]:
+        selector = {LABEL_POOL: lang, LABEL_STATE: "warm"}
+        pod = self.pod(lang, selector)
+        return {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": f"k8si-pool-{lang}",
+                         "labels": {LABEL_COMPONENT: "pool", LABEL_POOL: lang},
+                         "annotations": {ANNOTATION_TARGET: str(target),
+                                         ANNOTATION_LAST_CLAIM: f"{time.time():.3f}"}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": selector},
+                     "template": {"metadata": pod["metadata"], "spec": pod["spec"]}},
+        }
+
+    def job(self, name: str, lang: str, labels: dict[str, str],
+            annotations: dict[str, str]) -> dict[str, Any]:
+        pod = self.pod(lang, labels)
+        pod["metadata"].setdefault("annotations", {}).update(annotations)
+        pod["spec"]["activeDeadlineSeconds"] = self.config.lease_seconds
+        return {
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "labels": {LABEL_COMPONENT: "job", **labels},
+                         "annotations": annotations},
+            "spec": {
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": self.config.lease_seconds,
+                "ttlSecondsAfterFinished": self.config.job_ttl_seconds,
+                "podFailurePolicy": {"rules": [
+                    {"action": "FailJob", "onExitCodes": {
+                        "containerName": "executor", "operator": "NotIn", "values": [0]}},
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]},
+                "template": {"metadata": pod["metadata"], "spec": pod["spec"]},
+            },
+        }

@@ -1,0 +1,121 @@
+"""Pure logic of the Kubernetes backend: claim patches, leases, readiness, templates."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from app.backends.kubernetes.claims import (
+    ClaimRequest,
+    claim_patch,
+    is_ready,
+    label_value,
+    pointer,
+    shuffled_candidates,
+    warm_selector,
+)
+from app.backends.kubernetes.reaper import lease_expired
+from app.backends.kubernetes.templates import IMAGE_GROUPS, PodTemplates
+from app.settings import KubernetesSettings
+from sidecar.languages import LANGUAGES
+
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+
+
+def pod(name: str = "p", ready: bool = True, ip: str | None = "10.0.0.1",
+        started: float | None = None, **metadata: Any) -> dict[str, Any]:
+    stamp = datetime.fromtimestamp(started or time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"metadata": {"name": name, "labels": {"k8si.io/state": "warm"}, **metadata},
+            "status": {"phase": "Running", "podIP": ip, "startTime": stamp,
+                       "containerStatuses": [{"ready": ready}],
+                       "conditions": [{"type": "Ready", "status": str(ready)}]}}
+
+
+def test_json_pointer_escapes() -> None:
+    assert pointer("k8si.io/state") == "k8si.io~1state"
+    assert pointer("a~b/c") == "a~0b~1c"
+
+
+def test_claim_patch_tests_then_replaces_and_records_the_lease() -> None:
+    claim = ClaimRequest(session_id="-abc_DEF-0123456789xyz", tenant="acme", replica="r1",
+                         lease_seconds=120)
+    ops = claim_patch(pod(started=time.time() - 600), claim)
+    assert ops[0] == {"op": "test", "path": "/metadata/labels/k8si.io~1state", "value": "warm"}
+    assert ops[1] == {"op": "replace", "path": "/metadata/labels/k8si.io~1state",
+                      "value": "claimed"}
+    labels = {op["path"]: op["value"] for op in ops if op["path"].startswith("/metadata/labels")}
+    assert all(LABEL_VALUE.fullmatch(v) and len(v) <= 63 for v in labels.values())
+    annotations = {op["path"].rsplit("/", 1)[1]: op["value"] for op in ops
+                   if op["path"].startswith("/metadata/annotations/")}
+    assert annotations["k8si.io~1session"] == claim.session_id
+    assert float(annotations["k8si.io~1expires-at"]) > time.time() + 100
+    assert {"op": "add", "path": "/metadata/annotations", "value": {}} in ops
+    deadline = next(op["value"] for op in ops if op["path"] == "/spec/activeDeadlineSeconds")
+    assert 600 + 120 <= deadline <= 600 + 120 + 5, "the deadline counts from the pod's start"
+
+
+@pytest.mark.parametrize("value", ["-starts-with-dash", "ends_", "x" * 80, "ok"])
+def test_label_values_are_always_valid(value: str) -> None:
+    assert LABEL_VALUE.fullmatch(label_value("s", value))
+    assert len(label_value("s", value)) <= 63
+
+
+def test_readiness_filter() -> None:
+    assert is_ready(pod())
+    assert not is_ready(pod(ready=False))
+    assert not is_ready(pod(deletionTimestamp="2026-01-01T00:00:00Z"))
+    no_status = pod()
+    no_status["status"]["containerStatuses"] = []
+    assert not is_ready(no_status)
+    candidates = shuffled_candidates([pod("a"), pod("b", ready=False), pod("c", ip=None),
+                                      pod("d")])
+    assert sorted(p["metadata"]["name"] for p in candidates) == ["a", "d"]
+
+
+def test_warm_selector() -> None:
+    assert warm_selector("py") == {"labelSelector": "k8si.io/pool=py,k8si.io/state=warm",
+                                   "fieldSelector": "status.phase=Running"}
+
+
+def test_lease_expiry() -> None:
+    now = time.time()
+    assert lease_expired({"metadata": {"annotations": {"k8si.io/expires-at": str(now - 1)}}},
+                         now)
+    assert not lease_expired({"metadata": {"annotations": {"k8si.io/expires-at":
+                                                           str(now + 60)}}}, now)
+    assert lease_expired({"metadata": {"annotations": {"k8si.io/expires-at": "garbage"}}}, now)
+    old = datetime.fromtimestamp(now - 7200, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert lease_expired({"metadata": {"creationTimestamp": old}}, now)
+
+
+def test_templates_fill_in_language_image_and_resources() -> None:
+    config = KubernetesSettings(images={"java": "registry.example/java:17"},
+                                cpu_limit="2", memory_limit="2Gi", runtime_class="gvisor")
+    templates = PodTemplates(config)
+    assert set(IMAGE_GROUPS) == set(LANGUAGES)
+    deployment = templates.pool_deployment("py", replicas=3, target=3)
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["selector"]["matchLabels"] == {"k8si.io/pool": "py",
+                                                             "k8si.io/state": "warm"}
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["labels"]["k8si.io/state"] == "warm"
+    container = template["spec"]["containers"][0]
+    assert container["args"][:2] == ["--lang", "py"]
+    assert container["image"].endswith("runtime-python:0.1.0")
+    assert container["resources"]["limits"]["cpu"] == "2"
+    assert template["spec"]["runtimeClassName"] == "gvisor"
+    assert template["spec"]["automountServiceAccountToken"] is False
+    job = templates.job("k8si-java-x", "java", {"k8si.io/session": "sx"}, {"a": "b"})
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["ttlSecondsAfterFinished"] == config.job_ttl_seconds
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        "registry.example/java:17"
+    assert job["spec"]["podFailurePolicy"]["rules"][0]["action"] == "FailJob"
+    # the template itself is never mutated between renders
+    assert templates.pool_deployment("go", 1, 1)["spec"]["template"]["spec"]["containers"][
+        0]["args"][1] == "go"
+    assert templates.template["spec"]["containers"][0]["args"][1] == "py"
