@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--host", help="bind address (default HOST or 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (default PORT or 8000)")
     commands.add_parser("setup", help="create the local sandbox Python runtime")
-    commands.add_parser("reap", help="delete expired Kubernetes sandboxes once (a CronJob)")
+    commands.add_parser("reap", help="one Kubernetes maintenance pass: reap expired leases, "
+                                     "shrink idle pools (for a CronJob)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -93,11 +94,13 @@ def main(argv: list[str] | None = None) -> None:
 
 async def _reap_once(settings: Settings) -> int:
     from .backends.kubernetes.client import KubeClient
-    from .backends.kubernetes.reaper import reap
+    from .backends.kubernetes.pools import PoolScaler
+    from .backends.kubernetes.reaper import maintain
+    from .backends.kubernetes.templates import PodTemplates
 
     config = settings.kubernetes
     client = await KubeClient.connect(config.kubeconfig, config.namespace)
-    return await reap(client)
+    return await maintain(client, PoolScaler(client, PodTemplates(config), settings))
 
 
 if __name__ == "__main__":

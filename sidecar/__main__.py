@@ -18,7 +18,7 @@ from .runner import Runner, RunnerConfig
 from .server import ExecutorServer, log
 
 DEFAULT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
-               "LC_ALL": "C.UTF-8", "HOSTNAME": "sandbox", "TMPDIR": "/tmp"}
+               "LC_ALL": "C.UTF-8", "TMPDIR": "/tmp"}
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     if os.getpid() != 1:
         log("warning", message="not PID 1 of a sandbox: a timeout kills the program's "
                                "session only, not daemons that left it")
-    user_env = dict(DEFAULT_ENV)
+    # The sandbox's own host name: "sandbox" locally, the pod's name in a cluster.
+    user_env = {**DEFAULT_ENV, "HOSTNAME": socket.gethostname()}
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -32,7 +32,7 @@ from .claims import ClaimRequest, claim_patch, is_ready, shuffled_candidates, wa
 from .client import DEPLOYMENTS, JOBS, PODS, KubeClient, KubeError
 from .jobs import JobRunner
 from .pools import PoolScaler
-from .reaper import reap
+from .reaper import maintain
 from .templates import LABEL_COMPONENT, LABEL_LANGUAGE, LABEL_STATE, PodTemplates
 
 __all__ = ["KubernetesBackend"]
@@ -65,6 +65,7 @@ class KubernetesBackend:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._scaler: PoolScaler | None = None
         self._jobs: JobRunner | None = None
+        self._maintenance: asyncio.Task[None] | None = None
         self.stats = {"pool_hits": 0, "pool_misses": 0, "claim_conflicts": 0,
                       "cold_starts": 0, "reaped": 0}
 
@@ -76,11 +77,15 @@ class KubernetesBackend:
         self._scaler = PoolScaler(self.client, self.templates, self.settings)
         self._jobs = JobRunner(self.client, self.templates, self.config)
         await self._scaler.ensure_pools()
-        self._background(self._maintenance_loop())
+        self._maintenance = asyncio.create_task(self._maintenance_loop())
+        self._tasks.add(self._maintenance)
+        self._maintenance.add_done_callback(self._task_done)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        # Releases in flight finish (their pods must not wait for the reaper);
+        # only the maintenance loop is cancelled.
+        if self._maintenance is not None:
+            self._maintenance.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         held = list(self._held.values())
         self._held.clear()
@@ -105,8 +110,7 @@ class KubernetesBackend:
         while True:
             await asyncio.sleep(self.config.reap_interval)
             try:
-                self.stats["reaped"] += await reap(self.client, grace=0)
-                await self._scaler.shrink_idle()
+                self.stats["reaped"] += await maintain(self.client, self._scaler)
             except KubeError as exc:
                 logger.warning("maintenance pass failed", extra={"error": str(exc)})
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from ...settings import Settings
@@ -85,13 +86,24 @@ class PoolScaler:
         now = time.time()
         for deployment in listed.get("items", []):
             annotations = deployment["metadata"].get("annotations") or {}
-            last = float(annotations.get(ANNOTATION_LAST_CLAIM, 0) or 0)
+            last = _last_use(deployment, annotations)
             replicas = deployment["spec"].get("replicas", 0)
             if replicas > config.pool_min and now - last > config.pool_idle_seconds:
                 await self.client.merge_patch(DEPLOYMENTS, deployment["metadata"]["name"],
                                               {"spec": {"replicas": config.pool_min}})
                 logger.info("idle pool shrinks", extra={
                     "deployment": deployment["metadata"]["name"], "replicas": config.pool_min})
+
+
+def _last_use(deployment: dict[str, Any], annotations: dict[str, str]) -> float:
+    """The last claim, or (never claimed: e.g. applied by kustomize) the creation time."""
+    try:
+        return float(annotations[ANNOTATION_LAST_CLAIM])
+    except (KeyError, ValueError):
+        created = deployment["metadata"].get("creationTimestamp")
+        if not created:
+            return time.time()
+        return datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
 
 
 def _target(deployment: dict[str, Any], default: int) -> int:

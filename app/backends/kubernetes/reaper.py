@@ -15,9 +15,10 @@ from typing import Any
 
 from .claims import ANNOTATION_EXPIRES_AT
 from .client import JOBS, PODS, KubeClient
+from .pools import PoolScaler
 from .templates import LABEL_COMPONENT, LABEL_STATE
 
-__all__ = ["lease_expired", "reap"]
+__all__ = ["lease_expired", "maintain", "reap"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,4 +54,15 @@ async def reap(client: KubeClient, grace: float = 0.0) -> int:
             deleted += 1
     if deleted:
         logger.info("reaped expired sandboxes", extra={"count": deleted})
+    return deleted
+
+
+async def maintain(client: KubeClient, scaler: PoolScaler) -> int:
+    """One maintenance pass: reap expired leases, then shrink idle pools.
+
+    Every replica runs it on a timer, and ``k8si reap`` runs it once (a CronJob), so
+    pools shrink even while the API itself is scaled to zero.
+    """
+    deleted = await reap(client)
+    await scaler.shrink_idle()
     return deleted

@@ -48,6 +48,18 @@ def _load(path: Path) -> dict[str, Any]:
     return document
 
 
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6,
+          "G": 10**9, "T": 10**12}
+
+
+def memory_mb(quantity: str) -> int:
+    """A Kubernetes memory quantity (``1Gi``, ``512Mi``, ``1e9``) in MiB."""
+    for suffix, factor in _UNITS.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * factor) // 2**20
+    return int(float(quantity)) // 2**20
+
+
 class PodTemplates:
     """Builds pool Deployments and Jobs for each language from the pod template."""
 
@@ -73,6 +85,8 @@ class PodTemplates:
         args[args.index("--lang") + 1] = lang
         port = str(self.config.executor_port)
         args[args.index("--tcp") + 1] = f"0.0.0.0:{port}"
+        if "--memory-mb" in args:  # the executor's view of the container's memory limit
+            args[args.index("--memory-mb") + 1] = str(memory_mb(self.config.memory_limit))
         container["args"] = args
         container["ports"][0]["containerPort"] = self.config.executor_port
         container["resources"]["requests"].update(cpu=self.config.cpu_request,
@@ -84,6 +98,7 @@ class PodTemplates:
     def pool_deployment(self, lang: str, replicas: int, target: int) -> dict[str, Any]:
         selector = {LABEL_POOL: lang, LABEL_STATE: "warm"}
         pod = self.pod(lang, selector)
+        pod["spec"]["restartPolicy"] = "Always"  # the only policy a Deployment accepts
         return {
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": f"k8si-pool-{lang}",
@@ -98,6 +113,7 @@ class PodTemplates:
             annotations: dict[str, str]) -> dict[str, Any]:
         pod = self.pod(lang, labels)
         pod["metadata"].setdefault("annotations", {}).update(annotations)
+        pod["spec"]["restartPolicy"] = "Never"
         pod["spec"]["activeDeadlineSeconds"] = self.config.lease_seconds
         return {
             "apiVersion": "batch/v1", "kind": "Job",
@@ -110,7 +126,8 @@ class PodTemplates:
                 "podFailurePolicy": {"rules": [
                     {"action": "FailJob", "onExitCodes": {
                         "containerName": "executor", "operator": "NotIn", "values": [0]}},
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    {"action": "Ignore", "onPodConditions": [
+                        {"type": "DisruptionTarget", "status": "True"}]},
                 ]},
                 "template": {"metadata": pod["metadata"], "spec": pod["spec"]},
             },

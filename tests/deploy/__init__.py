@@ -1,0 +1,1 @@
+"""Tests of the deployment: runtime images (static), manifests, kustomize overlays."""
