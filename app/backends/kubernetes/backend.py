@@ -135,7 +135,6 @@ class KubernetesBackend:
             raise ServiceUnavailable(f"Kubernetes API unavailable: {exc}", retry_after=2) from exc
         if pod is not None:
             self.stats["pool_hits"] += 1
-            self._background(self._scaler.record_claim(language))
             name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
             held = _Held("pod", name, ExecutorClient(f"http://{ip}:{self.config.executor_port}"))
             hit = True
@@ -164,7 +163,10 @@ class KubernetesBackend:
         sandbox_id = f"{held.kind}/{held.name}"
         self._held[sandbox_id] = held
         if language not in self._versions:
-            self._background(self._learn_version(language, held.executor))
+            # Once per language and replica: one executor request, no apiserver call.
+            await self._learn_version(language, held.executor)
+        if hit:  # bookkeeping for scale-to-zero, off the critical path
+            self._background(self._scaler.record_claim(language))
         return SandboxLease(sandbox_id=sandbox_id, language=language, session_id=session_id,
                             executor_address=str(held.executor.address),
                             executor=held.executor, pool_hit=hit)
