@@ -1,6 +1,7 @@
 """Developer sessions: ``nox -s serve``, ``tests``, ``lint``, ``bench``.
 
-Each session installs the project into its own virtual environment. The README's
+Each session installs the project into its own virtual environment (``soak`` runs a
+steady load for ten minutes and is not part of CI). The README's
 commands (``python3 scripts/dev.py serve|test``) do the same without needing nox.
 """
 
@@ -36,6 +37,20 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmark of performance.md: not written yet (issue "Performance")."""
-    session.error("nox -s bench is not written yet: the performance issue adds the "
-                  "benchmark (see ../shared/spec/performance.md). Nothing was measured.")
+    """The benchmark of performance.md: prints the table and writes BENCHMARKS.md.
+
+    ``nox -s bench -- --quick`` for a short smoke run, ``-- --no-kubernetes`` to skip
+    the emulator, ``-- --profile`` to add a py-spy profile of the API process.
+    """
+    session.install("-e", ".[test]", "prometheus_client", "py-spy")
+    session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Steady mixed load (default ten minutes; not in CI): errors, latency, memory, leaks.
+
+    ``nox -s soak -- --duration 600 --rate 2`` (see scripts/soak.py).
+    """
+    session.install("-e", ".[test]")
+    session.run("python", "scripts/soak.py", *session.posargs)

@@ -5,8 +5,10 @@ Accepted, one at a time: ``X-API-Key: <key>``; ``Authorization: Bearer <key>``;
 (``BODY_KEY_AUTH``) the key in the JSON body. Keys are held only as SHA-256 digests
 and compared in constant time. Two different credentials in one request are a 400.
 Every credential resolves to a tenant: ``API_KEYS`` entries are ``key`` (tenant
-``default``) or ``tenant:key``; a JWT's tenant is its ``tenant_id`` claim. After
-authentication the per-tenant and per-credential rate limits are counted.
+``default``) or ``tenant:key``; keys issued with ``k8si keys create`` live hashed in
+Valkey; a JWT's tenant is its ``tenant_id`` claim. Failed attempts are counted per
+client address (brute force → 429). After authentication the per-tenant and
+per-credential rate limits are counted, and executions hold a tenant quota slot.
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .errors import BadRequest, Unauthorized
 from .jwt_auth import JwtError, JwtVerifier, looks_like_jwt
+from .ratelimit import AuthFailureLimiter
+from .tenants import KeyStore, TenantQuotas
 
 __all__ = ["AuthMiddleware", "Authenticator", "KeyRing", "Principal"]
 
 DEFAULT_TENANT = "default"
 _TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _BODY_KEY_FIELDS = ("LIBRECHAT_CODE_API_KEY", "apiKey", "api_key")
+#: Requests that run code: counted against the tenant's execution quotas.
+_EXEC_PATHS = {"/exec", "/exec/stream"}
 
 
 @attrs.frozen
@@ -43,13 +49,21 @@ class Principal:
     #: A stable, non-secret id of the credential (rate limits, logs).
     credential: str
     user_id: str | None = None
+    #: May use the operator API (``ADMIN_API_KEYS``).
+    admin: bool = False
 
 
 class KeyRing:
-    """The configured API keys, held as (digest, tenant) pairs."""
+    """The configured API keys, held as (digest, tenant) pairs; admin keys flagged."""
 
-    def __init__(self, entries: Iterable[str]) -> None:
-        self._digests: list[tuple[bytes, str]] = []
+    def __init__(self, entries: Iterable[str], admin_entries: Iterable[str] = ()) -> None:
+        self._digests: list[tuple[bytes, str, bool]] = []
+        self._add(admin_entries, admin=True)
+        self._add(entries, admin=False)
+        if not self._digests:
+            raise ValueError("at least one API key is required")
+
+    def _add(self, entries: Iterable[str], admin: bool) -> None:
         for entry in entries:
             tenant, sep, key = entry.partition(":")
             if not sep:
@@ -57,16 +71,15 @@ class KeyRing:
             if not _TENANT.fullmatch(tenant) or not key:
                 raise ValueError("API_KEYS entries are 'key' or 'tenant:key' "
                                  "(tenant: 1-64 of [A-Za-z0-9_-])")
-            self._digests.append((hashlib.sha256(key.encode()).digest(), tenant))
-        if not self._digests:
-            raise ValueError("at least one API key is required")
+            self._digests.append((hashlib.sha256(key.encode()).digest(), tenant, admin))
 
     def lookup(self, presented: str) -> Principal | None:
         digest = hashlib.sha256(presented.encode()).digest()
         found: Principal | None = None
-        for known, tenant in self._digests:  # no early exit: the time does not tell
-            if hmac.compare_digest(known, digest):
-                found = Principal(tenant=tenant, credential="key:" + digest.hex()[:16])
+        for known, tenant, admin in self._digests:  # no early exit: the time does not tell
+            if hmac.compare_digest(known, digest) and found is None:
+                found = Principal(tenant=tenant, credential="key:" + digest.hex()[:16],
+                                  admin=admin)
         return found
 
 
@@ -94,7 +107,8 @@ class Authenticator:
         self.jwt = jwt
         self.body_key = body_key
 
-    async def authenticate(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    async def authenticate(self, connection: ASGIConnection[Any, Any, Any, Any],
+                           keys: KeyStore | None = None) -> Principal:
         credential = _header_credential(connection.headers)
         if credential is None and self.body_key:
             credential = await self._body_credential(connection)
@@ -108,6 +122,10 @@ class Authenticator:
             return Principal(tenant=identity.tenant, user_id=identity.user_id,
                              credential=f"jwt:{identity.tenant}:{identity.user_id}")
         principal = self.keyring.lookup(credential)
+        if principal is None and keys is not None:
+            record = await keys.lookup(credential)
+            if record is not None:
+                principal = Principal(tenant=record.tenant, credential=f"key:{record.id}")
         if principal is None:
             raise Unauthorized("invalid API key")
         return principal
@@ -150,10 +168,27 @@ class AuthMiddleware(ASGIMiddleware):
                      next_app: ASGIApp) -> None:
         # A full Request (with receive): the body key, if enabled, is read and cached.
         request: Request[Any, Any, Any] = Request(scope, receive)
-        principal = await self.authenticator.authenticate(request)
-        limiter = getattr(request.app.state, "rate_limiter", None)
+        state = request.app.state
+        failures: AuthFailureLimiter | None = getattr(state, "auth_failures", None)
+        # The peer's own address only: forwarded headers are never trusted here.
+        address = request.client.host if request.client else "unknown"
+        if failures is not None:
+            await failures.check(address)
+        try:
+            principal = await self.authenticator.authenticate(
+                request, getattr(state, "key_store", None))
+        except Unauthorized:
+            if failures is not None:
+                await failures.record(address)
+            raise
+        limiter = getattr(state, "rate_limiter", None)
         if limiter is not None:
             await limiter.check(principal.tenant, principal.credential)
         scope["user"] = principal
         scope["auth"] = principal.credential
+        quotas: TenantQuotas | None = getattr(state, "quotas", None)
+        if quotas is not None and request.method == "POST" and scope["path"] in _EXEC_PATHS:
+            async with quotas.execution(principal.tenant):
+                await next_app(scope, receive, send)
+            return
         await next_app(scope, receive, send)

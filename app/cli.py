@@ -11,7 +11,9 @@ import sys
 
 import attrs
 
+from .cli_client import add_client_commands
 from .settings import Settings, SettingsError
+from .tenants.cli import add_key_commands, run_key_command
 
 __all__ = ["main"]
 
@@ -63,7 +65,9 @@ def serve(settings: Settings) -> None:
     # a short pause at exit avoids it (see shared/spec/libraries.md).
     atexit.register(time.sleep, 0.1)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                timeout_keep_alive=120, log_config=None, access_log=False)
+                timeout_keep_alive=120, log_config=None, access_log=False,
+                # the peer address is the client: forwarded headers are not trusted
+                proxy_headers=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,9 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--host", help="bind address (default HOST or 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (default PORT or 8000)")
     commands.add_parser("setup", help="create the local sandbox Python runtime")
+    add_key_commands(commands)
     commands.add_parser("reap", help="one Kubernetes maintenance pass: reap expired leases, "
                                      "shrink idle pools (for a CronJob)")
+    add_client_commands(commands)  # exec, status: clients of a running server
     args = parser.parse_args(argv)
+    if hasattr(args, "client_command"):
+        sys.exit(args.client_command(args))
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -88,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
 
         runtime = ensure_runtime(settings.runtime_dir)
         print(f"k8si: sandbox Python runtime ready in {runtime.venv}")
+    elif args.command == "keys":
+        sys.exit(run_key_command(args, settings))
     elif args.command == "reap":
         print(f"k8si: reaped {asyncio.run(_reap_once(settings))} expired sandboxes")
 

@@ -19,6 +19,7 @@ __all__ = [
     "BadRequest",
     "ErrorBody",
     "ExecutorFailed",
+    "InvalidState",
     "LanguageUnavailable",
     "NoCapacity",
     "NotFound",
@@ -26,6 +27,7 @@ __all__ = [
     "RateLimited",
     "ServiceError",
     "ServiceUnavailable",
+    "StateTooLarge",
     "Unauthorized",
     "UnsupportedMediaType",
     "error_responses",
@@ -63,6 +65,18 @@ class NotFound(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status_code, code = 413, "payload_too_large"
+
+
+class StateTooLarge(PayloadTooLarge):
+    """A Python state blob over the compressed or the declared decompressed size cap."""
+
+    code = "state_too_large"
+
+
+class InvalidState(BadRequest):
+    """A state blob of the wrong format, or one that fails its integrity check."""
+
+    code = "invalid_state"
 
 
 class UnsupportedMediaType(ServiceError):
@@ -117,7 +131,7 @@ _DESCRIPTIONS = {
     400: "Bad request (malformed input, invalid names or ids, unknown language)",
     401: "Missing or invalid credentials",
     404: "Unknown id (another tenant's ids answer the same)",
-    413: "Too large (code, upload, args)",
+    413: "Too large (code, upload, args, state)",
     415: "Wrong content type",
     429: "Rate limited (see retry_after_seconds and Retry-After)",
     503: "Temporarily unavailable (no capacity, sandbox or store failure); see Retry-After",
@@ -167,6 +181,11 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
                     headers=exc.headers or None)
 
 
+def _too_deep(_: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    # Only input decoding recurses without bound (msgspec on absurdly nested JSON).
+    return Response(_body("bad_request", "request body nested too deeply"), status_code=400)
+
+
 def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     logger.exception("unhandled error", exc_info=exc)
     return Response(_body("internal_error", "internal server error"), status_code=500)
@@ -176,5 +195,6 @@ exception_handlers: dict[type[Exception], Any] = {
     ServiceError: _service_error,
     ValidationException: _validation_error,
     HTTPException: _http_error,
+    RecursionError: _too_deep,
     Exception: _unexpected,
 }

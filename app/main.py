@@ -2,8 +2,8 @@
 
 It builds the Litestar app with its controllers, the auth middleware, the error
 handlers and the dependencies, and a lifespan that starts Valkey (embedded when
-``VALKEY_URL`` is not set), the object store and the execution backend, and stops
-them again.
+``VALKEY_URL`` is not set), the object store, the state service (its HMAC key and
+archive sweep) and the execution backend, and stops them again.
 """
 
 from __future__ import annotations
@@ -22,16 +22,25 @@ from litestar.openapi import OpenAPIConfig
 from . import __version__
 from .auth import Authenticator, AuthMiddleware, KeyRing
 from .backends import SandboxBackend, create_backend
+from .console import console_router
+from .domain.admin import AdminController, AdminService
 from .domain.exec import ExecController, ExecService
+from .domain.exec.recent import RecentExecutions
 from .domain.files import FilesController, FileService
 from .domain.health import HealthController
+from .domain.metrics import MetricsController
+from .domain.state import StateController, StateService, StateSigner, StateStore, load_key
 from .errors import exception_handlers
 from .jwt_auth import JwtConfig, JwtVerifier
-from .ratelimit import RateLimiter
+from .metrics import Metrics, install_log_context
+from .paths import socket_dir
+from .ratelimit import AuthFailureLimiter, RateLimiter
 from .sessions import SessionStore
 from .settings import Settings
 from .storage import FileStore, create_object_store
 from .storage.expiry import run_expiry
+from .storage.state_archive import StateArchive
+from .tenants import KeyStore, TenantQuotas
 from .valkey import EmbeddedValkey, connect
 
 __all__ = ["create_app"]
@@ -57,9 +66,11 @@ def _state(name: str) -> Provide:
 
 def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Litestar:
     """The ASGI application for ``settings`` (``backend`` only to share one in tests)."""
-    authenticator = Authenticator(KeyRing(settings.api_keys), _jwt_verifier(settings),
-                                  body_key=settings.body_key_auth)
+    authenticator = Authenticator(KeyRing(settings.api_keys, settings.admin_api_keys),
+                                  _jwt_verifier(settings), body_key=settings.body_key_auth)
     backend = backend or create_backend(settings)
+    metrics = Metrics(backend)  # a registry of this app's own
+    install_log_context()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -69,36 +80,56 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         embedded = None
         url = settings.valkey_url
         if url is None:
-            embedded = EmbeddedValkey(settings.data_dir / "valkey")
+            embedded = EmbeddedValkey(settings.data_dir / "valkey",
+                                      socket_dir(settings.data_dir) / "valkey.sock")
             await embedded.start()
             url = embedded.url
         client = connect(url)
-        files = FileStore(create_object_store(settings.object_store_url,
-                                              settings.data_dir / "objects",
-                                              dict(settings.object_store_options)))
+        object_store = create_object_store(settings.object_store_url,
+                                           settings.data_dir / "objects",
+                                           dict(settings.object_store_options))
+        files = FileStore(object_store)
         sessions = SessionStore(client, settings.session_ttl)
-        file_service = FileService(files, sessions, settings.file_ttl)
+        quotas = TenantQuotas(client, settings.tenants,
+                              default_lease=settings.max_execution_time
+                              + settings.compile_timeout + 60)
+        file_service = FileService(files, sessions, settings.file_ttl, quotas)
+        state_service = StateService(
+            settings.state,
+            StateStore(client, StateArchive(object_store), settings.state.hot_ttl),
+            StateSigner(load_key(settings.state.hmac_key, settings.data_dir)), sessions)
+        recent = RecentExecutions(client)  # the operator page's recent executions
         app.state.update(
+            admin_service=AdminService(client, backend, recent),
             settings=settings, valkey=client, backend=backend, file_service=file_service,
-            exec_service=ExecService(settings, backend, sessions, file_service),
+            state_service=state_service, metrics=metrics,
+            exec_service=ExecService(settings, backend, sessions, file_service, state_service,
+                                     metrics=metrics, recent=recent),
             rate_limiter=RateLimiter(client, settings.rate_limit_window,
                                      settings.rate_limit_tenant, settings.rate_limit_key),
+            auth_failures=AuthFailureLimiter(client, settings.tenants.window,
+                                             settings.tenants.auth_failures_per_window),
+            key_store=KeyStore(client), quotas=quotas,
         )
         await backend.start()
-        expiry = (asyncio.create_task(run_expiry(files, settings.file_ttl))
-                  if settings.file_ttl > 0 else None)
+        tasks = [asyncio.create_task(state_service.run_archiver())]
+        if settings.file_ttl > 0:
+            tasks.append(asyncio.create_task(run_expiry(
+                files, settings.file_ttl,
+                lambda meta: quotas.release(meta.tenant, meta.size))))
         try:
             yield
         finally:
-            if expiry is not None:
-                expiry.cancel()
+            for task in tasks:
+                task.cancel()
             await backend.stop()
             await client.aclose()
             if embedded is not None:
                 await embedded.stop()
 
     return Litestar(
-        route_handlers=[ExecController, FilesController, HealthController],
+        route_handlers=[ExecController, FilesController, HealthController, StateController,
+                        MetricsController, AdminController, console_router()],
         lifespan=[lifespan],
         middleware=[AuthMiddleware(authenticator)],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
@@ -106,8 +137,13 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         openapi_config=OpenAPIConfig(title="K8sInterpreter", version=__version__),
         dependencies={name: _state(attr) for name, attr in (
             ("valkey_client", "valkey"), ("backend", "backend"),
-            ("exec_service", "exec_service"), ("file_service", "file_service"))},
+            ("exec_service", "exec_service"), ("file_service", "file_service"),
+            ("state_service", "state_service"), ("metrics", "metrics"),
+            ("admin_service", "admin_service"))},
         signature_namespace={"valkey": valkey, "SandboxBackend": SandboxBackend,
-                             "ExecService": ExecService, "FileService": FileService},
+                             "ExecService": ExecService, "FileService": FileService,
+                             "StateService": StateService, "Metrics": Metrics,
+                             "AdminService": AdminService},
+        logging_config=None,  # app/log.py configures JSON logs (k8si serve)
         debug=False,
     )

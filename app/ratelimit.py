@@ -13,7 +13,7 @@ from valkey.exceptions import ValkeyError
 
 from .errors import RateLimited, ServiceUnavailable
 
-__all__ = ["RateLimiter"]
+__all__ = ["AuthFailureLimiter", "RateLimiter"]
 
 # KEYS: the counters; ARGV[1]: window seconds; ARGV[2..]: limits (0 = unlimited).
 # Returns the seconds until the window ends if any counter is over its limit, else 0.
@@ -61,3 +61,47 @@ class RateLimiter:
             raise ServiceUnavailable("rate limiter unavailable", retry_after=2) from exc
         if retry > 0:
             raise RateLimited("too many requests; slow down", retry_after=max(1, retry))
+
+
+_FAILURES = """
+local now = redis.call('TIME')
+local key = KEYS[1] .. ':' .. math.floor(tonumber(now[1]) / tonumber(ARGV[1]))
+if ARGV[3] == 'record' then
+  local count = redis.call('INCR', key)
+  if count == 1 then redis.call('EXPIRE', key, tonumber(ARGV[1]) + 1) end
+  return 0
+end
+local count = tonumber(redis.call('GET', key) or '0')
+if count >= tonumber(ARGV[2]) then
+  return tonumber(ARGV[1]) - (tonumber(now[1]) % tonumber(ARGV[1]))
+end
+return 0
+"""
+
+
+@attrs.define(slots=False)
+class AuthFailureLimiter:
+    """Brute-force guard: too many failed authentications from one address → 429."""
+
+    client: valkey.Valkey
+    window: int
+    limit: int
+
+    def __attrs_post_init__(self) -> None:
+        self._script = self.client.register_script(_FAILURES)
+
+    async def _call(self, address: str, action: str) -> int:
+        try:
+            return int(await self._script(keys=[f"k8si:authfail:{address}"],
+                                          args=[self.window, self.limit, action]))
+        except ValkeyError as exc:
+            raise ServiceUnavailable("rate limiter unavailable", retry_after=2) from exc
+
+    async def check(self, address: str) -> None:
+        if self.limit > 0 and (retry := await self._call(address, "check")) > 0:
+            raise RateLimited("too many failed authentications; slow down",
+                              retry_after=max(1, retry))
+
+    async def record(self, address: str) -> None:
+        if self.limit > 0:
+            await self._call(address, "record")

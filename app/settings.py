@@ -6,6 +6,7 @@ cannot be parsed stops start-up with a ``SettingsError`` naming the variable.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,7 +15,8 @@ import attrs
 
 from sidecar.languages import LANGUAGES
 
-__all__ = ["KubernetesSettings", "Settings", "SettingsError", "StateSettings"]
+__all__ = ["KubernetesSettings", "Settings", "SettingsError", "StateSettings", "TenantLimits",
+           "TenantSettings"]
 
 
 class SettingsError(ValueError):
@@ -125,6 +127,53 @@ class KubernetesSettings:
         )
 
 
+@attrs.frozen
+class TenantLimits:
+    """What one tenant may use; 0 means unlimited (the timeout is always capped)."""
+
+    executions_per_window: int = 600
+    concurrent_executions: int = 8
+    storage_bytes: int = 10 * 1024**3
+    files: int = 10_000
+    max_timeout: int = 0  # 0: MAX_EXECUTION_TIME
+
+
+@attrs.frozen
+class TenantSettings:
+    """Default limits for every tenant, and per-tenant overrides (``TENANT_LIMITS``)."""
+
+    defaults: TenantLimits = attrs.field(factory=TenantLimits)
+    overrides: Mapping[str, TenantLimits] = attrs.field(factory=dict)
+    window: int = 60
+    #: Failed authentications per client address and window before 429 (brute force).
+    auth_failures_per_window: int = 30
+
+    def limits(self, tenant: str) -> TenantLimits:
+        return self.overrides.get(tenant, self.defaults)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TenantSettings:
+        defaults = TenantLimits(
+            executions_per_window=_int(env, "TENANT_EXECUTIONS_PER_WINDOW", 600),
+            concurrent_executions=_int(env, "TENANT_CONCURRENT_EXECUTIONS", 8),
+            storage_bytes=_int(env, "TENANT_STORAGE_BYTES", 10 * 1024**3),
+            files=_int(env, "TENANT_FILES", 10_000),
+            max_timeout=_int(env, "TENANT_MAX_TIMEOUT", 0))
+        overrides: dict[str, TenantLimits] = {}
+        raw = env.get("TENANT_LIMITS", "").strip()
+        if raw:
+            text = Path(raw).read_text() if not raw.startswith("{") else raw
+            try:
+                data = json.loads(text)
+                for tenant, values in data.items():
+                    overrides[tenant] = attrs.evolve(defaults, **values)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise SettingsError(f"TENANT_LIMITS must map tenants to limits: {exc}") from exc
+        return cls(defaults=defaults, overrides=overrides,
+                   window=_int(env, "TENANT_WINDOW", 60, minimum=1),
+                   auth_failures_per_window=_int(env, "AUTH_FAILURES_PER_WINDOW", 30))
+
+
 # obstore option -> environment variable, for OBJECT_STORE_URL=s3://...
 _STORE_OPTIONS = {
     "endpoint": "S3_ENDPOINT", "region": "S3_REGION", "access_key_id": "AWS_ACCESS_KEY_ID",
@@ -194,6 +243,9 @@ class Settings:
     rate_limit_key: int = 600
     state: StateSettings = attrs.field(factory=StateSettings)
     kubernetes: KubernetesSettings = attrs.field(factory=KubernetesSettings)
+    tenants: TenantSettings = attrs.field(factory=TenantSettings)
+    #: Keys that may use the operator API (``/admin``); they are API keys too.
+    admin_api_keys: tuple[str, ...] = ()
 
     @property
     def runtime_dir(self) -> Path:
@@ -259,6 +311,9 @@ class Settings:
             rate_limit_key=_int(env, "RATE_LIMIT_KEY", 600),
             state=StateSettings.from_env(env),
             kubernetes=KubernetesSettings.from_env(env),
+            tenants=TenantSettings.from_env(env),
+            admin_api_keys=tuple(k.strip() for k in env.get("ADMIN_API_KEYS", "").split(",")
+                                 if k.strip()),
         )
         if settings.default_execution_time > settings.max_execution_time:
             raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")

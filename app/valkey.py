@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
+import shutil
 from pathlib import Path
 
 import valkey.asyncio as valkey
@@ -39,9 +40,9 @@ def server_binary() -> Path:
 class EmbeddedValkey:
     """A private ``valkey-server`` on a unix socket, owned by this process."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, socket_path: Path | None = None) -> None:
         self.directory = directory
-        self.socket_path = directory / "valkey.sock"
+        self.socket_path = socket_path or directory / "valkey.sock"
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -51,8 +52,11 @@ class EmbeddedValkey:
     async def start(self, timeout: float = 10.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.socket_path.unlink(missing_ok=True)
+        # setpriv (util-linux), when present, ends the server with this process.
+        setpriv = shutil.which("setpriv")
+        prefix = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
         self._process = await asyncio.create_subprocess_exec(
-            str(server_binary()), "--port", "0", "--unixsocket", str(self.socket_path),
+            *prefix, str(server_binary()), "--port", "0", "--unixsocket", str(self.socket_path),
             "--unixsocketperm", "600", "--dir", str(self.directory), "--daemonize", "no",
             "--save", "60 1", "--appendonly", "no", "--loglevel", "warning",
             "--logfile", str(self.directory / "valkey.log"),

@@ -2,16 +2,31 @@
 
 Plain dataclasses (standard library only). The API side has its own attrs models
 for the same JSON; this module is the executor's reading of it.
+
+Python state travels base64-encoded: ``state`` in the request is the blob to
+restore; ``capture_state`` asks for the namespace afterwards, under
+``max_state_bytes`` (compressed) and ``max_state_raw_bytes`` (pickled), also after
+a failed run when ``capture_state_on_error`` is true. The result's ``state_status``
+is ``captured`` (``state`` holds the new blob), ``empty`` (the capture ran and kept
+nothing) or ``skipped`` (it did not run: the previous state stands);
+``state_errors`` names what could not be kept, as ``{name, type, error}``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["ExecuteRequest", "ExecuteResult", "ProtocolError"]
+__all__ = ["MAX_EXECUTE_BODY", "MAX_STATE_BYTES", "ExecuteRequest", "ExecuteResult",
+           "ProtocolError"]
 
 STATUSES = ("ok", "error", "timeout", "oom", "output_limit")
+#: The largest state blob the executor accepts or returns, whatever the API asks.
+MAX_STATE_BYTES = 1024 * 1024 * 1024
+#: Request bodies carry code and args (8 MiB) plus a base64 state blob.
+MAX_EXECUTE_BODY = 8 * 1024 * 1024 + (MAX_STATE_BYTES // 3 + 1) * 4
 
 
 class ProtocolError(ValueError):
@@ -27,6 +42,12 @@ class ExecuteRequest:
     args: tuple[str, ...] = ()
     timeout: float = 30.0
     request_id: str = ""
+    #: Python: the state blob to restore before the code runs.
+    state: bytes | None = field(default=None, repr=False)
+    capture_state: bool = False
+    capture_state_on_error: bool = True
+    max_state_bytes: int = 64 * 1024 * 1024
+    max_state_raw_bytes: int = 512 * 1024 * 1024
 
     @classmethod
     def from_json(cls, body: Any) -> ExecuteRequest:
@@ -47,7 +68,36 @@ class ExecuteRequest:
         if not isinstance(request_id, str):
             raise ProtocolError("'request_id' must be a string")
         return cls(lang=lang, code=code, args=tuple(args), timeout=float(timeout),
-                   request_id=request_id[:64])
+                   request_id=request_id[:64], **_state_fields(body))
+
+
+def _limit(body: dict[str, Any], name: str, default: int, maximum: int) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= maximum:
+        raise ProtocolError(f"{name!r} must be an integer from 1 to {maximum}")
+    return value
+
+
+def _state_fields(body: dict[str, Any]) -> dict[str, Any]:
+    encoded = body.get("state")
+    state = None
+    if encoded is not None:
+        if not isinstance(encoded, str):
+            raise ProtocolError("'state' must be a base64 string")
+        try:
+            state = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError(f"'state' is not valid base64: {exc}") from exc
+    flags = {name: body.get(name, default) for name, default in
+             (("capture_state", False), ("capture_state_on_error", True))}
+    if not all(isinstance(flag, bool) for flag in flags.values()):
+        raise ProtocolError("'capture_state' and 'capture_state_on_error' must be booleans")
+    max_bytes = _limit(body, "max_state_bytes", 64 * 1024 * 1024, MAX_STATE_BYTES)
+    if state is not None and len(state) > max_bytes:
+        raise ProtocolError(f"'state' is larger than {max_bytes} bytes")
+    return {"state": state or None, **flags, "max_state_bytes": max_bytes,
+            "max_state_raw_bytes": _limit(body, "max_state_raw_bytes", 512 * 1024 * 1024,
+                                          1 << 40)}
 
 
 @dataclass
@@ -67,6 +117,10 @@ class ExecuteResult:
     max_rss: int = 0
     compile_time: float | None = None
     request_id: str = ""
+    #: Python state (see the module docstring); ``None`` where no capture was asked.
+    state: str | None = None
+    state_status: str | None = None
+    state_errors: list[dict[str, str]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

@@ -1,16 +1,26 @@
 """The warm Python worker: imports the libraries first, then runs one program.
 
 Started by the executor when the sandbox starts (before it is claimed), already
-inside the user's limits and environment. It imports the configured libraries,
-reports ``ready`` on its status fd and closes it, then blocks on stdin for the one message
-``{"path", "args", "timeout"}``, and runs that file as ``__main__`` the way
-``python3 main.py`` would (uncaught exception: traceback and exit status 1).
+inside the user's limits and environment. It imports the configured libraries (and
+the state libraries), reports ``ready`` on its status fd and closes it, then blocks
+on stdin for the one message: a JSON line ``{"path", "args", "timeout", "state"?}``
+followed by the raw state blob to restore, if any. It runs that file as ``__main__``
+the way ``python3 main.py`` would (uncaught exception: traceback and exit status 1).
+
+Python state (``sidecar/pystate.py``): the blob is restored into the fresh
+namespace before the code runs; afterwards (also after ``sys.exit`` and, when
+``state.on_error`` is set, after an uncaught exception) the namespace is captured
+into ``state.blob_path`` and the outcome written to ``state.report_path``. Both
+happen here, in the user's process, under the same limits as the code.
 
 Usage: ``python3 pywarm.py STATUS_FD WORKDIR PRELOAD[,PRELOAD...] [MPL_SEED_DIR]``
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import gc
 import importlib
 import json
 import os
@@ -19,6 +29,12 @@ import shutil
 import sys
 import traceback
 import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sidecar import pystate
+else:  # run as a script from the sidecar directory: a top-level module there
+    pystate = importlib.import_module("pystate")
 
 
 def _seed_matplotlib_cache(seed_dir: str) -> None:
@@ -46,18 +62,44 @@ def _user_traceback(exc: BaseException) -> None:
     traceback.print_exception(type(exc), exc, tb)
 
 
+def _read_message() -> tuple[dict[str, Any], memoryview]:
+    """The JSON line, and the raw state blob after it (empty when there is none)."""
+    data = sys.stdin.buffer.read()
+    end = data.find(b"\n")
+    if end < 0:
+        return json.loads(data), memoryview(b"")
+    return json.loads(data[:end]), memoryview(data)[end + 1:]
+
+
+def _run(path: str, namespace: dict[str, Any]) -> tuple[SystemExit | None, bool]:
+    """Run the program; the exit to raise afterwards, and whether the run failed."""
+    try:
+        with open(path, "rb") as handle:
+            code = compile(handle.read(), path, "exec")
+        exec(code, namespace)
+    except SystemExit as exc:
+        return exc, exc.code not in (None, 0)
+    except BaseException as exc:  # the user's uncaught exception, reported like python3 does
+        _user_traceback(exc)
+        return SystemExit(1), True
+    return None, False
+
+
 def main() -> None:
     status_fd, workdir = int(sys.argv[1]), sys.argv[2]
     preload = [m for m in sys.argv[3].split(",") if m]
     if len(sys.argv) > 4:
         _seed_matplotlib_cache(sys.argv[4])
-    failed = _preload(preload)
+    failed = _preload(preload) + pystate.preload()
+    # What the imports made lives as long as the process: no collection walks it again
+    # (the user's collections and the one at exit stay cheap).
+    gc.freeze()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     ready = {"ready": True, "cpu": usage.ru_utime + usage.ru_stime, "failed": failed}
     os.write(status_fd, json.dumps(ready).encode() + b"\n")
     os.close(status_fd)  # the user's program holds no fd but 0, 1 and 2
 
-    message = json.loads(sys.stdin.buffer.read())
+    message, blob = _read_message()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -67,21 +109,60 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 1))
 
     path: str = message["path"]
-    with open(path, "rb") as handle:
-        source = handle.read()
     sys.argv = [path, *message["args"]]
     sys.path[0] = workdir
     module = types.ModuleType("__main__")
     module.__file__ = path
     sys.modules["__main__"] = module
-    try:
-        code = compile(source, path, "exec")
-        exec(code, module.__dict__)
-    except SystemExit:
-        raise
-    except BaseException as exc:  # the user's uncaught exception, reported like python3 does
-        _user_traceback(exc)
-        sys.exit(1)
+    state: dict[str, Any] | None = message.get("state")
+    problems = pystate.restore(blob, module.__dict__, int(state["max_raw_bytes"])) if (
+        state and len(blob)) else []
+    del blob  # the blob's memory goes back before the user's code runs
+    exit_, run_failed = _run(path, module.__dict__)
+    if state and state.get("capture"):
+        if run_failed and not state.get("on_error"):
+            pystate.report(state, "skipped", problems)
+        else:
+            pystate.capture(module.__dict__, state, problems)
+    _finish(exit_, module.__dict__)
+
+
+def _exit_status(exit_: SystemExit | None) -> int:
+    """The status ``python3`` exits with for this ``SystemExit`` (printing a message one)."""
+    code = exit_.code if exit_ is not None else None
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF if -(2**31) <= code < 2**31 else 0xFF
+    with contextlib.suppress(Exception):  # a broken stderr: the status still says it failed
+        print(code, file=sys.stderr)
+    return 1
+
+
+def _finish(exit_: SystemExit | None, namespace: dict[str, Any]) -> None:
+    """End the process as ``python3`` would, without tearing the libraries down.
+
+    What a program can observe of the interpreter's shutdown is kept: non-daemon
+    threads are waited for, ``atexit`` functions run, the program's objects are
+    released (so files it left open are flushed and closed) and the standard streams
+    are flushed (a failed flush exits with 120, as python3 does). The rest of the
+    shutdown (tearing down numpy, pandas, matplotlib: about 0.1 s) is skipped with
+    ``os._exit``.
+    """
+    status = _exit_status(exit_)
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._shutdown()
+    atexit._run_exitfuncs()
+    namespace.clear()
+    gc.collect()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            status = 120 if status == 0 else status
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,13 @@
 """Runs one program: compile, spawn under limits, capture output, enforce the timeout.
 
-Output is read while the program runs, with a hard cap per stream. The program's
-exit is watched through a pidfd. When it ends, times out or floods, the **whole**
-tree is killed: as PID 1 of its namespace the executor sweeps with
-``kill(-1, SIGKILL)`` (a ``setsid`` double-forked daemon dies too), then reaps.
+Output is read while the program runs, with a hard cap per stream, and can be
+handed to an ``OutputListener`` as it arrives (the streaming ``/execute``); the
+reading, the exit through a pidfd and the sweep of the whole tree afterwards live
+in ``sidecar/capture.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import selectors
@@ -17,9 +16,11 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from .capture import Capture, OutputListener, capture
 from .languages import Language, java_layout
 from .limits import ChildLimits
 from .protocol import ExecuteRequest, ExecuteResult
+from .state import StateExchange
 
 __all__ = ["Runner", "RunnerConfig", "WarmUpError"]
 
@@ -49,18 +50,6 @@ class RunnerConfig:
     user_env: dict[str, str] = field(default_factory=dict)
     preload: tuple[str, ...] = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot")
     mpl_seed_dir: str | None = None
-
-
-@dataclass
-class _Capture:
-    stdout: bytearray = field(default_factory=bytearray)
-    stderr: bytearray = field(default_factory=bytearray)
-    truncated: str | None = None  # "stdout" or "stderr": the stream that hit the cap
-    timed_out: bool = False
-    exit_status: int = 0
-    cpu_time: float = 0.0
-    max_rss: int = 0
-    wall_time: float = 0.0
 
 
 class Runner:
@@ -130,8 +119,14 @@ class Runner:
 
     # -- execution ----------------------------------------------------------------
 
-    def execute(self, request: ExecuteRequest) -> ExecuteResult:
-        """Compile if needed, run, and report; user-code failures are results."""
+    def execute(self, request: ExecuteRequest,
+                listener: OutputListener | None = None) -> ExecuteResult:
+        """Compile if needed, run, and report; user-code failures are results.
+
+        With a ``listener`` the program's output is also handed over as it arrives
+        (compile diagnostics as one ``stderr`` piece), and the program is stopped
+        when the listener hangs up.
+        """
         os.makedirs(self.config.build_dir, mode=0o700, exist_ok=True)
         source_name, main_class = self.language.source_name, "Main"
         if self.language.code == "java":
@@ -149,16 +144,25 @@ class Runner:
                                  self.config.compile_timeout)
             result.compile_time = round(compiled.wall_time, 6)
             if compiled.timed_out or compiled.truncated or compiled.exit_status != 0:
-                return self._compile_failure(result, compiled)
+                failed = self._compile_failure(result, compiled)
+                if listener is not None and failed.stderr:
+                    listener.output("stderr", failed.stderr)
+                return failed
 
         if self._worker is not None:
-            capture = self._run_warm(source, request)
-        else:
-            argv = [part.format(**values) for part in self.language.run]
-            capture = self._run(argv + list(request.args), request.timeout)
-        return self._result(result, capture)
+            exchange = StateExchange(self.config.build_dir, request)
+            try:
+                capture = self._run_warm(source, request, exchange, listener)
+            except WarmUpError:
+                exchange.collect(result)  # closes its directory fd
+                raise
+            return exchange.collect(self._result(result, capture))
+        argv = [part.format(**values) for part in self.language.run]
+        return self._result(result, self._run(argv + list(request.args), request.timeout,
+                                              listener))
 
-    def _run_warm(self, source: str, request: ExecuteRequest) -> _Capture:
+    def _run_warm(self, source: str, request: ExecuteRequest, exchange: StateExchange,
+                  listener: OutputListener | None) -> Capture:
         worker = self._worker
         assert worker is not None and worker.stdin is not None
         if not self.wait_ready(timeout=self.config.compile_timeout):
@@ -166,16 +170,18 @@ class Runner:
         message = {"path": source, "args": list(request.args), "timeout": request.timeout}
         started = time.monotonic()
         try:
-            worker.stdin.write(json.dumps(message).encode())
+            # A JSON line, then the state blob to restore: read whole before the code runs.
+            worker.stdin.write(exchange.stdin_payload(message))
             worker.stdin.close()
         except BrokenPipeError as exc:
             raise WarmUpError("the warm interpreter died before it received the code") from exc
-        capture = self._capture(worker, request.timeout, started)
+        capture = self._capture(worker, request.timeout, started, listener)
         capture.cpu_time = max(0.0, capture.cpu_time - self._worker_cpu)
         self._worker = None
         return capture
 
-    def _run(self, argv: list[str], timeout: float) -> _Capture:
+    def _run(self, argv: list[str], timeout: float,
+             listener: OutputListener | None = None) -> Capture:
         started = time.monotonic()
         try:
             process = subprocess.Popen(
@@ -184,81 +190,19 @@ class Runner:
                 preexec_fn=self._limits(timeout).apply,
             )
         except OSError as exc:
-            capture = _Capture(exit_status=127 << 8)
-            capture.stderr += f"{argv[0]}: {exc.strerror}\n".encode()
-            return capture
-        return self._capture(process, timeout, started)
+            message = f"{argv[0]}: {exc.strerror}\n"
+            if listener is not None:
+                listener.output("stderr", message)
+            return Capture(exit_status=127 << 8, stderr=bytearray(message.encode()))
+        return self._capture(process, timeout, started, listener)
 
-    def _capture(self, process: subprocess.Popen[bytes], timeout: float,
-                 started: float) -> _Capture:
-        """Read both streams until the program exits, floods, or runs out of time."""
-        assert process.stdout is not None and process.stderr is not None
-        capture = _Capture()
-        cap = self.config.max_output_bytes
-        streams = {process.stdout.fileno(): ("stdout", capture.stdout),
-                   process.stderr.fileno(): ("stderr", capture.stderr)}
-        pidfd = os.pidfd_open(process.pid)
-        selector = selectors.DefaultSelector()
-        for fd in streams:
-            os.set_blocking(fd, False)
-            selector.register(fd, selectors.EVENT_READ)
-        selector.register(pidfd, selectors.EVENT_READ)
-        deadline = started + timeout
-        exited = False
-        try:
-            while not exited and capture.truncated is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    capture.timed_out = True
-                    break
-                for key, _ in selector.select(remaining):
-                    if key.fd == pidfd:
-                        exited = True
-                    elif not self._read_into(key.fd, streams, capture, cap):
-                        selector.unregister(key.fd)
-            if exited:
-                capture.wall_time = time.monotonic() - started
-                _, capture.exit_status, usage = os.wait4(process.pid, 0)
-                _kill_tree(process.pid)
-            else:
-                _kill_tree(process.pid)
-                capture.wall_time = time.monotonic() - started
-                _, capture.exit_status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(capture.exit_status)
-            capture.cpu_time = usage.ru_utime + usage.ru_stime
-            capture.max_rss = usage.ru_maxrss * 1024
-            _reap_orphans()
-            # Every writer is dead now: what is left in the pipes ends at EOF.
-            for fd in list(streams):
-                while capture.truncated is None and self._read_into(fd, streams, capture, cap):
-                    pass
-        finally:
-            selector.close()
-            os.close(pidfd)
-            process.stdout.close()
-            process.stderr.close()
-        return capture
-
-    @staticmethod
-    def _read_into(fd: int, streams: dict[int, tuple[str, bytearray]], capture: _Capture,
-                   cap: int) -> bool:
-        """Read one chunk; False at EOF. Marks the capture when a stream passes its cap."""
-        try:
-            chunk = os.read(fd, _READ_CHUNK)
-        except BlockingIOError:
-            return False
-        if not chunk:
-            return False
-        name, buffer = streams[fd]
-        room = cap - len(buffer)
-        buffer += chunk[:room]
-        if len(chunk) > room:
-            capture.truncated = name
-        return True
+    def _capture(self, process: subprocess.Popen[bytes], timeout: float, started: float,
+                 listener: OutputListener | None) -> Capture:
+        return capture(process, timeout, started, self.config.max_output_bytes, listener)
 
     # -- results ------------------------------------------------------------------
 
-    def _compile_failure(self, result: ExecuteResult, compiled: _Capture) -> ExecuteResult:
+    def _compile_failure(self, result: ExecuteResult, compiled: Capture) -> ExecuteResult:
         result.status = "timeout" if compiled.timed_out else "error"
         result.message = ("Compilation time limit exceeded" if compiled.timed_out
                           else "Compilation failed")
@@ -272,7 +216,7 @@ class Runner:
         result.max_rss = compiled.max_rss
         return result
 
-    def _result(self, result: ExecuteResult, capture: _Capture) -> ExecuteResult:
+    def _result(self, result: ExecuteResult, capture: Capture) -> ExecuteResult:
         result.exit_code, result.signal = _exit_fields(capture.exit_status)
         result.stdout = capture.stdout.decode("utf-8", "replace")
         result.stderr = capture.stderr.decode("utf-8", "replace")
@@ -281,7 +225,9 @@ class Runner:
         result.wall_time = round(capture.wall_time, 6)
         result.cpu_time = round(capture.cpu_time, 6)
         result.max_rss = capture.max_rss
-        if capture.timed_out:
+        if capture.abandoned:
+            result.status, result.message = "error", "The client went away: the program was stopped"
+        elif capture.timed_out:
             result.status, result.message = "timeout", "Time limit exceeded"
         elif capture.truncated:
             result.status, result.message = "output_limit", f"{capture.truncated} length exceeded"
@@ -341,34 +287,3 @@ def _exit_fields(status: int) -> tuple[int | None, str | None]:
     if os.WIFSIGNALED(status):
         return None, signal.Signals(os.WTERMSIG(status)).name
     return os.WEXITSTATUS(status), None
-
-
-def _kill_tree(pid: int) -> None:
-    """Kill the program and everything it started, daemons included."""
-    if os.getpid() == 1:
-        # PID 1 of the sandbox's namespace: -1 reaches every other process in it.
-        _kill_all_but_self()
-        return
-    # Outside a sandbox (development only) the session is the best reach there is.
-    with contextlib.suppress(ProcessLookupError):  # the group is already gone
-        os.killpg(pid, signal.SIGKILL)
-
-
-def _reap_orphans(grace: float = 2.0) -> None:
-    """As PID 1, collect every orphan the sweep killed; bounded in time."""
-    if os.getpid() != 1:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            _kill_all_but_self()
-            time.sleep(0.005)
-
-
-def _kill_all_but_self() -> None:
-    with contextlib.suppress(ProcessLookupError):  # nothing else is left in the namespace
-        os.kill(-1, signal.SIGKILL)

@@ -1,9 +1,11 @@
 """The executor's HTTP server: the routes of the executor contract.
 
-``POST /execute``, ``POST /files`` (multipart), ``PUT /files/{path}`` (raw, streamed),
-``GET /files``, ``GET /files/{path}``, ``GET /health``. Served on TCP (a pod) or a unix
-socket (local sandbox), either bound here or inherited as an already-listening fd.
-One execution per sandbox: a second ``/execute`` answers 409.
+``POST /execute``, ``POST /execute/stream`` (the same, answered as NDJSON lines while
+the program runs; see ``sidecar/stream.py``), ``POST /files`` (multipart),
+``PUT /files/{path}`` (raw, streamed), ``GET /files``, ``GET /files/{path}``,
+``GET /health``. Served on TCP (a pod) or a unix socket (local sandbox), either bound
+here or inherited as an already-listening fd. One execution per sandbox: a second
+``/execute`` (streamed or not) answers 409.
 """
 
 from __future__ import annotations
@@ -24,13 +26,12 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .files import FileError, WorkDir
-from .protocol import ExecuteRequest, ProtocolError
+from .protocol import MAX_EXECUTE_BODY, ExecuteRequest, ProtocolError
 from .runner import Runner, WarmUpError
+from .stream import LineStream
 from .version import probe_version
 
 __all__ = ["ExecutorServer", "log"]
-
-MAX_EXECUTE_BODY = 8 * 1024 * 1024
 
 
 def log(event: str, **fields: Any) -> None:
@@ -133,6 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         if path == "/execute":
             self._execute()
+        elif path == "/execute/stream":
+            self._execute_stream()
         elif path == "/files":
             self._upload()
         else:
@@ -169,24 +172,31 @@ class _Handler(BaseHTTPRequestHandler):
             remaining -= len(chunk)
             yield chunk
 
-    def _execute(self) -> None:
+    def _begin_execute(self) -> ExecuteRequest | None:
+        """The request, once this sandbox's one execution is claimed for it (else answered)."""
         body = self._read_body(MAX_EXECUTE_BODY)
         if body is None:
-            return
+            return None
         try:
             request = ExecuteRequest.from_json(json.loads(body))
         except (ValueError, ProtocolError) as exc:
             self._error(400, str(exc))
-            return
+            return None
         if request.lang != self.server.runner.language.code:
             self._error(400, f"this sandbox runs {self.server.runner.language.code!r}")
-            return
+            return None
         if not self.server.execute_lock.acquire(blocking=False) or self.server.used:
             self._error(409, "this sandbox has already run its one execution")
+            return None
+        self.server.used = True
+        log("execute.start", request_id=request.request_id, lang=request.lang)
+        return request
+
+    def _execute(self) -> None:
+        request = self._begin_execute()
+        if request is None:
             return
         try:
-            self.server.used = True
-            log("execute.start", request_id=request.request_id, lang=request.lang)
             try:
                 result = self.server.runner.execute(request)
             except WarmUpError as exc:
@@ -198,6 +208,36 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.execute_lock.release()
         self._send_json(200, result.to_json())
+
+    def _execute_stream(self) -> None:
+        """Like ``_execute``, answered as NDJSON lines while the program runs."""
+        request = self._begin_execute()
+        if request is None:
+            return
+        self.close_connection = True  # one streamed execution per connection
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            lines = LineStream(self.connection, self.wfile)
+            try:
+                result = self.server.runner.execute(request, lines)
+            except WarmUpError as exc:
+                log("execute.failed", request_id=request.request_id, error=str(exc))
+                lines.send({"error": "warm_up_failed", "message": str(exc)})
+                lines.close()
+                return
+        finally:
+            self.server.execute_lock.release()
+        if lines.hung_up():
+            log("execute.abandoned", request_id=request.request_id,
+                wall_time=result.wall_time)
+        else:
+            log("execute.end", request_id=request.request_id, status=result.status,
+                wall_time=result.wall_time, streamed=True)
+            lines.send({"result": result.to_json()})
+        lines.close()
 
     def _upload(self) -> None:
         content_type = self.headers.get("Content-Type", "")

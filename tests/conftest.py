@@ -26,7 +26,7 @@ from litestar import Litestar
 
 from app.backends.local.runtime import ensure_runtime
 from app.main import create_app
-from app.settings import Settings
+from app.settings import Settings, TenantLimits, TenantSettings
 from app.valkey import server_binary
 
 # obstore's async runtime can abort the interpreter at exit (a shutdown race, see
@@ -101,7 +101,7 @@ class RunningApp:
 def start_app(settings: Settings) -> tuple[RunningApp, uvicorn.Server, threading.Thread]:
     app = create_app(settings)
     config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None,
-                            access_log=False, timeout_keep_alive=120)
+                            access_log=False, timeout_keep_alive=120, proxy_headers=False)
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),),
@@ -125,6 +125,9 @@ def make_settings(data_dir: Path, runtime: Path, valkey_url: str, **overrides: A
     base = Settings(
         port=free_port(), api_keys=(API_KEY, f"other:{OTHER_KEY}"), data_dir=data_dir,
         valkey_url=valkey_url, rate_limit_tenant=0, rate_limit_key=0,
+        # quotas and the brute-force guard have their own tests (tests/tenants)
+        tenants=TenantSettings(defaults=TenantLimits(0, 0, 0, 0, 0),
+                               auth_failures_per_window=0),
         runtime_path=runtime, pool_sizes={"py": 1}, max_execution_time=20,
         default_execution_time=10, max_memory_mb=256, max_concurrent_executions=4,
         queue_timeout=60, sandbox_workdir_mb=64, sandbox_tmp_mb=64,
@@ -148,3 +151,25 @@ def api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
 def client(api: RunningApp) -> Iterator[httpx.Client]:
     with api.client() as http:
         yield http
+
+
+# -- the attack suite's report: cases per security.md class, tried / contained --------
+
+_ATTACKS: dict[str, list[bool]] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("attack")
+    if marker is not None and report.when == "call":
+        _ATTACKS.setdefault(str(marker.args[0]), []).append(report.passed)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _ATTACKS:
+        return
+    terminalreporter.section("attack suite (security.md classes)")
+    for klass, results in sorted(_ATTACKS.items()):
+        terminalreporter.write_line(f"{klass}: {len(results)} tried, {sum(results)} contained")

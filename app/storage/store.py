@@ -174,9 +174,9 @@ class FileStore:
         await self.update_meta(touched)
         return touched
 
-    async def expire(self, unused_for: float) -> int:
-        """Delete every file not used for ``unused_for`` seconds; the number deleted."""
-        cutoff, deleted = time.time() - unused_for, 0
+    async def expire(self, unused_for: float) -> list[FileMeta]:
+        """Delete every file not used for ``unused_for`` seconds; the files deleted."""
+        cutoff, deleted = time.time() - unused_for, []
         try:
             async for batch in obstore.list(self._store):
                 for entry in batch:
@@ -186,7 +186,7 @@ class FileStore:
                     meta = FileMeta.from_json(bytes(await result.bytes_async()))
                     if meta.last_used < cutoff:
                         await self.delete(meta)
-                        deleted += 1
+                        deleted.append(meta)
         except _STORE_ERRORS as exc:
             raise StorageUnavailable(f"object store list failed: {exc}") from exc
         return deleted

@@ -61,6 +61,7 @@ def test_jwt_bearer_maps_to_its_tenant(jwt_app: RunningApp,
                      headers={"Authorization": f"Bearer {other}"}).status_code == 404
 
 
+@pytest.mark.attack("protocol")
 @pytest.mark.parametrize("case", ["expired", "audience", "issuer", "other key", "none"])
 def test_bad_jwts_are_401(jwt_app: RunningApp, ed_key: ed25519.Ed25519PrivateKey,
                           case: str) -> None:

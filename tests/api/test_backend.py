@@ -10,8 +10,8 @@ import pytest
 
 from app.backends.local import LocalBackend
 from app.executor import ExecutorResult
-from tests.api.sandbox_checks import processes_of_uid, wait_until_no_process_of
 from tests.conftest import RunningApp
+from tests.security.sandbox_checks import processes_of_uid, wait_until_no_process_of
 
 
 def backend_of(api: RunningApp) -> LocalBackend:
@@ -43,6 +43,7 @@ def test_timeout_sweep_leaves_only_the_executor(api: RunningApp) -> None:
     assert wait_until_no_process_of(int(result.stdout.split()[0])) == []
 
 
+@pytest.mark.attack("files")
 def test_symlinks_and_fifos_are_never_followed(api: RunningApp) -> None:
     backend = backend_of(api)
     code = ("cd /mnt/data\necho regular > real.txt\nln -s /etc/passwd link\n"

@@ -28,6 +28,7 @@ def test_ready_lists_languages_and_services(client: httpx.Client) -> None:
             "py", "js", "ts", "c", "cpp", "java", "php", "rs", "go", "d", "f90", "r", "bash"}
 
 
+@pytest.mark.attack("protocol")
 @pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"},
                                      {"Authorization": "Bearer wrong"},
                                      {"Authorization": "Basic abc"}])
@@ -40,6 +41,7 @@ def test_missing_or_wrong_credentials_are_401(api: RunningApp,
             assert response.json()["error"] == "unauthorized"
 
 
+@pytest.mark.attack("protocol")
 def test_bearer_key_works_and_ambiguous_credentials_are_400(api: RunningApp) -> None:
     with httpx.Client(base_url=api.base_url, timeout=60) as http:
         ok = http.post("/exec", headers={"Authorization": f"Bearer {API_KEY}"},
@@ -51,6 +53,7 @@ def test_bearer_key_works_and_ambiguous_credentials_are_400(api: RunningApp) -> 
         assert both.status_code == 400
 
 
+@pytest.mark.attack("protocol")
 def test_unknown_language_lists_supported(client: httpx.Client) -> None:
     response = client.post("/exec", json={"lang": "cobol", "code": "x"})
     assert response.status_code == 400
@@ -59,6 +62,7 @@ def test_unknown_language_lists_supported(client: httpx.Client) -> None:
     assert "py" in body["message"] and "bash" in body["message"]
 
 
+@pytest.mark.attack("protocol")
 @pytest.mark.parametrize("payload", [
     {"code": "print(1)"},
     {"lang": "py"},
@@ -78,6 +82,7 @@ def test_malformed_requests_are_400_with_a_message(client: httpx.Client,
     assert response.json()["message"]
 
 
+@pytest.mark.attack("protocol")
 def test_not_json_is_rejected(client: httpx.Client) -> None:
     response = client.post("/exec", content=b"{not json", headers={"Content-Type":
                                                                    "application/json"})
@@ -96,6 +101,7 @@ def test_args_as_a_string(client: httpx.Client) -> None:
     assert body["stdout"] == "one|two three|"
 
 
+@pytest.mark.attack("protocol")
 def test_code_size_limit_on_both_sides(api: RunningApp, client: httpx.Client) -> None:
     limit = api.settings.max_code_size
     filler = "#" * (limit - len("print(1)\n") - 1) + "\n"

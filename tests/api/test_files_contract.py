@@ -28,6 +28,7 @@ def tmp_files(api: RunningApp) -> list[str]:
     return sorted(p.name for p in (api.settings.data_dir / "tmp").iterdir())
 
 
+@pytest.mark.attack("files")
 def test_upload_size_limit_on_both_sides(client: httpx.Client, api: RunningApp) -> None:
     at_limit = upload(client, "exact.bin", b"x" * MIB)
     assert at_limit.status_code == 200
@@ -39,6 +40,7 @@ def test_upload_size_limit_on_both_sides(client: httpx.Client, api: RunningApp) 
     assert tmp_files(api) == [], "nothing half-written is left behind"
 
 
+@pytest.mark.attack("files")
 def test_endless_upload_is_cut_while_streaming(client: httpx.Client, api: RunningApp) -> None:
     boundary = "endless-boundary"
     sent = 0
@@ -61,6 +63,7 @@ def test_endless_upload_is_cut_while_streaming(client: httpx.Client, api: Runnin
     assert tmp_files(api) == []
 
 
+@pytest.mark.attack("files")
 @pytest.mark.parametrize("name", ["../escape.txt", "a/b.txt", ".", "..", "-rf", "nul\x00.txt",
                                   "bidi\u202etxt.exe", "\uff21.txt", "x" * 256, "tab\there"])
 def test_bad_file_names_are_rejected(client: httpx.Client, name: str) -> None:
@@ -90,6 +93,7 @@ def test_batch_reports_each_file(client: httpx.Client) -> None:
     assert ok.status_code == 200 and ok.json()["message"] == "success"
 
 
+@pytest.mark.attack("files")
 def test_upload_request_errors(client: httpx.Client) -> None:
     assert client.post("/upload", json={"file": "x"}).status_code == 415
     assert client.post("/upload", data={"entity_id": "e"}, files={}).status_code in (400, 415)
@@ -104,6 +108,7 @@ def test_upload_request_errors(client: httpx.Client) -> None:
     assert broken.status_code == 400
 
 
+@pytest.mark.attack("files")
 @pytest.mark.parametrize("path", ["/download/short/AAAAAAAAAAAAAAAAAAAAA",
                                   "/download/AAAAAAAAAAAAAAAAAAAAA/has.dots.and.21.chars",
                                   "/files/not-an-id", "/sessions/x/objects/y"])
@@ -111,6 +116,7 @@ def test_ids_are_checked_before_any_lookup(client: httpx.Client, path: str) -> N
     assert client.get(path).status_code == 400
 
 
+@pytest.mark.attack("files")
 def test_traversal_in_the_path_is_not_a_route(client: httpx.Client) -> None:
     response = client.get("/download/AAAAAAAAAAAAAAAAAAAAA/..%2F..%2Fetc")
     assert response.status_code in (400, 404)
@@ -128,6 +134,7 @@ def test_unknown_ids(client: httpx.Client) -> None:
     assert response.status_code == 404
 
 
+@pytest.mark.attack("files")
 def test_other_tenant_sees_nothing(client: httpx.Client, api: RunningApp) -> None:
     up = client.post("/upload", files={"file": ("secret.txt", b"tenant A only", "text/plain")})
     session, file_id = stored_id(up)
@@ -160,6 +167,7 @@ def test_other_tenant_sees_nothing(client: httpx.Client, api: RunningApp) -> Non
     assert len(client.get(f"/files/{exec_session}").json()) == 1
 
 
+@pytest.mark.attack("files")
 def test_output_file_caps_are_reported(client: httpx.Client) -> None:
     code = ("for i in range(8):\n    open(f'/mnt/data/f{i}.txt', 'w').write(str(i))\n"
             "open('/mnt/data/big.bin', 'wb').write(b'x' * (2 * 1024 * 1024))\n")

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.paths import socket_dir
 from sidecar import languages
 from tests.conftest import free_port, make_settings, start_app, stop_app
 
@@ -78,7 +79,7 @@ def test_k8si_serve_from_the_readme(tmp_path: Path, runtime_dir: Path) -> None:
         assert response.status_code == 200, response.text
         assert response.json()["stdout"] == "1\n"
         assert (tmp_path / "data" / "api-key").read_text().strip() == key
-        assert (tmp_path / "data" / "valkey" / "valkey.sock").exists()
+        assert (socket_dir(tmp_path / "data") / "valkey.sock").exists()
     finally:
         process.send_signal(signal.SIGINT)
         try:

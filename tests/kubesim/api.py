@@ -88,6 +88,9 @@ class KubeApi:
         self.watch_options = watch_options
         self.requests: list[RequestRecord] = []
         self.server_address = "127.0.0.1:0"
+        #: Fault injection: the next ``failures_left`` API requests answer ``failure_status``.
+        self.failures_left = 0
+        self.failure_status = 500
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,6 +104,12 @@ class KubeApi:
                                verb="discovery", resource=None, name=None, subresource=None,
                                content_type=headers.get("content-type"), started=time.time())
         started = time.monotonic()
+        if self.failures_left > 0 and path.startswith(("/api/", "/apis/")):
+            self.failures_left -= 1
+            reason = "TooManyRequests" if self.failure_status == 429 else "InternalError"
+            await self._respond(record, send, self.failure_status, status_body(
+                self.failure_status, reason, f"injected failure ({self.failure_status})"))
+            return
         try:
             await self._handle(record, receive, send)
         finally:

@@ -233,6 +233,13 @@ class KubeSim:
                    and (resource is None or r.resource == resource)
                    and (method is None or r.method == method))
 
+    def inject_failures(self, status: int, count: int) -> None:
+        """The next ``count`` API requests answer ``status`` (429 or 5xx) with a Status body."""
+        def set_faults() -> None:
+            self.app.failure_status = status
+            self.app.failures_left = count
+        self.call(set_faults)
+
     def compact(self) -> int:
         """Drop the watch history: resuming from any older version answers 410."""
         return self.call(self.store.compact)

@@ -24,7 +24,7 @@ def test_expiry_deletes_only_unused_files(tmp_path: Path) -> None:
         touched = await store.touch(old, min_interval=3600)  # a use refreshes the clock
         assert touched.last_used > old.last_used
         await store.update_meta(old)  # back to unused for two hours
-        assert await store.expire(3600) == 1
+        assert [m.id for m in await store.expire(3600)] == ["O" * 21]
         return [m.id for m in await store.list_session("t", "S" * 21)]
 
     assert asyncio.run(scenario()) == ["F" * 21]

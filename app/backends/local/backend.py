@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,15 @@ import sidecar
 from sidecar.languages import LANGUAGES
 
 from ...errors import NoCapacity, ServiceUnavailable
+from ...metrics import SandboxObserver, note_wait
+from ...paths import socket_dir
 from ...settings import Settings
 from ..base import LanguageStatus, PoolStatus, SandboxLease
 from .cgroups import CgroupManager
 from .nsjail import PYTHON_MOUNT, SandboxSpec, locate_nsjail, nsjail_argv, write_etc
 from .runtime import ensure_runtime
 from .sandbox import LocalSandbox, SandboxConfig, SandboxStartError
+from .zygote import ZygoteError, ZygoteFactory, unavailable_reason
 
 __all__ = ["LocalBackend"]
 
@@ -39,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 _VERSION = re.compile(r"\d+(?:\.\d+)+")
 _MAX_PARALLEL_STARTS = 2
+#: Starts from the zygote cost a fork each: more may be under way at once.
+_MAX_PARALLEL_ZYGOTE_STARTS = 8
 
 
 class _Pool:
@@ -76,6 +82,12 @@ class LocalBackend:
         self._stopping = False
         self.stats = {"pool_hits": 0, "pool_misses": 0, "sandbox_starts": 0,
                       "sandbox_start_failures": 0}
+        #: Told about every sandbox start and its duration (the app's metrics).
+        self.observer: SandboxObserver | None = None
+        #: The sandbox factory (``zygote.py``) where it can run; else nsjail.
+        self._zygote: ZygoteFactory | None = None
+        self._zygote_started: asyncio.Task[None] | None = None
+        self._zygote_gate = asyncio.Semaphore(_MAX_PARALLEL_ZYGOTE_STARTS)
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -93,13 +105,35 @@ class LocalBackend:
             max_output_bytes=settings.max_output_size,
             compile_timeout=settings.compile_timeout, preload=settings.python_preload,
             setpriv=Path(found) if (found := shutil.which("setpriv")) else None,
+            socket_dir=socket_dir(settings.data_dir),
         )
         if self._config.setpriv is None:
             logger.warning("setpriv not found: sandboxes outlive a crash of this process "
                            "until the next start cleans them up")
         self._probe = asyncio.create_task(self._probe_languages())
+        self._zygote_started = asyncio.create_task(self._start_zygote())
         if settings.pool_warmup_on_startup:
             self._background(self._warm_up())
+
+    async def _start_zygote(self) -> None:
+        """Start the sandbox factory, in the background (``/health`` never waits)."""
+        assert self._config is not None
+        reason = unavailable_reason(self._cgroups)
+        if reason is not None:
+            logger.info("sandboxes start with nsjail", extra={"reason": reason})
+            return
+        runtime = self._config.runtime
+        factory = ZygoteFactory(venv=runtime.venv, sidecar_dir=self._config.sidecar_dir,
+                                mpl_cache=runtime.mpl_cache, preload=self._config.preload,
+                                log_path=self._root.parent / "zygote.log",
+                                setpriv=self._config.setpriv)
+        try:
+            await factory.start()
+        except (ZygoteError, OSError) as exc:
+            logger.warning("the sandbox zygote did not start: sandboxes start with nsjail",
+                           extra={"error": str(exc)})
+            return
+        self._zygote = factory
 
     def _prepare_dirs(self) -> None:
         shutil.rmtree(self._root, ignore_errors=True)  # leftovers of a previous run
@@ -109,6 +143,8 @@ class LocalBackend:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._zygote_started is not None:
+            self._zygote_started.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -121,6 +157,8 @@ class LocalBackend:
         for result in results:
             if isinstance(result, BaseException):
                 logger.error("sandbox teardown failed", exc_info=result)
+        if self._zygote is not None:
+            await self._zygote.stop()
         await asyncio.to_thread(self._cgroups.close)
 
     def _background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
@@ -193,6 +231,8 @@ class LocalBackend:
 
     async def _warm_up(self) -> None:
         statuses = await self.languages()
+        if self._zygote_started is not None:  # the first sandboxes come from it
+            await asyncio.shield(self._zygote_started)
         for code, pool in self._pools.items():
             if pool.target > 0 and statuses[code].available:
                 self._refill(code)
@@ -222,16 +262,22 @@ class LocalBackend:
             raise ServiceUnavailable("the local backend has not started")
         if not self._free_uids:
             raise NoCapacity("no sandbox identities left", retry_after=1)
+        factory = self._zygote if self._zygote is not None and self._zygote.running else None
         sandbox = LocalSandbox(secrets.token_hex(8), code, self._config, self._cgroups,
-                               self._free_uids.popleft())
+                               self._free_uids.popleft(), factory=factory)
         self.stats["sandbox_starts"] += 1
         try:
-            async with self._start_gate:
+            async with self._zygote_gate if factory is not None else self._start_gate:
+                began = time.perf_counter()
                 await sandbox.start()
         except BaseException:
             self.stats["sandbox_start_failures"] += 1
             self._free_uids.append(sandbox.uid)
+            if self.observer is not None:
+                self.observer.sandbox_started(code, 0.0, ok=False)
             raise
+        if self.observer is not None:
+            self.observer.sandbox_started(code, time.perf_counter() - began, ok=True)
         return sandbox
 
     async def _destroy(self, sandbox: LocalSandbox) -> None:
@@ -243,11 +289,14 @@ class LocalBackend:
     # -- the seam -----------------------------------------------------------------
 
     async def acquire(self, language: str, session_id: str, tenant: str = "") -> SandboxLease:
+        queued = time.perf_counter()
         try:
             await asyncio.wait_for(self._slots.acquire(), timeout=self.settings.queue_timeout)
         except TimeoutError as exc:
             raise NoCapacity("all execution slots are busy; try again shortly",
                              retry_after=2) from exc
+        finally:
+            note_wait("queue", time.perf_counter() - queued)
         try:
             pool = self._pools[language]
             sandbox = None
@@ -285,6 +334,7 @@ class LocalBackend:
     async def health(self) -> dict[str, Any]:
         ready = self._config is not None
         return {"ok": ready, "backend": self.name, "sandbox_tool": "nsjail",
+                "sandbox_factory": "zygote" if self._zygote is not None else "nsjail",
                 "cgroups": f"v{self._cgroups.version}" if self._cgroups.available else None,
                 "claimed": len(self._claimed), **self.stats}
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ from ...executor import ExecutorClient, ExecutorError
 from .cgroups import CgroupManager, SandboxCgroups, join_cgroups_command
 from .nsjail import PYTHON_MOUNT, SIDECAR_MOUNT, WORKDIR, SandboxSpec, nsjail_argv, write_etc
 from .runtime import PythonRuntime
+from .zygote import ZygoteFactory, mount_plan
 
 __all__ = ["LocalSandbox", "SandboxConfig", "SandboxStartError"]
 
@@ -50,6 +52,8 @@ class SandboxConfig:
     max_output_bytes: int
     compile_timeout: int
     preload: tuple[str, ...]
+    #: Where the executors' unix sockets live (a short path: ``sun_path`` is 108 bytes).
+    socket_dir: Path
     #: util-linux ``setpriv``, to tie the sandbox's life to this process (if present).
     setpriv: Path | None = None
     ready_timeout: float = 60.0
@@ -61,12 +65,13 @@ class LocalSandbox:
     def __init__(self, sandbox_id: str, language: str, config: SandboxConfig,
                  cgroups: CgroupManager, uid: int, *,
                  tcp_address: tuple[str, int] | None = None,
-                 extra_env: Mapping[str, str] | None = None) -> None:
+                 extra_env: Mapping[str, str] | None = None,
+                 factory: ZygoteFactory | None = None) -> None:
         self.id = sandbox_id
         self.language = language
         self.config = config
         self.directory = config.root_dir / sandbox_id
-        self.socket_path = self.directory / "executor.sock"
+        self.socket_path = config.socket_dir / f"{sandbox_id}.sock"
         #: Listen on this host address instead of a unix socket (emulated pods).
         self.tcp_address = tcp_address
         self.address = (f"http://{tcp_address[0]}:{tcp_address[1]}" if tcp_address
@@ -77,18 +82,26 @@ class LocalSandbox:
         self._cgroup_manager = cgroups
         self._cgroups: SandboxCgroups | None = None
         self._process: asyncio.subprocess.Process | None = None
+        #: Made by the zygote (``zygote.py``) instead of nsjail: its parent's pidfd.
+        self._factory = factory if tcp_address is None and not extra_env else None
+        self._pidfd: int | None = None
         self.executor = ExecutorClient(self.address)
 
     @property
     def alive(self) -> bool:
         """False once the sandbox process has exited (it cannot serve any more)."""
+        if self._pidfd is not None:  # readable once the process has exited
+            return not select.select([self._pidfd], [], [], 0)[0]
         return self._process is not None and self._process.returncode is None
 
     def _executor_command(self, listen_fd: int) -> list[str]:
         bootstrap = (f"import sys, runpy; sys.path.insert(0, {SIDECAR_MOUNT!r}); "
                      "runpy.run_module('sidecar', run_name='__main__', alter_sys=True)")
+        return [f"{PYTHON_MOUNT}/bin/python3", "-I", "-c", bootstrap,
+                *self._executor_args(listen_fd)]
+
+    def _executor_args(self, listen_fd: int) -> list[str]:
         command = [
-            f"{PYTHON_MOUNT}/bin/python3", "-I", "-c", bootstrap,
             "--lang", self.language, "--listen-fd", str(listen_fd), "--workdir", WORKDIR,
             "--max-output-bytes", str(self.config.max_output_bytes),
             "--memory-mb", str(self.config.memory_bytes // (1024 * 1024)),
@@ -150,6 +163,9 @@ class LocalSandbox:
         return listener
 
     async def _spawn(self, listener: socket.socket) -> None:
+        if self._factory is not None and self._cgroups is not None:
+            await self._spawn_from_zygote(listener, self._cgroups)
+            return
         fd = listener.fileno()
         runtime = self.config.runtime
         spec = SandboxSpec(
@@ -174,6 +190,24 @@ class LocalSandbox:
                 stderr=log_file, pass_fds=(fd,), start_new_session=True,
             )
 
+    async def _spawn_from_zygote(self, listener: socket.socket, cgroups: SandboxCgroups) -> None:
+        assert self._factory is not None
+        runtime = self.config.runtime
+        root = self.directory / "root"  # mount point of its root, in its own namespace
+        root.mkdir()
+        request = {
+            "root": str(root), "hostname": self.hostname, "uid": self.uid,
+            "cgroup_procs": [str(path) for path in cgroups.procs_files],
+            "argv": self._executor_args(3),  # the zygote puts the listener at fd 3
+            "mounts": mount_plan(
+                uid=self.uid, etc_dir=self.directory / "etc",
+                workdir_bytes=self.config.workdir_bytes, tmp_bytes=self.config.tmp_bytes,
+                base_prefix=runtime.base_prefix, sidecar_dir=self.config.sidecar_dir,
+                venv=runtime.venv, mpl_cache=runtime.mpl_cache, cgroup_memory=cgroups.memory)}
+        with (self.directory / "executor.log").open("wb") as log_file:
+            _, self._pidfd = await self._factory.spawn(
+                request, [listener.fileno(), log_file.fileno()])
+
     def _log_tail(self, limit: int = 2000) -> str:
         try:
             return (self.directory / "executor.log").read_text(errors="replace")[-limit:]
@@ -186,6 +220,11 @@ class LocalSandbox:
         if self._cgroups is not None:
             # Everything in the sandbox, nsjail included, is a member of its cgroups.
             await asyncio.to_thread(self._cgroup_manager.destroy, self._cgroups)
+        if self._pidfd is not None:
+            with contextlib.suppress(ProcessLookupError):  # already gone with its cgroups
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            os.close(self._pidfd)
+            self._pidfd = None
         process = self._process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -196,3 +235,4 @@ class LocalSandbox:
                 process.kill()
                 await process.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
+        self.socket_path.unlink(missing_ok=True)

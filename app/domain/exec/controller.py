@@ -1,4 +1,4 @@
-"""HTTP routes of the exec area: ``POST /exec``."""
+"""HTTP routes of the exec area: ``POST /exec`` and ``POST /exec/stream`` (SSE)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody
+from litestar.response import ServerSentEvent
 
 from ...auth import Principal
 from ...errors import UnsupportedMediaType, error_responses
 from ...ids import is_valid_id, new_id
 from .schemas import ExecRequest, ExecResponse
 from .service import ExecService
+from .streaming import ExecStream
 
 __all__ = ["ExecController"]
 
@@ -40,3 +42,24 @@ class ExecController(Controller):
         request_id = supplied if is_valid_id(supplied) else new_id()
         result = await exec_service.execute(request.user, data, request_id)
         return Response(result, headers={"X-Request-ID": request_id})
+
+    @post("/stream", status_code=200, guards=[require_json],
+          responses=error_responses(404, 413, 415), media_type="text/event-stream",
+          summary="Run code, streaming its output as Server-Sent Events",
+          response_description="Server-Sent Events: `stdout`/`stderr` chunks, then one "
+                               "`result` (or `error`)",
+          description="The same request as `POST /exec`. Answered as `text/event-stream`: "
+                      "`stdout` and `stderr` events (`{\"text\": ...}`) as the program "
+                      "produces output, then one `result` event with the full `/exec` "
+                      "response (or one `error` event `{\"error\", \"message\"}` if the "
+                      "service fails mid-stream). Request errors are JSON answers, sent "
+                      "before the stream begins. Closing the connection stops the program.")
+    async def execute_stream(self, request: Request[Principal, Any, Any],
+                             data: JSONBody[ExecRequest],
+                             exec_service: NamedDependency[ExecService]) -> ServerSentEvent:
+        supplied = request.headers.get("x-request-id", "")
+        request_id = supplied if is_valid_id(supplied) else new_id()
+        stream = ExecStream(exec_service, request.user, data, request_id,
+                            exec_service.settings.response_output_limit)
+        await stream.start()
+        return ServerSentEvent(stream.events(), headers={"X-Request-ID": request_id})

@@ -6,6 +6,8 @@ from typing import Any
 
 import attrs
 
+from ...executor import StateIssue
+
 __all__ = ["ExecRequest", "ExecResponse"]
 
 
@@ -43,3 +45,8 @@ class ExecResponse:
     version: str | None
     #: Output files the caps left out: ``{name, size, reason}`` each (never silent).
     skipped_files: list[dict[str, Any]] = attrs.field(factory=list)
+    #: Python: whether the session has state after this run, and its size in bytes.
+    has_state: bool | None = None
+    state_size: int | None = None
+    #: Python: names of the namespace that could not be kept (or restored), and why.
+    state_errors: list[StateIssue] | None = None

@@ -3,15 +3,22 @@
 It knows the backend only through the ``SandboxBackend`` seam and the executor
 only through ``ExecutorClient``. Everything that is the request's fault raises a
 typed error here; everything that is the program's fault is a 200 result.
+
+``/exec`` and ``/exec/stream`` share this one path: with an ``OutputListener``,
+``execute`` tells it when a sandbox is claimed (every request error has been
+raised by then) and hands it the program's output as it arrives. Every finished
+execution is recorded for operators (``recent``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import shlex
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -20,16 +27,20 @@ from sidecar.languages import LANGUAGES, resolve_language
 from ...auth import Principal
 from ...backends import SandboxBackend
 from ...errors import BadRequest, ExecutorFailed, LanguageUnavailable, PayloadTooLarge
-from ...executor import ExecutorError, ExecutorResult
+from ...executor import ExecutorClient, ExecutorError, ExecutorResult, OutputChunk
 from ...ids import is_valid_id
+from ...metrics import Metrics, lap, timed
 from ...sessions import Session, SessionStore
 from ...settings import Settings
 from ...storage import FileMeta
 from ..files.service import FileService
+from ..state import StateService
+from ..state.schemas import StateOutcome
+from .recent import ExecutionRecord, RecentExecutions
 from .schemas import ExecRequest, ExecResponse
 from .staging import WORKDIR, OutputFiles, stage_in, stage_out
 
-__all__ = ["ExecService", "cut_output", "normalize_timeout"]
+__all__ = ["ExecService", "OutputListener", "cut_output", "normalize_timeout"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,27 +107,62 @@ class _Validated:
     timeout: float
 
 
+@attrs.define
+class _Record:
+    """What the recent-executions list will say about this execution."""
+
+    request_id: str
+    tenant: str
+    session_id: str
+    language: str
+    received: float  # time.monotonic() at receipt
+    streamed: bool
+    pool_hit: bool
+    status: str = "failed"
+    received_at: float = attrs.field(
+        default=attrs.Factory(lambda self: time.time() - (time.monotonic() - self.received),
+                              takes_self=True))
+
+
+class OutputListener(Protocol):
+    """Receives an execution's output while it runs (``/exec/stream``)."""
+
+    def acquired(self) -> None:
+        """A sandbox was claimed: the request was accepted and the program is about to run."""
+
+    def output(self, stream: str, text: str) -> None:
+        """A piece of ``stdout`` or ``stderr``, in order, as the program produced it."""
+
+
 class ExecService:
     """Runs one ``/exec`` request end to end."""
 
     def __init__(self, settings: Settings, backend: SandboxBackend, sessions: SessionStore,
-                 files: FileService) -> None:
+                 files: FileService, state: StateService | None = None, *,
+                 metrics: Metrics | None = None, recent: RecentExecutions | None = None,
+                 ) -> None:
         self.settings = settings
         self.backend = backend
         self.sessions = sessions
         self.files = files
+        #: Python session state; None when ``STATE_ENABLED`` is off.
+        self.state = state if state is not None and state.settings.enabled else None
         self.tmp_dir = settings.data_dir / "tmp"
+        self.metrics = metrics  # phase timings (``timed``, ``lap``)
+        self.recent = recent  # finished executions, for operators (None: not recorded)
 
     async def _session(self, principal: Principal, request: ExecRequest) -> Session:
         session = await self.sessions.resolve(principal.tenant, request.session_id,
                                               request.user_id, request.entity_id)
-        if (session.is_new and request.session_id and is_valid_id(request.session_id)
-                and await self.files.files.list_session(principal.tenant, request.session_id)):
-            # The session's record expired but its files did not: it is still the caller's.
-            return await self.sessions.adopt(principal.tenant, request.session_id)
+        wanted = request.session_id
+        if session.is_new and wanted and is_valid_id(wanted) and (
+                await self.files.files.list_session(principal.tenant, wanted)
+                or (self.state is not None and await self.state.exists(principal.tenant, wanted))):
+            # The session's record expired but its files or state did not: still the caller's.
+            return await self.sessions.adopt(principal.tenant, wanted)
         return session
 
-    async def _validate(self, request: ExecRequest) -> _Validated:
+    async def _validate(self, request: ExecRequest, tenant: str) -> _Validated:
         language = resolve_language(request.lang)
         if language is None:
             raise BadRequest(f"unsupported language {request.lang!r}; supported: "
@@ -132,42 +178,107 @@ class ExecService:
         if request.entity_id is not None and not _ENTITY_ID.fullmatch(request.entity_id):
             raise BadRequest("entity_id must be 1-40 characters of [A-Za-z0-9_-]")
         timeout = normalize_timeout(request.timeout, self.settings.default_execution_time,
-                                    self.settings.max_execution_time)
+                                    self._max_timeout(tenant))
         return _Validated(language.code, request.code, normalize_args(request.args), timeout)
 
-    async def execute(self, principal: Principal, request: ExecRequest,
-                      request_id: str) -> ExecResponse:
-        valid = await self._validate(request)
+    def _max_timeout(self, tenant: str) -> int:
+        """``MAX_EXECUTION_TIME``, or the tenant's own (lower) maximum."""
+        own = self.settings.tenants.limits(tenant).max_timeout
+        return min(own, self.settings.max_execution_time) if own > 0 \
+            else self.settings.max_execution_time
+
+    @timed
+    async def execute(self, principal: Principal, request: ExecRequest, request_id: str,
+                      listener: OutputListener | None = None) -> ExecResponse:
+        received = time.monotonic()
+        valid = await self._validate(request, principal.tenant)
         session = await self._session(principal, request)
+        lap("prepare", language=valid.lang, session_id=session.id)
+        state = self.state if valid.lang == "py" else None
+        # Checked against its signature here, before any sandbox is involved.
+        previous = await state.for_execution(principal.tenant, session) if state else None
+        lap("state")
         inputs = await self.files.inputs(principal, session, request.files or [])
+        lap("prepare")
         started = time.monotonic()
-        lease = await self.backend.acquire(valid.lang, session.id)
+        lease = await self.backend.acquire(valid.lang, session.id, principal.tenant)
         acquired = time.monotonic()
+        lap("acquire", pool_hit=lease.pool_hit)
+        record = _Record(request_id, principal.tenant, session.id, valid.lang, received,
+                         streamed=listener is not None, pool_hit=lease.pool_hit)
         try:
+            if listener is not None:
+                listener.acquired()
             await stage_in(lease.executor, self.files.files, inputs)
-            result = await lease.executor.execute(
+            lap("stage_in")
+            result = await self._run_code(lease.executor, listener, dict(
                 lang=valid.lang, code=valid.code, args=valid.args, timeout=valid.timeout,
                 request_id=request_id,
-                transport_timeout=valid.timeout + self.settings.compile_timeout + 30)
+                transport_timeout=valid.timeout + self.settings.compile_timeout + 30,
+                state=previous.blob if previous is not None else None,
+                capture=state.capture() if state is not None else None))
+            lap("run")
             outputs = await stage_out(
-                lease.executor, self.files.files, tenant=principal.tenant,
+                lease.executor, self.files.store, tenant=principal.tenant,
                 session_id=session.id, user_id=request.user_id, inputs=inputs,
                 max_files=self.settings.max_output_files,
                 max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir)
+            lap("stage_out")
+            record.status = "done"
         except ExecutorError as exc:
+            record.status = "sandbox_failed"
             raise ExecutorFailed(f"the sandbox failed: {exc}", retry_after=1) from exc
+        except asyncio.CancelledError:
+            record.status = "cancelled"  # the streaming client went away
+            raise
         finally:
             await self.backend.release(lease)
+            if record.status != "done":
+                await self._record(record, None)
         logger.info("executed", extra={
             "request_id": request_id, "tenant": principal.tenant, "session_id": session.id,
             "language": valid.lang, "status": result.status, "pool_hit": lease.pool_hit,
             "acquire_ms": round((acquired - started) * 1000, 2),
             "run_ms": round((time.monotonic() - acquired) * 1000, 2)})
+        outcome = (await state.after_execution(principal.tenant, session.id, result, previous)
+                   if state is not None else None)
+        lap("state")
         version = (await self.backend.languages())[valid.lang].version
-        return self._response(session.id, valid.lang, version, result, outputs)
+        response = self._response(session.id, valid.lang, version, result, outputs,
+                                  state=outcome)
+        await self._record(attrs.evolve(record, status=result.status), result.wall_time)
+        return response
+
+    @staticmethod
+    async def _run_code(executor: ExecutorClient, listener: OutputListener | None,
+                        call: dict[str, Any]) -> ExecutorResult:
+        """The executor's run of the code: one answer, or streamed to ``listener``."""
+        if listener is None:
+            return await executor.execute(**call)
+        # Closed on the way out, also when cancelled: the executor then stops the program.
+        async with contextlib.aclosing(executor.execute_stream(**call)) as events:
+            async for event in events:
+                if isinstance(event, OutputChunk):
+                    listener.output(event.stream, event.text)
+                else:
+                    return event
+        raise ExecutorError("the executor's stream ended without a result")
+
+    async def _record(self, record: _Record, wall_time: float | None) -> None:
+        if self.recent is None:
+            return
+        entry = ExecutionRecord(
+            ts=round(record.received_at, 3), request_id=record.request_id,
+            tenant=record.tenant, session_id=record.session_id, language=record.language,
+            status=record.status,
+            duration_ms=round((time.monotonic() - record.received) * 1000, 2),
+            wall_time=wall_time, pool_hit=record.pool_hit, streamed=record.streamed)
+        # Shielded: an execution cancelled by its client still leaves its record.
+        await asyncio.shield(self.recent.record(entry))
 
     def _response(self, session_id: str, lang: str, version: str | None,
-                  result: ExecutorResult, outputs: OutputFiles) -> ExecResponse:
+                  result: ExecutorResult, outputs: OutputFiles, *,
+                  state: StateOutcome | None) -> ExecResponse:
         limit = self.settings.response_output_limit
         return ExecResponse(
             session_id=session_id,
@@ -178,4 +289,7 @@ class ExecService:
             code=result.exit_code, signal=result.signal, status=result.status,
             message=result.message, wall_time=result.wall_time, cpu_time=result.cpu_time,
             memory=result.max_rss, language=lang, version=version,
+            has_state=state.has_state if state is not None else None,
+            state_size=state.state_size if state is not None else None,
+            state_errors=list(state.errors) if state is not None else None,
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,13 @@ import attrs
 from ...executor import ExecutorClient, ExecutorError
 from ...ids import new_id
 from ...storage import FileMeta, FileStore
+from ...tenants import QuotaExceeded
 from ..files.service import InputFile, guess_type
 
-__all__ = ["OutputFiles", "stage_in", "stage_out"]
+__all__ = ["OutputFiles", "SaveFile", "stage_in", "stage_out"]
+
+#: Stores one output file (counted against the tenant's storage quota).
+SaveFile = Callable[[FileMeta, Path], Awaitable[FileMeta]]
 
 WORKDIR = "/mnt/data"
 
@@ -41,7 +46,7 @@ async def stage_in(executor: ExecutorClient, store: FileStore, inputs: list[Inpu
         await executor.put_file(item.path, item.meta.size, store.stream(item.meta))
 
 
-async def stage_out(executor: ExecutorClient, store: FileStore, *, tenant: str,
+async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
                     session_id: str, user_id: str | None, inputs: list[InputFile],
                     max_files: int, max_file_size: int, tmp_dir: Path) -> OutputFiles:
     by_path = {item.path: item.meta for item in inputs}
@@ -62,11 +67,15 @@ async def stage_out(executor: ExecutorClient, store: FileStore, *, tenant: str,
             continue
         modified_from = ({"id": original.id, "storage_session_id": original.session_id}
                          if original is not None else None)
-        meta = await _store_one(executor, store, path, tmp_dir=tmp_dir,
-                                max_file_size=max_file_size, meta=FileMeta(
-            id=new_id(), session_id=session_id, tenant=tenant, name=path, size=size,
-            sha256=sha256, content_type=guess_type(path), user_id=user_id,
-            modified_from=modified_from))
+        try:
+            meta = await _store_one(executor, save, path, tmp_dir=tmp_dir,
+                                    max_file_size=max_file_size, meta=FileMeta(
+                id=new_id(), session_id=session_id, tenant=tenant, name=path, size=size,
+                sha256=sha256, content_type=guess_type(path), user_id=user_id,
+                modified_from=modified_from))
+        except QuotaExceeded as exc:
+            skipped.append({"name": path, "size": size, "reason": exc.message})
+            continue
         if meta is None:
             skipped.append({"name": path, "size": size, "reason": "changed while collected"})
         else:
@@ -74,7 +83,7 @@ async def stage_out(executor: ExecutorClient, store: FileStore, *, tenant: str,
     return OutputFiles(stored=stored, skipped=skipped)
 
 
-async def _store_one(executor: ExecutorClient, store: FileStore, path: str, *, tmp_dir: Path,
+async def _store_one(executor: ExecutorClient, save: SaveFile, path: str, *, tmp_dir: Path,
                      max_file_size: int, meta: FileMeta) -> FileMeta | None:
     """Copy one file out of the sandbox through a temporary file, checking what arrives."""
     fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="output-")
@@ -92,6 +101,6 @@ async def _store_one(executor: ExecutorClient, store: FileStore, path: str, *, t
                     digest.update(chunk)
                     handle.write(chunk)
         meta = attrs.evolve(meta, size=size, sha256=digest.hexdigest())
-        return await store.put(meta, tmp_path)
+        return await save(meta, tmp_path)
     finally:
         os.unlink(tmp_path)

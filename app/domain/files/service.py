@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -19,6 +20,7 @@ from ...errors import BadRequest, NotFound
 from ...ids import is_valid_id, new_id
 from ...sessions import Session, SessionStore
 from ...storage import FileMeta, FileStore
+from ...tenants import QuotaExceeded, TenantQuotas
 from .multipart import FilePart, MultipartForm
 
 __all__ = ["FileService", "InputFile", "UploadResult", "check_id", "check_name"]
@@ -66,10 +68,23 @@ class InputFile:
 class FileService:
     """Everything the API does with stored files."""
 
-    def __init__(self, files: FileStore, sessions: SessionStore, file_ttl: int = 0) -> None:
+    def __init__(self, files: FileStore, sessions: SessionStore, file_ttl: int = 0,
+                 quotas: TenantQuotas | None = None) -> None:
         self.files = files
         self.sessions = sessions
         self.file_ttl = file_ttl
+        self.quotas = quotas
+
+    async def store(self, meta: FileMeta, source: Path) -> FileMeta:
+        """Store a file, counted against its tenant's storage quota (413 when full)."""
+        if self.quotas is not None:
+            await self.quotas.reserve(meta.tenant, meta.size)
+        try:
+            return await self.files.put(meta, source)
+        except BaseException:
+            if self.quotas is not None:
+                await self.quotas.release(meta.tenant, meta.size)
+            raise
 
     async def used(self, meta: FileMeta) -> FileMeta:
         """Note a use of the file, so ``FILE_TTL`` counts from now."""
@@ -101,7 +116,10 @@ class FileService:
             kind=fields.get("kind") or None, resource_id=fields.get("id") or None,
             version=fields.get("version") or None, user_id=user_id,
         )
-        await self.files.put(meta, part.path)
+        try:
+            await self.store(meta, part.path)
+        except QuotaExceeded as exc:
+            return UploadResult(filename=name, error=exc.message)
         return UploadResult(filename=name, meta=meta)
 
     async def get(self, principal: Principal, session_id: str, file_id: str) -> FileMeta:
@@ -120,7 +138,10 @@ class FileService:
         return self.files.stream(meta)
 
     async def delete(self, principal: Principal, session_id: str, file_id: str) -> None:
-        await self.files.delete(await self.get(principal, session_id, file_id))
+        meta = await self.get(principal, session_id, file_id)
+        await self.files.delete(meta)
+        if self.quotas is not None:
+            await self.quotas.release(meta.tenant, meta.size)
 
     async def inputs(self, principal: Principal, session: Session,
                      refs: Iterable[Mapping[str, Any]]) -> list[InputFile]:

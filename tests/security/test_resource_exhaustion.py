@@ -9,8 +9,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.api.sandbox_checks import assert_sandbox_posture, wait_until_no_process_of
 from tests.conftest import RunningApp
+from tests.security.sandbox_checks import assert_sandbox_posture, wait_until_no_process_of
 
 DAEMONISING_SLEEPER = """
 import os, sys, time
@@ -24,6 +24,8 @@ if os.fork() == 0:
     os._exit(0)
 time.sleep(3600)
 """
+
+pytestmark = pytest.mark.attack("resource exhaustion")
 
 
 @pytest.fixture(scope="module", autouse=True)

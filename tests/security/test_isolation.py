@@ -10,8 +10,10 @@ import httpx
 import pytest
 
 from app.backends.local.runtime import load_runtime
-from tests.api.sandbox_checks import assert_sandbox_posture
 from tests.conftest import REPO, SECRET_ENV, RunningApp
+from tests.security.sandbox_checks import assert_sandbox_posture
+
+pytestmark = pytest.mark.attack("isolation and secrets")
 
 
 @pytest.fixture(scope="module", autouse=True)

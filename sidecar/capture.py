@@ -1,0 +1,191 @@
+"""Reading one running program: its output under caps, its exit, and the sweep after it.
+
+``capture`` reads stdout and stderr with a selector until the program exits, a
+stream passes its cap, the timeout expires, or whoever receives the output live
+goes away. Each stream keeps at most ``cap`` bytes. When an ``OutputListener`` is
+given, every kept piece is also handed to it as it arrives, decoded by an
+incremental UTF-8 decoder per stream (a character split across two reads is
+never mangled); streamed output counts toward the same cap. The program's exit
+is watched through a pidfd. When it ends, times out, floods or is abandoned, the
+**whole** tree is killed: as PID 1 of its namespace the executor sweeps with
+``kill(-1, SIGKILL)`` (a ``setsid`` double-forked daemon dies too), then reaps.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["Capture", "OutputListener", "capture", "kill_tree"]
+
+_READ_CHUNK = 65536
+
+
+class OutputListener(Protocol):
+    """Receives a program's output while it runs (the streaming ``/execute``)."""
+
+    def output(self, stream: str, text: str) -> None:
+        """A decoded piece of ``stream`` (``stdout`` or ``stderr``), in order."""
+
+    def hangup_fd(self) -> int | None:
+        """An fd that becomes readable when the receiver may have gone away."""
+
+    def hung_up(self) -> bool:
+        """True when the receiver is gone: the program is then stopped."""
+
+
+@dataclass
+class Capture:
+    """What reading one program collected."""
+
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    truncated: str | None = None  # "stdout" or "stderr": the stream that hit the cap
+    timed_out: bool = False
+    #: The live receiver went away and the program was stopped.
+    abandoned: bool = False
+    exit_status: int = 0
+    cpu_time: float = 0.0
+    max_rss: int = 0
+    wall_time: float = 0.0
+
+
+class _Streams:
+    """The program's two pipes: capped buffers, and the decoders feeding the listener."""
+
+    def __init__(self, process: subprocess.Popen[bytes], result: Capture, cap: int,
+                 listener: OutputListener | None) -> None:
+        assert process.stdout is not None and process.stderr is not None
+        self.names = {process.stdout.fileno(): "stdout", process.stderr.fileno(): "stderr"}
+        self.buffers = {"stdout": result.stdout, "stderr": result.stderr}
+        self.result = result
+        self.cap = cap
+        self.listener = listener
+        self.decoders = {name: codecs.getincrementaldecoder("utf-8")("replace")
+                         for name in self.buffers}
+
+    def read(self, fd: int) -> bool:
+        """Read one chunk; False at EOF. Marks the capture when a stream passes its cap."""
+        try:
+            chunk = os.read(fd, _READ_CHUNK)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            return False
+        name = self.names[fd]
+        buffer = self.buffers[name]
+        kept = chunk[:self.cap - len(buffer)]
+        buffer += kept
+        if len(kept) < len(chunk):
+            self.result.truncated = name
+        self._emit(name, kept)
+        return True
+
+    def flush(self) -> None:
+        """Hand over what the decoders still hold (an incomplete character as U+FFFD)."""
+        for name in self.buffers:
+            self._emit(name, b"", final=True)
+
+    def _emit(self, name: str, data: bytes, final: bool = False) -> None:
+        if self.listener is None or self.result.abandoned:
+            return
+        text = self.decoders[name].decode(data, final)
+        if text:
+            self.listener.output(name, text)
+
+
+def capture(process: subprocess.Popen[bytes], timeout: float, started: float, cap: int,
+            listener: OutputListener | None = None) -> Capture:
+    """Read both streams until the program exits, floods, runs out of time or is abandoned."""
+    assert process.stdout is not None and process.stderr is not None
+    result = Capture()
+    streams = _Streams(process, result, cap, listener)
+    pidfd = os.pidfd_open(process.pid)
+    selector = selectors.DefaultSelector()
+    for fd in streams.names:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
+    selector.register(pidfd, selectors.EVENT_READ)
+    hangup = listener.hangup_fd() if listener is not None else None
+    if hangup is not None:
+        selector.register(hangup, selectors.EVENT_READ)
+    deadline = started + timeout
+    exited = False
+    try:
+        while not exited and result.truncated is None and not result.abandoned:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                result.timed_out = True
+                break
+            for key, _ in selector.select(remaining):
+                if key.fd == pidfd:
+                    exited = True
+                elif key.fd == hangup:
+                    assert listener is not None
+                    if listener.hung_up():
+                        result.abandoned = True
+                    else:  # the peer sent something instead of leaving: stop watching
+                        selector.unregister(hangup)
+                elif not streams.read(key.fd):
+                    selector.unregister(key.fd)
+        if exited:
+            result.wall_time = time.monotonic() - started
+            _, result.exit_status, usage = os.wait4(process.pid, 0)
+            kill_tree(process.pid)
+        else:
+            kill_tree(process.pid)
+            result.wall_time = time.monotonic() - started
+            _, result.exit_status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(result.exit_status)
+        result.cpu_time = usage.ru_utime + usage.ru_stime
+        result.max_rss = usage.ru_maxrss * 1024
+        _reap_orphans()
+        # Every writer is dead now: what is left in the pipes ends at EOF.
+        for fd in list(streams.names):
+            while result.truncated is None and streams.read(fd):
+                pass
+        streams.flush()
+    finally:
+        selector.close()
+        os.close(pidfd)
+        process.stdout.close()
+        process.stderr.close()
+    return result
+
+
+def kill_tree(pid: int) -> None:
+    """Kill the program and everything it started, daemons included."""
+    if os.getpid() == 1:
+        # PID 1 of the sandbox's namespace: -1 reaches every other process in it.
+        _kill_all_but_self()
+        return
+    # Outside a sandbox (development only) the session is the best reach there is.
+    with contextlib.suppress(ProcessLookupError):  # the group is already gone
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _reap_orphans(grace: float = 2.0) -> None:
+    """As PID 1, collect every orphan the sweep killed; bounded in time."""
+    if os.getpid() != 1:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            _kill_all_but_self()
+            time.sleep(0.005)
+
+
+def _kill_all_but_self() -> None:
+    with contextlib.suppress(ProcessLookupError):  # nothing else is left in the namespace
+        os.kill(-1, signal.SIGKILL)

@@ -1,0 +1,349 @@
+"""Python session state inside the sandbox: restore a namespace, capture it again.
+
+This module runs in the warm interpreter (``pywarm``), in the user's own process and
+under the user's limits: it is the only place where a state blob is ever unpickled.
+The executor and the API treat blobs as opaque bytes.
+
+Blob format: one version byte (``FORMAT_VERSION``), then an lz4 frame of a
+cloudpickle of ``{"namespace": {name: value}, "modules": {alias: module name}}``.
+
+Capture (after the user's code): names starting with ``_`` are skipped; modules are
+recorded by name (restored from ``sys.modules``: the pre-imported libraries are not
+imported again); every other value is trial-pickled on its own, into a sink that
+counts and compresses without keeping anything and stops at the size caps, so a
+value that cannot be kept (generator, frame, lock, socket, any file object, too
+large) is named in the report instead of failing the run. The survivors are then
+pickled together in one call, so shared references survive.
+
+Restore (before the user's code): the frame is decompressed incrementally under a
+cap on the decompressed size (a declared content size above the cap is refused
+before anything is decompressed); functions of ``__main__`` get the new namespace as
+their globals, so a global reassigned later is seen by them.
+
+cloudpickle and lz4 come from the sandbox's Python runtime; without them state is
+reported as unavailable. Standard library otherwise.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import io
+import json
+import os
+import pickle
+import resource
+import socket
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["FORMAT_VERSION", "capture", "preload", "report", "restore"]
+
+FORMAT_VERSION = 1
+LZ4_MAGIC = b"\x04\x22\x4d\x18"
+_MAX_PROBLEMS = 200
+_READ_CHUNK = 4 * 1024 * 1024
+
+
+class StateUnavailable(RuntimeError):
+    """cloudpickle or lz4 is not installed in this runtime."""
+
+
+class StateTooLarge(ValueError):
+    """The state passed a size cap (pickled, compressed or decompressed)."""
+
+
+class StateRefused(ValueError):
+    """A blob that is not a state of this format."""
+
+
+def _libraries() -> tuple[Any, Any]:
+    try:
+        return importlib.import_module("cloudpickle"), importlib.import_module("lz4.frame")
+    except ImportError as exc:
+        raise StateUnavailable(f"Python state needs cloudpickle and lz4: {exc}") from exc
+
+
+def preload() -> list[str]:
+    """Import the state libraries before the sandbox is claimed; failures as text."""
+    try:
+        _libraries()
+    except StateUnavailable as exc:
+        return [str(exc)]
+    return []
+
+
+def _problem(name: str, value: object, error: str) -> dict[str, str]:
+    """One entry of ``state_errors``: the name, the value's type, what went wrong."""
+    return {"name": name[:200], "type": type(value).__name__[:200], "error": error[:500]}
+
+
+def _state_problem(error: str) -> dict[str, str]:
+    return {"name": "*", "type": "state", "error": error[:500]}
+
+
+def _unlink(path: str) -> None:
+    """Remove a file left at ``path`` (the user's code may have put one there)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+# -- capture ----------------------------------------------------------------------
+
+
+def _is_file(obj: object) -> bool:
+    """Files of any mode (cloudpickle would embed a readable file's content)."""
+    return isinstance(obj, io.IOBase) and not isinstance(obj, io.BytesIO | io.StringIO)
+
+
+class _Sink:
+    """A pickle's file: counts raw bytes, compresses them, enforces both caps."""
+
+    def __init__(self, lz4f: Any, max_raw: int, max_compressed: int,
+                 out: io.BufferedWriter | None = None) -> None:
+        self.raw = 0
+        self.compressed = 1  # the version byte
+        self._max_raw, self._max_compressed = max_raw, max_compressed
+        self._out = out
+        self._compressor = lz4f.LZ4FrameCompressor()
+        self._emit(bytes([FORMAT_VERSION]) + self._compressor.begin())
+
+    def _emit(self, data: bytes) -> None:
+        self.compressed += len(data)
+        if self.compressed > self._max_compressed:
+            raise StateTooLarge(f"more than {self._max_compressed} bytes once compressed")
+        if self._out is not None:
+            self._out.write(data)
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        self.raw += size
+        if self.raw > self._max_raw:
+            raise StateTooLarge(f"more than {self._max_raw} bytes once pickled")
+        self._emit(self._compressor.compress(data))
+        return size
+
+    def finish(self) -> None:
+        self._emit(self._compressor.flush())
+
+
+def _pickler(cloudpickle: Any) -> type:
+    class _Pickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+        """Refuses file objects anywhere in the value, not only at the top."""
+
+        def reducer_override(self, obj: object) -> Any:
+            if _is_file(obj) or isinstance(obj, socket.socket):
+                raise pickle.PicklingError(f"{type(obj).__name__} objects are not kept")
+            return super().reducer_override(obj)
+
+    return _Pickler
+
+
+def _dump(pickler: type, value: object, sink: _Sink) -> None:
+    pickler(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    sink.finish()
+
+
+def _compressed_cap(max_bytes: int) -> int:
+    """The blob cap, and never past RLIMIT_FSIZE (the write would kill the process)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return max_bytes if soft == resource.RLIM_INFINITY else min(max_bytes, soft - 1)
+
+
+def capture(namespace: dict[str, Any], config: dict[str, Any],
+            problems: list[dict[str, str]]) -> None:
+    """Write the namespace's blob and the report; every failure ends up in the report."""
+    try:
+        status = _capture(namespace, config, problems)
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure keeps the previous state
+        problems.append(_state_problem(f"the state could not be captured: {_describe(exc)}"))
+        status = "skipped"
+    report(config, status, problems)
+
+
+def _capture(namespace: dict[str, Any], config: dict[str, Any],
+             problems: list[dict[str, str]]) -> str:
+    cloudpickle, lz4f = _libraries()
+    pickler = _pickler(cloudpickle)
+    max_raw, max_bytes = int(config["max_raw_bytes"]), _compressed_cap(int(config["max_bytes"]))
+    modules: dict[str, str] = {}
+    sizes: list[tuple[int, int, str]] = []
+    for name, value in list(namespace.items()):
+        if not isinstance(name, str) or name.startswith("_"):
+            continue
+        if isinstance(value, types.ModuleType):
+            if sys.modules.get(value.__name__) is value:
+                modules[name] = value.__name__
+            else:
+                problems.append(_problem(name, value, "a module that cannot be imported by name"))
+            continue
+        if _is_file(value):
+            problems.append(_problem(name, value, "file objects are not kept; open it again"))
+            continue
+        sink = _Sink(lz4f, max_raw, max_bytes)
+        try:
+            _dump(pickler, value, sink)
+        except StateTooLarge as exc:
+            problems.append(_problem(name, value, f"too large to keep: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - any value's own pickling error is reported
+            problems.append(_problem(name, value, f"cannot be kept: {_describe(exc)}"))
+        else:
+            sizes.append((sink.compressed, sink.raw, name))
+    kept: dict[str, Any] = {}
+    total_raw, total_compressed = 0, 0
+    for compressed, raw, name in sorted(sizes):  # the smallest first: keep the most names
+        if total_raw + raw > max_raw or total_compressed + compressed > max_bytes:
+            problems.append(_problem(name, namespace[name], "too large to keep together with "
+                                     f"the rest (limits {max_raw} pickled, {max_bytes} stored)"))
+            continue
+        kept[name] = namespace[name]
+        total_raw, total_compressed = total_raw + raw, total_compressed + compressed
+    if not kept and not modules:
+        return "empty"
+    blob_path = config["blob_path"]
+    _unlink(blob_path)
+    with open(blob_path, "wb") as out:
+        try:
+            _dump(pickler, {"namespace": kept, "modules": modules},
+                  _Sink(lz4f, max_raw, max_bytes, out))
+        except Exception as exc:  # noqa: BLE001 - reported; nothing of this run is kept
+            problems.extend(_problem(name, value, "cannot be kept together with the rest: "
+                                     f"{_describe(exc)}") for name, value in kept.items())
+            out.truncate(0)
+            return "empty"
+    return "captured"
+
+
+def report(config: dict[str, Any], status: str, problems: list[dict[str, str]]) -> None:
+    """The capture's outcome for the executor: written last, so it marks completion."""
+    body = {"status": status, "errors": problems[:_MAX_PROBLEMS],
+            "more_errors": max(0, len(problems) - _MAX_PROBLEMS)}
+    path = config["report_path"]
+    try:
+        _unlink(path)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(body, handle)
+    except OSError as exc:  # /tmp full, or the user's code took the path: nothing is kept
+        sys.stderr.write(f"[state] the session's variables were not saved: {_describe(exc)}\n")
+
+
+# -- restore ----------------------------------------------------------------------
+
+
+class _CappedReader:
+    """A file for the unpickler over an lz4 frame, decompressed as it is read.
+
+    No ``readinto``: the unpickler then asks ``read(n)`` for a large object, and ``n``
+    is checked against the cap before anything is decompressed for it.
+    """
+
+    def __init__(self, lz4f: Any, frame: memoryview, cap: int) -> None:
+        self._decompressor = lz4f.LZ4FrameDecompressor()
+        self._input: memoryview | bytes = frame
+        self._buffer = bytearray()
+        self._produced = 0
+        self._cap = cap
+
+    def _more(self, want: int) -> bool:
+        if self._decompressor.eof:
+            return False
+        if self._decompressor.needs_input and not self._input:
+            raise StateRefused("the state is truncated")
+        chunk = self._decompressor.decompress(self._input, max_length=max(want, 65536))
+        self._input = b""
+        self._produced += len(chunk)
+        if self._produced > self._cap:
+            raise StateTooLarge(f"the state decompresses to more than {self._cap} bytes")
+        self._buffer += chunk
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            size = self._cap + 1
+        if self._produced - len(self._buffer) + size > self._cap:
+            raise StateTooLarge(f"the state decompresses to more than {self._cap} bytes")
+        while len(self._buffer) < size and self._more(min(size - len(self._buffer),
+                                                          _READ_CHUNK)):
+            pass
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def readline(self) -> bytes:
+        while b"\n" not in self._buffer and self._more(65536):
+            pass
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        data = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        return data
+
+
+def _loader(cloudpickle: Any, reader: _CappedReader, namespace: dict[str, Any]) -> Any:
+    make_function: Callable[..., Any] = cloudpickle.cloudpickle._make_function
+
+    def rebind(code: Any, globals_: dict[str, Any], *rest: Any) -> Any:
+        # Functions of the user's module see the session's namespace, not a copy.
+        if globals_.get("__name__") == "__main__":
+            globals_ = namespace
+        return make_function(code, globals_, *rest)
+
+    class _Loader(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) == ("cloudpickle.cloudpickle", "_make_function"):
+                return rebind
+            return super().find_class(module, name)
+
+    # Only ever here, inside the session's own sandbox, on the session's own state.
+    return _Loader(reader).load()
+
+
+def restore(blob: memoryview, namespace: dict[str, Any], max_raw: int) -> list[dict[str, str]]:
+    """Fill ``namespace`` from ``blob``; on any failure it is left as it was."""
+    if not len(blob):
+        return []
+    before = dict(namespace)
+    try:
+        return _restore(blob, namespace, max_raw)
+    except Exception as exc:  # noqa: BLE001 - whatever the blob does, the run goes on without it
+        namespace.clear()
+        namespace.update(before)
+        message = f"the session's saved variables could not be restored: {_describe(exc)}"
+        sys.stderr.write(f"[state] {message}\n")
+        return [_state_problem(message)]
+
+
+def _restore(blob: memoryview, namespace: dict[str, Any], max_raw: int) -> list[dict[str, str]]:
+    cloudpickle, lz4f = _libraries()
+    if blob[0] != FORMAT_VERSION:
+        raise StateRefused(f"unknown state format version {blob[0]}")
+    frame = blob[1:]
+    if bytes(frame[:4]) != LZ4_MAGIC:
+        raise StateRefused("the state is not an lz4 frame")
+    declared = int(lz4f.get_frame_info(frame).get("content_size") or 0)
+    if declared > max_raw:
+        raise StateTooLarge(f"the state declares {declared} bytes, more than {max_raw}")
+    payload = _loader(cloudpickle, _CappedReader(lz4f, frame, max_raw), namespace)
+    if not (isinstance(payload, dict) and isinstance(payload.get("namespace"), dict)
+            and isinstance(payload.get("modules"), dict)):
+        raise StateRefused("the blob does not hold a namespace")
+    problems: list[dict[str, str]] = []
+    for alias, module_name in payload["modules"].items():
+        if not (isinstance(alias, str) and isinstance(module_name, str)):
+            continue
+        try:
+            namespace[alias] = sys.modules.get(module_name) or importlib.import_module(
+                module_name)
+        except ImportError as exc:
+            problems.append({"name": alias[:200], "type": "module",
+                             "error": f"could not be imported again: {_describe(exc)}"[:500]})
+    namespace.update({k: v for k, v in payload["namespace"].items() if isinstance(k, str)})
+    namespace["__builtins__"] = builtins  # as in any __main__ (cloudpickle set its dict)
+    return problems

@@ -1,0 +1,1 @@
+"""Python session state: namespaces kept between executions, the state routes, attacks."""
