@@ -48,6 +48,13 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, choices[0]).strip().lower() or choices[0]
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 @attrs.frozen
 class StateSettings:
     """Python session state (cloudpickle + lz4 blobs, signed, kept between executions)."""
@@ -136,6 +143,7 @@ class TenantLimits:
     storage_bytes: int = 10 * 1024**3
     files: int = 10_000
     max_timeout: int = 0  # 0: MAX_EXECUTION_TIME
+    max_memory_mb: int = 0  # 0: MAX_MEMORY_MB (the local backend lowers the sandbox's cgroup)
 
 
 @attrs.frozen
@@ -158,7 +166,8 @@ class TenantSettings:
             concurrent_executions=_int(env, "TENANT_CONCURRENT_EXECUTIONS", 8),
             storage_bytes=_int(env, "TENANT_STORAGE_BYTES", 10 * 1024**3),
             files=_int(env, "TENANT_FILES", 10_000),
-            max_timeout=_int(env, "TENANT_MAX_TIMEOUT", 0))
+            max_timeout=_int(env, "TENANT_MAX_TIMEOUT", 0),
+            max_memory_mb=_int(env, "TENANT_MAX_MEMORY_MB", 0))
         overrides: dict[str, TenantLimits] = {}
         raw = env.get("TENANT_LIMITS", "").strip()
         if raw:
@@ -246,6 +255,10 @@ class Settings:
     tenants: TenantSettings = attrs.field(factory=TenantSettings)
     #: Keys that may use the operator API (``/admin``); they are API keys too.
     admin_api_keys: tuple[str, ...] = ()
+    #: How local sandboxes start: ``nsjail`` (the default: a well-kept tool), or
+    #: ``zygote`` (experimental, faster: a pre-imported Python forking into namespaces
+    #: it sets up itself; root, cgroups and x86-64 only, else nsjail).
+    sandbox_factory: str = "nsjail"
 
     @property
     def runtime_dir(self) -> Path:
@@ -314,6 +327,7 @@ class Settings:
             tenants=TenantSettings.from_env(env),
             admin_api_keys=tuple(k.strip() for k in env.get("ADMIN_API_KEYS", "").split(",")
                                  if k.strip()),
+            sandbox_factory=_choice(env, "SANDBOX_FACTORY", ("nsjail", "zygote")),
         )
         if settings.default_execution_time > settings.max_execution_time:
             raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")

@@ -141,7 +141,7 @@ def throughput(process: Process, code: str, concurrency: int, duration: float,
     machine0, api0, client0 = _machine_busy(), process.cpu_seconds(), _self_cpu()
     result = asyncio.run(closed_loop(process.port, HEADERS, "/exec", {"lang": "py", "code": code},
                                      concurrency=concurrency, duration=duration, warmup=warmup))
-    split = CpuSplit(executions=len(result.latencies) + result.errors,
+    split = CpuSplit(executions=result.answered,
                      machine=_machine_busy() - machine0, api=process.cpu_seconds() - api0,
                      client=_self_cpu() - client0)
     return result, split

@@ -97,6 +97,8 @@ class LoadResult:
     errors: int = 0
     elapsed: float = 0.0
     statuses: dict[int, int] = field(default_factory=dict)
+    #: Every request answered during the run, the warm-up included (for CPU per request).
+    answered: int = 0
 
     @property
     def rate(self) -> float:
@@ -132,6 +134,7 @@ async def closed_loop(port: int, headers: dict[str, str], path: str, payload: ob
                     status = 0
                     await connection.close()
                 ended = time.perf_counter()
+                result.answered += 1
                 if window_start <= ended <= deadline:
                     result.statuses[status] = result.statuses.get(status, 0) + 1
                     if status == 200:

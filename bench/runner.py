@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ class Options:
 
 
 def _naive(work: Path, duration: float, levels: tuple[int, ...],
-           samples: int) -> tuple[list[float], dict[int, LoadResult]]:
+           samples: int) -> tuple[list[float], dict[int, LoadResult], LoadResult]:
     naive = start_naive(work)
     try:
         naive.wait_health()
@@ -51,9 +52,11 @@ def _naive(work: Path, duration: float, levels: tuple[int, ...],
         loads = {c: asyncio.run(closed_loop(naive.port, {}, "/exec", {"code": figures.PRINT},
                                             concurrency=c, duration=duration, warmup=1.0))
                  for c in levels}
+        pandas = asyncio.run(closed_loop(naive.port, {}, "/exec", {"code": figures.PANDAS},
+                                         concurrency=8, duration=duration, warmup=1.0))
     finally:
         naive.stop()
-    return latencies, loads
+    return latencies, loads, pandas
 
 
 async def _sequential(process: Process, samples: int) -> list[float]:
@@ -72,7 +75,7 @@ async def _sequential(process: Process, samples: int) -> list[float]:
 
 
 def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
-    py_spy = shutil.which("py-spy")
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
         return None
     return subprocess.Popen([py_spy, "record", "--format", "raw", "--rate", "200", "--nonblocking",
@@ -121,7 +124,8 @@ def run(options: Options) -> list[Row]:
         spawn50, import50 = percentile(spawn, _P50), percentile(imports, _P50)
         rows += [Row("baseline: bare spawn `python3 -c 'print(1)'`, P50", ms(spawn50)),
                  Row("baseline: bare `python3 -c 'import pandas'`, P50", ms(import50))]
-        naive_seq, naive_load = _naive(work, duration, levels, 20 if quick else 40)
+        naive_seq, naive_load, naive_pandas = _naive(work, duration, levels,
+                                                     20 if quick else 40)
         naive50 = percentile(naive_seq, _P50)
         rows.append(Row("baseline: naive service `/exec` print(1), sequential P50", ms(naive50),
                         f"bare spawn {ms(spawn50)}", f"{naive50 / spawn50:.2f}x"))
@@ -130,8 +134,12 @@ def run(options: Options) -> list[Row]:
         try:
             service.wait_health()
             figures.pool_ready(service, timeout=180)
+            before = figures.scrape(service)
             warm = figures.warm_latency(service, figures.PRINT, 100 if quick else 300,
                                         45 if quick else 120)
+            notes["Phases of a warm print(1), sequential (mean, from /metrics)"] = "\n".join(
+                f"- {name}: {sec * 1000:.2f} ms" for name, sec in
+                figures.phase_means(before, figures.scrape(service)).items())
             pandas = figures.warm_latency(service, figures.PANDAS, 20 if quick else 60,
                                           30 if quick else 60)
             p50, p99, pd50 = warm.p(_P50), warm.p(_P99), pandas.p(_P50)
@@ -161,7 +169,10 @@ def run(options: Options) -> list[Row]:
                 ratio = load.rate / naive.rate if naive.rate else float("inf")
                 target, passed = "", None
                 if level == 8:
-                    target, passed = ">= 40/s and >= 3x naive", load.rate >= 40 and ratio >= 3
+                    target, passed = ">= 3x naive", ratio >= 3
+                    rows.append(Row("sustained throughput print(1), concurrency 8, single-use "
+                                    "sandboxes", f"{load.rate:.1f}/s", "", "", ">= 40/s",
+                                    load.rate >= 40))
                     notes["Phases at concurrency 8 (mean per execution, from /metrics)"] = \
                         "\n".join(f"- {name}: {sec * 1000:.2f} ms" for name, sec in
                                   figures.phase_means(before, figures.scrape(service)).items())
@@ -171,6 +182,13 @@ def run(options: Options) -> list[Row]:
                     f"P99 {ms(lat99)}, {load.errors} errors)",
                     f"{load.rate:.1f}/s", f"naive {naive.rate:.1f}/s", f"{ratio:.2f}x", target,
                     passed))
+            figures.pool_ready(service, timeout=120)
+            load, split = figures.throughput(service, figures.PANDAS, 8, duration, 2.0)
+            splits.append(figures.cpu_split(load, split) + " (import pandas)")
+            rows.append(Row(
+                f"throughput import pandas, concurrency 8 ({load.errors} errors)",
+                f"{load.rate:.1f}/s", f"naive {naive_pandas.rate:.1f}/s",
+                f"{load.rate / naive_pandas.rate if naive_pandas.rate else float('inf'):.1f}x"))
             notes["CPU per execution under load"] = "\n".join(f"- {s}" for s in splits)
             floods = [figures.flood(service) for _ in range(2 if quick else 3)]
             growth = max(f.rss_growth for f in floods) / 1024 / 1024

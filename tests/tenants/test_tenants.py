@@ -34,7 +34,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
         overrides={"small": TenantLimits(executions_per_window=5, concurrent_executions=1,
                                          storage_bytes=1000, files=3, max_timeout=2),
                    "tiny": TenantLimits(executions_per_window=0, concurrent_executions=0,
-                                        storage_bytes=300, files=10, max_timeout=1)},
+                                        storage_bytes=300, files=10, max_timeout=1,
+                                        max_memory_mb=64)},
         window=3600, auth_failures_per_window=5)
     settings = make_settings(tmp_path_factory.mktemp("limited"), runtime_dir,
                              valkey_url.rsplit("/", 1)[0] + "/5", pool_sizes={},
@@ -127,6 +128,18 @@ def test_tenant_maximum_timeout_and_output_quota(limited: RunningApp) -> None:
     assert [f["name"] for f in body["files"]] == ["a.bin"]
     [skipped] = body["skipped_files"]
     assert skipped["name"] == "b.bin" and "quota" in skipped["reason"]
+
+
+def test_tenant_maximum_memory(limited: RunningApp) -> None:
+    # 250 MB: over tiny's 64 MB (plus the 128 MB of tmpfs budget every sandbox has),
+    # under the global 256 MB (plus the same) that other tenants get.
+    code = ("python3 -c \"x = bytearray(250 * 2**20); x[::4096] = b'x' * len(x[::4096]); "
+            "print('fit')\"")
+    with limited.client(key="tiny-key") as tiny:
+        body = tiny.post("/exec", json={"lang": "bash", "code": code, "timeout": 1}).json()
+    assert body["status"] == "oom", body
+    with limited.client(key="big-key") as big:
+        assert big.post("/exec", json={"lang": "bash", "code": code}).json()["stdout"] == "fit\n"
 
 
 # Last in this module: it blocks the test client's address for the window.

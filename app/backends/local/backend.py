@@ -118,7 +118,8 @@ class LocalBackend:
     async def _start_zygote(self) -> None:
         """Start the sandbox factory, in the background (``/health`` never waits)."""
         assert self._config is not None
-        reason = unavailable_reason(self._cgroups)
+        reason = (unavailable_reason(self._cgroups) if self.settings.sandbox_factory == "zygote"
+                  else "SANDBOX_FACTORY=nsjail")
         if reason is not None:
             logger.info("sandboxes start with nsjail", extra={"reason": reason})
             return
@@ -320,6 +321,16 @@ class LocalBackend:
             self._slots.release()
             raise
         self._claimed[sandbox.id] = sandbox
+        own = self.settings.tenants.limits(tenant).max_memory_mb if tenant else 0
+        if 0 < own < self.settings.max_memory_mb:
+            try:
+                await sandbox.limit_memory(own * 1024 * 1024)  # this tenant's own maximum
+            except OSError as exc:  # EBUSY: already using more than that (warm imports)
+                self._claimed.pop(sandbox.id, None)
+                self._slots.release()
+                self._background(self._destroy(sandbox))
+                raise ServiceUnavailable(f"cannot hold this tenant's {own} MB memory limit "
+                                         f"in a {language} sandbox: {exc}") from exc
         return SandboxLease(sandbox_id=sandbox.id, language=language, session_id=session_id,
                             executor_address=sandbox.address, executor=sandbox.executor,
                             pool_hit=hit)

@@ -108,6 +108,14 @@ class CgroupManager:
             (groups.memory / "pids.max").write_text(str(max_pids))
         return groups
 
+    def limit_memory(self, groups: SandboxCgroups, memory_bytes: int) -> None:
+        """Lower a live sandbox's memory limit (a tenant's own maximum)."""
+        name = "memory.limit_in_bytes" if self.version == 1 else "memory.max"
+        if self.version == 1:
+            with contextlib.suppress(OSError):  # the swap limit must not stay below it
+                (groups.memory / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
+        (groups.memory / name).write_text(str(memory_bytes))
+
     def destroy(self, groups: SandboxCgroups) -> None:
         """Kill everything still in the sandbox's groups and remove them."""
         for directory in dict.fromkeys((groups.memory, groups.pids)):

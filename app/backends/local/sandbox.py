@@ -123,7 +123,8 @@ class LocalSandbox:
     async def start(self) -> None:
         """Launch the sandbox and wait until its executor is ready."""
         self.directory.mkdir(mode=0o700)
-        write_etc(self.directory / "etc", self.uid)
+        if self._factory is None:
+            write_etc(self.directory / "etc", self.uid)
         listener = self._bind()
         try:
             os.set_inheritable(listener.fileno(), True)
@@ -138,7 +139,10 @@ class LocalSandbox:
         finally:
             listener.close()  # the sandbox holds its own copy of the listening socket
         try:
-            await self.executor.wait_ready(self.config.ready_timeout)
+            if self._factory is not None:
+                await _wait_ready_unix(self.socket_path, self.config.ready_timeout)
+            else:
+                await self.executor.wait_ready(self.config.ready_timeout)
         except ExecutorError as exc:
             log_tail = self._log_tail()
             await asyncio.shield(self.destroy())
@@ -193,14 +197,19 @@ class LocalSandbox:
     async def _spawn_from_zygote(self, listener: socket.socket, cgroups: SandboxCgroups) -> None:
         assert self._factory is not None
         runtime = self.config.runtime
-        root = self.directory / "root"  # mount point of its root, in its own namespace
-        root.mkdir()
+        # Shared by every zygote sandbox: the mount point of its root (each mounts its own
+        # there, in its own mount namespace) and one set of identity files per uid.
+        root = self.config.root_dir / "mnt"
+        etc_dir = self.config.root_dir / "etc" / str(self.uid)
+        if not (etc_dir / "hostname").exists():
+            root.mkdir(mode=0o700, exist_ok=True)
+            write_etc(etc_dir, self.uid)
         request = {
             "root": str(root), "hostname": self.hostname, "uid": self.uid,
             "cgroup_procs": [str(path) for path in cgroups.procs_files],
             "argv": self._executor_args(3),  # the zygote puts the listener at fd 3
             "mounts": mount_plan(
-                uid=self.uid, etc_dir=self.directory / "etc",
+                uid=self.uid, etc_dir=etc_dir,
                 workdir_bytes=self.config.workdir_bytes, tmp_bytes=self.config.tmp_bytes,
                 base_prefix=runtime.base_prefix, sidecar_dir=self.config.sidecar_dir,
                 venv=runtime.venv, mpl_cache=runtime.mpl_cache, cgroup_memory=cgroups.memory)}
@@ -213,6 +222,14 @@ class LocalSandbox:
             return (self.directory / "executor.log").read_text(errors="replace")[-limit:]
         except OSError:
             return "(no log)"
+
+    async def limit_memory(self, program_bytes: int) -> bool:
+        """Lower the program's memory budget (the tmpfs budgets stay); False without cgroups."""
+        if self._cgroups is None:
+            return False
+        budget = program_bytes + self.config.workdir_bytes + self.config.tmp_bytes
+        await asyncio.to_thread(self._cgroup_manager.limit_memory, self._cgroups, budget)
+        return True
 
     async def destroy(self) -> None:
         """Kill everything in the sandbox and remove its traces; idempotent."""
@@ -236,3 +253,31 @@ class LocalSandbox:
                 await process.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
         self.socket_path.unlink(missing_ok=True)
+
+
+async def _wait_ready_unix(path: Path, timeout: float) -> None:
+    """Poll the executor's ``/health`` over its unix socket with a bare HTTP request.
+
+    The same check as ``ExecutorClient.wait_ready`` at a fraction of the CPU: a zygote
+    sandbox is ready within milliseconds, and httpx costs about a millisecond a poll.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    interval = 0.005
+    while True:
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            try:
+                writer.write(b"GET /health HTTP/1.1\r\nHost: sandbox\r\n"
+                             b"Connection: close\r\n\r\n")
+                response = await asyncio.wait_for(reader.read(), 2.0)  # to EOF: small
+            finally:
+                writer.close()
+            if response.split(b" ", 2)[1:2] == [b"200"]:
+                return
+        except (OSError, TimeoutError):
+            pass  # not listening yet, or busy: poll again
+        if loop.time() >= deadline:
+            raise ExecutorError(f"executor at unix:{path} not ready after {timeout:.0f}s")
+        await asyncio.sleep(interval)
+        interval = min(interval * 2, 0.2)

@@ -17,6 +17,7 @@ Elsewhere the backend starts sandboxes with nsjail as before.
 from __future__ import annotations
 
 import asyncio
+import functools
 import glob
 import json
 import logging
@@ -70,26 +71,17 @@ def mount_plan(*, uid: int, etc_dir: Path, workdir_bytes: int, tmp_bytes: int,
     """nsjail's mounts (``nsjail.nsjail_argv``) as operations for ``zygote_jail``."""
     inside = sandbox_uid(uid)
     owner = f"mode=0700,uid={inside},gid={inside}"
-    plan: list[list[Any]] = [["bind", "/usr", "/usr", True, False]]
-    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        path = Path("/") / name
-        if path.is_symlink():
-            plan.append(["symlink", os.readlink(path), f"/{name}"])
-        elif path.is_dir():
-            plan.append(["bind", str(path), f"/{name}", True, False])
+    host_etc, devices = _host_entries()
+    plan: list[list[Any]] = [["bind", "/usr", "/usr", True, False], *_root_layout()]
     plan += [
         ["tmpfs", "/tmp", f"size={tmp_bytes},nr_inodes={_MAX_INODES},{owner}"],  # noqa: S108
         ["tmpfs", WORKDIR, f"size={workdir_bytes},nr_inodes={_MAX_INODES},{owner}"],
         ["tmpfs", "/dev/shm", f"size=67108864,nr_inodes=1024,{owner}"],  # noqa: S108
     ]
-    for pattern in _ETC_ENTRIES:
-        for entry in sorted(glob.glob(f"/etc/{pattern}")):
-            plan.append(["bind", entry, entry, True, False])
+    plan += [["bind", entry, entry, True, False] for entry in host_etc]
     for name in ("passwd", "group", "hosts", "nsswitch.conf", "hostname"):
         plan.append(["bind", str(etc_dir / name), f"/etc/{name}", True, False])
-    for device in _DEVICES:
-        if os.path.exists(device):
-            plan.append(["bind", device, device, False, True])
+    plan += [["bind", device, device, False, True] for device in devices]
     plan += [["symlink", "/proc/self/fd", "/dev/fd"],
              ["symlink", "/proc/self/fd/0", "/dev/stdin"],
              ["symlink", "/proc/self/fd/1", "/dev/stdout"],
@@ -102,6 +94,26 @@ def mount_plan(*, uid: int, etc_dir: Path, workdir_bytes: int, tmp_bytes: int,
              ["bind", str(mpl_cache), MPL_SEED, True, False],
              ["bind", str(cgroup_memory), "/sys/fs/cgroup", True, False]]
     return plan
+
+
+@functools.cache
+def _root_layout() -> tuple[list[Any], ...]:
+    """/bin, /lib... as on the host (read once: the host's layout does not change)."""
+    layout: list[list[Any]] = []
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/") / name
+        if path.is_symlink():
+            layout.append(["symlink", os.readlink(path), f"/{name}"])
+        elif path.is_dir():
+            layout.append(["bind", str(path), f"/{name}", True, False])
+    return tuple(layout)
+
+
+@functools.cache
+def _host_entries() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The /etc entries toolchains read, and the device nodes, present on this host."""
+    etc = tuple(entry for pattern in _ETC_ENTRIES for entry in sorted(glob.glob(f"/etc/{pattern}")))
+    return etc, tuple(device for device in _DEVICES if os.path.exists(device))
 
 
 class ZygoteFactory:
