@@ -17,7 +17,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -28,6 +28,7 @@ from ...errors import NoCapacity, ServiceUnavailable
 from ...executor import ExecutorClient, ExecutorError
 from ...settings import Settings
 from ..base import LanguageStatus, PoolStatus, SandboxLease
+from ..tasks import BackgroundTasks
 from .claims import ClaimRequest, claim_patch, is_ready, shuffled_candidates, warm_selector
 from .client import DEPLOYMENTS, JOBS, PODS, KubeClient, KubeError
 from .jobs import JobRunner
@@ -62,7 +63,7 @@ class KubernetesBackend:
         self.client = client
         self._held: dict[str, _Held] = {}
         self._versions: dict[str, str | None] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(logger)
         self._scaler: PoolScaler | None = None
         self._jobs: JobRunner | None = None
         self._maintenance: asyncio.Task[None] | None = None
@@ -77,32 +78,20 @@ class KubernetesBackend:
         self._scaler = PoolScaler(self.client, self.templates, self.settings)
         self._jobs = JobRunner(self.client, self.templates, self.config)
         await self._scaler.ensure_pools()
-        self._maintenance = asyncio.create_task(self._maintenance_loop())
-        self._tasks.add(self._maintenance)
-        self._maintenance.add_done_callback(self._task_done)
+        self._maintenance = self._tasks.spawn(self._maintenance_loop())
 
     async def stop(self) -> None:
         # Releases in flight finish (their pods must not wait for the reaper);
         # only the maintenance loop is cancelled.
         if self._maintenance is not None:
             self._maintenance.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
         held = list(self._held.values())
         self._held.clear()
         results = await asyncio.gather(*(self._delete(h) for h in held), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 logger.error("sandbox release failed at shutdown", exc_info=result)
-
-    def _background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("background task failed", exc_info=task.exception())
 
     async def _maintenance_loop(self) -> None:
         """Reap expired leases and shrink idle pools; every replica does it, idempotently."""
@@ -141,7 +130,7 @@ class KubernetesBackend:
         else:
             if self.settings.pool_size(language) > 0:
                 self.stats["pool_misses"] += 1
-                self._background(self._scaler.grow(language))
+                self._tasks.spawn(self._scaler.grow(language))
                 if not self.config.cold_fallback:
                     raise NoCapacity(f"no warm {language} sandbox; try again shortly",
                                      retry_after=2)
@@ -166,7 +155,7 @@ class KubernetesBackend:
             # Once per language and replica: one executor request, no apiserver call.
             await self._learn_version(language, held.executor)
         if hit:  # bookkeeping for scale-to-zero, off the critical path
-            self._background(self._scaler.record_claim(language))
+            self._tasks.spawn(self._scaler.record_claim(language))
         return SandboxLease(sandbox_id=sandbox_id, language=language, session_id=session_id,
                             executor_address=str(held.executor.address),
                             executor=held.executor, pool_hit=hit)
@@ -196,7 +185,7 @@ class KubernetesBackend:
     async def release(self, lease: SandboxLease) -> None:
         held = self._held.pop(lease.sandbox_id, None)
         if held is not None:
-            self._background(self._delete(held))
+            self._tasks.spawn(self._delete(held))
 
     async def _delete(self, held: _Held) -> None:
         assert self.client is not None

@@ -19,7 +19,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from ...metrics import SandboxObserver, note_wait
 from ...paths import socket_dir
 from ...settings import Settings
 from ..base import LanguageStatus, PoolStatus, SandboxLease
+from ..tasks import BackgroundTasks
 from .cgroups import CgroupManager
 from .nsjail import PYTHON_MOUNT, SandboxSpec, locate_nsjail, nsjail_argv, write_etc
 from .runtime import ensure_runtime
@@ -76,7 +77,7 @@ class LocalBackend:
         self._claimed: dict[str, LocalSandbox] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_executions)
         self._start_gate = asyncio.Semaphore(_MAX_PARALLEL_STARTS)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(logger)
         self._config: SandboxConfig | None = None
         self._probe: asyncio.Task[dict[str, LanguageStatus]] | None = None
         self._stopping = False
@@ -113,7 +114,7 @@ class LocalBackend:
         self._probe = asyncio.create_task(self._probe_languages())
         self._zygote_started = asyncio.create_task(self._start_zygote())
         if settings.pool_warmup_on_startup:
-            self._background(self._warm_up())
+            self._tasks.spawn(self._warm_up())
 
     async def _start_zygote(self) -> None:
         """Start the sandbox factory, in the background (``/health`` never waits)."""
@@ -146,9 +147,8 @@ class LocalBackend:
         self._stopping = True
         if self._zygote_started is not None:
             self._zygote_started.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.cancel()
+        await self._tasks.wait()
         sandboxes = [*self._claimed.values()]
         for pool in self._pools.values():
             sandboxes += pool.ready
@@ -161,16 +161,6 @@ class LocalBackend:
         if self._zygote is not None:
             await self._zygote.stop()
         await asyncio.to_thread(self._cgroups.close)
-
-    def _background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("background task failed", exc_info=task.exception())
 
     # -- languages ----------------------------------------------------------------
 
@@ -242,7 +232,7 @@ class LocalBackend:
         pool = self._pools[code]
         while not self._stopping and len(pool.ready) + pool.starting < pool.target:
             pool.starting += 1
-            self._background(self._add_warm(code))
+            self._tasks.spawn(self._add_warm(code))
 
     async def _add_warm(self, code: str) -> None:
         pool = self._pools[code]
@@ -307,7 +297,7 @@ class LocalBackend:
                     sandbox = candidate
                 else:
                     logger.warning("warm sandbox died while idle", extra={"language": language})
-                    self._background(self._destroy(candidate))
+                    self._tasks.spawn(self._destroy(candidate))
             hit = sandbox is not None
             self.stats["pool_hits" if hit else "pool_misses"] += 1
             self._refill(language)
@@ -328,7 +318,7 @@ class LocalBackend:
             except OSError as exc:  # EBUSY: already using more than that (warm imports)
                 self._claimed.pop(sandbox.id, None)
                 self._slots.release()
-                self._background(self._destroy(sandbox))
+                self._tasks.spawn(self._destroy(sandbox))
                 raise ServiceUnavailable(f"cannot hold this tenant's {own} MB memory limit "
                                          f"in a {language} sandbox: {exc}") from exc
         return SandboxLease(sandbox_id=sandbox.id, language=language, session_id=session_id,
@@ -340,7 +330,7 @@ class LocalBackend:
         if sandbox is None:
             return
         self._slots.release()
-        self._background(self._destroy(sandbox))
+        self._tasks.spawn(self._destroy(sandbox))
 
     async def health(self) -> dict[str, Any]:
         ready = self._config is not None
