@@ -21,13 +21,12 @@ import stat
 from typing import Any
 
 from .protocol import ExecuteRequest, ExecuteResult
+from .pystate import FORMAT_VERSION, LZ4_MAGIC
 
 __all__ = ["BLOB_NAME", "REPORT_NAME", "StateExchange"]
 
 BLOB_NAME = "state.blob"
 REPORT_NAME = "state.report.json"
-FORMAT_VERSION = 1
-LZ4_MAGIC = b"\x04\x22\x4d\x18"
 _MAX_REPORT_BYTES = 1024 * 1024
 _MAX_ERRORS = 200
 _STATUSES = ("captured", "empty", "skipped")

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 
 from .languages import Language
 
-__all__ = ["probe_version"]
+__all__ = ["VERSION_PATTERN", "probe_version"]
 
-_VERSION = re.compile(r"\d+(?:\.\d+)+")
+#: ``1.2.3`` in a probe's output (also read by the local backend's probes).
+VERSION_PATTERN = re.compile(r"\d+(?:\.\d+)+")
 _cache: dict[str, str | None] = {}
 
 
@@ -27,6 +28,6 @@ def probe_version(language: Language, env: Mapping[str, str]) -> str | None:
         except (OSError, subprocess.TimeoutExpired):
             _cache[language.code] = None
         else:
-            match = _VERSION.search(completed.stdout + completed.stderr)
+            match = VERSION_PATTERN.search(completed.stdout + completed.stderr)
             _cache[language.code] = match.group(0) if match and completed.returncode == 0 else None
     return _cache[language.code]

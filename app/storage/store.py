@@ -118,11 +118,14 @@ class FileStore:
         except _STORE_ERRORS as exc:
             raise StorageUnavailable(f"object store write failed: {exc}", retry_after=2) from exc
 
+    async def _read_meta(self, path: str) -> FileMeta:
+        result = await obstore.get_async(self._store, path)
+        return FileMeta.from_json(bytes(await result.bytes_async()))
+
     async def get_meta(self, tenant: str, session_id: str, file_id: str) -> FileMeta | None:
         path = _bytes_path(tenant, session_id, file_id) + _META_SUFFIX
         try:
-            result = await obstore.get_async(self._store, path)
-            return FileMeta.from_json(bytes(await result.bytes_async()))
+            return await self._read_meta(path)
         except (NotFoundError, FileNotFoundError):
             return None
         except _STORE_ERRORS as exc:
@@ -135,8 +138,7 @@ class FileStore:
             async for batch in obstore.list(self._store, f"{tenant}/{session_id}/"):
                 for entry in batch:
                     if entry["path"].endswith(_META_SUFFIX):
-                        result = await obstore.get_async(self._store, entry["path"])
-                        metas.append(FileMeta.from_json(bytes(await result.bytes_async())))
+                        metas.append(await self._read_meta(entry["path"]))
         except (NotFoundError, FileNotFoundError):
             return []
         except _STORE_ERRORS as exc:
@@ -182,8 +184,7 @@ class FileStore:
                 for entry in batch:
                     if not entry["path"].endswith(_META_SUFFIX):
                         continue
-                    result = await obstore.get_async(self._store, entry["path"])
-                    meta = FileMeta.from_json(bytes(await result.bytes_async()))
+                    meta = await self._read_meta(entry["path"])
                     if meta.last_used < cutoff:
                         await self.delete(meta)
                         deleted.append(meta)

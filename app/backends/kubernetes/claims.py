@@ -18,8 +18,15 @@ import attrs
 
 from .templates import LABEL_POOL, LABEL_STATE
 
-__all__ = ["ClaimRequest", "claim_patch", "is_ready", "label_value", "pointer",
-           "warm_selector"]
+__all__ = [
+    "ClaimRequest",
+    "claim_patch",
+    "is_ready",
+    "label_value",
+    "pointer",
+    "timestamp",
+    "warm_selector",
+]
 
 ANNOTATION_CLAIMED_AT = "k8si.io/claimed-at"
 ANNOTATION_EXPIRES_AT = "k8si.io/expires-at"
@@ -102,10 +109,15 @@ def claim_patch(pod: dict[str, Any], claim: ClaimRequest) -> list[dict[str, Any]
     return ops
 
 
+def timestamp(stamp: str) -> float:
+    """Seconds since the epoch of an apiserver time (``2026-01-01T00:00:00Z``)."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 def _age(pod: dict[str, Any], now: float) -> int:
     started = pod.get("status", {}).get("startTime") or pod.get("metadata", {}).get(
         "creationTimestamp")
     if not started:
         return 0
-    born = datetime.fromisoformat(str(started).replace("Z", "+00:00")).timestamp()
+    born = timestamp(str(started))
     return max(0, int(now - born) + 1)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from typing import Any
 
 from ...settings import Settings
+from .claims import timestamp
 from .client import DEPLOYMENTS, KubeClient, KubeError
 from .templates import ANNOTATION_LAST_CLAIM, ANNOTATION_TARGET, LABEL_COMPONENT, PodTemplates
 
@@ -103,7 +103,7 @@ def _last_use(deployment: dict[str, Any], annotations: dict[str, str]) -> float:
         created = deployment["metadata"].get("creationTimestamp")
         if not created:
             return time.time()
-        return datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
+        return timestamp(str(created))
 
 
 def _target(deployment: dict[str, Any], default: int) -> int:

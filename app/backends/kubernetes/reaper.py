@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from typing import Any
 
-from .claims import ANNOTATION_EXPIRES_AT
+from .claims import ANNOTATION_EXPIRES_AT, timestamp
 from .client import JOBS, PODS, KubeClient
 from .pools import PoolScaler
 from .templates import LABEL_COMPONENT, LABEL_STATE
@@ -35,7 +34,7 @@ def lease_expired(obj: dict[str, Any], now: float, grace: float = 0.0) -> bool:
     created = metadata.get("creationTimestamp")
     if created is None:
         return False
-    born = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+    born = timestamp(created)
     return born + 3600 + grace < now
 
 

@@ -15,7 +15,6 @@ import collections
 import hashlib
 import logging
 import os
-import re
 import secrets
 import shutil
 import time
@@ -25,6 +24,7 @@ from typing import Any
 
 import sidecar
 from sidecar.languages import LANGUAGES
+from sidecar.version import VERSION_PATTERN
 
 from ...errors import NoCapacity, ServiceUnavailable
 from ...metrics import SandboxObserver, note_wait
@@ -42,7 +42,6 @@ __all__ = ["LocalBackend"]
 
 logger = logging.getLogger(__name__)
 
-_VERSION = re.compile(r"\d+(?:\.\d+)+")
 _MAX_PARALLEL_STARTS = 2
 #: Starts from the zygote cost a fork each: more may be under way at once.
 _MAX_PARALLEL_ZYGOTE_STARTS = 8
@@ -211,7 +210,7 @@ class LocalBackend:
             self._free_uids.append(uid)
             shutil.rmtree(etc_dir.parent, ignore_errors=True)
         text = (out + err).decode(errors="replace")
-        if process.returncode == 0 and (match := _VERSION.search(text)):
+        if process.returncode == 0 and (match := VERSION_PATTERN.search(text)):
             return LanguageStatus(code, True, version=match.group(0))
         if process.returncode == 127 or "No such file" in text:
             return LanguageStatus(code, False, reason=f"toolchain '{language.toolchain}' is not "

@@ -22,12 +22,12 @@ import secrets
 import struct
 from pathlib import Path
 
+from sidecar.pystate import FORMAT_VERSION, LZ4_MAGIC
+
 from ...errors import InvalidState, StateTooLarge
 
 __all__ = ["FORMAT_VERSION", "StateKeyError", "StateSigner", "check_format", "load_key"]
 
-FORMAT_VERSION = 1
-LZ4_MAGIC = b"\x04\x22\x4d\x18"
 _CONTENT_SIZE_FLAG = 0x08
 _KEY_FILE = "state-key"
 
