@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import orjson
@@ -28,9 +28,12 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .errors import BadRequest, Unauthorized
-from .jwt_auth import JwtError, JwtVerifier, looks_like_jwt
+from .jwt_auth import JwtError, looks_like_jwt
 from .ratelimit import AuthFailureLimiter
 from .tenants import KeyStore, TenantQuotas
+
+if TYPE_CHECKING:
+    from .jwt_verify import JwtVerifier
 
 __all__ = ["AuthMiddleware", "Authenticator", "KeyRing", "Principal"]
 

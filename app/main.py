@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import shutil
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import valkey.asyncio as valkey
 from litestar import Litestar
@@ -31,7 +32,7 @@ from .domain.health import HealthController
 from .domain.metrics import MetricsController
 from .domain.state import StateController, StateService, StateSigner, StateStore, load_key
 from .errors import exception_handlers
-from .jwt_auth import JwtConfig, JwtVerifier
+from .jwt_auth import JwtConfig
 from .metrics import Metrics, install_log_context
 from .paths import socket_dir
 from .ratelimit import AuthFailureLimiter, RateLimiter
@@ -43,6 +44,9 @@ from .storage.state_archive import StateArchive
 from .tenants import KeyStore, TenantQuotas
 from .valkey import EmbeddedValkey, connect
 
+if TYPE_CHECKING:
+    from .jwt_verify import JwtVerifier
+
 __all__ = ["create_app"]
 
 _REQUEST_OVERHEAD = 256 * 1024  # JSON framing, args and fields around the code
@@ -51,6 +55,8 @@ _REQUEST_OVERHEAD = 256 * 1024  # JSON framing, args and fields around the code
 def _jwt_verifier(settings: Settings) -> JwtVerifier | None:
     if not (settings.jwt_public_key or settings.jwt_jwks_file or settings.jwt_keys_dir):
         return None
+    from .jwt_verify import JwtVerifier  # PyJWT and cryptography: only when JWTs are used
+
     return JwtVerifier(JwtConfig(
         public_key_pem=settings.jwt_public_key, jwks_path=settings.jwt_jwks_file,
         keys_dir=settings.jwt_keys_dir, issuer=settings.jwt_issuer,

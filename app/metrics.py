@@ -8,12 +8,15 @@ languages, statuses, phases and outcomes, never tenants, sessions or ids.
 The exec service marks the end of each phase with ``lap(phase)``; ``timed`` wraps
 ``ExecService.execute`` and keeps the current ``ExecutionTimer`` in a context
 variable, so neither the service nor the backend passes it around. The local
-backend reports the time spent waiting for a slot with ``note_wait("queue", s)``
-(taken out of ``acquire``) and its sandbox starts through ``SandboxObserver``.
+backend reports the time spent waiting for a slot with ``note_phase("queue", s)``
+(taken out of ``acquire``) and its sandbox starts through ``SandboxObserver``; the
+exec service takes the state's restore and capture inside the sandbox, as the
+executor reports them, out of ``run`` the same way.
 
 Phases: ``prepare`` (validation, session, input lookup), ``state`` (loading and
 storing Python state), ``queue`` (waiting for an execution slot), ``acquire``
-(taking a warm sandbox or starting one), ``stage_in``, ``run``, ``stage_out``.
+(taking a warm sandbox or starting one), ``stage_in``, ``run``, ``stage_out``; for
+Python sessions also ``state_restore`` and ``state_capture`` (in the sandbox).
 
 The request id of the execution is also kept in a context variable, and
 ``RequestIdFilter`` adds it to every log record of that request that does not
@@ -34,13 +37,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["PHASES", "ExecutionTimer", "Metrics", "RequestIdFilter", "SandboxObserver",
-           "current_request_id", "install_log_context", "lap", "note_wait", "timed"]
+__all__ = ["PHASES", "STATE_PHASES", "ExecutionTimer", "Metrics", "RequestIdFilter",
+           "SandboxObserver", "current_request_id", "install_log_context", "lap", "note_phase",
+           "timed"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 PHASES = ("prepare", "state", "queue", "acquire", "stage_in", "run", "stage_out")
+#: Phases of Python executions in a session only.
+STATE_PHASES = ("state_restore", "state_capture")
 #: From a warm print(1) (a few ms) to the longest timeout (minutes).
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0, 60.0, 120.0)
@@ -195,7 +201,7 @@ def lap(phase: str, *, language: str | None = None, session_id: str | None = Non
         timer.lap(phase, language=language, session_id=session_id, pool_hit=pool_hit)
 
 
-def note_wait(phase: str, seconds: float) -> None:
+def note_phase(phase: str, seconds: float) -> None:
     """Time of the current phase spent in ``phase`` instead (e.g. the backend's queue)."""
     timer = _CURRENT.get()
     if timer is not None:

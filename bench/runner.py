@@ -2,8 +2,8 @@
 
 Baselines first (bare spawn, bare import, the naive service), then the real
 service with the local backend (warm latency, throughput at concurrency 1, 8 and
-32, the stdout flood), then the Kubernetes path against the emulator, then cold
-starts. Each step is bounded in samples and seconds.
+32, the stdout flood, Python state capture and restore by size), then the
+Kubernetes path against the emulator, then cold starts. Each step is bounded in samples and seconds.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from app.backends.local.runtime import ensure_runtime
 
-from . import figures, kube
+from . import figures, kube, state
 from .load import LoadResult, closed_loop, percentile
 from .report import Row, ms, render_text, write_markdown
 from .service import Process, cold_start, runtime_dir, start_naive, start_service
@@ -201,6 +201,7 @@ def run(options: Options) -> list[Row]:
                     f"warm print(1) {ms(p50)}", "", "<= 1 s after the cap",
                     slowest - p50 <= 1.0),
             ]
+            rows += state.rows(state.measure(service, python, quick))
         finally:
             service.stop()
 

@@ -9,12 +9,19 @@ never mangled); streamed output counts toward the same cap. The program's exit
 is watched through a pidfd. When it ends, times out, floods or is abandoned, the
 **whole** tree is killed: as PID 1 of its namespace the executor sweeps with
 ``kill(-1, SIGKILL)`` (a ``setsid`` double-forked daemon dies too), then reaps.
+
+A ``done_fd`` (the warm Python worker's status pipe) may report the end earlier:
+the worker has closed its stdout and stderr and is exiting, its status and usage
+in the report. As PID 1, the executor then sweeps the rest, waits until no other
+process is alive, reads the pipes to their end, and answers without waiting for
+the kernel to tear the worker down; ``reap_later`` collects it afterwards.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import json
 import os
 import selectors
 import signal
@@ -23,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Capture", "OutputListener", "capture", "kill_tree"]
+__all__ = ["Capture", "OutputListener", "capture", "kill_tree", "reap_later"]
 
 _READ_CHUNK = 65536
 
@@ -55,6 +62,8 @@ class Capture:
     cpu_time: float = 0.0
     max_rss: int = 0
     wall_time: float = 0.0
+    #: The program reported its end and is still exiting: ``reap_later`` collects it.
+    unreaped: int | None = None
 
 
 class _Streams:
@@ -102,7 +111,7 @@ class _Streams:
 
 
 def capture(process: subprocess.Popen[bytes], timeout: float, started: float, cap: int,
-            listener: OutputListener | None = None) -> Capture:
+            listener: OutputListener | None = None, *, done_fd: int | None = None) -> Capture:
     """Read both streams until the program exits, floods, runs out of time or is abandoned."""
     assert process.stdout is not None and process.stderr is not None
     result = Capture()
@@ -116,10 +125,13 @@ def capture(process: subprocess.Popen[bytes], timeout: float, started: float, ca
     hangup = listener.hangup_fd() if listener is not None else None
     if hangup is not None:
         selector.register(hangup, selectors.EVENT_READ)
+    if done_fd is not None and os.getpid() == 1:  # the sweep can then reach every process
+        selector.register(done_fd, selectors.EVENT_READ)
     deadline = started + timeout
     exited = False
+    done: _Done | None = None
     try:
-        while not exited and result.truncated is None and not result.abandoned:
+        while not exited and done is None and result.truncated is None and not result.abandoned:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 result.timed_out = True
@@ -127,6 +139,9 @@ def capture(process: subprocess.Popen[bytes], timeout: float, started: float, ca
             for key, _ in selector.select(remaining):
                 if key.fd == pidfd:
                     exited = True
+                elif key.fd == done_fd:
+                    selector.unregister(done_fd)
+                    done = _read_done(done_fd)
                 elif key.fd == hangup:
                     assert listener is not None
                     if listener.hung_up():
@@ -135,19 +150,29 @@ def capture(process: subprocess.Popen[bytes], timeout: float, started: float, ca
                         selector.unregister(hangup)
                 elif not streams.read(key.fd):
                     selector.unregister(key.fd)
-        if exited:
+        if done is not None and not exited:
             result.wall_time = time.monotonic() - started
-            _, result.exit_status, usage = os.wait4(process.pid, 0)
             kill_tree(process.pid)
+            _await_the_rest(process.pid)
+            result.exit_status = done.status << 8
+            result.cpu_time, result.max_rss = done.cpu, done.max_rss * 1024
+            result.unreaped = process.pid
+            process.returncode = done.status
         else:
-            kill_tree(process.pid)
-            result.wall_time = time.monotonic() - started
-            _, result.exit_status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(result.exit_status)
-        result.cpu_time = usage.ru_utime + usage.ru_stime
-        result.max_rss = usage.ru_maxrss * 1024
-        _reap_orphans()
-        # Every writer is dead now: what is left in the pipes ends at EOF.
+            if exited:
+                result.wall_time = time.monotonic() - started
+                _, result.exit_status, usage = os.wait4(process.pid, 0)
+                kill_tree(process.pid)
+            else:
+                kill_tree(process.pid)
+                result.wall_time = time.monotonic() - started
+                _, result.exit_status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(result.exit_status)
+            result.cpu_time = usage.ru_utime + usage.ru_stime
+            result.max_rss = usage.ru_maxrss * 1024
+            _reap_orphans()
+        # Every writer is dead (or, after a "done" report, has closed its pipes or been
+        # killed): what is left in the pipes is read to its end.
         for fd in list(streams.names):
             while result.truncated is None and streams.read(fd):
                 pass
@@ -158,6 +183,73 @@ def capture(process: subprocess.Popen[bytes], timeout: float, started: float, ca
         process.stdout.close()
         process.stderr.close()
     return result
+
+
+@dataclass(frozen=True)
+class _Done:
+    """The worker's own report of its end: exit status, CPU seconds, peak RSS in KiB."""
+
+    status: int
+    cpu: float
+    max_rss: int
+
+
+def _read_done(fd: int) -> _Done | None:
+    """The "done" line, or None when it is missing or malformed (the exit is awaited)."""
+    try:
+        report = json.loads(os.read(fd, 4096))
+        status, cpu, max_rss = report["done"], report["cpu"], report["max_rss"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    numbers = (status, cpu, max_rss)
+    if any(isinstance(n, bool) or not isinstance(n, (int, float)) for n in numbers) or not (
+            isinstance(status, int) and isinstance(max_rss, int) and 0 <= status <= 255
+            and 0 <= cpu < 1e9 and 0 <= max_rss < 1 << 50):
+        return None
+    return _Done(status, float(cpu), max_rss)
+
+
+def _await_the_rest(worker: int, grace: float = 2.0) -> None:
+    """As PID 1 after the sweep: wait until every process but the exiting worker is dead.
+
+    Dead means a zombie or gone (a zombie has closed its files), so the pipes end and
+    nothing writes to the work dir any more. Bounded in time; the sweep is repeated.
+    """
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):  # no child left to collect
+            while os.waitpid(-1, os.WNOHANG)[0] not in (0, worker):
+                pass
+        if not _alive_besides(worker):
+            return
+        _kill_all_but_self()
+        time.sleep(0.0005)
+
+
+def _alive_besides(worker: int) -> bool:
+    """A process of this namespace other than PID 1 and ``worker`` is not yet dead."""
+    try:
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return True  # cannot tell: the caller waits out its grace period
+    for pid in pids:
+        if pid in (1, worker):
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                state = handle.read().rpartition(b")")[2].split()[0]
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if state not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def reap_later(pid: int) -> None:
+    """Collect a worker that reported its end (blocking until its exit is over)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    _reap_orphans()
 
 
 def kill_tree(pid: int) -> None:

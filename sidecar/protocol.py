@@ -9,7 +9,8 @@ restore; ``capture_state`` asks for the namespace afterwards, under
 a failed run when ``capture_state_on_error`` is true. The result's ``state_status``
 is ``captured`` (``state`` holds the new blob), ``empty`` (the capture ran and kept
 nothing) or ``skipped`` (it did not run: the previous state stands);
-``state_errors`` names what could not be kept, as ``{name, type, error}``.
+``state_errors`` names what could not be kept, as ``{name, type, error}``;
+``state_restore_time`` and ``state_capture_time`` are the seconds each took.
 """
 
 from __future__ import annotations
@@ -121,6 +122,11 @@ class ExecuteResult:
     state: str | None = None
     state_status: str | None = None
     state_errors: list[dict[str, str]] = field(default_factory=list)
+    #: Seconds the restore and the capture took inside the sandbox (None: not run).
+    state_restore_time: float | None = None
+    state_capture_time: float | None = None
+    #: The work dir's files after the run, as ``GET /files`` lists them.
+    files: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

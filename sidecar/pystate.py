@@ -35,6 +35,7 @@ import pickle
 import resource
 import socket
 import sys
+import time
 import types
 from collections.abc import Callable
 from typing import Any
@@ -159,14 +160,19 @@ def _compressed_cap(max_bytes: int) -> int:
 
 
 def capture(namespace: dict[str, Any], config: dict[str, Any],
-            problems: list[dict[str, str]]) -> None:
-    """Write the namespace's blob and the report; every failure ends up in the report."""
+            problems: list[dict[str, str]], timings: dict[str, float] | None = None) -> None:
+    """Write the namespace's blob and the report; every failure ends up in the report.
+
+    ``timings`` (seconds by step, e.g. the restore's) go into the report with the
+    capture's own.
+    """
+    began = time.perf_counter()
     try:
         status = _capture(namespace, config, problems)
     except Exception as exc:  # noqa: BLE001 - an unexpected failure keeps the previous state
         problems.append(_state_problem(f"the state could not be captured: {_describe(exc)}"))
         status = "skipped"
-    report(config, status, problems)
+    report(config, status, problems, {**(timings or {}), "capture": time.perf_counter() - began})
 
 
 def _capture(namespace: dict[str, Any], config: dict[str, Any],
@@ -222,10 +228,12 @@ def _capture(namespace: dict[str, Any], config: dict[str, Any],
     return "captured"
 
 
-def report(config: dict[str, Any], status: str, problems: list[dict[str, str]]) -> None:
+def report(config: dict[str, Any], status: str, problems: list[dict[str, str]],
+           timings: dict[str, float] | None = None) -> None:
     """The capture's outcome for the executor: written last, so it marks completion."""
     body = {"status": status, "errors": problems[:_MAX_PROBLEMS],
-            "more_errors": max(0, len(problems) - _MAX_PROBLEMS)}
+            "more_errors": max(0, len(problems) - _MAX_PROBLEMS),
+            "seconds": {step: round(value, 6) for step, value in (timings or {}).items()}}
     path = config["report_path"]
     try:
         _unlink(path)

@@ -2,10 +2,16 @@
 
 Started by the executor when the sandbox starts (before it is claimed), already
 inside the user's limits and environment. It imports the configured libraries (and
-the state libraries), reports ``ready`` on its status fd and closes it, then blocks
+the state libraries), reports ``ready`` on its status fd, then blocks
 on stdin for the one message: a JSON line ``{"path", "args", "timeout", "state"?}``
 followed by the raw state blob to restore, if any. It runs that file as ``__main__``
 the way ``python3 main.py`` would (uncaught exception: traceback and exit status 1).
+
+When the program is over (output flushed, ``atexit`` run), the worker closes its
+stdout and stderr and reports ``{"done": status, "cpu", "max_rss"}`` on the status fd
+(kept as a close-on-exec fd numbered 100 or more) before ``os._exit``: the executor
+can answer while the kernel still tears the ~100 MB process down. A program that
+writes there itself only ends its own run early, as exiting would.
 
 Python state (``sidecar/pystate.py``): the blob is restored into the fresh
 namespace before the code runs; afterwards (also after ``sys.exit`` and, when
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import gc
 import importlib
 import json
@@ -27,6 +34,7 @@ import os
 import resource
 import shutil
 import sys
+import time
 import traceback
 import types
 from typing import TYPE_CHECKING, Any
@@ -35,6 +43,9 @@ if TYPE_CHECKING:
     from sidecar import pystate
 else:  # run as a script from the sidecar directory: a top-level module there
     pystate = importlib.import_module("pystate")
+
+#: The status fd moves to the first free fd from here (the program's own start at 3).
+_DONE_FD_MIN = 100
 
 
 def _seed_matplotlib_cache(seed_dir: str) -> None:
@@ -97,7 +108,9 @@ def main() -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     ready = {"ready": True, "cpu": usage.ru_utime + usage.ru_stime, "failed": failed}
     os.write(status_fd, json.dumps(ready).encode() + b"\n")
-    os.close(status_fd)  # the user's program holds no fd but 0, 1 and 2
+    # Kept for the "done" report, out of the way of the program's own fds.
+    done_fd = fcntl.fcntl(status_fd, fcntl.F_DUPFD_CLOEXEC, _DONE_FD_MIN)
+    os.close(status_fd)
 
     message, blob = _read_message()
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -115,16 +128,18 @@ def main() -> None:
     module.__file__ = path
     sys.modules["__main__"] = module
     state: dict[str, Any] | None = message.get("state")
+    began = time.perf_counter()
     problems = pystate.restore(blob, module.__dict__, int(state["max_raw_bytes"])) if (
         state and len(blob)) else []
+    timings = {"restore": time.perf_counter() - began} if state and len(blob) else {}
     del blob  # the blob's memory goes back before the user's code runs
     exit_, run_failed = _run(path, module.__dict__)
     if state and state.get("capture"):
         if run_failed and not state.get("on_error"):
-            pystate.report(state, "skipped", problems)
+            pystate.report(state, "skipped", problems, timings)
         else:
-            pystate.capture(module.__dict__, state, problems)
-    _finish(exit_, module.__dict__)
+            pystate.capture(module.__dict__, state, problems, timings)
+    _finish(exit_, module.__dict__, done_fd)
 
 
 def _exit_status(exit_: SystemExit | None) -> int:
@@ -139,7 +154,7 @@ def _exit_status(exit_: SystemExit | None) -> int:
     return 1
 
 
-def _finish(exit_: SystemExit | None, namespace: dict[str, Any]) -> None:
+def _finish(exit_: SystemExit | None, namespace: dict[str, Any], done_fd: int) -> None:
     """End the process as ``python3`` would, without tearing the libraries down.
 
     What a program can observe of the interpreter's shutdown is kept: non-daemon
@@ -147,7 +162,7 @@ def _finish(exit_: SystemExit | None, namespace: dict[str, Any]) -> None:
     released (so files it left open are flushed and closed) and the standard streams
     are flushed (a failed flush exits with 120, as python3 does). The rest of the
     shutdown (tearing down numpy, pandas, matplotlib: about 0.1 s) is skipped with
-    ``os._exit``.
+    ``os._exit``, after the "done" report (see the module docstring).
     """
     status = _exit_status(exit_)
     threading = sys.modules.get("threading")
@@ -162,7 +177,21 @@ def _finish(exit_: SystemExit | None, namespace: dict[str, Any]) -> None:
                 stream.flush()
         except Exception:
             status = 120 if status == 0 else status
+    _report_done(done_fd, status)
     os._exit(status)
+
+
+def _report_done(done_fd: int, status: int) -> None:
+    """Close stdout and stderr (their pipes end here), then tell the executor."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    done = {"done": status, "cpu": cpu, "max_rss": max(own.ru_maxrss, children.ru_maxrss)}
+    with contextlib.suppress(OSError):  # the program closed it: the executor waits for the exit
+        os.write(done_fd, json.dumps(done).encode() + b"\n")
 
 
 if __name__ == "__main__":

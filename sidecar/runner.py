@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from .capture import Capture, OutputListener, capture
+from .capture import Capture, OutputListener, capture, reap_later
 from .languages import Language, java_layout
 from .limits import ChildLimits
 from .protocol import ExecuteRequest, ExecuteResult
@@ -60,6 +60,9 @@ class Runner:
         self.language = language
         self._worker: subprocess.Popen[bytes] | None = None
         self._worker_status_fd: int | None = None
+        #: The status pipe once the worker is ready: its "done" report comes there.
+        self._worker_done_fd: int | None = None
+        self._unreaped: int | None = None
         self._worker_cpu = 0.0
         self._oom_baseline: int | None = None
         self.warm_failures: list[str] = []
@@ -95,9 +98,10 @@ class Runner:
         if not ready:
             return False
         line = os.read(self._worker_status_fd, 65536)
-        os.close(self._worker_status_fd)
-        self._worker_status_fd = None
+        self._worker_done_fd, self._worker_status_fd = self._worker_status_fd, None
         if not line:
+            os.close(self._worker_done_fd)
+            self._worker_done_fd = None
             self._worker.wait()
             assert self._worker.stderr is not None
             detail = self._worker.stderr.read()[-2000:].decode(errors="replace")
@@ -175,10 +179,24 @@ class Runner:
             worker.stdin.close()
         except BrokenPipeError as exc:
             raise WarmUpError("the warm interpreter died before it received the code") from exc
-        capture = self._capture(worker, request.timeout, started, listener)
+        try:
+            capture = self._capture(worker, request.timeout, started, listener,
+                                    done_fd=self._worker_done_fd)
+        finally:
+            if self._worker_done_fd is not None:
+                os.close(self._worker_done_fd)
+                self._worker_done_fd = None
         capture.cpu_time = max(0.0, capture.cpu_time - self._worker_cpu)
         self._worker = None
+        self._unreaped = capture.unreaped
         return capture
+
+    def reap(self) -> None:
+        """Collect a worker that reported its end before its exit was over (after the
+        answer was sent: the kernel's teardown of it is then off the critical path)."""
+        if self._unreaped is not None:
+            reap_later(self._unreaped)
+            self._unreaped = None
 
     def _run(self, argv: list[str], timeout: float,
              listener: OutputListener | None = None) -> Capture:
@@ -197,8 +215,9 @@ class Runner:
         return self._capture(process, timeout, started, listener)
 
     def _capture(self, process: subprocess.Popen[bytes], timeout: float, started: float,
-                 listener: OutputListener | None) -> Capture:
-        return capture(process, timeout, started, self.config.max_output_bytes, listener)
+                 listener: OutputListener | None, done_fd: int | None = None) -> Capture:
+        return capture(process, timeout, started, self.config.max_output_bytes, listener,
+                       done_fd=done_fd)
 
     # -- results ------------------------------------------------------------------
 

@@ -3,9 +3,10 @@
 ``POST /execute``, ``POST /execute/stream`` (the same, answered as NDJSON lines while
 the program runs; see ``sidecar/stream.py``), ``POST /files`` (multipart),
 ``PUT /files/{path}`` (raw, streamed), ``GET /files``, ``GET /files/{path}``,
-``GET /health``. Served on TCP (a pod) or a unix socket (local sandbox), either bound
-here or inherited as an already-listening fd. One execution per sandbox: a second
-``/execute`` (streamed or not) answers 409.
+``GET /health``. The result of an execution also lists the work dir's files, as
+``GET /files`` would right after it. Served on TCP (a pod) or a unix socket (local
+sandbox), either bound here or inherited as an already-listening fd. One execution
+per sandbox: a second ``/execute`` (streamed or not) answers 409.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .files import FileError, WorkDir
-from .protocol import MAX_EXECUTE_BODY, ExecuteRequest, ProtocolError
+from .protocol import MAX_EXECUTE_BODY, ExecuteRequest, ExecuteResult, ProtocolError
 from .runner import Runner, WarmUpError
 from .stream import LineStream
 from .version import probe_version
@@ -192,13 +193,19 @@ class _Handler(BaseHTTPRequestHandler):
         log("execute.start", request_id=request.request_id, lang=request.lang)
         return request
 
+    def _finish_result(self, result: ExecuteResult) -> ExecuteResult:
+        """The work dir's files after the run (what ``GET /files`` lists), in the result:
+        the API collects outputs without a second round trip."""
+        result.files = [entry.__dict__ for entry in self.server.workdir.list()]
+        return result
+
     def _execute(self) -> None:
         request = self._begin_execute()
         if request is None:
             return
         try:
             try:
-                result = self.server.runner.execute(request)
+                result = self._finish_result(self.server.runner.execute(request))
             except WarmUpError as exc:
                 log("execute.failed", request_id=request.request_id, error=str(exc))
                 self._error(500, str(exc))
@@ -208,6 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.execute_lock.release()
         self._send_json(200, result.to_json())
+        self.wfile.flush()
+        self.server.runner.reap()
 
     def _execute_stream(self) -> None:
         """Like ``_execute``, answered as NDJSON lines while the program runs."""
@@ -223,6 +232,8 @@ class _Handler(BaseHTTPRequestHandler):
             lines = LineStream(self.connection, self.wfile)
             try:
                 result = self.server.runner.execute(request, lines)
+                if not lines.hung_up():
+                    result = self._finish_result(result)
             except WarmUpError as exc:
                 log("execute.failed", request_id=request.request_id, error=str(exc))
                 lines.send({"error": "warm_up_failed", "message": str(exc)})
@@ -238,6 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
                 wall_time=result.wall_time, streamed=True)
             lines.send({"result": result.to_json()})
         lines.close()
+        self.server.runner.reap()
 
     def _upload(self) -> None:
         content_type = self.headers.get("Content-Type", "")

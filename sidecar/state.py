@@ -79,8 +79,10 @@ class StateExchange:
         report = _parse_report(self._read(REPORT_NAME, _MAX_REPORT_BYTES))
         if report is None:
             return  # the capture did not finish (timeout, memory, killed): nothing changes
-        status, errors = report
+        status, errors, seconds = report
         result.state_errors = errors
+        result.state_restore_time = seconds.get("restore")
+        result.state_capture_time = seconds.get("capture")
         if status != "captured":
             result.state_status = status
             return
@@ -125,8 +127,9 @@ class StateExchange:
             os.unlink(name, dir_fd=self._dir_fd)
 
 
-def _parse_report(data: bytes | None) -> tuple[str, list[dict[str, str]]] | None:
-    """``(status, errors)`` from the report, or None when it is missing or unreadable."""
+def _parse_report(data: bytes | None,
+                  ) -> tuple[str, list[dict[str, str]], dict[str, float]] | None:
+    """``(status, errors, seconds by step)`` from the report; None when missing or unreadable."""
     if data is None:
         return None
     try:
@@ -144,4 +147,14 @@ def _parse_report(data: bytes | None) -> tuple[str, list[dict[str, str]]] | None
     more = body.get("more_errors")
     if isinstance(more, int) and not isinstance(more, bool) and more > 0:
         errors.append({"name": "*", "type": "state", "error": f"{more} more not listed"})
-    return str(body["status"]), errors
+    return str(body["status"]), errors, _seconds(body.get("seconds"))
+
+
+def _seconds(raw: Any) -> dict[str, float]:
+    """The restore and capture durations the report gives (written by the user's process:
+    only plausible numbers are kept)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {step: round(float(value), 6) for step, value in raw.items()
+            if step in ("restore", "capture") and isinstance(value, (int, float))
+            and not isinstance(value, bool) and 0 <= value < 86400}

@@ -1,8 +1,9 @@
 """HTTP client for one sandbox's executor, over a unix socket or TCP.
 
 It speaks the executor contract (``POST /execute``, ``POST /execute/stream``,
-``GET /health``, files) and turns transport failures into ``ExecutorError``: a
-sandbox that died is a service-side failure, never a user-code result.
+``GET /health``, files) over the lean HTTP/1.1 transport of ``http.py``, and turns
+transport failures into ``ExecutorError``: a sandbox that died is a service-side
+failure, never a user-code result.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from typing import Any
 from urllib.parse import quote
 
 import attrs
-import httpx
 import orjson
+
+from .http import HttpTransport, TransportError
 
 __all__ = ["ExecutorClient", "ExecutorError", "ExecutorResult", "OutputChunk", "StateCapture",
            "StateIssue"]
 
 _STATE_STATUSES = ("captured", "empty", "skipped")
+_JSON = {"Content-Type": "application/json"}
 
 
 class ExecutorError(Exception):
@@ -64,6 +67,23 @@ def _state_blob(data: Any) -> bytes | None:
         raise ExecutorError(f"malformed state in the executor result: {exc}") from exc
 
 
+def _listing(data: Any) -> list[dict[str, Any]] | None:
+    if data is None:
+        return None
+    if not isinstance(data, list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("name"), str)
+            and isinstance(entry.get("size"), int) and isinstance(entry.get("sha256"), str)
+            for entry in data):
+        raise ValueError("'files' must list {name, size, sha256} entries")
+    return data
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 <= value < 86400 else None
+
+
 @attrs.frozen
 class ExecutorResult:
     """What the executor reports for one execution."""
@@ -84,6 +104,11 @@ class ExecutorResult:
     state: bytes | None = attrs.field(default=None, repr=False)
     state_status: str | None = None
     state_errors: tuple[StateIssue, ...] = ()
+    #: Seconds the executor reports for the state's restore and capture in the sandbox.
+    state_restore_time: float | None = None
+    state_capture_time: float | None = None
+    #: The work dir's files after the run (``GET /files`` entries); None: not given.
+    files: list[dict[str, Any]] | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def from_json(cls, data: Any) -> ExecutorResult:
@@ -98,6 +123,9 @@ class ExecutorResult:
                 state=_state_blob(data),
                 state_status=state_status if state_status in _STATE_STATUSES else None,
                 state_errors=_state_issues(data.get("state_errors")),
+                state_restore_time=_seconds(data.get("state_restore_time")),
+                state_capture_time=_seconds(data.get("state_capture_time")),
+                files=_listing(data.get("files")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ExecutorError(f"malformed executor result: {exc}") from exc
@@ -148,36 +176,38 @@ class ExecutorClient:
     """Talks to one executor; ``address`` is ``unix:/path`` or ``http://host:port``."""
 
     def __init__(self, address: str) -> None:
-        # Plain HTTP only (a unix socket, or a pod IP): no TLS context, which would cost
-        # about 20 ms of CPU per sandbox to build (certificates loaded each time).
-        if address.startswith("unix:"):
-            transport = httpx.AsyncHTTPTransport(uds=address[len("unix:"):], verify=False)
-            base_url = "http://sandbox"
-        else:
-            transport = httpx.AsyncHTTPTransport(verify=False)
-            base_url = address
         self.address = address
-        self._http = httpx.AsyncClient(transport=transport, base_url=base_url,
-                                       timeout=httpx.Timeout(10.0))
+        self._http = HttpTransport(address)
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._http.close()
+
+    async def _get_json(self, path: str, *, timeout: float = 10.0,
+                        context: str = "") -> tuple[int, Any]:
+        """Status and decoded JSON body of ``GET path``."""
+        try:
+            async with self._http.request("GET", path, timeout=timeout) as response:
+                content = await response.read()
+        except TransportError as exc:
+            raise ExecutorError(f"executor unreachable{context}: {exc}") from exc
+        try:
+            return response.status, orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise ExecutorError(f"executor answered {response.status} with no JSON: "
+                                f"{content[:200]!r}") from exc
 
     async def is_ready(self) -> bool:
         """True once the executor answers ``/health`` as ready (warm libraries loaded)."""
         try:
-            response = await self._http.get("/health", timeout=2.0)
-        except httpx.TransportError:
+            status, _ = await self._get_json("/health", timeout=2.0)
+        except ExecutorError:
             return False
-        return response.status_code == 200
+        return status == 200
 
     async def version(self) -> str | None:
         """The sandbox's toolchain version (the executor runs the probe once)."""
-        try:
-            response = await self._http.get("/health", params={"version": "1"}, timeout=35.0)
-        except httpx.TransportError as exc:
-            raise ExecutorError(f"executor unreachable: {exc!r}") from exc
-        version = orjson.loads(response.content).get("version")
+        _, body = await self._get_json("/health?version=1", timeout=35.0)
+        version = body.get("version") if isinstance(body, dict) else None
         return version if isinstance(version, str) else None
 
     async def wait_ready(self, timeout: float, interval: float = 0.01) -> None:
@@ -196,14 +226,19 @@ class ExecutorClient:
         body = _execute_body(lang=lang, code=code, args=args, timeout=timeout,
                              request_id=request_id, state=state, capture=capture)
         try:
-            response = await self._http.post(
-                "/execute", content=body, headers={"Content-Type": "application/json"},
-                timeout=transport_timeout)
-        except httpx.TransportError as exc:
-            raise ExecutorError(f"executor unreachable during execution: {exc!r}") from exc
-        if response.status_code != 200:
-            raise ExecutorError(f"executor answered {response.status_code}: {response.text}")
-        return ExecutorResult.from_json(orjson.loads(response.content))
+            async with self._http.request("POST", "/execute", body=body, headers=_JSON,
+                                          timeout=transport_timeout) as response:
+                content = await response.read()
+        except TransportError as exc:
+            raise ExecutorError(f"executor unreachable during execution: {exc}") from exc
+        if response.status != 200:
+            raise ExecutorError(f"executor answered {response.status}: "
+                                f"{content[:2000].decode(errors='replace')}")
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise ExecutorError(f"malformed executor result: {exc}") from exc
+        return ExecutorResult.from_json(data)
 
     async def execute_stream(self, *, lang: str, code: str, args: list[str], timeout: float,
                              request_id: str, transport_timeout: float,
@@ -217,74 +252,71 @@ class ExecutorClient:
         body = _execute_body(lang=lang, code=code, args=args, timeout=timeout,
                              request_id=request_id, state=state, capture=capture)
         try:
-            async with self._http.stream(
-                    "POST", "/execute/stream", content=body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=transport_timeout) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise ExecutorError(f"executor answered {response.status_code}: "
-                                        f"{response.text}")
-                async for line in response.aiter_lines():
+            async with self._http.request("POST", "/execute/stream", body=body, headers=_JSON,
+                                          timeout=transport_timeout) as response:
+                if response.status != 200:
+                    raise ExecutorError(f"executor answered {response.status}: "
+                                        f"{await response.text()}")
+                async for line in response.iter_lines():
                     event = _stream_line(line)
                     if event is None:
                         continue
                     yield event
                     if isinstance(event, ExecutorResult):
                         return
-        except httpx.TransportError as exc:
-            raise ExecutorError(f"executor unreachable during execution: {exc!r}") from exc
+        except TransportError as exc:
+            raise ExecutorError(f"executor unreachable during execution: {exc}") from exc
         raise ExecutorError("the executor's stream ended without a result")
 
     async def list_files(self) -> list[dict[str, Any]]:
         """The work dir's regular files: ``{name, size, mtime, sha256}`` each."""
-        try:
-            response = await self._http.get("/files")
-        except httpx.TransportError as exc:
-            raise ExecutorError(f"executor unreachable: {exc!r}") from exc
-        if response.status_code != 200:
-            raise ExecutorError(f"executor answered {response.status_code}: {response.text}")
-        files: list[dict[str, Any]] = orjson.loads(response.content)["files"]
+        status, body = await self._get_json("/files")
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("files"), list):
+            raise ExecutorError(f"executor answered {status}: {str(body)[:2000]}")
+        files: list[dict[str, Any]] = body["files"]
         return files
 
     async def put_file(self, path: str, size: int, chunks: AsyncIterator[bytes]) -> None:
         """Stream a file into the work dir at ``path`` (subdirectories are created)."""
         try:
-            response = await self._http.put(
-                f"/files/{quote(path, safe='/')}", content=chunks,
-                headers={"Content-Length": str(size),
-                         "Content-Type": "application/octet-stream"}, timeout=120)
-        except httpx.TransportError as exc:
-            raise ExecutorError(f"executor unreachable during stage-in: {exc!r}") from exc
-        if response.status_code != 201:
-            raise ExecutorError(f"stage-in of {path!r} refused ({response.status_code}): "
-                                f"{response.text}")
+            async with self._http.request(
+                    "PUT", f"/files/{quote(path, safe='/')}", stream=chunks, length=size,
+                    headers={"Content-Type": "application/octet-stream"},
+                    timeout=120) as response:
+                text = await response.text()
+        except TransportError as exc:
+            raise ExecutorError(f"executor unreachable during stage-in: {exc}") from exc
+        if response.status != 201:
+            raise ExecutorError(f"stage-in of {path!r} refused ({response.status}): {text}")
 
     @contextlib.asynccontextmanager
     async def open_file(self, path: str) -> AsyncIterator[AsyncIterator[bytes] | None]:
         """The file's bytes as a stream, or None when it is not a regular file."""
         try:
-            async with self._http.stream("GET", f"/files/{quote(path, safe='/')}",
-                                         timeout=120) as response:
-                if response.status_code == 404:
+            async with self._http.request("GET", f"/files/{quote(path, safe='/')}",
+                                          timeout=120) as response:
+                if response.status == 404:
+                    await response.read()
                     yield None
                     return
-                if response.status_code != 200:
-                    await response.aread()
-                    raise ExecutorError(f"executor answered {response.status_code} for "
-                                        f"{path!r}: {response.text}")
-                yield response.aiter_bytes(1 << 20)
-        except httpx.TransportError as exc:
-            raise ExecutorError(f"executor unreachable during stage-out: {exc!r}") from exc
+                if response.status != 200:
+                    raise ExecutorError(f"executor answered {response.status} for "
+                                        f"{path!r}: {await response.text()}")
+                yield response.iter_bytes(1 << 20)
+        except TransportError as exc:
+            raise ExecutorError(f"executor unreachable during stage-out: {exc}") from exc
 
     async def read_file(self, name: str) -> bytes | None:
         """A file's bytes, or None when it is not a regular file of the work dir."""
         try:
-            response = await self._http.get(f"/files/{quote(name, safe='/')}")
-        except httpx.TransportError as exc:
-            raise ExecutorError(f"executor unreachable: {exc!r}") from exc
-        if response.status_code == 404:
+            async with self._http.request("GET", f"/files/{quote(name, safe='/')}",
+                                          timeout=10.0) as response:
+                content = await response.read()
+        except TransportError as exc:
+            raise ExecutorError(f"executor unreachable: {exc}") from exc
+        if response.status == 404:
             return None
-        if response.status_code != 200:
-            raise ExecutorError(f"executor answered {response.status_code}: {response.text}")
-        return response.content
+        if response.status != 200:
+            raise ExecutorError(f"executor answered {response.status}: "
+                                f"{content[:2000].decode(errors='replace')}")
+        return content

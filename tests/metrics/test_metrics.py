@@ -15,7 +15,7 @@ from prometheus_client.samples import Sample
 
 from app.backends.local import LocalBackend
 from app.ids import new_id
-from app.metrics import PHASES, Metrics, RequestIdFilter, lap, timed
+from app.metrics import PHASES, STATE_PHASES, Metrics, RequestIdFilter, lap, timed
 from tests.conftest import RunningApp
 
 
@@ -34,8 +34,11 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
 
 def test_metrics_after_executions(api: RunningApp, client: httpx.Client) -> None:
     before = scrape(api)
-    ok = client.post("/exec", json={"lang": "py", "code": "print(1)"})
+    ok = client.post("/exec", json={"lang": "py", "code": "x = 41"})
     assert ok.status_code == 200 and ok.json()["status"] == "ok"
+    again = client.post("/exec", json={"lang": "py", "code": "print(x + 1)",
+                                       "session_id": ok.json()["session_id"]})
+    assert again.json()["stdout"] == "42\n"  # the state was restored, then captured again
     failed = client.post("/exec", json={"lang": "py", "code": "raise SystemExit(3)"})
     assert failed.json()["status"] == "error"
     assert client.post("/exec", json={"lang": "cobol", "code": "x"}).status_code == 400
@@ -53,7 +56,12 @@ def test_metrics_after_executions(api: RunningApp, client: httpx.Client) -> None
     assert value(latency, "k8si_execution_duration_seconds_sum", language="py") > 0
     phases = {s.labels["phase"] for s in after["k8si_execution_phase_seconds"]
               if s.name.endswith("_count")}
-    assert set(PHASES) <= phases
+    assert set(PHASES) | set(STATE_PHASES) <= phases
+    restores = value(after["k8si_execution_phase_seconds"],
+                     "k8si_execution_phase_seconds_count", phase="state_restore") - value(
+        before.get("k8si_execution_phase_seconds", []), "k8si_execution_phase_seconds_count",
+        phase="state_restore")
+    assert restores == 1  # only the second call had a state to restore
     claims = after["k8si_pool_claims"]
     assert value(claims, "k8si_pool_claims_total", language="py") >= 2
     starts = after["k8si_sandbox_starts"]

@@ -45,3 +45,41 @@ def wait_until_no_process_of(uid: int, timeout: float = 15.0) -> list[psutil.Pro
         if not survivors or time.monotonic() > deadline:
             return survivors
         time.sleep(0.1)
+
+
+_FIND_DONE_FD = ("import os\n"
+                 "done = [int(fd) for fd in os.listdir('/proc/self/fd') if int(fd) >= 100]\n")
+
+
+def assert_worker_end_is_reported_safely(client: httpx.Client) -> None:
+    """The warm Python worker's "done" report (status, usage) ends the run early.
+
+    Its output is whole, its status and usage are reported; a program that forges the
+    report only ends its own run, as exiting would; one that closes the report's fd
+    is awaited the ordinary way; and nothing of any of them survives.
+    """
+    code = ("import sys\nsys.stdout.write('o' * 50000)\nsys.stderr.write('e' * 30000)\n"
+            "data = bytearray(40 * 1024 * 1024)\nraise SystemExit(7)\n")
+    body = client.post("/exec", json={"lang": "py", "code": code}).json()
+    assert body["code"] == 7 and body["status"] == "error", body["message"]
+    assert body["stdout"] == "o" * 50000 and body["stderr"] == "e" * 30000
+    assert body["memory"] > 40 * 1024 * 1024 and body["cpu_time"] >= 0
+
+    # A forged report mid-run: the run ends there (an endless loop would time out).
+    forged = _FIND_DONE_FD + (
+        "print('uid', os.getuid(), flush=True)\n"
+        "if os.fork() == 0:\n    os.setsid()\n    while True: pass\n"
+        "os.write(done[0], b'{\"done\": 0, \"cpu\": 0, \"max_rss\": 0}\\n')\n"
+        "while True: pass\n")
+    body = client.post("/exec", json={"lang": "py", "code": forged, "timeout": 8}).json()
+    assert body["status"] == "ok" and body["code"] == 0, body
+    uid = int(body["stdout"].split()[1])
+    assert wait_until_no_process_of(uid) == []
+
+    # Garbage on the fd, then the fd closed: the exit is awaited as usual.
+    for trick in ("os.write(done[0], b'{\"done\": \"x\"}\\n')\nprint('still here')\n",
+                  "os.closerange(3, 4096)\nprint('still here')\n"):
+        body = client.post("/exec", json={"lang": "py", "code": _FIND_DONE_FD + trick}).json()
+        assert body["status"] == "ok" and body["stdout"] == "still here\n", body
+    assert client.post("/exec", json={"lang": "py", "code": "print(6 * 7)"}).json()[
+        "stdout"] == "42\n"

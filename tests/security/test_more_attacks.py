@@ -13,7 +13,10 @@ import httpx
 import pytest
 
 from tests.conftest import API_KEY, RunningApp
-from tests.security.sandbox_checks import assert_sandbox_posture
+from tests.security.sandbox_checks import (
+    assert_sandbox_posture,
+    assert_worker_end_is_reported_safely,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -150,3 +153,7 @@ def test_slow_clients_do_not_block_others(api: RunningApp, client: httpx.Client)
     finally:
         for conn in slow:
             conn.close()
+
+
+def test_the_workers_end_report_is_safe(client: httpx.Client) -> None:
+    assert_worker_end_is_reported_safely(client)

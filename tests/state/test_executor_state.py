@@ -43,6 +43,20 @@ def test_round_trip_through_the_executor(tmp_path: Path, runtime_dir: Path) -> N
     second = _execute(tmp_path / "b", runtime_dir, "n = 21\nprint(twice())",
                       state=_blob(first))
     assert second.stdout == "42\n" and second.state_status == "captured"
+    # The sandbox reports how long each step took (the benchmark's state figures).
+    assert first.state_restore_time is None and first.state_capture_time is not None
+    assert second.state_restore_time is not None and second.state_capture_time is not None
+    assert 0 < second.state_restore_time < second.wall_time
+
+
+def test_forged_timings_in_the_report_are_dropped(tmp_path: Path, runtime_dir: Path) -> None:
+    code = (f"import json, os\nbuild = os.path.dirname(__file__)\n"
+            f"json.dump({{'status': 'empty', 'errors': [], 'seconds': {{'capture': -1, "
+            f"'restore': 'soon', 'other': 3}}}}, open(os.path.join(build, {REPORT_NAME!r}), 'w'))"
+            f"\nos._exit(0)")
+    result = _execute(tmp_path, runtime_dir, code)
+    assert result.state_status == "empty"
+    assert result.state_restore_time is None and result.state_capture_time is None
 
 
 def test_capture_switch_for_failed_runs(tmp_path: Path, runtime_dir: Path) -> None:

@@ -13,7 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from app.jwt_auth import JwtConfig, JwtError, JwtIdentity, JwtVerifier, looks_like_jwt
+from app.jwt_auth import JwtConfig, JwtError, JwtIdentity, looks_like_jwt
+from app.jwt_verify import JwtVerifier
 
 PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 ALGS = ["EdDSA", "RS256"]

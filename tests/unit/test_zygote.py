@@ -21,7 +21,11 @@ from tests.conftest import (
     start_app,
     stop_app,
 )
-from tests.security.sandbox_checks import assert_sandbox_posture, wait_until_no_process_of
+from tests.security.sandbox_checks import (
+    assert_sandbox_posture,
+    assert_worker_end_is_reported_safely,
+    wait_until_no_process_of,
+)
 
 _EPERM = 0x00050000 | 1
 
@@ -100,3 +104,4 @@ def test_zygote_sandboxes_hold_the_sandbox_posture(zygote_api: RunningApp) -> No
         body = client.post("/exec", json={"lang": "py", "code": code, "timeout": 2}).json()
         assert body["status"] == "timeout"
         assert wait_until_no_process_of(int(body["stdout"].split()[0])) == []
+        assert_worker_end_is_reported_safely(client)

@@ -26,8 +26,9 @@ import sidecar
 from sidecar.languages import LANGUAGES
 from sidecar.version import VERSION_PATTERN
 
+from ...after_response import defer
 from ...errors import NoCapacity, ServiceUnavailable
-from ...metrics import SandboxObserver, note_wait
+from ...metrics import SandboxObserver, note_phase
 from ...paths import socket_dir
 from ...settings import Settings
 from ..base import LanguageStatus, PoolStatus, SandboxLease
@@ -286,7 +287,7 @@ class LocalBackend:
             raise NoCapacity("all execution slots are busy; try again shortly",
                              retry_after=2) from exc
         finally:
-            note_wait("queue", time.perf_counter() - queued)
+            note_phase("queue", time.perf_counter() - queued)
         try:
             pool = self._pools[language]
             sandbox = None
@@ -299,7 +300,10 @@ class LocalBackend:
                     self._tasks.spawn(self._destroy(candidate))
             hit = sandbox is not None
             self.stats["pool_hits" if hit else "pool_misses"] += 1
-            self._refill(language)
+            if not (hit and pool.ready):
+                # Running low: refill now. Otherwise once this execution is answered
+                # (``release``), so the new sandbox's start does not compete with it.
+                self._refill(language)
             if sandbox is None:
                 sandbox = await self._start_sandbox(language)
         except SandboxStartError as exc:
@@ -329,7 +333,12 @@ class LocalBackend:
         if sandbox is None:
             return
         self._slots.release()
+        defer(lambda: self._recycle(sandbox))
+
+    def _recycle(self, sandbox: LocalSandbox) -> None:
+        """Destroy a used sandbox and start its replacement (after the answer is sent)."""
         self._tasks.spawn(self._destroy(sandbox))
+        self._refill(sandbox.language)
 
     async def health(self) -> dict[str, Any]:
         ready = self._config is not None

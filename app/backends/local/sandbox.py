@@ -133,8 +133,8 @@ class LocalSandbox:
                 # get their own budget on top of the program's memory.
                 budget = self.config.memory_bytes + self.config.workdir_bytes \
                     + self.config.tmp_bytes
-                self._cgroups = self._cgroup_manager.create(
-                    self.id, budget, self.config.max_processes)
+                self._cgroups = await asyncio.to_thread(
+                    self._cgroup_manager.create, self.id, budget, self.config.max_processes)
             await self._spawn(listener)
         finally:
             listener.close()  # the sandbox holds its own copy of the listening socket
@@ -251,7 +251,7 @@ class LocalSandbox:
             except TimeoutError:
                 process.kill()
                 await process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self.directory, ignore_errors=True)
         self.socket_path.unlink(missing_ok=True)
 
 

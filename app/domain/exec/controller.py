@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, post
+from litestar.background_tasks import BackgroundTask
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent
 
+from ...after_response import Deferred
 from ...auth import Principal
 from ...errors import UnsupportedMediaType, error_responses
 from ...ids import is_valid_id, new_id
@@ -40,8 +42,10 @@ class ExecController(Controller):
                       exec_service: NamedDependency[ExecService]) -> Response[ExecResponse]:
         supplied = request.headers.get("x-request-id", "")
         request_id = supplied if is_valid_id(supplied) else new_id()
-        result = await exec_service.execute(request.user, data, request_id)
-        return Response(result, headers={"X-Request-ID": request_id})
+        with Deferred() as deferred:  # the sandbox is recycled once the answer is sent
+            result = await exec_service.execute(request.user, data, request_id)
+        return Response(result, headers={"X-Request-ID": request_id},
+                        background=BackgroundTask(deferred.run))
 
     @post("/stream", status_code=200, guards=[require_json],
           responses=error_responses(404, 413, 415), media_type="text/event-stream",

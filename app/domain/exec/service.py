@@ -29,7 +29,7 @@ from ...backends import SandboxBackend
 from ...errors import BadRequest, ExecutorFailed, LanguageUnavailable, PayloadTooLarge
 from ...executor import ExecutorClient, ExecutorError, ExecutorResult, OutputChunk
 from ...ids import is_valid_id
-from ...metrics import Metrics, lap, timed
+from ...metrics import Metrics, lap, note_phase, timed
 from ...sessions import Session, SessionStore
 from ...settings import Settings
 from ...storage import FileMeta
@@ -217,12 +217,17 @@ class ExecService:
                 transport_timeout=valid.timeout + self.settings.compile_timeout + 30,
                 state=previous.blob if previous is not None else None,
                 capture=state.capture() if state is not None else None))
+            for phase, seconds in (("state_restore", result.state_restore_time),
+                                   ("state_capture", result.state_capture_time)):
+                if seconds is not None:  # inside the run: the sandbox's part of the state
+                    note_phase(phase, seconds)
             lap("run")
             outputs = await stage_out(
                 lease.executor, self.files.store, tenant=principal.tenant,
                 session_id=session.id, user_id=request.user_id, inputs=inputs,
                 max_files=self.settings.max_output_files,
-                max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir)
+                max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir,
+                listing=result.files)
             lap("stage_out")
             record.status = "done"
         except ExecutorError as exc:

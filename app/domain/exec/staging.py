@@ -1,7 +1,8 @@
 """Moving files between the object store and a sandbox's work dir.
 
 ``stage_in`` streams each input into ``/mnt/data`` before the code runs.
-``stage_out`` lists the work dir afterwards and stores what the code created or
+``stage_out`` takes the work dir's listing (from the execution's result, else asked
+for) and stores what the code created or
 changed under the execution's session, *before* the response is sent: an unchanged
 input is not returned; a changed input becomes a new file with ``modified_from``
 (the original is never overwritten); files over the count or size caps are skipped
@@ -48,11 +49,13 @@ async def stage_in(executor: ExecutorClient, store: FileStore, inputs: list[Inpu
 
 async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
                     session_id: str, user_id: str | None, inputs: list[InputFile],
-                    max_files: int, max_file_size: int, tmp_dir: Path) -> OutputFiles:
+                    max_files: int, max_file_size: int, tmp_dir: Path,
+                    listing: list[dict[str, Any]] | None = None) -> OutputFiles:
+    """``listing``: the work dir as the execution's result gave it (else it is asked for)."""
     by_path = {item.path: item.meta for item in inputs}
     stored: list[FileMeta] = []
     skipped: list[dict[str, Any]] = []
-    for entry in await executor.list_files():
+    for entry in listing if listing is not None else await executor.list_files():
         path, size, sha256 = str(entry["name"]), int(entry["size"]), str(entry["sha256"])
         original = by_path.get(path)
         if original is not None and original.sha256 == sha256 and original.size == size:

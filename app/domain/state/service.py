@@ -176,7 +176,8 @@ class StateService:
                 await self.store.save(record)
                 return StateOutcome(True, record.header.size, tuple(errors))
             if status == "empty":
-                await self.store.delete(tenant, session_id)
+                if previous is not None:  # none was there before this run: nothing to remove
+                    await self.store.delete(tenant, session_id)
                 return StateOutcome(False, 0, tuple(errors))
         except ServiceUnavailable as exc:
             logger.warning("state not stored", extra={"tenant": tenant, "session_id": session_id,

@@ -1,0 +1,235 @@
+"""A lean HTTP/1.1 client for the executor hop (a unix socket or a pod's TCP port).
+
+Every execution crosses this hop several times, on a machine where the API and the
+sandboxes share two cores: a general-purpose client (httpx: pools, anyio, h11) cost
+several milliseconds per request there, more than the executor's own work for a
+``print(1)``. The executor is our own server (``sidecar/server.py``), so this speaks
+only what it answers: ``Content-Length`` bodies, or ``Transfer-Encoding: chunked``
+for ``/execute/stream``. Connections are kept alive and reused one request at a
+time; a request that finds a reused connection closed by the server before any byte
+of the answer is sent again on a new one (when its body can be sent again).
+
+Transport failures (refused, reset, timed out, malformed) raise ``TransportError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+__all__ = ["HttpConnection", "HttpResponse", "HttpTransport", "TransportError"]
+
+_LINE_LIMIT = 64 * 1024
+_STREAM_LIMIT = 1 << 20
+
+
+class TransportError(Exception):
+    """The executor could not be reached, or its answer was cut or malformed."""
+
+
+class HttpConnection:
+    """One open connection: its streams, and whether it can carry another request."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.reusable = False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class HttpResponse:
+    """Status, headers (lower-case names) and the body, read once."""
+
+    def __init__(self, connection: HttpConnection, status: int,
+                 headers: dict[str, str], timeout: float) -> None:
+        self.status = status
+        self.headers = headers
+        self._connection = connection
+        self._timeout = timeout
+        self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        length = headers.get("content-length")
+        if not self._chunked and (length is None or not length.isdigit()):
+            raise TransportError(f"answer without a length (status {status})")
+        self._remaining = 0 if self._chunked else int(length or 0)
+        self._done = not self._chunked and self._remaining == 0
+        self._keep_alive = headers.get("connection", "").lower() != "close"
+
+    @property
+    def finished(self) -> bool:
+        """The whole body was read (the connection may then carry another request)."""
+        return self._done and self._keep_alive
+
+    async def _read(self, size: int) -> bytes:
+        reader = self._connection.reader
+        try:
+            async with asyncio.timeout(self._timeout):
+                if not self._chunked:
+                    data = await reader.read(min(size, self._remaining))
+                    if not data:
+                        raise TransportError("the answer ended before its Content-Length")
+                    self._remaining -= len(data)
+                    self._done = self._remaining == 0
+                    return data
+                if self._remaining == 0:
+                    size_line = await reader.readuntil(b"\r\n")
+                    self._remaining = int(size_line.split(b";", 1)[0].strip() or b"x", 16)
+                    if self._remaining == 0:
+                        while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                            pass  # trailers
+                        self._done = True
+                        return b""
+                data = await reader.readexactly(min(size, self._remaining))
+                self._remaining -= len(data)
+                if self._remaining == 0:
+                    await reader.readexactly(2)  # the chunk's CRLF
+                return data
+        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError) as exc:
+            raise TransportError(f"reading the answer failed: {exc!r}") from exc
+
+    async def iter_bytes(self, size: int = _STREAM_LIMIT) -> AsyncIterator[bytes]:
+        """The body in pieces of at most ``size`` bytes."""
+        while not self._done:
+            data = await self._read(size)
+            if data:
+                yield data
+
+    async def iter_lines(self) -> AsyncIterator[str]:
+        """The body as text lines (without their newline)."""
+        pending = b""
+        async for data in self.iter_bytes():
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", "replace")
+        if pending:
+            yield pending.decode("utf-8", "replace")
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        parts = [data async for data in self.iter_bytes()]
+        return b"".join(parts)
+
+    async def text(self) -> str:
+        return (await self.read()).decode("utf-8", "replace")
+
+
+class HttpTransport:
+    """Requests to one executor address: ``unix:/path`` or ``http://host:port``."""
+
+    def __init__(self, address: str, connect_timeout: float = 10.0) -> None:
+        self.address = address
+        self.connect_timeout = connect_timeout
+        if address.startswith("unix:"):
+            self._unix: str | None = address[len("unix:"):]
+            self._host, self._port = "sandbox", 0
+        else:
+            parts = urlsplit(address)
+            if parts.scheme != "http" or not parts.hostname or not parts.port:
+                raise ValueError(f"not an executor address: {address!r}")
+            self._unix, self._host, self._port = None, parts.hostname, parts.port
+        self._idle: list[HttpConnection] = []
+
+    async def _connect(self) -> HttpConnection:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if self._unix is not None:
+                    reader, writer = await asyncio.open_unix_connection(self._unix,
+                                                                        limit=_LINE_LIMIT)
+                else:
+                    reader, writer = await asyncio.open_connection(self._host, self._port,
+                                                                   limit=_LINE_LIMIT)
+        except (OSError, TimeoutError) as exc:
+            raise TransportError(f"cannot connect to {self.address}: {exc!r}") from exc
+        return HttpConnection(reader, writer)
+
+    def _take_idle(self) -> HttpConnection | None:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.reader.at_eof() and not connection.writer.is_closing():
+                return connection
+            connection.close()
+        return None
+
+    @contextlib.asynccontextmanager
+    async def request(self, method: str, path: str, *, body: bytes = b"",
+                      stream: AsyncIterator[bytes] | None = None, length: int | None = None,
+                      headers: dict[str, str] | None = None,
+                      timeout: float = 10.0) -> AsyncIterator[HttpResponse]:
+        """Send one request; the answer's body is read inside the ``async with``.
+
+        ``stream`` sends the body from an iterator (``length`` bytes, required); it
+        cannot be sent twice, so such a request always gets a fresh connection.
+        """
+        size = length if stream is not None else len(body)
+        if size is None:
+            raise ValueError("a streamed body needs its length")
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host}", f"Content-Length: {size}"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        connection = self._take_idle() if stream is None else None
+        response = None
+        try:
+            if connection is not None:
+                response = await self._exchange(connection, head=head, body=body, stream=stream,
+                                                timeout=timeout, retry=True)
+            if response is None:
+                connection = await self._connect()
+                response = await self._exchange(connection, head=head, body=body, stream=stream,
+                                                timeout=timeout, retry=False)
+            assert response is not None and connection is not None
+            yield response
+            connection.reusable = response.finished
+        finally:
+            if connection is not None:
+                if connection.reusable:
+                    connection.reusable = False
+                    self._idle.append(connection)
+                else:
+                    connection.close()
+
+    async def _exchange(self, connection: HttpConnection, *, head: bytes, body: bytes,
+                        stream: AsyncIterator[bytes] | None, timeout: float,
+                        retry: bool) -> HttpResponse | None:
+        """Send and read the answer's head; None when a reused connection was closed."""
+        reader, writer = connection.reader, connection.writer
+        try:
+            writer.write(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                writer.write(body)
+            if stream is not None:
+                async for chunk in stream:
+                    writer.write(chunk)
+                    async with asyncio.timeout(timeout):
+                        await writer.drain()
+            async with asyncio.timeout(timeout):
+                await writer.drain()
+                status_line = await reader.readuntil(b"\r\n")
+                parts = status_line.split(None, 2)
+                if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+                    raise TransportError(f"malformed status line {status_line[:100]!r}")
+                status = int(parts[1])
+                fields: dict[str, str] = {}
+                while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+                    name, _, value = line.decode("latin-1").partition(":")
+                    fields[name.strip().lower()] = value.strip()
+        except asyncio.IncompleteReadError as exc:
+            if retry and not exc.partial:
+                connection.close()  # the server closed it while idle: send on a new one
+                return None
+            raise TransportError(f"the connection closed before an answer: {exc!r}") from exc
+        except (OSError, TimeoutError, ValueError, asyncio.LimitOverrunError) as exc:
+            if retry and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+                connection.close()
+                return None
+            raise TransportError(f"request to {self.address} failed: {exc!r}") from exc
+        return HttpResponse(connection, status, fields, timeout)
+
+    async def close(self) -> None:
+        for connection in self._idle:
+            connection.close()
+        self._idle.clear()

@@ -1,0 +1,187 @@
+"""The executor hop's HTTP/1.1 transport against a real server on a unix socket.
+
+The server is a small asyncio one written here, so each case can answer the way
+it needs: keep-alive or not, chunked, cut short, never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.executor.http import HttpTransport, TransportError
+
+Handler = Callable[[bytes, bytes, asyncio.StreamWriter], Awaitable[bool]]
+
+
+class Server:
+    """Answers each request with ``handler(head, body, writer)``; False closes the connection."""
+
+    def __init__(self, path: Path, handler: Handler) -> None:
+        self.path = path
+        self.handler = handler
+        self.connections = 0
+        self.bodies: list[bytes] = []
+        self._server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> Server:
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length"))
+                body = await reader.readexactly(length)
+                self.bodies.append(body)
+                if not await self.handler(head, body, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def _json(payload: bytes, close: bool = False) -> bytes:
+    extra = b"Connection: close\r\n" if close else b""
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + extra
+            + b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+
+
+async def _ok(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+    writer.write(_json(b'{"ok": true}'))
+    return True
+
+
+def _run(test: Callable[[Path], Coroutine[Any, Any, None]], tmp_path: Path) -> None:
+    asyncio.run(test(tmp_path / "s.sock"))
+
+
+def test_keep_alive_reuses_one_connection(tmp_path: Path) -> None:
+    async def test(path: Path) -> None:
+        async with Server(path, _ok) as server:
+            transport = HttpTransport(f"unix:{path}")
+            for _ in range(3):
+                async with transport.request("POST", "/x", body=b"{}") as response:
+                    assert response.status == 200 and await response.read() == b'{"ok": true}'
+            assert server.connections == 1
+            await transport.close()
+
+    _run(test, tmp_path)
+
+
+def test_a_connection_closed_while_idle_is_replaced(tmp_path: Path) -> None:
+    async def close_after(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(_json(b"{}"))  # no Connection: close, yet the server hangs up
+        return False
+
+    async def test(path: Path) -> None:
+        async with Server(path, close_after) as server:
+            transport = HttpTransport(f"unix:{path}")
+            for _ in range(3):
+                async with transport.request("GET", "/health") as response:
+                    assert await response.read() == b"{}"
+                await asyncio.sleep(0)  # whether or not the close is seen yet
+            assert server.connections == 3 and len(server.bodies) == 3
+
+    _run(test, tmp_path)
+
+
+def test_chunked_answers_are_read_as_lines(tmp_path: Path) -> None:
+    async def chunked(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in (b'{"a": 1}\n{"b"', b': 2}\n', b"tail"):
+            writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        return True
+
+    async def test(path: Path) -> None:
+        async with Server(path, chunked) as server:
+            transport = HttpTransport(f"unix:{path}")
+            for _ in range(2):  # the connection is reusable after the last chunk
+                async with transport.request("POST", "/s", body=b"{}") as response:
+                    lines = [line async for line in response.iter_lines()]
+                assert lines == ['{"a": 1}', '{"b": 2}', "tail"]
+            assert server.connections == 1
+
+    _run(test, tmp_path)
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",  # cut before its length
+    b"HTTP/1.1 200 OK\r\n\r\nno length",  # neither a length nor chunks
+    b"SSH-2.0-OpenSSH\r\n\r\n",  # not HTTP
+    b"",  # closed without an answer on a fresh connection
+])
+def test_broken_answers_are_transport_errors(tmp_path: Path, answer: bytes) -> None:
+    async def broken(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(answer)
+        return False
+
+    async def test(path: Path) -> None:
+        async with Server(path, broken):
+            transport = HttpTransport(f"unix:{path}")
+            with pytest.raises(TransportError):
+                async with transport.request("GET", "/files") as response:
+                    await response.read()
+
+    _run(test, tmp_path)
+
+
+def test_silence_and_absence_are_transport_errors(tmp_path: Path) -> None:
+    async def silent(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(30)
+        return False
+
+    async def test(path: Path) -> None:
+        with pytest.raises(TransportError):  # nothing listens there
+            async with HttpTransport(f"unix:{path}").request("GET", "/health"):
+                pass
+        async with Server(path, silent):
+            with pytest.raises(TransportError):
+                async with HttpTransport(f"unix:{path}").request("GET", "/health",
+                                                                 timeout=0.2):
+                    pass
+
+    _run(test, tmp_path)
+
+
+def test_streamed_bodies_arrive_whole(tmp_path: Path) -> None:
+    async def created(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for index in range(50):
+            yield bytes([index]) * 10_000
+
+    async def test(path: Path) -> None:
+        async with Server(path, created) as server:
+            transport = HttpTransport(f"unix:{path}")
+            async with transport.request("PUT", "/files/a", stream=chunks(),
+                                         length=500_000) as response:
+                assert response.status == 201 and await response.read() == b""
+            assert server.bodies == [b"".join(bytes([i]) * 10_000 for i in range(50))]
+            with pytest.raises(ValueError, match="length"):
+                async with transport.request("PUT", "/files/b", stream=chunks()):
+                    pass
+
+    _run(test, tmp_path)
+
+
+def test_only_executor_addresses_are_accepted() -> None:
+    for address in ("https://pod:8080", "ftp://x", "http://no-port"):
+        with pytest.raises(ValueError):
+            HttpTransport(address)
