@@ -13,6 +13,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -63,6 +64,8 @@ class Runner:
         #: The status pipe once the worker is ready: its "done" report comes there.
         self._worker_done_fd: int | None = None
         self._unreaped: int | None = None
+        self._ready_lock = threading.Lock()
+        self._warm_error: str | None = None
         self._worker_cpu = 0.0
         self._oom_baseline: int | None = None
         self.warm_failures: list[str] = []
@@ -88,7 +91,23 @@ class Runner:
         self._worker_status_fd = read_fd
 
     def wait_ready(self, timeout: float) -> bool:
-        """Block until the warm interpreter has imported its libraries (or failed)."""
+        """Block until the warm interpreter has imported its libraries (or failed).
+
+        Several requests may ask at once (a waiting ``/health?wait``, a probe): one
+        reads the worker's status line, the others wait for it up to ``timeout``.
+        """
+        if self._warm_error is not None:
+            raise WarmUpError(self._warm_error)
+        if self._worker is None or self._worker_status_fd is None:
+            return True
+        if not self._ready_lock.acquire(timeout=timeout):
+            return self._worker_status_fd is None
+        try:
+            return self._read_ready(timeout)
+        finally:
+            self._ready_lock.release()
+
+    def _read_ready(self, timeout: float) -> bool:
         if self._worker is None or self._worker_status_fd is None:
             return True
         selector = selectors.DefaultSelector()
@@ -105,8 +124,9 @@ class Runner:
             self._worker.wait()
             assert self._worker.stderr is not None
             detail = self._worker.stderr.read()[-2000:].decode(errors="replace")
-            raise WarmUpError(f"the warm interpreter exited with {self._worker.returncode} "
-                              f"before it was ready: {detail}")
+            self._warm_error = (f"the warm interpreter exited with {self._worker.returncode} "
+                                f"before it was ready: {detail}")
+            raise WarmUpError(self._warm_error)
         status = json.loads(line)
         self._worker_cpu = float(status["cpu"])
         self.warm_failures = list(status.get("failed", []))

@@ -3,7 +3,8 @@
 ``POST /execute``, ``POST /execute/stream`` (the same, answered as NDJSON lines while
 the program runs; see ``sidecar/stream.py``), ``POST /files`` (multipart),
 ``PUT /files/{path}`` (raw, streamed), ``GET /files``, ``GET /files/{path}``,
-``GET /health``. The result of an execution also lists the work dir's files, as
+``GET /health`` (``?wait=S`` answers once the sandbox is ready, or after S seconds:
+one request instead of polling). The result of an execution also lists the work dir's files, as
 ``GET /files`` would right after it. Served on TCP (a pod) or a unix socket (local
 sandbox), either bound here or inherited as an already-listening fd. One execution
 per sandbox: a second ``/execute`` (streamed or not) answers 409.
@@ -15,6 +16,7 @@ import contextlib
 import email.parser
 import email.policy
 import json
+import math
 import socket
 import socketserver
 import sys
@@ -40,6 +42,20 @@ def log(event: str, **fields: Any) -> None:
     record = {"ts": round(time.time(), 3), "component": "executor", "event": event, **fields}
     sys.stderr.write(json.dumps(record, default=str) + "\n")
     sys.stderr.flush()
+
+
+#: The longest ``GET /health?wait=S`` holds its answer until the sandbox is ready.
+MAX_HEALTH_WAIT = 60.0
+
+
+def _wait_seconds(target: str) -> float:
+    """``wait`` of ``/health?wait=S``: answer once ready, or after S seconds (default 0)."""
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query).get("wait", ["0"])
+    try:
+        seconds = float(values[0])
+    except ValueError:
+        return 0.0
+    return min(max(seconds, 0.0), MAX_HEALTH_WAIT) if math.isfinite(seconds) else 0.0
 
 
 class ExecutorServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
@@ -110,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         if path == "/health":
             try:
-                ready = self.server.runner.wait_ready(timeout=0)
+                ready = self.server.runner.wait_ready(timeout=_wait_seconds(self.path))
             except WarmUpError as exc:
                 self._send_json(500, {"status": "failed", "error": "warm_up_failed",
                                       "message": str(exc)})
@@ -199,6 +215,10 @@ class _Handler(BaseHTTPRequestHandler):
         result.files = [entry.__dict__ for entry in self.server.workdir.list()]
         return result
 
+    def _reap_in_background(self) -> None:
+        """Collect the finished worker without holding up this connection's next request."""
+        threading.Thread(target=self.server.runner.reap, name="reap", daemon=True).start()
+
     def _execute(self) -> None:
         request = self._begin_execute()
         if request is None:
@@ -215,8 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.execute_lock.release()
         self._send_json(200, result.to_json())
-        self.wfile.flush()
-        self.server.runner.reap()
+        self._reap_in_background()
 
     def _execute_stream(self) -> None:
         """Like ``_execute``, answered as NDJSON lines while the program runs."""
@@ -249,7 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
                 wall_time=result.wall_time, streamed=True)
             lines.send({"result": result.to_json()})
         lines.close()
-        self.server.runner.reap()
+        self._reap_in_background()
 
     def _upload(self) -> None:
         content_type = self.headers.get("Content-Type", "")

@@ -196,24 +196,30 @@ class ExecutorClient:
             raise ExecutorError(f"executor answered {response.status} with no JSON: "
                                 f"{content[:200]!r}") from exc
 
-    async def is_ready(self) -> bool:
-        """True once the executor answers ``/health`` as ready (warm libraries loaded)."""
-        try:
-            status, _ = await self._get_json("/health", timeout=2.0)
-        except ExecutorError:
-            return False
-        return status == 200
-
     async def version(self) -> str | None:
         """The sandbox's toolchain version (the executor runs the probe once)."""
         _, body = await self._get_json("/health?version=1", timeout=35.0)
         version = body.get("version") if isinstance(body, dict) else None
         return version if isinstance(version, str) else None
 
-    async def wait_ready(self, timeout: float, interval: float = 0.01) -> None:
+    async def wait_ready(self, timeout: float) -> None:
+        """Until the executor is ready: one ``/health?wait`` held open by the executor
+        (retried while the sandbox is not yet answering at all)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not await self.is_ready():
+        interval = 0.005
+        while True:
+            left = deadline - loop.time()
+            try:
+                status, body = await self._get_json(f"/health?wait={max(left, 0):.3f}",
+                                                    timeout=max(left, 0) + 5.0)
+            except ExecutorError:
+                status, body = 0, None  # not answering yet (or a cut answer): ask again
+            if status == 200:
+                return
+            if status == 500 and isinstance(body, dict):
+                raise ExecutorError(f"executor at {self.address} failed to warm up: "
+                                    f"{body.get('message')}")
             if loop.time() >= deadline:
                 raise ExecutorError(f"executor at {self.address} not ready after {timeout:.0f}s")
             await asyncio.sleep(interval)

@@ -139,10 +139,7 @@ class LocalSandbox:
         finally:
             listener.close()  # the sandbox holds its own copy of the listening socket
         try:
-            if self._factory is not None:
-                await _wait_ready_unix(self.socket_path, self.config.ready_timeout)
-            else:
-                await self.executor.wait_ready(self.config.ready_timeout)
+            await self.executor.wait_ready(self.config.ready_timeout)
         except ExecutorError as exc:
             log_tail = self._log_tail()
             await asyncio.shield(self.destroy())
@@ -253,31 +250,3 @@ class LocalSandbox:
                 await process.wait()
         await asyncio.to_thread(shutil.rmtree, self.directory, ignore_errors=True)
         self.socket_path.unlink(missing_ok=True)
-
-
-async def _wait_ready_unix(path: Path, timeout: float) -> None:
-    """Poll the executor's ``/health`` over its unix socket with a bare HTTP request.
-
-    The same check as ``ExecutorClient.wait_ready`` at a fraction of the CPU: a zygote
-    sandbox is ready within milliseconds, and httpx costs about a millisecond a poll.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    interval = 0.005
-    while True:
-        try:
-            reader, writer = await asyncio.open_unix_connection(str(path))
-            try:
-                writer.write(b"GET /health HTTP/1.1\r\nHost: sandbox\r\n"
-                             b"Connection: close\r\n\r\n")
-                response = await asyncio.wait_for(reader.read(), 2.0)  # to EOF: small
-            finally:
-                writer.close()
-            if response.split(b" ", 2)[1:2] == [b"200"]:
-                return
-        except (OSError, TimeoutError):
-            pass  # not listening yet, or busy: poll again
-        if loop.time() >= deadline:
-            raise ExecutorError(f"executor at unix:{path} not ready after {timeout:.0f}s")
-        await asyncio.sleep(interval)
-        interval = min(interval * 2, 0.2)

@@ -1,0 +1,92 @@
+"""The executor's HTTP server as a process: readiness (``/health?wait``) and its answer.
+
+The warm interpreter preloads a module that waits for a gate file, so the test
+decides when the sandbox becomes ready (no timing involved).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("sandbox", timeout=30)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(str(self.path))
+
+
+def _call(path: Path, method: str, target: str, body: Any = None) -> tuple[int, Any]:
+    connection = _UnixConnection(path)
+    try:
+        payload = json.dumps(body).encode() if body is not None else None
+        connection.request(method, target, body=payload,
+                           headers={"Content-Type": "application/json"} if payload else {})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def gated_executor(tmp_path: Path, runtime_dir: Path) -> Iterator[tuple[Path, Path]]:
+    """An executor whose warm interpreter is ready once ``gate`` exists."""
+    modules, gate = tmp_path / "modules", tmp_path / "gate"
+    modules.mkdir()
+    (modules / "gated_import.py").write_text(
+        f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n    time.sleep(0.01)\n")
+    (tmp_path / "work").mkdir()
+    sock = tmp_path / "executor.sock"
+    python_bin = runtime_dir / "python" / "bin"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "--lang", "py", "--unix", str(sock),
+         "--workdir", str(tmp_path / "work"), "--build-dir", str(tmp_path / "build"),
+         "--preload", "gated_import", "--env", f"PATH={python_bin}:/usr/bin:/bin",
+         "--env", f"PYTHONPATH={modules}", "--env", f"HOME={tmp_path}"],
+        cwd=REPO, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(3000):
+            if sock.exists():
+                break
+            time.sleep(0.01)
+        yield sock, gate
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_health_wait_answers_when_the_sandbox_is_ready(
+        gated_executor: tuple[Path, Path]) -> None:
+    sock, gate = gated_executor
+    waited: list[tuple[int, Any]] = []
+    waiter = threading.Thread(target=lambda: waited.append(
+        _call(sock, "GET", "/health?wait=60")))
+    waiter.start()
+    # Meanwhile, probes that do not wait are answered at once: still starting.
+    for target in ("/health", "/health?wait=0", "/health?wait=nonsense", "/health?wait=-5"):
+        status, body = _call(sock, "GET", target)
+        assert (status, body["status"]) == (503, "starting"), target
+    assert waited == []  # the waiting request is still held
+    gate.touch()
+    waiter.join(timeout=60)
+    assert waited and waited[0][0] == 200 and waited[0][1]["status"] == "ready"
+    assert _call(sock, "GET", "/health")[0] == 200
+    status, result = _call(sock, "POST", "/execute", {"lang": "py", "code": "print(6 * 7)"})
+    assert status == 200 and result["stdout"] == "42\n" and result["files"] == []
