@@ -77,8 +77,8 @@ def render_markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, rows: list[Row], notes: dict[str, str], command: str,
-                   intro: str = "") -> None:
+def write_markdown(path: Path, rows: list[Row], notes: dict[str, str], command: str, *,
+                   intro: str = "", facts: dict[str, str] | None = None) -> None:
     info = machine()
     held = sum(1 for r in rows if r.passed)
     judged = sum(1 for r in rows if r.passed is not None)
@@ -95,6 +95,7 @@ def write_markdown(path: Path, rows: list[Row], notes: dict[str, str], command: 
         f"Linux {info['kernel']}, Python {info['python']}",
         f"- command: `{command}`",
         f"- targets held: {held} of {judged}",
+        *(f"- {name}: {value}" for name, value in (facts or {}).items()),
         "",
     ]
     if intro:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["API_KEY", "Process", "cold_start", "free_port", "runtime_dir", "start_naive",
-           "start_service"]
+__all__ = ["API_KEY", "Process", "cold_start", "factory", "free_port", "runtime_dir",
+           "start_naive", "start_service"]
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key-0123456789abcdef"
@@ -115,17 +115,20 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
+def factory() -> str:
+    """The sandbox factory measured: the zygote (the fast path, opt-in in the service);
+    ``BENCH_SANDBOX_FACTORY=nsjail`` measures the service's default instead."""
+    return os.environ.get("BENCH_SANDBOX_FACTORY", "zygote")
+
+
 def start_service(work: Path, name: str, **env: str) -> Process:
     """``k8si serve`` (``python -m app serve``) with its own data dir and port."""
     port = free_port()
     data = work / name
     data.mkdir(parents=True, exist_ok=True)
-    # The fast path is measured: the zygote sandbox factory (opt-in in the service;
-    # BENCH_SANDBOX_FACTORY=nsjail measures the default instead).
-    factory = os.environ.get("BENCH_SANDBOX_FACTORY", "zygote")
     full_env = _clean_env(DATA_DIR=str(data), RUNTIME_DIR=str(runtime_dir()),
                           API_KEYS=API_KEY, LOG_LEVEL="WARNING",
-                          **{"SANDBOX_FACTORY": factory, **env})
+                          **{"SANDBOX_FACTORY": factory(), **env})
     return Process([sys.executable, "-m", "app", "serve", "--port", str(port)], full_env, port,
                    work / f"{name}.log")
 

@@ -128,6 +128,7 @@ class Runner:
                                 f"before it was ready: {detail}")
             raise WarmUpError(self._warm_error)
         status = json.loads(line)
+        self._oom_baseline = oom_kill_count(self.config.cgroup_dir)
         self._worker_cpu = float(status["cpu"])
         self.warm_failures = list(status.get("failed", []))
         # Anything the imports printed is not the user's output.
@@ -162,7 +163,8 @@ class Runner:
                   "memory_mb": str(self.config.memory_mb)}
 
         result = ExecuteResult(request_id=request.request_id)
-        self._oom_baseline = oom_kill_count(self.config.cgroup_dir)
+        if self._oom_baseline is None:  # read at warm-up for Python: off the hot path
+            self._oom_baseline = oom_kill_count(self.config.cgroup_dir)
         if self.language.compile is not None:
             compiled = self._run([part.format(**values) for part in self.language.compile],
                                  self.config.compile_timeout)

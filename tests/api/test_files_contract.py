@@ -202,9 +202,10 @@ def test_files_survive_a_dying_sandbox(client: httpx.Client, api: RunningApp) ->
         time.sleep(0.05)
     victims = [s for s in list(backend._claimed.values()) if s.language == "bash"]
     assert victims
+    time.sleep(0.5)  # let the run reach the executor (either way the answer is a 503)
     api.run(victims[0].destroy())
-    thread.join(timeout=60)
-    assert outcome["status"] == 503
+    thread.join(timeout=150)
+    assert outcome.get("status") == 503, outcome
     after = client.post("/exec", json={"lang": "bash", "session_id": session,
                                        "code": "cat /mnt/data/k.txt"}).json()
     assert after["stdout"] == "keep\n"

@@ -24,8 +24,10 @@ import attrs
 
 from sidecar.languages import LANGUAGES, resolve_language
 
+from ...after_response import defer
 from ...auth import Principal
 from ...backends import SandboxBackend
+from ...backends.tasks import BackgroundTasks
 from ...errors import BadRequest, ExecutorFailed, LanguageUnavailable, PayloadTooLarge
 from ...executor import ExecutorClient, ExecutorError, ExecutorResult, OutputChunk
 from ...ids import is_valid_id
@@ -150,6 +152,7 @@ class ExecService:
         self.tmp_dir = settings.data_dir / "tmp"
         self.metrics = metrics  # phase timings (``timed``, ``lap``)
         self.recent = recent  # finished executions, for operators (None: not recorded)
+        self._tasks = BackgroundTasks(logger)
 
     async def _session(self, principal: Principal, request: ExecRequest) -> Session:
         session = await self.sessions.resolve(principal.tenant, request.session_id,
@@ -251,7 +254,7 @@ class ExecService:
         version = (await self.backend.languages())[valid.lang].version
         response = self._response(session.id, valid.lang, version, result, outputs,
                                   state=outcome)
-        await self._record(attrs.evolve(record, status=result.status), result.wall_time)
+        self._record_later(attrs.evolve(record, status=result.status), result.wall_time)
         return response
 
     @staticmethod
@@ -269,17 +272,28 @@ class ExecService:
                     return event
         raise ExecutorError("the executor's stream ended without a result")
 
-    async def _record(self, record: _Record, wall_time: float | None) -> None:
-        if self.recent is None:
-            return
-        entry = ExecutionRecord(
+    @staticmethod
+    def _entry(record: _Record, wall_time: float | None) -> ExecutionRecord:
+        return ExecutionRecord(
             ts=round(record.received_at, 3), request_id=record.request_id,
             tenant=record.tenant, session_id=record.session_id, language=record.language,
             status=record.status,
             duration_ms=round((time.monotonic() - record.received) * 1000, 2),
             wall_time=wall_time, pool_hit=record.pool_hit, streamed=record.streamed)
-        # Shielded: an execution cancelled by its client still leaves its record.
-        await asyncio.shield(self.recent.record(entry))
+
+    async def _record(self, record: _Record, wall_time: float | None) -> None:
+        """Record a failed or cancelled execution before its error goes out."""
+        if self.recent is not None:
+            # Shielded: an execution cancelled by its client still leaves its record.
+            await asyncio.shield(self.recent.record(self._entry(record, wall_time)))
+
+    def _record_later(self, record: _Record, wall_time: float | None) -> None:
+        """Record a finished execution once its answer is sent (one Valkey round trip
+        less on the way out)."""
+        recent = self.recent
+        if recent is not None:
+            entry = self._entry(record, wall_time)
+            defer(lambda: self._tasks.spawn(recent.record(entry)))
 
     def _response(self, session_id: str, lang: str, version: str | None,
                   result: ExecutorResult, outputs: OutputFiles, *,
