@@ -109,8 +109,9 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
             admin_service=AdminService(client, backend, recent),
             settings=settings, valkey=client, backend=backend, file_service=file_service,
             state_service=state_service, metrics=metrics,
-            exec_service=ExecService(settings, backend, sessions, file_service, state_service,
-                                     metrics=metrics, recent=recent),
+            exec_service=(exec_service := ExecService(
+                settings, backend, sessions, file_service, state_service, metrics=metrics,
+                recent=recent)),
             rate_limiter=RateLimiter(client, settings.rate_limit_window,
                                      settings.rate_limit_tenant, settings.rate_limit_key),
             auth_failures=AuthFailureLimiter(client, settings.tenants.window,
@@ -128,6 +129,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         finally:
             for task in tasks:
                 task.cancel()
+            await exec_service.close()  # records still being written
             await backend.stop()
             await client.aclose()
             if embedded is not None:

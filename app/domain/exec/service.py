@@ -154,6 +154,10 @@ class ExecService:
         self.recent = recent  # finished executions, for operators (None: not recorded)
         self._tasks = BackgroundTasks(logger)
 
+    async def close(self) -> None:
+        """Until the records written after answers are done (at shutdown)."""
+        await self._tasks.wait()
+
     async def _session(self, principal: Principal, request: ExecRequest) -> Session:
         session = await self.sessions.resolve(principal.tenant, request.session_id,
                                               request.user_id, request.entity_id)
