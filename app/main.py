@@ -129,6 +129,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         finally:
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # their cancellation ends
             await exec_service.close()  # records still being written
             await backend.stop()
             await client.aclose()
