@@ -9,11 +9,13 @@ cloudpickle of ``{"namespace": {name: value}, "modules": {alias: module name}}``
 
 Capture (after the user's code): names starting with ``_`` are skipped; modules are
 recorded by name (restored from ``sys.modules``: the pre-imported libraries are not
-imported again); every other value is trial-pickled on its own, into a sink that
-counts and compresses without keeping anything and stops at the size caps, so a
-value that cannot be kept (generator, frame, lock, socket, any file object, too
-large) is named in the report instead of failing the run. The survivors are then
-pickled together in one call, so shared references survive.
+imported again); file objects are named and left out. The rest is first pickled
+together in one pass (the common case: everything can be kept); only if that fails
+is every value trial-pickled on its own, into a sink that counts and compresses
+without keeping anything and stops at the size caps, so a value that cannot be kept
+(generator, frame, lock, socket, a file inside a value, too large) is named in the
+report instead of failing the run, and the survivors are pickled together. Either
+way the kept values are pickled in one call, so shared references survive.
 
 Restore (before the user's code): the frame is decompressed incrementally under a
 cap on the decompressed size (a declared content size above the cap is refused
@@ -38,7 +40,7 @@ import sys
 import time
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = ["FORMAT_VERSION", "capture", "preload", "report", "restore"]
 
@@ -68,11 +70,25 @@ def _libraries() -> tuple[Any, Any]:
 
 
 def preload() -> list[str]:
-    """Import the state libraries before the sandbox is claimed; failures as text."""
+    """Import the state libraries before the sandbox is claimed; failures as text.
+
+    Then capture and restore a small namespace once (in memory, nothing kept): the
+    first pickling of a DataFrame in a process costs ~1 ms more than the next
+    (lazy set-up, and in a forked interpreter the first writes to shared pages),
+    which is better spent before the claim than in the user's run.
+    """
     try:
-        _libraries()
+        cloudpickle, lz4f = _libraries()
     except StateUnavailable as exc:
         return [str(exc)]
+    sample: dict[str, Any] = {"n": 1, "text": "x", "items": [1.5, 2.5], "f": lambda: 0}
+    pandas = sys.modules.get("pandas")
+    if pandas is not None:
+        sample["frame"] = pandas.DataFrame({"x": [1.0, 2.0], "y": [1, 2]})
+    buffer = io.BytesIO()
+    sink = _Sink(lz4f, 1 << 24, 1 << 24, buffer)
+    _dump(_pickler(cloudpickle), {"namespace": sample, "modules": {}}, sink)
+    _restore(memoryview(buffer.getvalue()), {}, 1 << 24)
     return []
 
 
@@ -109,7 +125,7 @@ class _Sink:
     """A pickle's file: counts raw bytes, compresses them, enforces both caps."""
 
     def __init__(self, lz4f: Any, max_raw: int, max_compressed: int,
-                 out: io.BufferedWriter | None = None) -> None:
+                 out: BinaryIO | None = None) -> None:
         self.raw = 0
         self.compressed = 1  # the version byte
         self._max_raw, self._max_compressed = max_raw, max_compressed
@@ -178,10 +194,10 @@ def capture(namespace: dict[str, Any], config: dict[str, Any],
 def _capture(namespace: dict[str, Any], config: dict[str, Any],
              problems: list[dict[str, str]]) -> str:
     cloudpickle, lz4f = _libraries()
-    pickler = _pickler(cloudpickle)
-    max_raw, max_bytes = int(config["max_raw_bytes"]), _compressed_cap(int(config["max_bytes"]))
+    pickling = _Pickling(_pickler(cloudpickle), lz4f, int(config["max_raw_bytes"]),
+                         _compressed_cap(int(config["max_bytes"])))
     modules: dict[str, str] = {}
-    sizes: list[tuple[int, int, str]] = []
+    candidates: dict[str, Any] = {}
     for name, value in list(namespace.items()):
         if not isinstance(name, str) or name.startswith("_"):
             continue
@@ -194,38 +210,66 @@ def _capture(namespace: dict[str, Any], config: dict[str, Any],
         if _is_file(value):
             problems.append(_problem(name, value, "file objects are not kept; open it again"))
             continue
-        sink = _Sink(lz4f, max_raw, max_bytes)
-        try:
-            _dump(pickler, value, sink)
-        except StateTooLarge as exc:
-            problems.append(_problem(name, value, f"too large to keep: {exc}"))
-        except Exception as exc:  # noqa: BLE001 - any value's own pickling error is reported
-            problems.append(_problem(name, value, f"cannot be kept: {_describe(exc)}"))
-        else:
-            sizes.append((sink.compressed, sink.raw, name))
-    kept: dict[str, Any] = {}
-    total_raw, total_compressed = 0, 0
-    for compressed, raw, name in sorted(sizes):  # the smallest first: keep the most names
-        if total_raw + raw > max_raw or total_compressed + compressed > max_bytes:
-            problems.append(_problem(name, namespace[name], "too large to keep together with "
-                                     f"the rest (limits {max_raw} pickled, {max_bytes} stored)"))
-            continue
-        kept[name] = namespace[name]
-        total_raw, total_compressed = total_raw + raw, total_compressed + compressed
+        candidates[name] = value
+    if not candidates and not modules:
+        return "empty"
+    # The common case in one pass: everything pickles, together, within the caps.
+    if pickling.write(config["blob_path"], {"namespace": candidates, "modules": modules}) is None:
+        return "captured"
+    kept = pickling.keepable(candidates, problems)
     if not kept and not modules:
         return "empty"
-    blob_path = config["blob_path"]
-    _unlink(blob_path)
-    with open(blob_path, "wb") as out:
-        try:
-            _dump(pickler, {"namespace": kept, "modules": modules},
-                  _Sink(lz4f, max_raw, max_bytes, out))
-        except Exception as exc:  # noqa: BLE001 - reported; nothing of this run is kept
-            problems.extend(_problem(name, value, "cannot be kept together with the rest: "
-                                     f"{_describe(exc)}") for name, value in kept.items())
-            out.truncate(0)
-            return "empty"
+    failure = pickling.write(config["blob_path"], {"namespace": kept, "modules": modules})
+    if failure is not None:  # nothing of this run is kept
+        problems.extend(_problem(name, value, "cannot be kept together with the rest: "
+                                 f"{failure}") for name, value in kept.items())
+        return "empty"
     return "captured"
+
+
+class _Pickling:
+    """How a capture pickles: the pickler, lz4, and the caps (pickled, stored)."""
+
+    def __init__(self, pickler: type, lz4f: Any, max_raw: int, max_bytes: int) -> None:
+        self.pickler, self.lz4f = pickler, lz4f
+        self.max_raw, self.max_bytes = max_raw, max_bytes
+
+    def keepable(self, candidates: dict[str, Any],
+                 problems: list[dict[str, str]]) -> dict[str, Any]:
+        """Each value tried alone (what fails is named); the smallest first within the caps."""
+        sizes: list[tuple[int, int, str]] = []
+        for name, value in candidates.items():
+            sink = _Sink(self.lz4f, self.max_raw, self.max_bytes)
+            try:
+                _dump(self.pickler, value, sink)
+            except StateTooLarge as exc:
+                problems.append(_problem(name, value, f"too large to keep: {exc}"))
+            except Exception as exc:  # noqa: BLE001 - any value's own pickling error is reported
+                problems.append(_problem(name, value, f"cannot be kept: {_describe(exc)}"))
+            else:
+                sizes.append((sink.compressed, sink.raw, name))
+        kept: dict[str, Any] = {}
+        total_raw, total_compressed = 0, 0
+        for compressed, raw, name in sorted(sizes):  # the smallest first: keep the most names
+            if total_raw + raw > self.max_raw or total_compressed + compressed > self.max_bytes:
+                problems.append(_problem(name, candidates[name], "too large to keep together "
+                                         f"with the rest (limits {self.max_raw} pickled, "
+                                         f"{self.max_bytes} stored)"))
+                continue
+            kept[name] = candidates[name]
+            total_raw, total_compressed = total_raw + raw, total_compressed + compressed
+        return kept
+
+    def write(self, path: str, payload: dict[str, Any]) -> str | None:
+        """Pickle ``payload`` into the blob file: None, or why it failed (file emptied)."""
+        _unlink(path)
+        with open(path, "wb") as out:
+            try:
+                _dump(self.pickler, payload, _Sink(self.lz4f, self.max_raw, self.max_bytes, out))
+            except Exception as exc:  # noqa: BLE001 - reported by the caller, or tried per value
+                out.truncate(0)
+                return _describe(exc)
+        return None
 
 
 def report(config: dict[str, Any], status: str, problems: list[dict[str, str]],
