@@ -65,6 +65,18 @@ def _preload(modules: list[str]) -> list[str]:
     return failed
 
 
+def _keep_for_done(status_fd: int) -> int:
+    """The status fd, kept for the "done" report: close-on-exec, out of the way of the
+    program's own fds (numbered 100 or more where the fd limit allows)."""
+    try:
+        done_fd = fcntl.fcntl(status_fd, fcntl.F_DUPFD_CLOEXEC, _DONE_FD_MIN)
+    except OSError:  # a low RLIMIT_NOFILE: keep it where it is
+        os.set_inheritable(status_fd, False)
+        return status_fd
+    os.close(status_fd)
+    return done_fd
+
+
 def _user_traceback(exc: BaseException) -> None:
     """Print the traceback without this worker's own frames."""
     tb = exc.__traceback__
@@ -108,9 +120,7 @@ def main() -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     ready = {"ready": True, "cpu": usage.ru_utime + usage.ru_stime, "failed": failed}
     os.write(status_fd, json.dumps(ready).encode() + b"\n")
-    # Kept for the "done" report, out of the way of the program's own fds.
-    done_fd = fcntl.fcntl(status_fd, fcntl.F_DUPFD_CLOEXEC, _DONE_FD_MIN)
-    os.close(status_fd)
+    done_fd = _keep_for_done(status_fd)
 
     message, blob = _read_message()
     devnull = os.open(os.devnull, os.O_RDONLY)
