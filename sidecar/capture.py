@@ -201,10 +201,9 @@ def _read_done(fd: int) -> _Done | None:
         status, cpu, max_rss = report["done"], report["cpu"], report["max_rss"]
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    numbers = (status, cpu, max_rss)
-    if any(isinstance(n, bool) or not isinstance(n, (int, float)) for n in numbers) or not (
-            isinstance(status, int) and isinstance(max_rss, int) and 0 <= status <= 255
-            and 0 <= cpu < 1e9 and 0 <= max_rss < 1 << 50):
+    # ``type(...) is`` keeps booleans out (they are ints to ``isinstance``).
+    if not (type(status) is int and type(max_rss) is int and type(cpu) in (int, float)
+            and 0 <= status <= 255 and 0 <= cpu < 1e9 and 0 <= max_rss < 1 << 50):
         return None
     return _Done(status, float(cpu), max_rss)
 

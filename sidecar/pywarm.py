@@ -138,10 +138,12 @@ def main() -> None:
     module.__file__ = path
     sys.modules["__main__"] = module
     state: dict[str, Any] | None = message.get("state")
-    began = time.perf_counter()
-    problems = pystate.restore(blob, module.__dict__, int(state["max_raw_bytes"])) if (
-        state and len(blob)) else []
-    timings = {"restore": time.perf_counter() - began} if state and len(blob) else {}
+    problems: list[dict[str, str]] = []
+    timings: dict[str, float] = {}
+    if state and len(blob):
+        began = time.perf_counter()
+        problems = pystate.restore(blob, module.__dict__, int(state["max_raw_bytes"]))
+        timings["restore"] = time.perf_counter() - began
     del blob  # the blob's memory goes back before the user's code runs
     exit_, run_failed = _run(path, module.__dict__)
     if state and state.get("capture"):

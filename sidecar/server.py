@@ -4,8 +4,8 @@
 the program runs; see ``sidecar/stream.py``), ``POST /files`` (multipart),
 ``PUT /files/{path}`` (raw, streamed), ``GET /files``, ``GET /files/{path}``,
 ``GET /health`` (``?wait=S`` answers once the sandbox is ready, or after S seconds:
-one request instead of polling). The result of an execution also lists the work dir's files, as
-``GET /files`` would right after it. Served on TCP (a pod) or a unix socket (local
+one request instead of polling). The result of an execution also lists the work
+dir's files, as ``GET /files`` would right after it. Served on TCP (a pod) or a unix socket (local
 sandbox), either bound here or inherited as an already-listening fd. One execution
 per sandbox: a second ``/execute`` (streamed or not) answers 409.
 """
@@ -140,8 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body["version"] = probe_version(runner.language, runner.config.user_env)
             self._send_json(200 if ready else 503, body)
         elif path == "/files":
-            entries = self.server.workdir.list()
-            self._send_json(200, {"files": [entry.__dict__ for entry in entries]})
+            self._send_json(200, {"files": self._listing()})
         elif path.startswith("/files/"):
             self._send_file(urllib.parse.unquote(path[len("/files/"):]))
         else:
@@ -209,10 +208,14 @@ class _Handler(BaseHTTPRequestHandler):
         log("execute.start", request_id=request.request_id, lang=request.lang)
         return request
 
+    def _listing(self) -> list[dict[str, Any]]:
+        """The work dir's regular files, as ``GET /files`` answers them."""
+        return [entry.__dict__ for entry in self.server.workdir.list()]
+
     def _finish_result(self, result: ExecuteResult) -> ExecuteResult:
         """The work dir's files after the run (what ``GET /files`` lists), in the result:
         the API collects outputs without a second round trip."""
-        result.files = [entry.__dict__ for entry in self.server.workdir.list()]
+        result.files = self._listing()
         return result
 
     def _reap_in_background(self) -> None:

@@ -182,18 +182,24 @@ class ExecutorClient:
     async def close(self) -> None:
         await self._http.close()
 
-    async def _get_json(self, path: str, *, timeout: float = 10.0,
-                        context: str = "") -> tuple[int, Any]:
-        """Status and decoded JSON body of ``GET path``."""
+    async def _fetch(self, method: str, path: str, *, body: bytes = b"",
+                     headers: dict[str, str] | None = None, timeout: float = 10.0,
+                     during: str = "") -> tuple[int, bytes]:
+        """Status and whole body of one request; transport failures as ``ExecutorError``."""
         try:
-            async with self._http.request("GET", path, timeout=timeout) as response:
-                content = await response.read()
+            async with self._http.request(method, path, body=body, headers=headers,
+                                          timeout=timeout) as response:
+                return response.status, await response.read()
         except TransportError as exc:
-            raise ExecutorError(f"executor unreachable{context}: {exc}") from exc
+            raise ExecutorError(f"executor unreachable{during}: {exc}") from exc
+
+    async def _get_json(self, path: str, *, timeout: float = 10.0) -> tuple[int, Any]:
+        """Status and decoded JSON body of ``GET path``."""
+        status, content = await self._fetch("GET", path, timeout=timeout)
         try:
-            return response.status, orjson.loads(content)
+            return status, orjson.loads(content)
         except orjson.JSONDecodeError as exc:
-            raise ExecutorError(f"executor answered {response.status} with no JSON: "
+            raise ExecutorError(f"executor answered {status} with no JSON: "
                                 f"{content[:200]!r}") from exc
 
     async def version(self) -> str | None:
@@ -231,14 +237,11 @@ class ExecutorClient:
         """Run the code; ``state`` is restored first, ``capture`` asks for it afterwards."""
         body = _execute_body(lang=lang, code=code, args=args, timeout=timeout,
                              request_id=request_id, state=state, capture=capture)
-        try:
-            async with self._http.request("POST", "/execute", body=body, headers=_JSON,
-                                          timeout=transport_timeout) as response:
-                content = await response.read()
-        except TransportError as exc:
-            raise ExecutorError(f"executor unreachable during execution: {exc}") from exc
-        if response.status != 200:
-            raise ExecutorError(f"executor answered {response.status}: "
+        status, content = await self._fetch("POST", "/execute", body=body, headers=_JSON,
+                                            timeout=transport_timeout,
+                                            during=" during execution")
+        if status != 200:
+            raise ExecutorError(f"executor answered {status}: "
                                 f"{content[:2000].decode(errors='replace')}")
         try:
             data = orjson.loads(content)
@@ -314,15 +317,10 @@ class ExecutorClient:
 
     async def read_file(self, name: str) -> bytes | None:
         """A file's bytes, or None when it is not a regular file of the work dir."""
-        try:
-            async with self._http.request("GET", f"/files/{quote(name, safe='/')}",
-                                          timeout=10.0) as response:
-                content = await response.read()
-        except TransportError as exc:
-            raise ExecutorError(f"executor unreachable: {exc}") from exc
-        if response.status == 404:
+        status, content = await self._fetch("GET", f"/files/{quote(name, safe='/')}")
+        if status == 404:
             return None
-        if response.status != 200:
-            raise ExecutorError(f"executor answered {response.status}: "
+        if status != 200:
+            raise ExecutorError(f"executor answered {status}: "
                                 f"{content[:2000].decode(errors='replace')}")
         return content

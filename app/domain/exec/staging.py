@@ -2,11 +2,10 @@
 
 ``stage_in`` streams each input into ``/mnt/data`` before the code runs.
 ``stage_out`` takes the work dir's listing (from the execution's result, else asked
-for) and stores what the code created or
-changed under the execution's session, *before* the response is sent: an unchanged
-input is not returned; a changed input becomes a new file with ``modified_from``
-(the original is never overwritten); files over the count or size caps are skipped
-and reported, never dropped silently.
+for) and stores what the code created or changed under the execution's session,
+*before* the response is sent: an unchanged input is not returned; a changed input
+becomes a new file with ``modified_from`` (the original is never overwritten);
+files over the count or size caps are skipped and reported, never dropped silently.
 """
 
 from __future__ import annotations
