@@ -7,8 +7,10 @@ and compared in constant time. Two different credentials in one request are a 40
 Every credential resolves to a tenant: ``API_KEYS`` entries are ``key`` (tenant
 ``default``) or ``tenant:key``; keys issued with ``k8si keys create`` live hashed in
 Valkey; a JWT's tenant is its ``tenant_id`` claim. Failed attempts are counted per
-client address (brute force → 429). After authentication the per-tenant and
-per-credential rate limits are counted, and executions hold a tenant quota slot.
+client address (brute force → 429). After authentication ``admission.py`` checks
+and counts every limit of the request in one Valkey round trip (the brute-force
+guard, the rate limits, the tenant's execution quotas); an execution holds its
+tenant's concurrency slot until it is over.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from .errors import BadRequest, Unauthorized
 from .jwt_auth import JwtError, looks_like_jwt
-from .ratelimit import AuthFailureLimiter
-from .tenants import KeyStore, TenantQuotas
+from .tenants import KeyStore
 
 if TYPE_CHECKING:
+    from .admission import Admission
     from .jwt_verify import JwtVerifier
 
 __all__ = ["AuthMiddleware", "Authenticator", "KeyRing", "Principal"]
@@ -157,7 +159,7 @@ def _public_path(scope: Scope) -> bool:
 
 
 class AuthMiddleware(ASGIMiddleware):
-    """Sets ``request.user`` to the caller's ``Principal`` and counts rate limits."""
+    """Sets ``request.user`` to the caller's ``Principal`` and admits the request."""
 
     scopes = (ScopeType.HTTP,)
     exclude_opt_key = "exclude_from_auth"
@@ -172,26 +174,23 @@ class AuthMiddleware(ASGIMiddleware):
         # A full Request (with receive): the body key, if enabled, is read and cached.
         request: Request[Any, Any, Any] = Request(scope, receive)
         state = request.app.state
-        failures: AuthFailureLimiter | None = getattr(state, "auth_failures", None)
+        admission: Admission | None = getattr(state, "admission", None)
         # The peer's own address only: forwarded headers are never trusted here.
         address = request.client.host if request.client else "unknown"
-        if failures is not None:
-            await failures.check(address)
         try:
             principal = await self.authenticator.authenticate(
                 request, getattr(state, "key_store", None))
         except Unauthorized:
-            if failures is not None:
-                await failures.record(address)
+            if admission is not None:
+                await admission.failed(address)  # 429 instead when the address is blocked
             raise
-        limiter = getattr(state, "rate_limiter", None)
-        if limiter is not None:
-            await limiter.check(principal.tenant, principal.credential)
+        runs_code = request.method == "POST" and scope["path"] in _EXEC_PATHS
+        slot = await admission.admit(address, principal.tenant, principal.credential,
+                                     runs_code) if admission is not None else None
         scope["user"] = principal
         scope["auth"] = principal.credential
-        quotas: TenantQuotas | None = getattr(state, "quotas", None)
-        if quotas is not None and request.method == "POST" and scope["path"] in _EXEC_PATHS:
-            async with quotas.execution(principal.tenant):
-                await next_app(scope, receive, send)
-            return
-        await next_app(scope, receive, send)
+        try:
+            await next_app(scope, receive, send)
+        finally:
+            if slot is not None and admission is not None:
+                await admission.leave(slot)

@@ -21,6 +21,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from . import __version__
+from .admission import Admission
 from .auth import Authenticator, AuthMiddleware, KeyRing
 from .backends import SandboxBackend, create_backend
 from .console import console_router
@@ -35,7 +36,6 @@ from .errors import exception_handlers
 from .jwt_auth import JwtConfig
 from .metrics import Metrics, install_log_context
 from .paths import socket_dir
-from .ratelimit import AuthFailureLimiter, RateLimiter
 from .sessions import SessionStore
 from .settings import Settings
 from .storage import FileStore, create_object_store
@@ -96,9 +96,9 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
                                            dict(settings.object_store_options))
         files = FileStore(object_store)
         sessions = SessionStore(client, settings.session_ttl)
-        quotas = TenantQuotas(client, settings.tenants,
-                              default_lease=settings.max_execution_time
-                              + settings.compile_timeout + 60)
+        # The longest an execution can hold its tenant's concurrency slot.
+        execution_lease = settings.max_execution_time + settings.compile_timeout + 60
+        quotas = TenantQuotas(client, settings.tenants)
         file_service = FileService(files, sessions, settings.file_ttl, quotas)
         state_service = StateService(
             settings.state,
@@ -112,10 +112,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
             exec_service=(exec_service := ExecService(
                 settings, backend, sessions, file_service, state_service, metrics=metrics,
                 recent=recent)),
-            rate_limiter=RateLimiter(client, settings.rate_limit_window,
-                                     settings.rate_limit_tenant, settings.rate_limit_key),
-            auth_failures=AuthFailureLimiter(client, settings.tenants.window,
-                                             settings.tenants.auth_failures_per_window),
+            admission=Admission(client, settings, lease=execution_lease),
             key_store=KeyStore(client), quotas=quotas,
         )
         await backend.start()

@@ -42,6 +42,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cgroup-dir", default=None, help="this sandbox's memory cgroup")
     parser.add_argument("--preload", default="numpy,pandas,matplotlib,matplotlib.pyplot")
     parser.add_argument("--mpl-seed-dir", default=None)
+    parser.add_argument("--calibrate", action="store_true",
+                        help="record the pages the execution writes (GET /calibration)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="the user's environment, on top of a minimal default")
     return parser.parse_args(argv)
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         processes=args.processes, address_space_bytes=args.address_space_bytes,
         compile_timeout=args.compile_timeout, cgroup_dir=args.cgroup_dir, user_env=user_env,
         preload=tuple(m for m in args.preload.split(",") if m), mpl_seed_dir=args.mpl_seed_dir,
+        calibrate=args.calibrate,
     )
     os.chdir(args.workdir)
     runner = Runner(config, LANGUAGES[args.lang])

@@ -19,7 +19,11 @@ namespace before the code runs; afterwards (also after ``sys.exit`` and, when
 into ``state.blob_path`` and the outcome written to ``state.report_path``. Both
 happen here, in the user's process, under the same limits as the code.
 
-Usage: ``python3 pywarm.py STATUS_FD WORKDIR PRELOAD[,PRELOAD...] [MPL_SEED_DIR]``
+With ``--calibrate`` (a calibration sandbox, ``sidecar/prefault.py``) the worker also
+writes which pages it wrote between "ready" and "done" to ``prefault.WORKER_PAGES_FILE``
+beside the program.
+
+Usage: ``python3 pywarm.py STATUS_FD WORKDIR PRELOAD[,PRELOAD...] [MPL_SEED_DIR] [--calibrate]``
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import sys
 import time
 import traceback
 import types
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -108,11 +113,32 @@ def _run(path: str, namespace: dict[str, Any]) -> tuple[SystemExit | None, bool]
     return None, False
 
 
-def main() -> None:
-    status_fd, workdir = int(sys.argv[1]), sys.argv[2]
-    preload = [m for m in sys.argv[3].split(",") if m]
-    if len(sys.argv) > 4:
-        _seed_matplotlib_cache(sys.argv[4])
+class _Calibration:
+    """The pages this worker writes while it serves the run (calibration sandboxes)."""
+
+    def __init__(self) -> None:
+        self.prefault = importlib.import_module("prefault")
+        self.before: set[int] = set()
+
+    def start(self) -> None:
+        self.before = self.prefault.own_pages()
+
+    def write(self, program: str) -> None:
+        pages = self.prefault.own_pages() - self.before
+        target = os.path.join(os.path.dirname(program), self.prefault.WORKER_PAGES_FILE)
+        with open(target, "w") as handle:
+            json.dump(self.prefault.as_ranges(pages), handle)
+
+
+def main(after_ready: Callable[[], None] | None = None) -> None:
+    """Warm up, run the one program, end; ``after_ready`` is called once ready (a
+    zygote sandbox's worker copies its calibrated pages there: ``zygote_worker``)."""
+    calibration = _Calibration() if "--calibrate" in sys.argv else None
+    argv = [arg for arg in sys.argv if arg != "--calibrate"]
+    status_fd, workdir = int(argv[1]), argv[2]
+    preload = [m for m in argv[3].split(",") if m]
+    if len(argv) > 4:
+        _seed_matplotlib_cache(argv[4])
     failed = _preload(preload) + pystate.preload()
     # What the imports made lives as long as the process: no collection walks it again
     # (the user's collections and the one at exit stay cheap).
@@ -121,6 +147,10 @@ def main() -> None:
     ready = {"ready": True, "cpu": usage.ru_utime + usage.ru_stime, "failed": failed}
     os.write(status_fd, json.dumps(ready).encode() + b"\n")
     done_fd = _keep_for_done(status_fd)
+    if after_ready is not None:
+        after_ready()
+    if calibration is not None:
+        calibration.start()
 
     message, blob = _read_message()
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -151,7 +181,8 @@ def main() -> None:
             pystate.report(state, "skipped", problems, timings)
         else:
             pystate.capture(module.__dict__, state, problems, timings)
-    _finish(exit_, module.__dict__, done_fd)
+    _finish(exit_, module.__dict__, done_fd,
+            (lambda: calibration.write(path)) if calibration is not None else None)
 
 
 def _exit_status(exit_: SystemExit | None) -> int:
@@ -166,7 +197,8 @@ def _exit_status(exit_: SystemExit | None) -> int:
     return 1
 
 
-def _finish(exit_: SystemExit | None, namespace: dict[str, Any], done_fd: int) -> None:
+def _finish(exit_: SystemExit | None, namespace: dict[str, Any], done_fd: int,
+            before_done: Callable[[], None] | None = None) -> None:
     """End the process as ``python3`` would, without tearing the libraries down.
 
     What a program can observe of the interpreter's shutdown is kept: non-daemon
@@ -189,6 +221,8 @@ def _finish(exit_: SystemExit | None, namespace: dict[str, Any], done_fd: int) -
                 stream.flush()
         except Exception:
             status = 120 if status == 0 else status
+    if before_done is not None:
+        before_done()
     _report_done(done_fd, status)
     os._exit(status)
 

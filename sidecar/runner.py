@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .capture import Capture, OutputListener, capture, reap_later
@@ -27,6 +28,9 @@ __all__ = ["Runner", "RunnerConfig", "WarmUpError"]
 
 _READ_CHUNK = 65536
 _PYWARM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pywarm.py")
+#: Called once the warm interpreter is ready, in the thread that then serves the
+#: execution (a zygote sandbox copies its calibrated pages there: ``zygote_worker``).
+after_ready: Callable[[], None] | None = None
 
 
 class WarmUpError(RuntimeError):
@@ -51,6 +55,8 @@ class RunnerConfig:
     user_env: dict[str, str] = field(default_factory=dict)
     preload: tuple[str, ...] = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot")
     mpl_seed_dir: str | None = None
+    #: A calibration sandbox: record the pages the execution writes (``prefault.py``).
+    calibrate: bool = False
 
 
 class Runner:
@@ -68,6 +74,7 @@ class Runner:
         self._warm_error: str | None = None
         self._worker_cpu = 0.0
         self._oom_baseline: int | None = None
+        self._pages_before: set[int] | None = None
         self.warm_failures: list[str] = []
 
     # -- warm interpreter -------------------------------------------------------
@@ -82,6 +89,8 @@ class Runner:
                 ",".join(self.config.preload)]
         if self.config.mpl_seed_dir:
             argv.append(self.config.mpl_seed_dir)
+        if self.config.calibrate:
+            argv.append("--calibrate")
         self._worker = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=self.config.workdir, env=self._env(), pass_fds=(write_fd,),
@@ -140,7 +149,28 @@ class Runner:
                     pass
             except BlockingIOError:
                 pass
+        if after_ready is not None:
+            after_ready()
+        if self.config.calibrate:
+            from . import prefault
+
+            self._pages_before = prefault.own_pages()
         return True
+
+    def calibration(self) -> dict[str, list[list[int]]] | None:
+        """In a calibration sandbox, after its execution: the pages this executor and
+        the warm worker wrote while serving it (None elsewhere, or before)."""
+        if self._pages_before is None:
+            return None
+        from . import prefault
+
+        executor = prefault.as_ranges(prefault.own_pages() - self._pages_before)
+        try:
+            with open(os.path.join(self.config.build_dir, prefault.WORKER_PAGES_FILE)) as handle:
+                worker = prefault.parse_ranges(json.load(handle))
+        except (OSError, ValueError):
+            return None  # the run did not get as far as writing it
+        return {"executor": executor, "worker": worker}
 
     # -- execution ----------------------------------------------------------------
 

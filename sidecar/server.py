@@ -4,10 +4,12 @@
 the program runs; see ``sidecar/stream.py``), ``POST /files`` (multipart),
 ``PUT /files/{path}`` (raw, streamed), ``GET /files``, ``GET /files/{path}``,
 ``GET /health`` (``?wait=S`` answers once the sandbox is ready, or after S seconds:
-one request instead of polling). The result of an execution also lists the work
-dir's files, as ``GET /files`` would right after it. Served on TCP (a pod) or a unix socket (local
-sandbox), either bound here or inherited as an already-listening fd. One execution
-per sandbox: a second ``/execute`` (streamed or not) answers 409.
+one request instead of polling), ``GET /calibration`` (in a sandbox started with
+``--calibrate``, after its execution: the pages it wrote, see ``prefault.py``). The
+result of an execution also lists the work dir's files, as ``GET /files`` would right
+after it. Served on TCP (a pod) or a unix socket (local sandbox), either bound here
+or inherited as an already-listening fd. One execution per sandbox: a second
+``/execute`` (streamed or not) answers 409.
 """
 
 from __future__ import annotations
@@ -141,6 +143,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200 if ready else 503, body)
         elif path == "/files":
             self._send_json(200, {"files": self._listing()})
+        elif path == "/calibration":
+            pages = self.server.runner.calibration()
+            if pages is None:
+                self._error(404, "no calibration here (not a calibration sandbox, "
+                                 "or no execution yet)")
+            else:
+                self._send_json(200, pages)
         elif path.startswith("/files/"):
             self._send_file(urllib.parse.unquote(path[len("/files/"):]))
         else:

@@ -29,7 +29,7 @@ _HEADERS = {
 }
 
 
-def _secure(response: Response[Any]) -> Response[Any]:
+async def _secure(response: Response[Any]) -> Response[Any]:
     for name, value in _HEADERS.items():
         response.headers[name] = value
     return response

@@ -1,9 +1,9 @@
 """HTTP client for one sandbox's executor, over a unix socket or TCP.
 
 It speaks the executor contract (``POST /execute``, ``POST /execute/stream``,
-``GET /health``, files) over the lean HTTP/1.1 transport of ``http.py``, and turns
-transport failures into ``ExecutorError``: a sandbox that died is a service-side
-failure, never a user-code result.
+``GET /health``, files, ``GET /calibration``) over the lean HTTP/1.1 transport of
+``http.py``, and turns transport failures into ``ExecutorError``: a sandbox that
+died is a service-side failure, never a user-code result.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from urllib.parse import quote
 
 import attrs
 import orjson
+
+from sidecar import prefault
 
 from .http import HttpTransport, TransportError
 
@@ -276,6 +278,17 @@ class ExecutorClient:
         except TransportError as exc:
             raise ExecutorError(f"executor unreachable during execution: {exc}") from exc
         raise ExecutorError("the executor's stream ended without a result")
+
+    async def calibration(self) -> dict[str, list[list[int]]]:
+        """A calibration sandbox's pages, after its execution (``sidecar/prefault.py``)."""
+        status, body = await self._get_json("/calibration")
+        if status != 200 or not isinstance(body, dict):
+            raise ExecutorError(f"executor answered {status} to GET /calibration: {body!r:.300}")
+        try:
+            return {side: prefault.parse_ranges(body.get(side))
+                    for side in ("executor", "worker")}
+        except ValueError as exc:
+            raise ExecutorError(f"malformed calibration: {exc}") from exc
 
     async def list_files(self) -> list[dict[str, Any]]:
         """The work dir's regular files: ``{name, size, mtime, sha256}`` each."""

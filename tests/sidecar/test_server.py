@@ -1,4 +1,5 @@
-"""The executor's HTTP server as a process: readiness (``/health?wait``) and its answer.
+"""The executor's HTTP server as a process: readiness (``/health?wait``), its answer,
+and a calibration sandbox's ``/calibration``.
 
 The warm interpreter preloads a module that waits for a gate file, so the test
 decides when the sandbox becomes ready (no timing involved).
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from sidecar import prefault
 from tests.conftest import REPO
 
 
@@ -90,3 +92,50 @@ def test_health_wait_answers_when_the_sandbox_is_ready(
     assert _call(sock, "GET", "/health")[0] == 200
     status, result = _call(sock, "POST", "/execute", {"lang": "py", "code": "print(6 * 7)"})
     assert status == 200 and result["stdout"] == "42\n" and result["files"] == []
+
+
+def _executor(tmp_path: Path, runtime_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes],
+                                                                       Path]:
+    (tmp_path / "work").mkdir()
+    sock = tmp_path / "executor.sock"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "--lang", "py", "--unix", str(sock),
+         "--workdir", str(tmp_path / "work"), "--build-dir", str(tmp_path / "build"),
+         "--preload", "json", "--env", f"PATH={runtime_dir / 'python' / 'bin'}:/usr/bin:/bin",
+         "--env", f"HOME={tmp_path}", *extra],
+        cwd=REPO, stderr=subprocess.DEVNULL)
+    for _ in range(3000):
+        if sock.exists():
+            break
+        time.sleep(0.01)
+    return process, sock
+
+
+def test_a_calibration_sandbox_reports_the_pages_its_execution_wrote(
+        tmp_path: Path, runtime_dir: Path) -> None:
+    process, sock = _executor(tmp_path, runtime_dir, "--calibrate")
+    try:
+        assert _call(sock, "GET", "/health?wait=60")[0] == 200
+        status, body = _call(sock, "GET", "/calibration")
+        assert status == 404 and "no execution yet" in body["message"]
+        status, result = _call(sock, "POST", "/execute", {"lang": "py", "code": "print(1)"})
+        assert (status, result["stdout"]) == (200, "1\n")
+        status, pages = _call(sock, "GET", "/calibration")
+        assert status == 200 and sorted(pages) == ["executor", "worker"]
+        for side in ("executor", "worker"):  # well-formed, and the run did write some
+            assert sum(count for _, count in prefault.parse_ranges(pages[side])) > 0, side
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_an_ordinary_sandbox_reports_no_calibration(tmp_path: Path, runtime_dir: Path) -> None:
+    process, sock = _executor(tmp_path, runtime_dir)
+    try:
+        status, result = _call(sock, "POST", "/execute", {"lang": "py", "code": "print(1)"})
+        assert (status, result["stdout"]) == (200, "1\n")
+        assert _call(sock, "GET", "/calibration")[0] == 404
+        assert not (tmp_path / "build" / prefault.WORKER_PAGES_FILE).exists()
+    finally:
+        process.kill()
+        process.wait()

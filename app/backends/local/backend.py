@@ -28,11 +28,13 @@ from sidecar.version import VERSION_PATTERN
 
 from ...after_response import defer
 from ...errors import NoCapacity, ServiceUnavailable
+from ...executor import StateCapture
 from ...metrics import SandboxObserver, note_phase
 from ...paths import socket_dir
 from ...settings import Settings
 from ..base import LanguageStatus, PoolStatus, SandboxLease
 from ..tasks import BackgroundTasks
+from .calibration import calibrate
 from .cgroups import CgroupManager
 from .nsjail import PYTHON_MOUNT, SandboxSpec, locate_nsjail, nsjail_argv, write_etc
 from .runtime import ensure_runtime
@@ -136,6 +138,21 @@ class LocalBackend:
                            extra={"error": str(exc)})
             return
         self._zygote = factory
+        await self._calibrate(factory)
+
+    async def _calibrate(self, factory: ZygoteFactory) -> None:
+        """Learn the pages sandboxes write while serving (``calibration.py``)."""
+        assert self._config is not None
+        uid = self._free_uids.popleft()
+        state = self.settings.state
+        capture = StateCapture(on_error=state.capture_on_error, max_bytes=state.max_bytes,
+                               max_raw_bytes=state.max_raw_bytes) if state.enabled else None
+        try:
+            sandbox = LocalSandbox(secrets.token_hex(8), "py", self._config, self._cgroups,
+                                   uid, factory=factory, calibrate=True)
+            factory.prefault = await calibrate(sandbox, capture)
+        finally:
+            self._free_uids.append(uid)
 
     def _prepare_dirs(self) -> None:
         shutil.rmtree(self._root, ignore_errors=True)  # leftovers of a previous run
@@ -342,8 +359,12 @@ class LocalBackend:
 
     async def health(self) -> dict[str, Any]:
         ready = self._config is not None
+        prefault = self._zygote.prefault if self._zygote is not None else None
         return {"ok": ready, "backend": self.name, "sandbox_tool": "nsjail",
                 "sandbox_factory": "zygote" if self._zygote is not None else "nsjail",
+                # Pages each zygote sandbox copies ahead (its calibration; 0: none).
+                "prefault_pages": sum(count for side in (prefault or {}).values()
+                                      for _, count in side),
                 "cgroups": f"v{self._cgroups.version}" if self._cgroups.available else None,
                 "claimed": len(self._claimed), **self.stats}
 

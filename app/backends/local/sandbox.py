@@ -66,7 +66,7 @@ class LocalSandbox:
                  cgroups: CgroupManager, uid: int, *,
                  tcp_address: tuple[str, int] | None = None,
                  extra_env: Mapping[str, str] | None = None,
-                 factory: ZygoteFactory | None = None) -> None:
+                 factory: ZygoteFactory | None = None, calibrate: bool = False) -> None:
         self.id = sandbox_id
         self.language = language
         self.config = config
@@ -85,6 +85,8 @@ class LocalSandbox:
         #: Made by the zygote (``zygote.py``) instead of nsjail: its parent's pidfd.
         self._factory = factory if tcp_address is None and not extra_env else None
         self._pidfd: int | None = None
+        #: A calibration sandbox (``calibration.py``): its executor records its pages.
+        self.calibrate = calibrate
         self.executor = ExecutorClient(self.address)
 
     @property
@@ -113,6 +115,8 @@ class LocalSandbox:
             "--env", f"PATH={PYTHON_MOUNT}/bin:/usr/local/bin:/usr/bin:/bin",
             *(arg for key, value in self.extra_env.items() for arg in ("--env", f"{key}={value}")),
         ]
+        if self.calibrate:
+            command.append("--calibrate")
         if self._cgroups is not None:
             command += ["--cgroup-dir", "/sys/fs/cgroup",
                         "--processes", str(self.config.max_processes)]

@@ -130,6 +130,8 @@ class ZygoteFactory:
         self._process: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self.failed: list[str] = []
+        #: The pages every sandbox copies right after its fork (``calibration.py``).
+        self.prefault: dict[str, list[list[int]]] | None = None
 
     async def start(self, timeout: float = 120.0) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -170,6 +172,8 @@ class ZygoteFactory:
         """A new sandbox: its parent's pid and a pidfd of it (the caller closes it)."""
         if self._socket is None:
             raise ZygoteError("the zygote is not running")
+        if self.prefault is not None:
+            request = {**request, "prefault": self.prefault}
         async with self._lock:
             reply, received = await asyncio.to_thread(
                 self._exchange, json.dumps(request).encode(), fds)

@@ -6,8 +6,10 @@ in which the runtime venv, the executor and this directory appear at
 ``/opt/k8si/{python,sidecar,zygote}`` (the paths sandboxes see; the rest of /opt is
 bound back as it was), then executes the venv's Python at ``/opt/k8si/python`` on
 ``main``. ``main`` imports the executor and the configured libraries once, freezes
-them out of the garbage collector, backs that heap with huge pages where the
-kernel can (cheaper forks and exits), reports ready, then serves spawn requests.
+them out of the garbage collector, reports ready, then serves spawn requests. (Its
+heap stays in 4 KiB pages: collapsed into 2 MiB pages, a fork was ~3 ms cheaper,
+but every first write to a shared huge page during a request split it, which cost
+a warm ``print(1)`` ~1 ms of latency; see BENCHMARKS.md.)
 
 A spawn request (JSON, with the executor's listening socket and its log file as
 fds) forks a child that joins the sandbox's cgroups, unshares mount, PID, network,
@@ -23,7 +25,6 @@ Standard library only (plus the sidecar and the preloaded libraries).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import gc
 import importlib
@@ -43,7 +44,8 @@ OPT = "/opt/k8si"
 BOOT = ("import sys; sys.dont_write_bytecode = True; "
         "sys.path[:0] = ['/opt/k8si/zygote', '/opt/k8si']; "
         "import zygote_server; zygote_server.main()")
-_EXECUTOR_MODULES = ("sidecar.__main__", "sidecar.server", "sidecar.runner", "sidecar.pywarm")
+_EXECUTOR_MODULES = ("sidecar.__main__", "sidecar.server", "sidecar.runner", "sidecar.pywarm",
+                     "sidecar.prefault")
 _MAX_MESSAGE = 1 << 20
 
 
@@ -145,6 +147,16 @@ def _move_high(fds: list[int]) -> list[int]:
     return moved
 
 
+def _prefault_pages(request: dict[str, Any]) -> dict[str, list[list[int]]]:
+    """The calibration's pages (``sidecar/prefault.py``) the spawn request carries."""
+    from sidecar import prefault
+
+    pages = request.get("prefault") or {}
+    if not isinstance(pages, dict):
+        raise ValueError("prefault must be {\"executor\": ranges, \"worker\": ranges}")
+    return {side: prefault.parse_ranges(pages.get(side, [])) for side in ("executor", "worker")}
+
+
 def _sandbox(request: dict[str, Any], listen_fd: int, log_fd: int) -> None:
     """PID 1 of the new namespaces: become the sandbox, then serve as its executor."""
     os.dup2(log_fd, 1)
@@ -156,7 +168,7 @@ def _sandbox(request: dict[str, Any], listen_fd: int, log_fd: int) -> None:
     os.dup2(null, 0)
     os.close(null)
     os.environ.clear()
-    importlib.import_module("zygote_worker").install()
+    importlib.import_module("zygote_worker").install(_prefault_pages(request))
     from sidecar.__main__ import main as executor
 
     sys.argv = ["sidecar", *request["argv"]]
@@ -200,45 +212,12 @@ def _spawn(request: dict[str, Any], fds: list[int], own_pid_ns: int) -> tuple[in
     return pid, os.pidfd_open(pid)
 
 
-_MADV_HUGEPAGE, _MADV_COLLAPSE = 14, 25
-_HUGE = 1 << 21
-
-
-def _collapse_into_huge_pages() -> int:
-    """Back the imported heap with 2 MiB pages where the kernel can (``MADV_COLLAPSE``).
-
-    Every sandbox is two forks of this image (PID 1, then its warm worker), and a fork
-    copies one page-table entry per 4 KiB page of anonymous memory, an exit clears
-    them: with huge pages that is one entry per 2 MiB (measured here: a fork of the
-    image 4.2 -> 1.2 ms). Copy-on-write stays per 4 KiB page (the kernel splits a
-    shared huge page on the first write). Best effort: returns the regions collapsed.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    collapsed = 0
-    with open("/proc/self/maps") as maps:
-        regions = [line.split() for line in maps]
-    for fields in regions:
-        low, high = (int(bound, 16) for bound in fields[0].split("-"))
-        path = fields[5] if len(fields) > 5 else ""
-        if not fields[1].startswith("rw") or fields[1][3] != "p" or path not in ("", "[heap]"):
-            continue  # only private anonymous memory (the heap and Python's arenas)
-        start, end = (low + _HUGE - 1) & ~(_HUGE - 1), high & ~(_HUGE - 1)
-        if end <= start:
-            continue
-        address, length = ctypes.c_void_p(start), ctypes.c_size_t(end - start)
-        if libc.madvise(address, length, _MADV_HUGEPAGE) == 0 and \
-                libc.madvise(address, length, _MADV_COLLAPSE) == 0:
-            collapsed += 1
-    return collapsed
-
-
 def main() -> None:
     _jail().prctl(1, 9)  # die with the API
     control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=CONTROL_FD)
     config = json.loads(control.recv(_MAX_MESSAGE))
     failed = _preload(list(config.get("preload", [])))
     gc.freeze()  # the imports stay shared with every fork: no collection touches them
-    _collapse_into_huge_pages()
     os.setpriority(os.PRIO_PROCESS, 0, 0)  # sandboxes run at the normal priority
     control.send(json.dumps({"ready": True, "failed": failed, "pid": os.getpid()}).encode())
     control.settimeout(1.0)

@@ -11,7 +11,11 @@ dumpable again (its own ``/proc/self`` stays readable), SIGINT raises
 KeyboardInterrupt, numpy's global random state is reseeded (``random`` reseeds
 itself after a fork), the standard streams are unbuffered (``PYTHONUNBUFFERED``),
 ``sys.path`` holds no executor or zygote entries. Every other command line goes to
-the real ``Popen``. Standard library only.
+the real ``Popen``. Right after that fork, and again once the worker is ready (for
+memory mapped since, such as the serving thread's), each side copies the pages the
+zygote's calibration found it writes while serving a request
+(``sidecar/prefault.py``): those copies are then not made during the request.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -26,10 +30,14 @@ import sys
 import types
 from typing import Any
 
+from sidecar import prefault
+
 __all__ = ["install"]
 
 _PR_SET_DUMPABLE = 4
 _EXECUTOR_PATHS = ("/opt/k8si/zygote", "/opt/k8si")
+#: The pages to copy right after the fork: the executor's and the worker's.
+_prefault: dict[str, list[list[int]]] = {}
 
 
 class _WarmPopen(subprocess.Popen):  # type: ignore[type-arg]
@@ -50,10 +58,12 @@ class _WarmPopen(subprocess.Popen):  # type: ignore[type-arg]
         pid = os.fork()
         if pid == 0:
             try:
+                _populate_worker()
                 _child(argv, stdio=(p2cread, c2pwrite, errwrite), pass_fds=tuple(pass_fds),
                        cwd=cwd, env=env, preexec_fn=preexec_fn)
             finally:
                 os._exit(255)
+        _populate_executor()
         self.pid = pid
         self._child_created = True
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite,  # type: ignore[attr-defined]
@@ -96,7 +106,15 @@ def _child(argv: list[str], *, stdio: tuple[int, int, int], pass_fds: tuple[int,
         import importlib
 
         pywarm = importlib.import_module("sidecar.pywarm")
-    pywarm.main()
+    pywarm.main(after_ready=_populate_worker)
+
+
+def _populate_worker() -> None:
+    prefault.populate(_prefault.get("worker", []))
+
+
+def _populate_executor() -> None:
+    prefault.populate(_prefault.get("executor", []))
 
 
 def _reset_matplotlib() -> None:
@@ -109,9 +127,14 @@ def _reset_matplotlib() -> None:
             clear()
 
 
-def install() -> None:
-    """Give ``sidecar.runner`` the forking ``Popen`` (in the zygote sandbox's executor)."""
+def install(pages: dict[str, list[list[int]]] | None = None) -> None:
+    """Give ``sidecar.runner`` the forking ``Popen`` (in the zygote sandbox's executor),
+    and the pages to copy after the fork (``{"executor": ranges, "worker": ranges}``)."""
     from sidecar import runner
+
+    _prefault.clear()
+    _prefault.update(pages or {})
+    runner.after_ready = _populate_executor  # again once ready: pages mapped since
 
     shim = types.ModuleType("subprocess")
     shim.__dict__.update(vars(subprocess))

@@ -19,8 +19,9 @@ from .service import AdminService
 __all__ = ["AdminController", "require_admin"]
 
 
-def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """403 unless the credential is one of ``ADMIN_API_KEYS``."""
+async def require_admin(connection: ASGIConnection[Any, Any, Any, Any],
+                        _: BaseRouteHandler) -> None:
+    """403 unless the credential is one of ``ADMIN_API_KEYS`` (async: no thread hop)."""
     principal = connection.scope.get("user")
     if not isinstance(principal, Principal) or not principal.admin:
         raise PermissionDeniedException("this route needs an admin key (ADMIN_API_KEYS)")

@@ -23,8 +23,10 @@ from .streaming import ExecStream
 __all__ = ["ExecController"]
 
 
-def require_json(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """415 for a body that is not JSON (before anything tries to decode it)."""
+async def require_json(connection: ASGIConnection[Any, Any, Any, Any],
+                       _: BaseRouteHandler) -> None:
+    """415 for a body that is not JSON (before anything tries to decode it). Async: a
+    sync guard would run in a worker thread (a thread hop on every request)."""
     media_type = connection.headers.get("content-type", "application/json")
     if media_type.split(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaType("expected Content-Type: application/json")
