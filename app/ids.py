@@ -12,8 +12,9 @@ _SHAPE = re.compile(r"[A-Za-z0-9_-]{21}")
 
 
 def new_id() -> str:
-    """A fresh id with 126 bits of randomness."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(21))
+    """A fresh id with 126 bits of randomness (one CSPRNG read: 64 symbols take 6 bits of
+    each byte exactly, so every character is uniform)."""
+    return "".join(_ALPHABET[byte & 63] for byte in secrets.token_bytes(21))
 
 
 def is_valid_id(value: str) -> bool:

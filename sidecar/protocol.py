@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["MAX_EXECUTE_BODY", "MAX_STATE_BYTES", "ExecuteRequest", "ExecuteResult",
@@ -130,6 +130,7 @@ class ExecuteResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Shallow (``asdict`` deep-copies every list): the fields are JSON values already.
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data.update(data.pop("extra"))
         return data

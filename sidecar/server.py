@@ -100,12 +100,15 @@ class _Handler(BaseHTTPRequestHandler):
     # -- helpers ------------------------------------------------------------------
 
     def _send_json(self, status: int, body: Any) -> None:
+        """The answer in one write, head and body together (the client wakes once), and
+        logged after it is sent."""
         payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        close = "Connection: close\r\n" if self.close_connection else ""
+        head = (f"{self.protocol_version} {status} {HTTPStatus(status).phrase}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+                f"{close}\r\n")
+        self.wfile.write(head.encode() + payload)
+        self.log_request(status, len(payload))
 
     def _error(self, status: int, message: str) -> None:
         self._send_json(status, {"error": HTTPStatus(status).phrase.lower().replace(" ", "_"),
