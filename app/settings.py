@@ -259,6 +259,8 @@ class Settings:
     #: ``zygote`` (experimental, faster: a pre-imported Python forking into namespaces
     #: it sets up itself; root, cgroups and x86-64 only, else nsjail).
     sandbox_factory: str = "nsjail"
+    #: Zygote sandboxes copy the pages a request writes before the claim (calibration).
+    sandbox_prefault: bool = True
 
     @property
     def runtime_dir(self) -> Path:
@@ -328,6 +330,7 @@ class Settings:
             admin_api_keys=tuple(k.strip() for k in env.get("ADMIN_API_KEYS", "").split(",")
                                  if k.strip()),
             sandbox_factory=_choice(env, "SANDBOX_FACTORY", ("nsjail", "zygote")),
+            sandbox_prefault=_bool(env, "SANDBOX_PREFAULT", True),
         )
         if settings.default_execution_time > settings.max_execution_time:
             raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")

@@ -130,9 +130,7 @@ class _Calibration:
             json.dump(self.prefault.as_ranges(pages), handle)
 
 
-def main(after_ready: Callable[[], None] | None = None) -> None:
-    """Warm up, run the one program, end; ``after_ready`` is called once ready (a
-    zygote sandbox's worker copies its calibrated pages there: ``zygote_worker``)."""
+def main() -> None:
     calibration = _Calibration() if "--calibrate" in sys.argv else None
     argv = [arg for arg in sys.argv if arg != "--calibrate"]
     status_fd, workdir = int(argv[1]), argv[2]
@@ -147,8 +145,6 @@ def main(after_ready: Callable[[], None] | None = None) -> None:
     ready = {"ready": True, "cpu": usage.ru_utime + usage.ru_stime, "failed": failed}
     os.write(status_fd, json.dumps(ready).encode() + b"\n")
     done_fd = _keep_for_done(status_fd)
-    if after_ready is not None:
-        after_ready()
     if calibration is not None:
         calibration.start()
 

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .capture import Capture, OutputListener, capture, reap_later
@@ -28,9 +27,6 @@ __all__ = ["Runner", "RunnerConfig", "WarmUpError"]
 
 _READ_CHUNK = 65536
 _PYWARM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pywarm.py")
-#: Called once the warm interpreter is ready, in the thread that then serves the
-#: execution (a zygote sandbox copies its calibrated pages there: ``zygote_worker``).
-after_ready: Callable[[], None] | None = None
 
 
 class WarmUpError(RuntimeError):
@@ -149,8 +145,6 @@ class Runner:
                     pass
             except BlockingIOError:
                 pass
-        if after_ready is not None:
-            after_ready()
         if self.config.calibrate:
             from . import prefault
 
@@ -164,13 +158,17 @@ class Runner:
             return None
         from . import prefault
 
-        executor = prefault.as_ranges(prefault.own_pages() - self._pages_before)
+        written = prefault.own_pages() - self._pages_before
         try:
             with open(os.path.join(self.config.build_dir, prefault.WORKER_PAGES_FILE)) as handle:
                 worker = prefault.parse_ranges(json.load(handle))
         except (OSError, ValueError):
             return None  # the run did not get as far as writing it
-        return {"executor": executor, "worker": worker}
+        # A page the worker copied leaves the executor's copy its own without a write:
+        # those are not the executor's to copy ahead.
+        for first, count in worker:
+            written.difference_update(range(first, first + count))
+        return {"executor": prefault.as_ranges(written), "worker": worker}
 
     # -- execution ----------------------------------------------------------------
 

@@ -107,12 +107,15 @@ def test_populate_skips_what_is_not_private_writable_memory() -> None:
                         for line in maps if " r-xp " in line)
         return {"unmapped": prefault.populate([[1 << 40, 8]]),  # far from anything mapped
                 "code": prefault.populate([[text, 2]]),
-                "mixed": prefault.populate([[pages[58], 6]]),  # 2 mapped, 4 unmapped
+                "beyond": prefault.populate([[pages[60], 4]]),  # the unmapped end
+                "mixed": prefault.populate([[pages[58], 2], [1 << 40, 1], [pages[30], 1]]),
                 "mapped": 60}
 
     outcome = _in_a_fork(check)
-    assert outcome["unmapped"] == 0 and outcome["code"] == 0
-    assert outcome["mixed"] in (0, 2)  # 2, or 0 where the kernel lacks the advice
+    assert (outcome["unmapped"], outcome["code"], outcome["beyond"]) == (0, 0, 0)
+    if outcome["mixed"] == 0:
+        pytest.skip("this kernel has no MADV_POPULATE_WRITE (Linux >= 5.14)")
+    assert outcome["mixed"] == 3  # a failing run does not stop the others
     assert outcome["content_kept"]
 
 

@@ -154,3 +154,27 @@ def test_zygote_sandboxes_copy_their_calibrated_pages_before_the_claim(
         again = client.post("/exec", json={"lang": "py", "code": "print(int(x.max()))",
                                            "session_id": body["session_id"]}).json()
         assert (again["status"], again["stdout"]) == ("ok", "4\n")
+
+
+def test_without_prefault_no_calibration_runs(tmp_path: Path, runtime_dir: Path,
+                                             valkey_url: str) -> None:
+    settings = make_settings(tmp_path, runtime_dir, valkey_url, sandbox_factory="zygote",
+                             sandbox_prefault=False, pool_sizes={"py": 1})
+    running, server, thread = start_app(settings)
+    try:
+        backend = running.app.state.backend
+        assert isinstance(backend, LocalBackend)
+        if unavailable_reason(backend._cgroups) is not None:
+            pytest.skip(f"zygote unavailable: {unavailable_reason(backend._cgroups)}")
+        deadline = time.monotonic() + 60
+        while not backend._pools["py"].ready:  # the pool fills after the zygote's start
+            assert time.monotonic() < deadline, "no warm sandbox"
+            time.sleep(0.1)
+        assert running.run(backend.health())["sandbox_factory"] == "zygote"
+        assert backend._zygote is not None and backend._zygote.prefault is None
+        assert running.run(backend.health())["prefault_pages"] == 0
+        with running.client() as client:
+            body = client.post("/exec", json={"lang": "py", "code": "print(1)"}).json()
+        assert (body["status"], body["stdout"]) == ("ok", "1\n")
+    finally:
+        stop_app(server, thread)

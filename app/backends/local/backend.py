@@ -138,7 +138,8 @@ class LocalBackend:
                            extra={"error": str(exc)})
             return
         self._zygote = factory
-        await self._calibrate(factory)
+        if self.settings.sandbox_prefault:
+            await self._calibrate(factory)
 
     async def _calibrate(self, factory: ZygoteFactory) -> None:
         """Learn the pages sandboxes write while serving (``calibration.py``)."""

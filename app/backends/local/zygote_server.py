@@ -113,6 +113,7 @@ def _preload(modules: list[str]) -> list[str]:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 (an optional library, missing or broken)
             failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    failed += sys.modules["pystate"].preload()  # its rehearsal, once for every worker
     _forget_matplotlib_dirs()
     return failed
 

@@ -11,11 +11,9 @@ dumpable again (its own ``/proc/self`` stays readable), SIGINT raises
 KeyboardInterrupt, numpy's global random state is reseeded (``random`` reseeds
 itself after a fork), the standard streams are unbuffered (``PYTHONUNBUFFERED``),
 ``sys.path`` holds no executor or zygote entries. Every other command line goes to
-the real ``Popen``. Right after that fork, and again once the worker is ready (for
-memory mapped since, such as the serving thread's), each side copies the pages the
-zygote's calibration found it writes while serving a request
-(``sidecar/prefault.py``): those copies are then not made during the request.
-Standard library only.
+the real ``Popen``. Right after that fork each side copies the pages the zygote's
+calibration found it writes while serving a request (``sidecar/prefault.py``):
+those copies are then not made during the request. Standard library only.
 """
 
 from __future__ import annotations
@@ -106,7 +104,7 @@ def _child(argv: list[str], *, stdio: tuple[int, int, int], pass_fds: tuple[int,
         import importlib
 
         pywarm = importlib.import_module("sidecar.pywarm")
-    pywarm.main(after_ready=_populate_worker)
+    pywarm.main()
 
 
 def _populate_worker() -> None:
@@ -134,7 +132,6 @@ def install(pages: dict[str, list[list[int]]] | None = None) -> None:
 
     _prefault.clear()
     _prefault.update(pages or {})
-    runner.after_ready = _populate_executor  # again once ready: pages mapped since
 
     shim = types.ModuleType("subprocess")
     shim.__dict__.update(vars(subprocess))
