@@ -95,15 +95,27 @@ class SessionStore:
             raise ServiceUnavailable("session store unavailable", retry_after=2) from exc
         return Session(id=session_id, tenant=tenant, created_at=time.time())
 
+    @staticmethod
+    def fresh(tenant: str) -> Session:
+        """A new session, not recorded yet (``record``)."""
+        return Session(id=new_id(), tenant=tenant, created_at=time.time(), is_new=True)
+
+    async def record(self, session: Session, entity_key: str | None = None) -> None:
+        """Write a new session's record (and make it its entity's latest)."""
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(_session_key(session.id), mapping={
+                    "tenant": session.tenant, "created_at": str(session.created_at)})
+                pipe.expire(_session_key(session.id), self._ttl)
+                if entity_key is not None:
+                    pipe.set(entity_key, session.id, ex=self._ttl)
+                await pipe.execute()
+        except ValkeyError as exc:
+            raise ServiceUnavailable("session store unavailable", retry_after=2) from exc
+
     async def _create(self, tenant: str, entity_key: str | None) -> Session:
-        session = Session(id=new_id(), tenant=tenant, created_at=time.time(), is_new=True)
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(_session_key(session.id),
-                      mapping={"tenant": tenant, "created_at": str(session.created_at)})
-            pipe.expire(_session_key(session.id), self._ttl)
-            if entity_key is not None:
-                pipe.set(entity_key, session.id, ex=self._ttl)
-            await pipe.execute()
+        session = self.fresh(tenant)
+        await self.record(session, entity_key)
         return session
 
     async def _touch(self, session_id: str, entity_key: str | None = None) -> None:

@@ -300,7 +300,11 @@ class LocalBackend:
     async def acquire(self, language: str, session_id: str, tenant: str = "") -> SandboxLease:
         queued = time.perf_counter()
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=self.settings.queue_timeout)
+            if self._slots.locked():  # a free slot is taken at once (no timer, no task)
+                async with asyncio.timeout(self.settings.queue_timeout):
+                    await self._slots.acquire()
+            else:
+                await self._slots.acquire()
         except TimeoutError as exc:
             raise NoCapacity("all execution slots are busy; try again shortly",
                              retry_after=2) from exc

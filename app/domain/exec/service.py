@@ -136,6 +136,17 @@ class OutputListener(Protocol):
         """A piece of ``stdout`` or ``stderr``, in order, as the program produced it."""
 
 
+def _abandon(recording: asyncio.Task[None] | None) -> None:
+    """A new session's record after a failed execution: not waited for (its own error,
+    if any, is not the one to report)."""
+    if recording is None:
+        return
+    if not recording.done():
+        recording.cancel()
+    elif not recording.cancelled():
+        recording.exception()  # retrieved: no "exception was never retrieved" warning
+
+
 class ExecService:
     """Runs one ``/exec`` request end to end."""
 
@@ -158,7 +169,17 @@ class ExecService:
         """Until the records written after answers are done (at shutdown)."""
         await self._tasks.wait()
 
-    async def _session(self, principal: Principal, request: ExecRequest) -> Session:
+    async def _session(self, principal: Principal, request: ExecRequest,
+                       ) -> tuple[Session, asyncio.Task[None] | None]:
+        """The execution's session, and the task writing its record when it is new.
+
+        A brand-new session (no ``session_id``, no ``entity_id``) is recorded while the
+        code runs (awaited before the answer): one Valkey round trip fewer before the
+        sandbox is reached.
+        """
+        if not request.session_id and not request.entity_id:
+            session = self.sessions.fresh(principal.tenant)
+            return session, asyncio.create_task(self.sessions.record(session))
         session = await self.sessions.resolve(principal.tenant, request.session_id,
                                               request.user_id, request.entity_id)
         wanted = request.session_id
@@ -166,8 +187,8 @@ class ExecService:
                 await self.files.files.list_session(principal.tenant, wanted)
                 or (self.state is not None and await self.state.exists(principal.tenant, wanted))):
             # The session's record expired but its files or state did not: still the caller's.
-            return await self.sessions.adopt(principal.tenant, wanted)
-        return session
+            return await self.sessions.adopt(principal.tenant, wanted), None
+        return session, None
 
     async def _validate(self, request: ExecRequest, tenant: str) -> _Validated:
         language = resolve_language(request.lang)
@@ -199,7 +220,20 @@ class ExecService:
                       listener: OutputListener | None = None) -> ExecResponse:
         received = time.monotonic()
         valid = await self._validate(request, principal.tenant)
-        session = await self._session(principal, request)
+        session, recording = await self._session(principal, request)
+        try:
+            return await self._execute_in(
+                session, recording, principal=principal, request=request,
+                request_id=request_id, listener=listener, valid=valid, received=received)
+        except BaseException:
+            _abandon(recording)
+            raise
+
+    async def _execute_in(self, session: Session, recording: asyncio.Task[None] | None, *,
+                          principal: Principal, request: ExecRequest, request_id: str,
+                          listener: OutputListener | None, valid: _Validated,
+                          received: float) -> ExecResponse:
+        """The execution in its session (``recording``: its record, still being written)."""
         lap("prepare", language=valid.lang, session_id=session.id)
         state = self.state if valid.lang == "py" else None
         # Checked against its signature here, before any sandbox is involved.
@@ -229,6 +263,8 @@ class ExecService:
                 if seconds is not None:  # inside the run: the sandbox's part of the state
                     note_phase(phase, seconds)
             lap("run")
+            if recording is not None:  # the new session's record, written meanwhile
+                await recording
             outputs = await stage_out(
                 lease.executor, self.files.store, tenant=principal.tenant,
                 session_id=session.id, user_id=request.user_id, inputs=inputs,
