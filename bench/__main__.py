@@ -14,7 +14,8 @@ def main() -> None:
     parser.add_argument("--no-kubernetes", action="store_true",
                         help="skip the Kubernetes path (the emulator)")
     parser.add_argument("--profile", action="store_true",
-                        help="py-spy the API process during the concurrency-8 run")
+                        help="an extra concurrency-8 run: py-spy the API process, "
+                             "perf the sandboxes (bench/kernel.py)")
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"),
                         help="where to write the report ('-' for nowhere)")
     parser.add_argument("--pool-size", type=int, default=8, help="POD_POOL_PY of the service")

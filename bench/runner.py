@@ -19,7 +19,7 @@ from pathlib import Path
 
 from app.backends.local.runtime import ensure_runtime
 
-from . import figures, kube, state
+from . import figures, kernel, kube, state
 from .load import LoadResult, closed_loop, percentile
 from .report import Row, ms, render_text, write_markdown
 from .service import Process, cold_start, factory, runtime_dir, start_naive, start_service
@@ -184,11 +184,17 @@ def run(options: Options) -> list[Row]:
             if options.profile:  # a run of its own: the sampler's cost stays out of the figures
                 figures.pool_ready(service, timeout=120)
                 spy = _profile(service.pid, duration, work / "profile.txt")
-                if spy is not None:
+                perf = kernel.start(duration, work / "perf.data")
+                if spy is not None or perf is not None:
                     figures.throughput(service, figures.PRINT, 8, duration, 0.0)
+                if spy is not None:
                     spy.wait(60)
                     notes["Profile of the API process at concurrency 8 (an extra run)"] = \
                         _top_frames(work / "profile.txt")
+                if perf is not None:
+                    perf.wait(60)
+                    notes["Kernel profile of the sandboxes at concurrency 8 (the same run)"] = \
+                        kernel.summary(work / "perf.data")
             figures.pool_ready(service, timeout=120)
             load, split = figures.throughput(service, figures.PANDAS, 8, duration, 2.0)
             splits.append(figures.cpu_split(load, split) + " (import pandas)")
