@@ -6,6 +6,7 @@ serves the executor HTTP contract (see ``server``), runs programs under limits
 each language is built and run (``languages``, the one language table). Python
 session state is restored and captured in the user's own interpreter
 (``pystate``, run by ``pywarm``); the executor only moves the opaque blob (``state``).
+In zygote sandboxes the pages a request writes are copied ahead (``prefault``).
 """
 
 from .languages import LANGUAGES, Language, resolve_language

@@ -6,19 +6,22 @@ in which the runtime venv, the executor and this directory appear at
 ``/opt/k8si/{python,sidecar,zygote}`` (the paths sandboxes see; the rest of /opt is
 bound back as it was), then executes the venv's Python at ``/opt/k8si/python`` on
 ``main``. ``main`` imports the executor and the configured libraries once, freezes
-them out of the garbage collector, reports ready, then serves spawn requests. (Its
-heap stays in 4 KiB pages: collapsed into 2 MiB pages, a fork was ~3 ms cheaper,
-but every first write to a shared huge page during a request split it, which cost
-a warm ``print(1)`` ~1 ms of latency; see BENCHMARKS.md.)
+them out of the garbage collector, rehearses the state capture and restore once
+(its forks skip it), reports ready, then serves spawn requests. (Its heap stays in
+4 KiB pages: collapsed into 2 MiB pages, a fork was ~3 ms cheaper, but every first
+write to a shared huge page during a request split it, which cost a warm
+``print(1)`` ~1 ms of latency; see BENCHMARKS.md.)
 
 A spawn request (JSON, with the executor's listening socket and its log file as
 fds) forks a child that joins the sandbox's cgroups, unshares mount, PID, network,
 IPC, UTS and cgroup namespaces and forks PID 1 of the new PID namespace; the child
 stays as its parent and exits with it. PID 1 builds the sandbox (``zygote_jail``)
 and runs the executor (``sidecar.__main__.main``) with the warm worker forked from
-it (``zygote_worker``): no interpreter start, no library import. The reply carries a
-pidfd of the child. Every process dies with its parent (``PR_SET_PDEATHSIG``): the
-sandbox with the child, the child with the zygote, the zygote with the API.
+it (``zygote_worker``): no interpreter start, no library import. A request may carry
+the calibration's pages (``prefault``: ``app/backends/local/calibration.py``), which
+both copy right after that fork. The reply carries a pidfd of the child. Every
+process dies with its parent (``PR_SET_PDEATHSIG``): the sandbox with the child, the
+child with the zygote, the zygote with the API.
 Standard library only (plus the sidecar and the preloaded libraries).
 """
 
