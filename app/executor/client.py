@@ -20,7 +20,9 @@ import attrs
 import orjson
 
 from sidecar import prefault
+from sidecar.protocol import MAX_STATE_BYTES
 
+from ..settings import StateSettings
 from .http import HttpTransport, TransportError
 
 __all__ = ["ExecutorClient", "ExecutorError", "ExecutorResult", "OutputChunk", "StateCapture",
@@ -50,6 +52,15 @@ class StateCapture:
     on_error: bool
     max_bytes: int
     max_raw_bytes: int
+
+    @classmethod
+    def configured(cls, settings: StateSettings) -> StateCapture | None:
+        """What ``STATE_*`` asks of every Python execution (None: state is off)."""
+        if not settings.enabled:
+            return None
+        return cls(on_error=settings.capture_on_error,
+                   max_bytes=min(settings.max_bytes, MAX_STATE_BYTES),
+                   max_raw_bytes=settings.max_raw_bytes)
 
 
 def _state_issues(data: Any) -> tuple[StateIssue, ...]:

@@ -145,13 +145,11 @@ class LocalBackend:
         """Learn the pages sandboxes write while serving (``calibration.py``)."""
         assert self._config is not None
         uid = self._free_uids.popleft()
-        state = self.settings.state
-        capture = StateCapture(on_error=state.capture_on_error, max_bytes=state.max_bytes,
-                               max_raw_bytes=state.max_raw_bytes) if state.enabled else None
         try:
             sandbox = LocalSandbox(secrets.token_hex(8), "py", self._config, self._cgroups,
                                    uid, factory=factory, calibrate=True)
-            factory.prefault = await calibrate(sandbox, capture)
+            factory.prefault = await calibrate(sandbox,
+                                               StateCapture.configured(self.settings.state))
         finally:
             self._free_uids.append(uid)
 

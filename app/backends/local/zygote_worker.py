@@ -56,12 +56,12 @@ class _WarmPopen(subprocess.Popen):  # type: ignore[type-arg]
         pid = os.fork()
         if pid == 0:
             try:
-                _populate_worker()
+                prefault.populate(_prefault.get("worker", []))
                 _child(argv, stdio=(p2cread, c2pwrite, errwrite), pass_fds=tuple(pass_fds),
                        cwd=cwd, env=env, preexec_fn=preexec_fn)
             finally:
                 os._exit(255)
-        _populate_executor()
+        prefault.populate(_prefault.get("executor", []))
         self.pid = pid
         self._child_created = True
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite,  # type: ignore[attr-defined]
@@ -105,14 +105,6 @@ def _child(argv: list[str], *, stdio: tuple[int, int, int], pass_fds: tuple[int,
 
         pywarm = importlib.import_module("sidecar.pywarm")
     pywarm.main()
-
-
-def _populate_worker() -> None:
-    prefault.populate(_prefault.get("worker", []))
-
-
-def _populate_executor() -> None:
-    prefault.populate(_prefault.get("executor", []))
 
 
 def _reset_matplotlib() -> None:

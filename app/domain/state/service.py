@@ -16,8 +16,6 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from sidecar.protocol import MAX_STATE_BYTES
-
 from ...auth import Principal
 from ...errors import BadRequest, InvalidState, NotFound, ServiceUnavailable, StateTooLarge
 from ...executor import ExecutorResult, StateCapture, StateIssue
@@ -144,11 +142,7 @@ class StateService:
 
     def capture(self) -> StateCapture | None:
         """What to ask of a Python execution's executor (None: state is off)."""
-        if not self.settings.enabled:
-            return None
-        return StateCapture(on_error=self.settings.capture_on_error,
-                            max_bytes=min(self.settings.max_bytes, MAX_STATE_BYTES),
-                            max_raw_bytes=self.settings.max_raw_bytes)
+        return StateCapture.configured(self.settings)
 
     async def for_execution(self, tenant: str, session: Session) -> StateRecord | None:
         """The checked blob to restore in the session's next sandbox, if any."""
