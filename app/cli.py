@@ -109,7 +109,8 @@ async def _reap_once(settings: Settings) -> int:
     from .backends.kubernetes.templates import PodTemplates
 
     config = settings.kubernetes
-    client = await KubeClient.connect(config.kubeconfig, config.namespace)
+    client = await KubeClient.connect(config.kubeconfig, config.namespace,
+                                      config.request_timeout)
     return await maintain(client, PoolScaler(client, PodTemplates(config), settings))
 
 

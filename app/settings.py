@@ -109,6 +109,8 @@ class KubernetesSettings:
     pool_min: int = 0
     job_ttl_seconds: int = 60
     runtime_class: str | None = None
+    #: Seconds one apiserver request may take before it is abandoned and retried.
+    request_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> KubernetesSettings:
@@ -131,6 +133,7 @@ class KubernetesSettings:
             pool_min=_int(env, "POD_POOL_MIN", 0),
             job_ttl_seconds=_int(env, "K8S_JOB_TTL", 60),
             runtime_class=env.get("K8S_RUNTIME_CLASS") or None,
+            request_timeout=_int(env, "K8S_REQUEST_TIMEOUT", 10, minimum=1),
         )
 
 

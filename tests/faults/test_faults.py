@@ -21,8 +21,9 @@ from moto.server import ThreadedMotoServer
 
 from app.valkey import server_binary
 from tests.conftest import API_KEY, free_port, make_settings, start_app, stop_app
-from tests.k8s.conftest import AppFactory, k8s_app_factory, kubesim
-from tests.kubesim import KubeSim
+from tests.cluster import Namespace
+from tests.cluster.faults import FaultProxy
+from tests.k8s.conftest import AppFactory, k8s_app_factory, kube, kube_cluster, ready_warm
 
 
 class Valkey:
@@ -148,21 +149,49 @@ def test_object_store_unavailable(tmp_path: Path, runtime_dir: Path, valkey_url:
         moto.stop()
 
 
-def test_apiserver_errors_are_retried_then_clear(kubesim: KubeSim,
+def test_apiserver_errors_are_retried_then_clear(kube: Namespace, tmp_path: Path,
                                                  k8s_app_factory: AppFactory) -> None:
-    app = k8s_app_factory({"bash": 1})
-    kubesim.wait_for(lambda: kubesim.objects("pods", label_selector="k8si.io/state=warm"),
-                     timeout=60, message="a warm pod")
-    with app.client() as client:
-        kubesim.inject_failures(429, 2)  # a short storm: retried with jitter
-        assert client.post("/exec", json={"lang": "bash", "code": "echo ok"}).json()[
-            "stdout"] == "ok\n"
-        kubesim.inject_failures(500, 1000)  # a long outage: a clear 503
-        down = client.post("/exec", json={"lang": "bash", "code": "echo ok"})
-        assert down.status_code == 503 and down.json()["error"] == "service_unavailable"
-        kubesim.inject_failures(500, 0)
-        assert client.post("/exec", json={"lang": "bash", "code": "echo back"}).json()[
-            "stdout"] == "back\n"
+    """The real apiserver behind a fault proxy: a 429 storm is retried with jitter, a
+    5xx outage is a clear 503, and service comes back when the apiserver does."""
+    proxy = FaultProxy(kube.cluster.url, kube.cluster.control_plane.pki.ca_cert).start()
+    try:
+        config = proxy.kubeconfig(tmp_path / "proxy.kubeconfig", kube.cluster.api_token,
+                                  kube.namespace)
+        app = k8s_app_factory({"bash": 1}, kubeconfig=config)
+        kube.wait_for(lambda: ready_warm(kube) == 1, timeout=60, message="a warm pod")
+        with app.client() as client:
+            proxy.fail(429, 2)  # a short storm: retried with jitter
+            assert client.post("/exec", json={"lang": "bash", "code": "echo ok"}).json()[
+                "stdout"] == "ok\n"
+            assert proxy.injected == 2
+            proxy.fail(500, 1000)  # a long outage: a clear 503
+            down = client.post("/exec", json={"lang": "bash", "code": "echo ok"})
+            assert down.status_code == 503 and down.json()["error"] == "service_unavailable"
+            proxy.fail(500, 0)
+            kube.wait_for(lambda: ready_warm(kube) == 1, timeout=60, message="a warm pod")
+            assert client.post("/exec", json={"lang": "bash", "code": "echo back"}).json()[
+                "stdout"] == "back\n"
+    finally:
+        proxy.stop()
+
+
+def test_a_stalled_apiserver_is_a_clear_answer_not_a_hang(kube: Namespace, tmp_path: Path,
+                                                          k8s_app_factory: AppFactory) -> None:
+    """Requests that stall past the client's timeout are retried and end in an answer."""
+    proxy = FaultProxy(kube.cluster.url, kube.cluster.control_plane.pki.ca_cert).start()
+    try:
+        config = proxy.kubeconfig(tmp_path / "proxy.kubeconfig", kube.cluster.api_token,
+                                  kube.namespace)
+        app = k8s_app_factory({"bash": 1}, kubeconfig=config, request_timeout=1,
+                              reap_interval=3600)
+        kube.wait_for(lambda: ready_warm(kube) == 1, timeout=60, message="a warm pod")
+        with app.client() as client:
+            proxy.stall(3, 2)  # past the request timeout: abandoned, retried, answered
+            assert client.post("/exec", json={"lang": "bash", "code": "echo slow"}).json()[
+                "stdout"] == "slow\n"
+            assert proxy.stalled == 2
+    finally:
+        proxy.stop()
 
 
 def test_api_killed_mid_execution_leaves_no_sandbox(tmp_path: Path, runtime_dir: Path) -> None:
@@ -217,4 +246,4 @@ def test_api_killed_mid_execution_leaves_no_sandbox(tmp_path: Path, runtime_dir:
         time.sleep(0.2)
     assert not valkeys, "the embedded Valkey dies with the API too"
 
-__all__ = ["k8s_app_factory", "kubesim"]  # fixtures used above
+__all__ = ["k8s_app_factory", "kube", "kube_cluster"]  # fixtures used above

@@ -1,4 +1,5 @@
-"""Fixtures for the Kubernetes backend's tests: the emulator, and API apps against it."""
+"""Fixtures for the Kubernetes backend's tests: the real control plane, and API replicas
+whose kubeconfig is the project's own Role in a fresh namespace."""
 
 from __future__ import annotations
 
@@ -6,29 +7,39 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 
 from app.settings import KubernetesSettings
+from tests.cluster import Namespace
+from tests.cluster.fixtures import kube, kube_cluster
 from tests.conftest import RunningApp, make_settings, start_app, stop_app
-from tests.kubesim import KubeSim
-from tests.kubesim.fixtures import kubesim
 
-__all__ = ["k8s_app_factory", "kubesim"]
+__all__ = ["AppFactory", "k8s_app_factory", "kube", "kube_cluster", "ready_warm"]
 
 AppFactory = Callable[..., RunningApp]
+WARM = "k8si.io/pool=bash,k8si.io/state=warm"
+
+
+def ready_warm(kube: Namespace, selector: str = WARM) -> int:
+    """Warm pods the apiserver reports Ready and not terminating."""
+    return sum(1 for pod in kube.objects("pods", label_selector=selector)
+               if any(c.get("type") == "Ready" and c.get("status") == "True"
+                      for c in pod.get("status", {}).get("conditions", []))
+               and not pod["metadata"].get("deletionTimestamp"))
 
 
 @pytest.fixture
 def k8s_app_factory(tmp_path: Path, runtime_dir: Path, valkey_url: str,
-                    kubesim: KubeSim) -> Iterator[AppFactory]:
-    """Starts API replicas with ``EXECUTION_BACKEND=kubernetes`` against the emulator."""
+                    kube: Namespace) -> Iterator[AppFactory]:
+    """Starts API replicas with ``EXECUTION_BACKEND=kubernetes`` against the cluster."""
     running: list[tuple[Any, Any]] = []
 
-    def start(pool_sizes: dict[str, int] | None = None, **kube: Any) -> RunningApp:
-        config = KubernetesSettings(kubeconfig=str(kubesim.kubeconfig_path),
-                                    namespace=kubesim.namespace,
-                                    **{"reap_interval": 1, "lease_seconds": 120, **kube})
+    def start(pool_sizes: dict[str, int] | None = None, *,
+              kubeconfig: Path | None = None, **kube_settings: Any) -> RunningApp:
+        config = KubernetesSettings(kubeconfig=str(kubeconfig or kube.kubeconfig_path),
+                                    namespace=kube.namespace,
+                                    **{"reap_interval": 1, "lease_seconds": 120,
+                                       **kube_settings})
         settings = make_settings(tmp_path / f"replica{len(running)}", runtime_dir, valkey_url,
                                  execution_backend="kubernetes",
                                  pool_sizes=pool_sizes if pool_sizes is not None else {"bash": 2},
@@ -40,7 +51,3 @@ def k8s_app_factory(tmp_path: Path, runtime_dir: Path, valkey_url: str,
     yield start
     for server, thread in running:
         stop_app(server, thread)
-
-
-def with_kube(app: RunningApp, **changes: Any) -> KubernetesSettings:
-    return attrs.evolve(app.settings.kubernetes, **changes)

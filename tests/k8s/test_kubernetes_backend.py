@@ -1,20 +1,21 @@
-"""The Kubernetes backend against the emulator over real HTTP: claims, races, Jobs,
-crashes, scale to zero, and the count of apiserver requests on the critical path."""
+"""The Kubernetes backend against the real control plane: claims, races, Jobs with the
+real Job controller, crashes, scale to zero through the real Deployment, and the count
+of apiserver requests on the critical path read from the apiserver's audit log."""
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import time
 from typing import Any
 
 import httpx
 
 from app.backends.base import SandboxLease
 from app.backends.kubernetes import KubernetesBackend
+from tests.cluster import Namespace
 from tests.conftest import RunningApp
-from tests.k8s.conftest import AppFactory
-from tests.kubesim import KubeSim, RequestRecord
-
-WARM = "k8si.io/pool=bash,k8si.io/state=warm"
+from tests.k8s.conftest import WARM, AppFactory, ready_warm
 
 
 def backend_of(app: RunningApp) -> KubernetesBackend:
@@ -23,16 +24,9 @@ def backend_of(app: RunningApp) -> KubernetesBackend:
     return backend
 
 
-def ready_warm(sim: KubeSim, selector: str = WARM) -> int:
-    return sum(1 for pod in sim.objects("pods", label_selector=selector)
-               if any(c.get("type") == "Ready" and c.get("status") == "True"
-                      for c in pod.get("status", {}).get("conditions", []))
-               and not pod["metadata"].get("deletionTimestamp"))
-
-
-def test_warm_execution_in_a_pod(kubesim: KubeSim, k8s_app_factory: AppFactory) -> None:
+def test_warm_execution_in_a_pod(kube: Namespace, k8s_app_factory: AppFactory) -> None:
     app = k8s_app_factory({"bash": 2})
-    kubesim.wait_for(lambda: ready_warm(kubesim) == 2, timeout=60, message="2 warm pods")
+    kube.wait_for(lambda: ready_warm(kube) == 2, timeout=60, message="2 warm pods")
     with app.client() as client:
         body = client.post("/exec", json={"lang": "bash", "code": "echo $HOSTNAME; id -u"})
         assert body.status_code == 200, body.text
@@ -40,38 +34,43 @@ def test_warm_execution_in_a_pod(kubesim: KubeSim, k8s_app_factory: AppFactory) 
     hostname = result["stdout"].split()[0]
     assert hostname.startswith("k8si-pool-bash-"), "user code sees the pod's name"
     assert result["status"] == "ok" and result["language"] == "bash"
-    # the used pod is deleted (never relabelled warm) and the pool refills
-    kubesim.wait_for(lambda: kubesim.get("pods", hostname) is None, message="pod deleted")
-    kubesim.wait_for(lambda: ready_warm(kubesim) == 2, timeout=60, message="pool refilled")
-    assert not kubesim.objects("pods", label_selector="k8si.io/state=claimed")
+    # the used pod is deleted (never relabelled warm) and the ReplicaSet refills the pool
+    kube.wait_for(lambda: kube.get("pods", hostname) is None, message="pod deleted")
+    kube.wait_for(lambda: ready_warm(kube) == 2, timeout=60, message="pool refilled")
+    assert not kube.objects("pods", label_selector="k8si.io/state=claimed")
 
 
 def test_critical_path_is_at_most_two_apiserver_requests(
-        kubesim: KubeSim, k8s_app_factory: AppFactory) -> None:
+        kube: Namespace, k8s_app_factory: AppFactory) -> None:
     app = k8s_app_factory({"bash": 1})
-    kubesim.wait_for(lambda: ready_warm(kubesim) == 1, timeout=60, message="a warm pod")
+    kube.wait_for(lambda: ready_warm(kube) == 1, timeout=60, message="a warm pod")
     backend = backend_of(app)
-    kubesim.clear_requests()
 
-    async def claim() -> tuple[SandboxLease, list[RequestRecord]]:
+    async def claim() -> tuple[SandboxLease, float, float]:
+        started = time.time()
         lease = await backend.acquire("bash", "S" * 21, "acme")
-        # Read before this loop runs anything else: the bookkeeping that acquire leaves
-        # to a background task (off the critical path) must not be counted.
-        return lease, kubesim.requests
+        # Stamped before this loop runs anything else: the bookkeeping that acquire
+        # leaves to a background task (off the critical path) is received later.
+        return lease, started, time.time()
 
-    lease, on_critical_path = app.run(claim())
+    lease, started, claimed_at = app.run(claim())
+    name = lease.sandbox_id.split("/", 1)[1]
+    on_path = kube.wait_for(lambda: kube.audit(started, claimed_at), timeout=10,
+                            message="the audit log")
     app.run(backend.release(lease))
     assert lease.pool_hit
-    assert [(r.verb, r.resource) for r in on_critical_path] == [("list", "pods"),
-                                                                 ("patch", "pods")]
-    claimed = kubesim.get("pods", lease.sandbox_id.split("/", 1)[1])
+    assert [(r.verb, r.resource, r.code) for r in on_path] == [("list", "pods", 200),
+                                                               ("patch", "pods", 200)]
+    assert on_path[1].name == name
+    claimed = kube.get("pods", name)
     assert claimed is None or claimed["metadata"]["labels"]["k8si.io/state"] == "claimed"
 
 
 def test_race_two_replicas_every_execution_in_its_own_pod(
-        kubesim: KubeSim, k8s_app_factory: AppFactory) -> None:
+        kube: Namespace, k8s_app_factory: AppFactory) -> None:
     replicas = [k8s_app_factory({"bash": 4}), k8s_app_factory({"bash": 4})]
-    kubesim.wait_for(lambda: ready_warm(kubesim) == 4, timeout=90, message="4 warm pods")
+    kube.wait_for(lambda: ready_warm(kube) == 4, timeout=90, message="4 warm pods")
+    started = time.time()
 
     def run(index: int) -> dict[str, Any]:
         app = replicas[index % 2]
@@ -87,35 +86,44 @@ def test_race_two_replicas_every_execution_in_its_own_pod(
     hostnames = [r["stdout"].strip() for r in results]
     assert all(r["status"] == "ok" for r in results)
     assert len(set(hostnames)) == 32, "no pod served two executions"
-    hits = sum(backend_of(app).stats["pool_hits"] for app in replicas)
-    assert hits >= 4
-    # every claimed pod and every Job is deleted; the pool is back at its size
-    kubesim.wait_for(lambda: not kubesim.objects("pods",
-                                                 label_selector="k8si.io/state=claimed"),
-                     timeout=60, message="claimed pods deleted")
-    kubesim.wait_for(lambda: not kubesim.objects("jobs"), timeout=60, message="jobs deleted")
-    kubesim.wait_for(lambda: ready_warm(kubesim) == 4, timeout=90, message="pool back to 4")
+    assert sum(backend_of(app).stats["pool_hits"] for app in replicas) >= 4
+    # The apiserver's word: each warm pod was won by exactly one successful claim
+    # patch, the losers got 422, and every pod that served was deleted by the API.
+    kube.wait_for(lambda: not kube.objects("pods", label_selector="k8si.io/state=claimed"),
+                  timeout=60, message="claimed pods deleted")
+    kube.wait_for(lambda: not kube.objects("jobs"), timeout=60, message="jobs deleted")
+    audit = kube.audit(started)
+    wins = collections.Counter(r.name for r in audit
+                               if (r.verb, r.resource, r.code) == ("patch", "pods", 200))
+    assert wins and max(wins.values()) == 1, "no pod was claimed twice"
+    assert all(r.code in (200, 404, 422) for r in audit if (r.verb, r.resource) ==
+               ("patch", "pods"))
+    deleted = {r.name for r in audit if (r.verb, r.resource) == ("delete", "pods")}
+    pooled = {h for h in hostnames if h.startswith("k8si-pool-bash-")}
+    assert pooled == set(wins) and pooled <= deleted
+    kube.wait_for(lambda: ready_warm(kube) == 4, timeout=90, message="pool back to 4")
     for hostname in hostnames:
-        assert kubesim.get("pods", hostname) is None
+        assert kube.get("pods", hostname) is None
 
 
 def test_crashed_replica_lease_expires_and_the_reaper_deletes_the_pod(
-        kubesim: KubeSim, k8s_app_factory: AppFactory) -> None:
+        kube: Namespace, k8s_app_factory: AppFactory) -> None:
     crashing = k8s_app_factory({"bash": 1}, lease_seconds=2, reap_interval=3600)
-    kubesim.wait_for(lambda: ready_warm(kubesim) == 1, timeout=60, message="a warm pod")
+    kube.wait_for(lambda: ready_warm(kube) == 1, timeout=60, message="a warm pod")
     lease = crashing.run(backend_of(crashing).acquire("bash", "C" * 21, "t"))
     # the replica "dies" between claim and release: it never releases the lease
     name = lease.sandbox_id.split("/", 1)[1]
-    claimed = kubesim.get("pods", name)
+    claimed = kube.get("pods", name)
     assert claimed is not None and claimed["metadata"]["labels"]["k8si.io/state"] == "claimed"
+    assert not claimed["metadata"].get("ownerReferences"), "the ReplicaSet released it"
     k8s_app_factory({"bash": 1}, reap_interval=1)  # any other replica reaps
-    kubesim.wait_for(lambda: kubesim.get("pods", name) is None, timeout=30,
-                     message="the orphaned pod reaped")
-    assert not kubesim.objects("pods", label_selector="k8si.io/state=claimed")
+    kube.wait_for(lambda: kube.get("pods", name) is None, timeout=30,
+                  message="the orphaned pod reaped")
+    assert not kube.objects("pods", label_selector="k8si.io/state=claimed")
 
 
 def test_cold_path_runs_a_job_with_files_and_cleans_up(
-        kubesim: KubeSim, k8s_app_factory: AppFactory) -> None:
+        kube: Namespace, k8s_app_factory: AppFactory) -> None:
     app = k8s_app_factory({})  # no pools at all: everything is a Job
     with app.client() as client:
         up = client.post("/upload", files={"file": ("in.txt", b"cold input\n", "text/plain")})
@@ -132,37 +140,62 @@ def test_cold_path_runs_a_job_with_files_and_cleans_up(
         failing = client.post("/exec", json={"lang": "bash", "code": "echo bad >&2; exit 3"})
         assert failing.status_code == 200
         assert failing.json()["status"] == "error" and failing.json()["code"] == 3
-    kubesim.wait_for(lambda: not kubesim.objects("jobs"), timeout=60, message="jobs deleted")
-    kubesim.wait_for(lambda: not kubesim.objects("pods"), timeout=60, message="pods deleted")
+    kube.wait_for(lambda: not kube.objects("jobs"), timeout=60, message="jobs deleted")
+    kube.wait_for(lambda: not kube.objects("pods"), timeout=60, message="pods deleted")
     assert backend_of(app).stats["cold_starts"] == 2
 
 
+def test_an_abandoned_job_is_ended_by_its_deadline_and_removed_by_its_ttl(
+        kube: Namespace, k8s_app_factory: AppFactory) -> None:
+    """The crash-safe lease of the cold path: the real Job controller ends the Job at
+    ``activeDeadlineSeconds`` and the TTL controller deletes it, with no replica alive."""
+    app = k8s_app_factory({}, lease_seconds=8, job_ttl_seconds=1, reap_interval=3600)
+    backend = backend_of(app)
+    lease = app.run(backend.acquire("bash", "J" * 21, "t"))
+    job = lease.sandbox_id.split("/", 1)[1]
+    assert kube.get("jobs", job) is not None
+    # never released: the Job controller fails it at its deadline...
+    def failed() -> bool:
+        found = kube.get("jobs", job)
+        conditions = (found or {}).get("status", {}).get("conditions", [])
+        return found is None or any(c["type"] == "Failed" and c["status"] == "True"
+                                    and c.get("reason") == "DeadlineExceeded"
+                                    for c in conditions)
+    kube.wait_for(failed, timeout=60, message="the Job failed with DeadlineExceeded")
+    # ...and ttlSecondsAfterFinished removes it, its pod with it
+    kube.wait_for(lambda: kube.get("jobs", job) is None, timeout=60, message="TTL deletion")
+    kube.wait_for(lambda: not kube.objects("pods", label_selector=f"job-name={job}"),
+                  timeout=60, message="the Job's pod deleted")
+
+
 def test_idle_pool_shrinks_to_zero_and_grows_back(
-        kubesim: KubeSim, k8s_app_factory: AppFactory) -> None:
+        kube: Namespace, k8s_app_factory: AppFactory) -> None:
     app = k8s_app_factory({"bash": 2}, pool_idle_seconds=1, pool_min=0, reap_interval=1)
 
     def replicas() -> int:
-        deployment = kubesim.get("deployments", "k8si-pool-bash")
+        deployment = kube.get("deployments", "k8si-pool-bash")
         assert deployment is not None
         return int(deployment["spec"]["replicas"])
 
-    kubesim.wait_for(lambda: replicas() == 0, timeout=30, message="the pool shrank to 0")
-    kubesim.wait_for(lambda: not kubesim.objects("pods", label_selector=WARM), timeout=30,
-                     message="warm pods gone")
+    kube.wait_for(lambda: replicas() == 0, timeout=30, message="the pool shrank to 0")
+    kube.wait_for(lambda: not kube.objects("pods", label_selector=WARM), timeout=30,
+                  message="warm pods gone")
     with app.client() as client:
         result = client.post("/exec", json={"lang": "bash", "code": "echo served"}).json()
     assert result["stdout"] == "served\n", "a miss is served by the cold path"
     assert backend_of(app).stats["pool_misses"] >= 1
-    kubesim.wait_for(lambda: replicas() == 2, timeout=30, message="the pool grew back")
+    kube.wait_for(lambda: replicas() == 2, timeout=30, message="the pool grew back")
+    kube.wait_for(lambda: ready_warm(kube) == 2, timeout=60,
+                  message="the real ReplicaSet made 2 warm pods again")
 
 
-def test_health_endpoints_report_the_cluster(kubesim: KubeSim,
+def test_health_endpoints_report_the_cluster(kube: Namespace,
                                              k8s_app_factory: AppFactory) -> None:
     app = k8s_app_factory({"bash": 1})
-    kubesim.wait_for(lambda: ready_warm(kubesim) == 1, timeout=60, message="a warm pod")
+    kube.wait_for(lambda: ready_warm(kube) == 1, timeout=60, message="a warm pod")
     with app.client() as client:
-        kube = client.get("/health/kubernetes").json()
-        assert kube["status"] == "healthy" and kube["namespace"] == kubesim.namespace
+        health = client.get("/health/kubernetes").json()
+        assert health["status"] == "healthy" and health["namespace"] == kube.namespace
         pools = client.get("/health/pool").json()
         assert pools["backend"] == "kubernetes"
         assert pools["pools"]["bash"]["warm"] == 1 and pools["pools"]["bash"]["target"] == 1

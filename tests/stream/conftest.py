@@ -1,8 +1,7 @@
-"""Fixtures of the streaming tests: the Kubernetes emulator and API replicas against it."""
+"""Fixtures of the streaming tests: the real control plane and API replicas against it."""
 
 from __future__ import annotations
 
-from tests.k8s.conftest import k8s_app_factory
-from tests.kubesim.fixtures import kubesim
+from tests.k8s.conftest import k8s_app_factory, kube, kube_cluster
 
-__all__ = ["k8s_app_factory", "kubesim"]
+__all__ = ["k8s_app_factory", "kube", "kube_cluster"]

@@ -1,4 +1,4 @@
-"""``POST /exec/stream`` on the Kubernetes backend (the emulator): the executor in a
+"""``POST /exec/stream`` on the Kubernetes backend (the real control plane): the executor in a
 pod streams over TCP; a client that leaves stops the program and the pod is deleted."""
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ import time
 import psutil
 
 from app.cli_client import iter_sse
-from tests.k8s.conftest import AppFactory
-from tests.k8s.test_kubernetes_backend import ready_warm
-from tests.kubesim import KubeSim
+from tests.cluster import Namespace
+from tests.k8s.conftest import AppFactory, ready_warm
 from tests.stream.helpers import stream_exec
 
 
@@ -23,10 +22,10 @@ def _running(marker: str) -> list[psutil.Process]:
     return found
 
 
-def test_streaming_from_a_pod_and_leaving_it(kubesim: KubeSim,
+def test_streaming_from_a_pod_and_leaving_it(kube: Namespace,
                                              k8s_app_factory: AppFactory) -> None:
     app = k8s_app_factory({"bash": 1})
-    kubesim.wait_for(lambda: ready_warm(kubesim) == 1, timeout=60, message="a warm pod")
+    kube.wait_for(lambda: ready_warm(kube) == 1, timeout=60, message="a warm pod")
     code = 'echo "$HOSTNAME"; for i in 1 2; do echo "tick $i"; sleep 0.5; done; echo done >&2'
     with app.client() as client:
         streamed = stream_exec(client, {"lang": "bash", "code": code})
@@ -38,10 +37,10 @@ def test_streaming_from_a_pod_and_leaving_it(kubesim: KubeSim,
     assert streamed.text("stdout") == result["stdout"] and streamed.text("stderr") == "done\n"
     first = next(e for e in streamed.events if e.name == "stdout")
     assert first.at < streamed.events[-1].at - 0.8, "output came while the pod ran"
-    kubesim.wait_for(lambda: kubesim.get("pods", hostname) is None, message="pod deleted")
+    kube.wait_for(lambda: kube.get("pods", hostname) is None, message="pod deleted")
 
     # Now a client that goes away in the middle of a run.
-    kubesim.wait_for(lambda: ready_warm(kubesim) == 1, timeout=60, message="pool refilled")
+    kube.wait_for(lambda: ready_warm(kube) == 1, timeout=60, message="pool refilled")
     marker = "3600.4242"  # sleep's argument: finds the program among the host's processes
     with app.client() as client, client.stream(
             "POST", "/exec/stream",
@@ -55,9 +54,9 @@ def test_streaming_from_a_pod_and_leaving_it(kubesim: KubeSim,
             if "ready" in output:
                 break
         pod = output.split()[0]
-        kubesim.wait_for(lambda: _running(marker), message="the program runs")
+        kube.wait_for(lambda: _running(marker), message="the program runs")
     left = time.monotonic()
-    kubesim.wait_for(lambda: not _running(marker), timeout=15, message="the program stopped")
-    kubesim.wait_for(lambda: kubesim.get("pods", pod) is None, timeout=30,
+    kube.wait_for(lambda: not _running(marker), timeout=15, message="the program stopped")
+    kube.wait_for(lambda: kube.get("pods", pod) is None, timeout=30,
                      message="the pod was deleted")
     assert time.monotonic() - left < 30

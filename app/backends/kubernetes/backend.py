@@ -74,7 +74,8 @@ class KubernetesBackend:
 
     async def start(self) -> None:
         if self.client is None:
-            self.client = await KubeClient.connect(self.config.kubeconfig, self.config.namespace)
+            self.client = await KubeClient.connect(self.config.kubeconfig, self.config.namespace,
+                                                   self.config.request_timeout)
         self._scaler = PoolScaler(self.client, self.templates, self.settings)
         self._jobs = JobRunner(self.client, self.templates, self.config)
         await self._scaler.ensure_pools()

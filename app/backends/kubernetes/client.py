@@ -2,7 +2,8 @@
 
 Each call is one request (no discovery round trips), answers parsed JSON, and
 raises ``KubeError`` with the status code and reason of the apiserver's Status
-body. 429, 5xx and transport failures are retried with jittered backoff (tenacity);
+body. 429, 5xx, transport failures and timeouts (``request_timeout`` per request:
+kr8s sets none) are retried with jittered backoff (tenacity);
 409 and 422 never are: for a claim they mean "another replica won".
 """
 
@@ -55,15 +56,19 @@ def _retryable(exc: BaseException) -> bool:
 class KubeClient:
     """Namespaced calls through one kr8s API object."""
 
-    def __init__(self, api: Any, namespace: str, attempts: int = 5) -> None:
+    def __init__(self, api: Any, namespace: str, attempts: int = 5,
+                 request_timeout: float = 10.0) -> None:
         self.api = api
         self.namespace = namespace
         self._attempts = attempts
+        #: kr8s sets no timeout: a stalled apiserver would hold a request forever.
+        self._timeout = httpx.Timeout(request_timeout)
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None, namespace: str | None) -> KubeClient:
+    async def connect(cls, kubeconfig: str | None, namespace: str | None,
+                      request_timeout: float = 10.0) -> KubeClient:
         api = await kr8s.asyncio.api(kubeconfig=kubeconfig, namespace=namespace)
-        return cls(api, namespace or api.namespace)
+        return cls(api, namespace or api.namespace, request_timeout=request_timeout)
 
     async def _call(self, method: str, resource: Resource, path: str = "", *,
                     params: Mapping[str, str] | None = None, body: Any = None,
@@ -81,7 +86,7 @@ class KubeClient:
                     params: Mapping[str, str] | None, body: Any,
                     content_type: str) -> dict[str, Any]:
         url = resource.plural + (f"/{path}" if path else "")
-        kwargs: dict[str, Any] = {"params": dict(params or {})}
+        kwargs: dict[str, Any] = {"params": dict(params or {}), "timeout": self._timeout}
         if body is not None:
             kwargs["content"] = orjson.dumps(body)
             kwargs["headers"] = {"Content-Type": content_type}
@@ -90,7 +95,8 @@ class KubeClient:
                                          namespace=self.namespace, url=url,
                                          raise_for_status=False, **kwargs) as response:
                 data: dict[str, Any] = response.json() if response.content else {}
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, kr8s.APITimeoutError) as exc:
+            # kr8s turns httpx's timeouts into its own APITimeoutError
             raise KubeError(0, "Unreachable", repr(exc)) from exc
         if response.status_code >= 400:
             raise KubeError(response.status_code, str(data.get("reason", "")),
@@ -135,12 +141,14 @@ class KubeClient:
             async with self.api.call_api("GET", version=resource.version,
                                          namespace=self.namespace, url=resource.plural,
                                          raise_for_status=False, stream=True,
-                                         params=query) as response:
+                                         params=query, timeout=httpx.Timeout(
+                                             self._timeout.connect, read=timeout + 30)
+                                         ) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise KubeError(response.status_code, "WatchFailed", response.text[:200])
                 async for line in response.aiter_lines():
                     if line.strip():
                         yield orjson.loads(line)
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, kr8s.APITimeoutError) as exc:
             raise KubeError(0, "Unreachable", repr(exc)) from exc

@@ -96,6 +96,12 @@ class LocalSandbox:
             return not select.select([self._pidfd], [], [], 0)[0]
         return self._process is not None and self._process.returncode is None
 
+    async def wait(self) -> int | None:
+        """Wait until the sandbox process exits; its return code (None if never started)."""
+        if self._process is None:
+            return None
+        return await self._process.wait()
+
     def _executor_command(self, listen_fd: int) -> list[str]:
         bootstrap = (f"import sys, runpy; sys.path.insert(0, {SIDECAR_MOUNT!r}); "
                      "runpy.run_module('sidecar', run_name='__main__', alter_sys=True)")
