@@ -168,6 +168,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.cluster.fixtures import STARTED  # the clusters this run started
+
+    for cluster in STARTED:
+        terminalreporter.section("Kubernetes control plane (tests/cluster)")
+        terminalreporter.write_line(f"started in {cluster['start_seconds']:.1f} s")
+        for moment, key in (("after start", "rss"), ("at the end", "rss_end")):
+            rss = cluster.get(key)
+            if isinstance(rss, dict):
+                sizes = ", ".join(f"{name} {size / 2**20:.0f} MB" for name, size in rss.items())
+                terminalreporter.write_line(f"RSS {moment}: {sizes}")
     if not _ATTACKS:
         return
     terminalreporter.section("attack suite (security.md classes)")

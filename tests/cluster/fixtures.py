@@ -26,9 +26,11 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory,
                  runtime_dir: Path) -> Iterator[KubeCluster]:
     """etcd, kube-apiserver, controller-manager, scheduler and the node agent."""
     with KubeCluster(tmp_path_factory.mktemp("cluster"), runtime_dir) as cluster:
-        STARTED.append({"start_seconds": cluster.control_plane.start_seconds,
-                        "rss": cluster.control_plane.rss_bytes()})
+        report: dict[str, object] = {"start_seconds": cluster.control_plane.start_seconds,
+                                     "rss": cluster.control_plane.rss_bytes()}
+        STARTED.append(report)
         yield cluster
+        report["rss_end"] = cluster.control_plane.rss_bytes()
 
 
 @pytest.fixture

@@ -118,14 +118,15 @@ class KubeCluster:
     def start(self) -> KubeCluster:
         self.control_plane.start()
         try:
-            self.run_kubectl("apply", "--server-side", "-f", str(REPO / "manifests/namespaces.yaml"))
-            self.run_kubectl("apply", "--server-side", "-f", str(REPO / "manifests/rbac.yaml"))
+            for manifest in ("namespaces.yaml", "rbac.yaml"):
+                self.run_kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / manifest))
             self._wait_default_account(API_NAMESPACE)
             self.api_token = self._request_token()
             agent = NodeAgent(self.url, self.control_plane.pki.admin_token,
                               str(self.control_plane.pki.ca_cert), self.node_name, self.sandboxes)
             self._agent = _AgentThread(agent)
             self._agent.start()
+            self._wait_schedulable()
         except BaseException:
             self.stop()
             raise
@@ -168,6 +169,19 @@ class KubeCluster:
         while self.admin.get(path).status_code != 200:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no default ServiceAccount in {namespace}")
+            time.sleep(0.1)
+
+    def _wait_schedulable(self, timeout: float = 60) -> None:
+        """Admission taints a new Node ``not-ready``; the node-lifecycle controller lifts
+        the taint once the agent's Lease and Ready condition are seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            node = self.admin.get(f"/api/v1/nodes/{self.node_name}").json()
+            if not [t for t in node.get("spec", {}).get("taints", [])
+                    if t.get("effect") in ("NoSchedule", "NoExecute")]:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {self.node_name} still tainted: {node['spec']}")
             time.sleep(0.1)
 
     def _request_token(self) -> str:

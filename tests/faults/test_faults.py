@@ -20,9 +20,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from app.valkey import server_binary
-from tests.conftest import API_KEY, free_port, make_settings, start_app, stop_app
 from tests.cluster import Namespace
 from tests.cluster.faults import FaultProxy
+from tests.conftest import API_KEY, free_port, make_settings, start_app, stop_app
 from tests.k8s.conftest import AppFactory, k8s_app_factory, kube, kube_cluster, ready_warm
 
 
