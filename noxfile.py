@@ -40,7 +40,8 @@ def bench(session: nox.Session) -> None:
     """The benchmark of performance.md: prints the table and writes BENCHMARKS.md.
 
     ``nox -s bench -- --quick`` for a short smoke run, ``-- --no-kubernetes`` to skip
-    the emulator, ``-- --profile`` to add a py-spy profile of the API process.
+    the Kubernetes rows (the real control plane of ``tests/cluster``), ``-- --kubernetes-only``
+    for just those, ``-- --profile`` to add a py-spy profile of the API process.
     """
     session.install("-e", ".[test]", "prometheus_client", "py-spy")
     session.run("python", "-m", "bench", *session.posargs)

@@ -3,7 +3,9 @@
 Baselines first (bare spawn, bare import, the naive service), then the real
 service with the local backend (warm latency, throughput at concurrency 1, 8 and
 32, the stdout flood, Python state capture and restore by size), then the
-Kubernetes path against the emulator, then cold starts. Each step is bounded in samples and seconds.
+local cold starts, then the Kubernetes path against a real control plane
+(``bench.kube``). Each step is bounded in samples and seconds.
+``Options.kubernetes_only`` runs the Kubernetes path alone and writes no report.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Options:
 
     quick: bool = False
     kubernetes: bool = True
+    kubernetes_only: bool = False
     profile: bool = False
     output: Path | None = Path("BENCHMARKS.md")
     pool_size: int = 8
@@ -115,7 +118,21 @@ def _top_frames(raw: Path, limit: int = 15) -> str:
             f"Self time:\n```\n{table(own)}\n```\n\nInclusive:\n```\n{table(inclusive)}\n```")
 
 
+def _run_kubernetes_only(options: Options) -> list[Row]:
+    """Only the Kubernetes rows, printed (a partial run never writes the report)."""
+    ensure_runtime(runtime_dir(), log=False)  # the node agent's sandboxes
+    work = Path(tempfile.mkdtemp(prefix="k8si-bench-"))
+    try:
+        rows = _kube_rows(work, options.quick)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(render_text(rows), flush=True)
+    return rows
+
+
 def run(options: Options) -> list[Row]:
+    if options.kubernetes_only:
+        return _run_kubernetes_only(options)
     quick = options.quick
     work = Path(tempfile.mkdtemp(prefix="k8si-bench-"))
     python = ensure_runtime(runtime_dir(), log=False).python
@@ -238,27 +255,5 @@ def run(options: Options) -> list[Row]:
 
 
 def _kube_rows(work: Path, quick: bool) -> list[Row]:
-    result = kube.measure(work, claims=5 if quick else 12, race=16 if quick else 24,
-                          cold_runs=2 if quick else 4)
-    worst = max(result.critical, default=-1)
-    kinds = ", ".join(f"{n}x {kind}" for kind, n in sorted(result.critical_kinds.items()))
-    mean_total = sum(result.total) / len(result.total) if result.total else float("nan")
-    cold50 = percentile(result.cold_starts, _P50)
-    return [
-        Row(f"k8s: apiserver requests on the critical path of a warm claim (max of "
-            f"{len(result.critical)}; {kinds})", str(worst), "", "", "<= 2",
-            0 <= worst <= 2),
-        Row("k8s: apiserver requests per execution, all (mean; the release's delete and the "
-            "pool's last-use patch run in the background)",
-            f"{mean_total:.1f}"),
-        Row("k8s: claim (acquire) time, mean", ms(result.claim_seconds),
-            f"one apiserver list {ms(result.round_trip)}",
-            f"{result.claim_seconds / result.round_trip:.1f}x"),
-        Row(f"k8s: claim race, {result.race_executions} concurrent executions over 2 replicas "
-            f"({result.race_errors} errors)", f"{result.race_double_served} double-served",
-            "", "", "0 double-served",
-            result.race_double_served == 0 and result.race_errors == 0),
-        Row(f"API cold start to first /health 200, Kubernetes backend (P50 of "
-            f"{len(result.cold_starts)}, max {ms(max(result.cold_starts))})", ms(cold50), "",
-            "", "<= 1 s", max(result.cold_starts) <= 1.0),
-    ]
+    return kube.rows(kube.measure(work, claims=5 if quick else 12, race=16 if quick else 24,
+                                  cold_runs=2 if quick else 4))
