@@ -29,6 +29,10 @@ from app.main import create_app
 from app.settings import Settings, TenantLimits, TenantSettings
 from app.valkey import server_binary
 
+#: The real control plane's fixtures (``kube_cluster`` per session, ``kube`` per test),
+#: registered here once so that every directory shares one cluster.
+pytest_plugins = ["tests.cluster.fixtures"]
+
 # obstore's async runtime can abort the interpreter at exit (a shutdown race, see
 # libraries.md); a short pause at exit avoids it.
 atexit.register(time.sleep, 0.1)

@@ -1,9 +1,9 @@
 """Pytest fixtures: one real control plane per test session, a namespace per test.
 
-Import them into a ``conftest.py`` (``from tests.cluster.fixtures import kube,
-kube_cluster``). The first use builds the binaries if the cache is cold
-(``scripts/kube-control-plane``) and starts the cluster; its start-up time and
-memory are printed at the end of the run.
+Registered for the whole suite by ``tests/conftest.py`` (``pytest_plugins``), so
+every directory shares one cluster per session. The first use builds the binaries if
+the cache is cold (``scripts/kube-control-plane``) and starts the cluster; its
+start-up time and memory are printed at the end of the run.
 """
 
 from __future__ import annotations

@@ -13,9 +13,6 @@ import pytest
 from app.backends.kubernetes.templates import PodTemplates
 from app.settings import KubernetesSettings
 from tests.cluster import KubeCluster, Namespace
-from tests.cluster.fixtures import kube, kube_cluster
-
-__all__ = ["kube", "kube_cluster"]
 
 Obj = dict[str, Any]
 

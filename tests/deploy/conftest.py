@@ -1,17 +1,31 @@
-"""Fixtures: every kustomize overlay built once per session, offline."""
+"""Fixtures: every kustomize overlay built once per session, offline; and, for the
+tests that meet real admission, the session's real control plane (``tests/cluster``)
+with the Knative Serving CRDs installed once."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from tests.cluster import KubeCluster
+
+from .admission import install_knative_crds
 from .kube import OVERLAYS, Obj, build, scratch_tree
+
+__all__ = ["built", "knative_crds", "overlay", "scratch"]
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Obj]]:
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch copy of kustomize/ and manifests/ with secrets.env from the examples."""
+    return scratch_tree(tmp_path_factory.mktemp("kustomize"))
+
+
+@pytest.fixture(scope="session")
+def built(scratch: Path) -> dict[str, list[Obj]]:
     """Overlay name -> its objects (``kubectl kustomize kustomize/overlays/<name>``)."""
-    root = scratch_tree(tmp_path_factory.mktemp("kustomize"))
-    return {name: build(root / "kustomize" / "overlays" / name) for name in OVERLAYS}
+    return {name: build(scratch / "kustomize" / "overlays" / name) for name in OVERLAYS}
 
 
 @pytest.fixture(params=OVERLAYS)
@@ -19,3 +33,9 @@ def overlay(request: pytest.FixtureRequest, built: dict[str, list[Obj]]) -> list
     """The objects of one overlay (the test runs once per overlay)."""
     objects: list[Obj] = built[request.param]
     return objects
+
+
+@pytest.fixture(scope="session")
+def knative_crds(kube_cluster: KubeCluster) -> list[str]:
+    """Knative Serving's CRDs (from the knative.dev/serving Go module), Established."""
+    return install_knative_crds(kube_cluster)

@@ -1,6 +1,7 @@
-"""Every overlay: valid objects, Pod Security "restricted", least-privilege RBAC,
-NetworkPolicies that isolate the sandboxes, a scale-to-zero Knative Service, and
-configuration references that resolve."""
+"""Every overlay: valid objects, Pod Security "restricted" (decided by the real
+apiserver's PodSecurity admission), least-privilege RBAC, NetworkPolicies that
+isolate the sandboxes, a scale-to-zero Knative Service, and configuration references
+that resolve."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ from pathlib import Path
 
 from app.backends.kubernetes.templates import LABEL_COMPONENT
 from app.settings import Settings
+from tests.cluster import KubeCluster
 
+from .admission import (
+    POD_SECURITY_REFUSAL,
+    RESTRICTED_LABELS,
+    as_pod,
+    create_pod,
+    pod_security_warnings,
+    privileged,
+    status_message,
+)
 from .kube import (
     API_NAMESPACE,
     KNATIVE_API,
@@ -25,7 +36,6 @@ from .kube import (
     pools,
     schema_errors,
 )
-from .podsecurity import restricted_violations
 
 #: What the Kubernetes backend does (kubernetes.md "Pod security", last paragraph).
 EXPECTED_RULES = {
@@ -65,12 +75,27 @@ def test_pool_deployments_use_restart_policy_always(overlay: list[Obj]) -> None:
                for p in pools(overlay))
 
 
-def test_every_pod_template_passes_pod_security_restricted(overlay: list[Obj]) -> None:
+def test_every_pod_template_passes_pod_security_restricted(
+        overlay: list[Obj], kube_cluster: KubeCluster) -> None:
+    """Each pod an object would make is created (dry run) in its own namespace, which
+    enforces "restricted" on the real apiserver: PodSecurity admits every one, and
+    refuses the same pod made privileged (the check is live, not vacuous)."""
     pods = [(obj, meta, spec) for obj in overlay for meta, spec in pod_templates(obj)]
     kinds = {obj["kind"] for obj, _, _ in pods}
     assert {"Deployment", "CronJob"} <= kinds
-    problems = [f"{label(obj)}: {v}" for obj, meta, spec in pods
-                for v in restricted_violations(meta, spec)]
+    problems = []
+    for obj, meta, spec in pods:
+        namespace = obj["metadata"]["namespace"]
+        found = kube_cluster.admin.get(f"/api/v1/namespaces/{namespace}").json()
+        assert RESTRICTED_LABELS.items() <= found["metadata"]["labels"].items(), namespace
+        pod = as_pod(obj, meta, spec)
+        admitted = create_pod(kube_cluster, namespace, pod)
+        if admitted.status_code != 201 or pod_security_warnings(admitted):
+            problems.append(f"{label(obj)}: {admitted.status_code} {status_message(admitted)}")
+        refused = create_pod(kube_cluster, namespace, privileged(pod))
+        if refused.status_code != 403 or POD_SECURITY_REFUSAL not in status_message(refused):
+            problems.append(f"{label(obj)} made privileged: {refused.status_code} "
+                            f"{status_message(refused)}")
     assert not problems, "\n".join(problems)
 
 

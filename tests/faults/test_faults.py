@@ -23,7 +23,7 @@ from app.valkey import server_binary
 from tests.cluster import Namespace
 from tests.cluster.faults import FaultProxy
 from tests.conftest import API_KEY, free_port, make_settings, start_app, stop_app
-from tests.k8s.conftest import AppFactory, k8s_app_factory, kube, kube_cluster, ready_warm
+from tests.k8s.conftest import AppFactory, k8s_app_factory, ready_warm
 
 
 class Valkey:
@@ -246,4 +246,4 @@ def test_api_killed_mid_execution_leaves_no_sandbox(tmp_path: Path, runtime_dir:
         time.sleep(0.2)
     assert not valkeys, "the embedded Valkey dies with the API too"
 
-__all__ = ["k8s_app_factory", "kube", "kube_cluster"]  # fixtures used above
+__all__ = ["k8s_app_factory"]  # a fixture used above

@@ -11,10 +11,9 @@ import pytest
 
 from app.settings import KubernetesSettings
 from tests.cluster import Namespace
-from tests.cluster.fixtures import kube, kube_cluster
 from tests.conftest import RunningApp, make_settings, start_app, stop_app
 
-__all__ = ["AppFactory", "k8s_app_factory", "kube", "kube_cluster", "ready_warm"]
+__all__ = ["AppFactory", "k8s_app_factory", "ready_warm"]
 
 AppFactory = Callable[..., RunningApp]
 WARM = "k8si.io/pool=bash,k8si.io/state=warm"

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.k8s.conftest import k8s_app_factory, kube, kube_cluster
+from tests.k8s.conftest import k8s_app_factory
 
-__all__ = ["k8s_app_factory", "kube", "kube_cluster"]
+__all__ = ["k8s_app_factory"]
