@@ -2,8 +2,9 @@
 
 ``harden_executor`` runs once at start-up. ``ChildLimits.apply`` runs in the forked
 child between fork and exec: new session, umask 077, ``no_new_privs``,
-``oom_score_adj`` 1000 so the OOM killer picks user code first, rlimits, default
-signal dispositions. Standard library only (ctypes for prctl).
+``oom_score_adj`` 1000 so the OOM killer picks user code first (a failure to set it
+fails the start), rlimits, default signal dispositions. Standard library only
+(ctypes for prctl).
 """
 
 from __future__ import annotations
@@ -57,11 +58,14 @@ class ChildLimits:
         os.setsid()
         os.umask(0o077)
         _prctl(_PR_SET_NO_NEW_PRIVS, 1)
-        try:
-            with open("/proc/self/oom_score_adj", "w") as handle:
-                handle.write("1000")
-        except OSError:
-            pass  # no /proc in this sandbox: the cgroup limit still applies
+        # The child inherits the executor's non-dumpable flag, which makes its /proc
+        # files root's: its own oom_score_adj could not be written. It becomes
+        # dumpable here, as the exec right after would make it anyway (no other
+        # program of the user runs while the executor forks one). A failure is loud:
+        # the run fails rather than the OOM killer picking the executor first.
+        _prctl(_PR_SET_DUMPABLE, 1)
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write("1000")
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -31,9 +31,9 @@ _EPERM = 0x00050000 | 1
 
 
 def _run(program: list[tuple[int, int, int, int]], nr: int, arg0: int = 0,
-         arch: int = 0xC000003E) -> int:
+         arch: int = 0xC000003E, arg2: int = 0) -> int:
     """Interpret the classic BPF program on one seccomp_data."""
-    data = {0: nr, 4: arch, 16: arg0}
+    data = {0: nr, 4: arch, 16: arg0, 32: arg2}
     accumulator, pc = 0, 0
     while True:
         code, jt, jf, k = program[pc]
@@ -58,6 +58,12 @@ def test_seccomp_program_matches_the_policy() -> None:
     assert _run(program, 0) == 0x7FFF0000  # read
     assert _run(program, 272 | 0x40000000) == 0x00050000 | 38  # x32 unshare
     assert _run(program, 0, arch=0x40000003) == 0x80000000  # i386: killed
+    for family in (1, 2, 10):  # socket and socketpair of unix, inet, inet6: allowed
+        assert _run(program, 41, arg0=family) == _run(program, 53, arg0=family) == 0x7FFF0000
+    for family in (17, 38, 40, 44):  # packet, alg, vsock, xdp
+        assert _run(program, 41, arg0=family) == 0x00050000 | 97
+    assert _run(program, 41, arg0=16, arg2=0) == 0x7FFF0000  # netlink route
+    assert _run(program, 41, arg0=16, arg2=16) == 0x00050000 | 97  # generic netlink
 
 
 @pytest.mark.skipif(not zygote_seccomp.supported(), reason="x86-64 filter")

@@ -89,6 +89,8 @@ class LocalBackend:
         self.observer: SandboxObserver | None = None
         #: The sandbox factory (``zygote.py``) where it can run; else nsjail.
         self._zygote: ZygoteFactory | None = None
+        #: Why sandboxes start with nsjail instead of the zygote (None: not decided, or zygote).
+        self.factory_fallback: str | None = None
         self._zygote_started: asyncio.Task[None] | None = None
         self._zygote_gate = asyncio.Semaphore(_MAX_PARALLEL_ZYGOTE_STARTS)
 
@@ -124,6 +126,7 @@ class LocalBackend:
         reason = (unavailable_reason(self._cgroups) if self.settings.sandbox_factory == "zygote"
                   else "SANDBOX_FACTORY=nsjail")
         if reason is not None:
+            self.factory_fallback = reason
             logger.info("sandboxes start with nsjail", extra={"reason": reason})
             return
         runtime = self._config.runtime
@@ -134,6 +137,7 @@ class LocalBackend:
         try:
             await factory.start()
         except (ZygoteError, OSError) as exc:
+            self.factory_fallback = f"the zygote did not start: {exc}"
             logger.warning("the sandbox zygote did not start: sandboxes start with nsjail",
                            extra={"error": str(exc)})
             return
@@ -365,6 +369,8 @@ class LocalBackend:
         prefault = self._zygote.prefault if self._zygote is not None else None
         return {"ok": ready, "backend": self.name, "sandbox_tool": "nsjail",
                 "sandbox_factory": "zygote" if self._zygote is not None else "nsjail",
+                # Why sandboxes start with nsjail (None: the zygote, or not decided yet).
+                "sandbox_factory_reason": self.factory_fallback,
                 # Pages each zygote sandbox copies ahead (its calibration; 0: none).
                 "prefault_pages": sum(count for side in (prefault or {}).values()
                                       for _, count in side),

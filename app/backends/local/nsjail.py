@@ -2,22 +2,28 @@
 
 New pid, net, mount, ipc, uts, user and cgroup namespaces; a minimal read-only
 view of the host's toolchains (``/usr``, a few ``/etc`` entries, the Python
-runtime); size-limited tmpfs for ``/tmp`` and the work dir; a non-root user whose
-outside uid is its own (``inside:outside``, never nsjail's default mapping, which
-is root when run as root); a seccomp policy against namespace and kernel-surface
-syscalls. nsjail is started with an empty environment.
+runtime), every mount ``nosuid,nodev``; size-limited tmpfs for ``/tmp`` and the work
+dir; a non-root user whose outside uid is its own (``inside:outside``, never nsjail's
+default mapping, which is root when run as root); the seccomp policy of
+``sidecar.seccomp_policy`` (the zygote installs the same one). nsjail is started with
+an empty environment.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
-__all__ = ["SandboxSpec", "locate_nsjail", "nsjail_argv", "write_etc"]
+from sidecar import seccomp_policy
+
+__all__ = ["SandboxSpec", "locate_nsjail", "mounts", "nsjail_argv", "write_etc"]
 
 #: The uid inside a user namespace (non-root mode only); as root there is no user
 #: namespace and the sandbox runs directly as its own unprivileged uid.
@@ -34,21 +40,6 @@ _ETC_ENTRIES = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "R"
 _MAX_INODES = 16384
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 
-# Namespace creation, mounts, kernel keyrings, BPF, module loading, perf: nothing a
-# program needs, everything an escape uses. clone3 answers ENOSYS so libc falls
-# back to clone, whose flags can be checked.
-_SECCOMP = """
-ERRNO(1) {
-  unshare, setns, mount, umount, pivot_root, chroot, keyctl, add_key, request_key,
-  bpf, userfaultfd, perf_event_open, kexec_load, kexec_file_load, init_module,
-  finit_module, delete_module, open_by_handle_at, name_to_handle_at, acct, swapon,
-  swapoff, reboot, syslog, iopl, ioperm, sethostname, setdomainname, quotactl,
-  move_mount, fsopen, fsconfig, fsmount, fspick, open_tree, mount_setattr,
-  clone { (clone_flags & 0x7e020000) != 0 }
-}
-ERRNO(38) { clone3 }
-DEFAULT ALLOW
-"""
 
 
 def locate_nsjail() -> Path:
@@ -93,56 +84,106 @@ def _identity(uid: int) -> list[str]:
     return ["--user", f"{USERNS_INSIDE_UID}:{uid}", "--group", f"{USERNS_INSIDE_UID}:{os.getgid()}"]
 
 
-def _root_layout() -> list[str]:
-    """/bin, /lib... as on the host: symlinks into /usr when it is merged, else binds."""
-    args: list[str] = []
+@functools.cache
+def _root_layout() -> tuple[list[Any], ...]:
+    """/bin, /lib... as on the host: symlinks into /usr when it is merged, else binds
+    (read once: the host's layout does not change)."""
+    layout: list[list[Any]] = []
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/") / name
         if path.is_symlink():
-            args += ["--symlink", f"{os.readlink(path)}:/{name}"]
+            layout.append(["symlink", os.readlink(path), f"/{name}"])
         elif path.is_dir():
-            args += ["--bindmount_ro", str(path)]
-    return args
+            layout.append(["bind", str(path), f"/{name}", True, False])
+    return tuple(layout)
+
+
+@functools.cache
+def _host_entries() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The /etc entries toolchains read, and the device nodes, present on this host."""
+    etc = tuple(entry for pattern in _ETC_ENTRIES for entry in sorted(glob.glob(f"/etc/{pattern}")))
+    return etc, tuple(device for device in _DEVICES if os.path.exists(device))
+
+
+def mounts(spec: SandboxSpec) -> list[list[Any]]:
+    """The sandbox's filesystem as mount operations, in order (the shape of
+    ``zygote.mount_plan``): ``["bind", source, target, readonly, devices]``,
+    ``["tmpfs", target, options]``, ``["symlink", target, link]``, ``["proc", "/proc"]``.
+    The writable tmpfs mounts come early, so a read-only bind below /tmp stays visible."""
+    inside = sandbox_uid(spec.uid)
+    owner = f"mode=0700,uid={inside},gid={inside}"
+    inodes = f"nr_inodes={_MAX_INODES}"
+    host_etc, devices = _host_entries()
+    plan: list[list[Any]] = [["bind", "/usr", "/usr", True, False], *_root_layout()]
+    plan += [["tmpfs", "/tmp", f"size={spec.tmp_bytes},{inodes},{owner}"],  # noqa: S108
+             ["tmpfs", WORKDIR, f"size={spec.workdir_bytes},{inodes},{owner}"],
+             ["tmpfs", "/dev/shm", f"size=67108864,nr_inodes=1024,{owner}"]]  # noqa: S108
+    plan += [["bind", entry, entry, True, False] for entry in host_etc]
+    for name in ("passwd", "group", "hosts", "nsswitch.conf", "hostname"):
+        plan.append(["bind", str(spec.etc_dir / name), f"/etc/{name}", True, False])
+    plan += [["bind", device, device, False, True] for device in devices]
+    plan += [["symlink", "/proc/self/fd", "/dev/fd"],
+             ["symlink", "/proc/self/fd/0", "/dev/stdin"],
+             ["symlink", "/proc/self/fd/1", "/dev/stdout"],
+             ["symlink", "/proc/self/fd/2", "/dev/stderr"],
+             ["proc", "/proc"]]
+    plan += [["bind", str(path), str(path), True, False]
+             for path in spec.readonly_paths if not str(path).startswith("/usr/")]
+    plan.append(["bind", str(spec.sidecar_dir), f"{SIDECAR_MOUNT}/sidecar", True, False])
+    plan += [["bind", str(source), target, True, False] for source, target in spec.extra_readonly]
+    if spec.cgroup_mount is not None:
+        plan.append(["bind", str(spec.cgroup_mount), "/sys/fs/cgroup", True, False])
+    return plan
+
+
+def _config_text(plan: list[list[Any]]) -> str:
+    """nsjail's protobuf text config for ``plan``: every mount ``nosuid``, every one but
+    the device binds ``nodev``, /proc also ``noexec`` (nsjail's command line cannot
+    set mount flags, its config can)."""
+    # the root: an empty tmpfs holding only mount points, read-only once they exist
+    root = ('mount { dst: "/" fstype: "tmpfs" options: "size=1048576,nr_inodes=4096,mode=0755" '
+            "rw: false is_dir: true nosuid: true nodev: true }")
+    lines = ["mount_proc: false", root]
+    for op in plan:
+        kind = op[0]
+        if kind == "bind":
+            _, source, target, readonly, devices = op
+            fields = (f"src: {json.dumps(source)} dst: {json.dumps(target)} is_bind: true "
+                      f"rw: {str(not readonly).lower()} nosuid: true "
+                      f"nodev: {str(not devices).lower()}")
+        elif kind == "tmpfs":
+            fields = (f"dst: {json.dumps(op[1])} fstype: \"tmpfs\" "
+                      f"options: {json.dumps(op[2])} rw: true is_dir: true "
+                      "nosuid: true nodev: true")
+        elif kind == "symlink":
+            fields = f"src: {json.dumps(op[1])} dst: {json.dumps(op[2])} is_symlink: true"
+        elif kind == "proc":
+            fields = (f"dst: {json.dumps(op[1])} fstype: \"proc\" rw: true is_dir: true "
+                      "nosuid: true nodev: true noexec: true")
+        else:
+            raise ValueError(f"unknown mount operation {kind!r}")
+        lines.append(f"mount {{ {fields} }}")
+    return "\n".join(lines) + "\n"
 
 
 def nsjail_argv(nsjail: Path, spec: SandboxSpec, command: Sequence[str]) -> list[str]:
-    """The full argv that runs ``command`` as PID 1 of a new sandbox."""
+    """The full argv that runs ``command`` as PID 1 of a new sandbox.
+
+    The mounts go into ``nsjail.cfg`` beside the sandbox's ``etc`` directory (the
+    sandbox never sees it); everything else is on the command line.
+    """
+    config = spec.etc_dir.parent / "nsjail.cfg"
+    config.write_text(_config_text(mounts(spec)))
     args = [
-        str(nsjail), "--mode", "o", "--quiet", "--hostname", spec.hostname, "--cwd", WORKDIR,
-        *_identity(spec.uid), "--time_limit", "0", "--proc_rw",
+        str(nsjail), "--config", str(config), "--mode", "o", "--quiet",
+        "--hostname", spec.hostname, "--cwd", WORKDIR,
+        *_identity(spec.uid), "--time_limit", "0",
         # The executor sets each program's rlimits; nsjail's own defaults are too tight.
         "--rlimit_as", "max", "--rlimit_cpu", "max", "--rlimit_fsize", "max",
         "--rlimit_nofile", "4096", "--rlimit_nproc", "max", "--rlimit_stack", "max",
         "--rlimit_core", "0",
-        "--seccomp_string", " ".join(_SECCOMP.split()),
-        "--bindmount_ro", "/usr", *_root_layout(),
+        "--seccomp_string", seccomp_policy.kafel(),
     ]
-    # The writable tmpfs mounts come first, so a read-only bind below /tmp stays visible.
-    owner = f"mode=0700,uid={sandbox_uid(spec.uid)},gid={sandbox_uid(spec.uid)}"
-    inodes = f"nr_inodes={_MAX_INODES}"
-    args += [
-        "--mount", f"none:/tmp:tmpfs:size={spec.tmp_bytes},{inodes},{owner}",
-        "--mount", f"none:{WORKDIR}:tmpfs:size={spec.workdir_bytes},{inodes},{owner}",
-        "--mount", f"none:/dev/shm:tmpfs:size=67108864,nr_inodes=1024,{owner}",
-    ]
-    for pattern in _ETC_ENTRIES:
-        for entry in sorted(glob.glob(f"/etc/{pattern}")):
-            args += ["--bindmount_ro", entry]
-    for name in ("passwd", "group", "hosts", "nsswitch.conf", "hostname"):
-        args += ["--bindmount_ro", f"{spec.etc_dir / name}:/etc/{name}"]
-    for device in _DEVICES:
-        if os.path.exists(device):
-            args += ["--bindmount", device]
-    args += ["--symlink", "/proc/self/fd:/dev/fd", "--symlink", "/proc/self/fd/0:/dev/stdin",
-             "--symlink", "/proc/self/fd/1:/dev/stdout", "--symlink", "/proc/self/fd/2:/dev/stderr"]
-    for path in spec.readonly_paths:
-        if not str(path).startswith("/usr/"):
-            args += ["--bindmount_ro", str(path)]
-    args += ["--bindmount_ro", f"{spec.sidecar_dir}:{SIDECAR_MOUNT}/sidecar"]
-    for source, target in spec.extra_readonly:
-        args += ["--bindmount_ro", f"{source}:{target}"]
-    if spec.cgroup_mount is not None:
-        args += ["--bindmount_ro", f"{spec.cgroup_mount}:/sys/fs/cgroup"]
     for fd in spec.pass_fds:
         args += ["--pass_fd", str(fd)]
     return [*args, "--", *command]

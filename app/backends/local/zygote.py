@@ -17,8 +17,6 @@ Elsewhere the backend starts sandboxes with nsjail as before.
 from __future__ import annotations
 
 import asyncio
-import functools
-import glob
 import json
 import logging
 import os
@@ -29,15 +27,7 @@ from typing import Any
 
 from . import zygote_seccomp
 from .cgroups import CgroupManager
-from .nsjail import (
-    _DEVICES,
-    _ETC_ENTRIES,
-    _MAX_INODES,
-    PYTHON_MOUNT,
-    SIDECAR_MOUNT,
-    WORKDIR,
-    sandbox_uid,
-)
+from .nsjail import PYTHON_MOUNT, SIDECAR_MOUNT, SandboxSpec, mounts
 
 __all__ = ["MPL_SEED", "ZygoteError", "ZygoteFactory", "mount_plan", "unavailable_reason"]
 
@@ -68,52 +58,11 @@ def unavailable_reason(cgroups: CgroupManager) -> str | None:
 def mount_plan(*, uid: int, etc_dir: Path, workdir_bytes: int, tmp_bytes: int,
                base_prefix: Path, sidecar_dir: Path, venv: Path, mpl_cache: Path,
                cgroup_memory: Path) -> list[list[Any]]:
-    """nsjail's mounts (``nsjail.nsjail_argv``) as operations for ``zygote_jail``."""
-    inside = sandbox_uid(uid)
-    owner = f"mode=0700,uid={inside},gid={inside}"
-    host_etc, devices = _host_entries()
-    plan: list[list[Any]] = [["bind", "/usr", "/usr", True, False], *_root_layout()]
-    plan += [
-        ["tmpfs", "/tmp", f"size={tmp_bytes},nr_inodes={_MAX_INODES},{owner}"],  # noqa: S108
-        ["tmpfs", WORKDIR, f"size={workdir_bytes},nr_inodes={_MAX_INODES},{owner}"],
-        ["tmpfs", "/dev/shm", f"size=67108864,nr_inodes=1024,{owner}"],  # noqa: S108
-    ]
-    plan += [["bind", entry, entry, True, False] for entry in host_etc]
-    for name in ("passwd", "group", "hosts", "nsswitch.conf", "hostname"):
-        plan.append(["bind", str(etc_dir / name), f"/etc/{name}", True, False])
-    plan += [["bind", device, device, False, True] for device in devices]
-    plan += [["symlink", "/proc/self/fd", "/dev/fd"],
-             ["symlink", "/proc/self/fd/0", "/dev/stdin"],
-             ["symlink", "/proc/self/fd/1", "/dev/stdout"],
-             ["symlink", "/proc/self/fd/2", "/dev/stderr"],
-             ["proc", "/proc"]]
-    if not str(base_prefix).startswith("/usr/"):
-        plan.append(["bind", str(base_prefix), str(base_prefix), True, False])
-    plan += [["bind", str(sidecar_dir), f"{SIDECAR_MOUNT}/sidecar", True, False],
-             ["bind", str(venv), PYTHON_MOUNT, True, False],
-             ["bind", str(mpl_cache), MPL_SEED, True, False],
-             ["bind", str(cgroup_memory), "/sys/fs/cgroup", True, False]]
-    return plan
-
-
-@functools.cache
-def _root_layout() -> tuple[list[Any], ...]:
-    """/bin, /lib... as on the host (read once: the host's layout does not change)."""
-    layout: list[list[Any]] = []
-    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        path = Path("/") / name
-        if path.is_symlink():
-            layout.append(["symlink", os.readlink(path), f"/{name}"])
-        elif path.is_dir():
-            layout.append(["bind", str(path), f"/{name}", True, False])
-    return tuple(layout)
-
-
-@functools.cache
-def _host_entries() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The /etc entries toolchains read, and the device nodes, present on this host."""
-    etc = tuple(entry for pattern in _ETC_ENTRIES for entry in sorted(glob.glob(f"/etc/{pattern}")))
-    return etc, tuple(device for device in _DEVICES if os.path.exists(device))
+    """nsjail's mounts (``nsjail.mounts``, the one definition) for ``zygote_jail``."""
+    return mounts(SandboxSpec(
+        uid=uid, etc_dir=etc_dir, readonly_paths=(base_prefix,), sidecar_dir=sidecar_dir,
+        workdir_bytes=workdir_bytes, tmp_bytes=tmp_bytes, cgroup_mount=cgroup_memory,
+        extra_readonly=((venv, PYTHON_MOUNT), (mpl_cache, MPL_SEED))))
 
 
 class ZygoteFactory:
