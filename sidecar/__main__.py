@@ -39,7 +39,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--address-space-bytes", type=int, default=None,
                         help="RLIMIT_AS fallback where no memory cgroup holds the sandbox")
     parser.add_argument("--compile-timeout", type=float, default=60.0)
-    parser.add_argument("--cgroup-dir", default=None, help="this sandbox's memory cgroup")
+    parser.add_argument("--cgroup-dir", default=None,
+                        help="this sandbox's memory cgroup; 'auto': the container's own "
+                             "(cgroup v2 at /sys/fs/cgroup, v1 at /sys/fs/cgroup/memory)")
     parser.add_argument("--preload", default="numpy,pandas,matplotlib,matplotlib.pyplot")
     parser.add_argument("--mpl-seed-dir", default=None)
     parser.add_argument("--calibrate", action="store_true",
@@ -47,6 +49,21 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="the user's environment, on top of a minimal default")
     return parser.parse_args(argv)
+
+
+def memory_cgroup(argument: str | None) -> str | None:
+    """The memory cgroup directory whose OOM kill counter tells ``oom`` from a crash.
+
+    ``auto`` (a container, where the runtime mounts its own cgroup): the directory
+    that has v2's ``memory.events`` or v1's ``memory.oom_control``; None if neither.
+    """
+    if argument != "auto":
+        return argument
+    for directory, marker in (("/sys/fs/cgroup", "memory.events"),
+                              ("/sys/fs/cgroup/memory", "memory.oom_control")):
+        if os.path.exists(os.path.join(directory, marker)):
+            return directory
+    return None
 
 
 def _listener(args: argparse.Namespace) -> socket.socket:
@@ -85,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         workdir=args.workdir, build_dir=args.build_dir, max_output_bytes=args.max_output_bytes,
         memory_mb=args.memory_mb, file_size_bytes=args.file_size_bytes,
         processes=args.processes, address_space_bytes=args.address_space_bytes,
-        compile_timeout=args.compile_timeout, cgroup_dir=args.cgroup_dir, user_env=user_env,
+        compile_timeout=args.compile_timeout, cgroup_dir=memory_cgroup(args.cgroup_dir),
+        user_env=user_env,
         preload=tuple(m for m in args.preload.split(",") if m), mpl_seed_dir=args.mpl_seed_dir,
         calibrate=args.calibrate,
     )
