@@ -5,14 +5,9 @@ unix/inet/inet6), the mount flags, and the OOM killer's preference for user code
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from app.backends.local import LocalBackend
-from tests.conftest import RunningApp, make_settings, start_app, stop_app
+from tests.conftest import RunningApp
 from tests.security.sandbox_checks import assert_sandbox_posture
 
 pytestmark = [pytest.mark.attack("isolation and secrets"), pytest.mark.sandbox]
@@ -23,36 +18,12 @@ DENIED_FAMILIES = {"AF_PACKET": 17, "AF_KEY": 15, "AF_APPLETALK": 5,
                    "AF_TIPC": 30, "AF_RDS": 21, "AF_CAN": 29}
 
 
-@pytest.fixture(scope="module", params=["nsjail", "zygote"])
-def factory_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                runtime_dir: Path, valkey_url: str) -> Iterator[RunningApp]:
-    """An API whose sandboxes come from one factory (the parameter)."""
-    settings = make_settings(tmp_path_factory.mktemp(f"surface-{request.param}"), runtime_dir,
-                             valkey_url, sandbox_factory=request.param, pool_sizes={"py": 1})
-    running, server, thread = start_app(settings)
-    try:
-        if request.param == "zygote":
-            wait_for_zygote(running)
-        with running.client() as client:
-            assert_sandbox_posture(client)
-        yield running
-    finally:
-        stop_app(server, thread)
-
-
-def wait_for_zygote(app: RunningApp, timeout: float = 90) -> None:
-    """Until the backend's health names the zygote; skip where it cannot run here."""
-    backend = app.app.state.backend
-    assert isinstance(backend, LocalBackend)
-    deadline = time.monotonic() + timeout
-    while True:
-        health = app.run(backend.health())
-        if health["sandbox_factory"] == "zygote":
-            return
-        if health["sandbox_factory_reason"] is not None:
-            pytest.skip(f"zygote unavailable here: {health['sandbox_factory_reason']}")
-        assert time.monotonic() < deadline, "the zygote did not start"
-        time.sleep(0.1)
+@pytest.fixture(scope="module")
+def factory_api(api: RunningApp) -> RunningApp:
+    """The module's API (one per factory: ``tests/security/conftest.py``), checked first."""
+    with api.client() as client:
+        assert_sandbox_posture(client)
+    return api
 
 
 def run_py(app: RunningApp, code: str) -> list[str]:

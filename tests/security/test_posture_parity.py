@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.backends.local import LocalBackend
 from tests.conftest import RunningApp, make_settings, start_app, stop_app
+from tests.security.conftest import FACTORIES, wait_for_factory
 from tests.security.posture_probe import PROBE
 
 pytestmark = [pytest.mark.attack("isolation and secrets"), pytest.mark.sandbox]
@@ -29,28 +28,17 @@ pytestmark = [pytest.mark.attack("isolation and secrets"), pytest.mark.sandbox]
 ALLOWED: dict[str, str] = {}
 
 
-def _start(tmp: Path, runtime_dir: Path, valkey_url: str, factory: str
-           ) -> tuple[RunningApp, Any, Any]:
-    settings = make_settings(tmp, runtime_dir, valkey_url, sandbox_factory=factory,
-                             pool_sizes={"py": 1})
-    return start_app(settings)
-
-
 @pytest.fixture(scope="module")
 def factories(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
               valkey_url: str) -> Iterator[dict[str, RunningApp]]:
-    started = {name: _start(tmp_path_factory.mktemp(f"parity-{name}"), runtime_dir,
-                            valkey_url, name) for name in ("nsjail", "zygote")}
+    """An API of each factory at once (the module's ``api`` gives one at a time)."""
+    started = {}
     try:
-        zygote = started["zygote"][0]
-        backend = zygote.app.state.backend
-        assert isinstance(backend, LocalBackend)
-        deadline = time.monotonic() + 90
-        while (health := zygote.run(backend.health()))["sandbox_factory"] != "zygote":
-            if health["sandbox_factory_reason"] is not None:
-                pytest.skip(f"zygote unavailable here: {health['sandbox_factory_reason']}")
-            assert time.monotonic() < deadline, "the zygote did not start"
-            time.sleep(0.1)
+        for name in FACTORIES:
+            settings = make_settings(tmp_path_factory.mktemp(f"parity-{name}"), runtime_dir,
+                                     valkey_url, sandbox_factory=name, pool_sizes={"py": 1})
+            started[name] = start_app(settings)
+            wait_for_factory(started[name][0], name)
         yield {name: app for name, (app, _, _) in started.items()}
     finally:
         for _, server, thread in started.values():
