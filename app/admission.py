@@ -11,7 +11,12 @@ Once a caller is authenticated, one Lua script (``_ADMIT``) checks in this order
    sorted set of running executions whose scores are lease deadlines, so a replica
    that dies mid-execution frees its slot when the lease ends.
 
-A refusal is that check's own 429, and nothing after it is counted. Windows are
+A refusal is that check's own 429, and nothing after it is counted, except that an
+execution over its tenant's concurrency limit first waits for a slot, up to
+``QUEUE_TIMEOUT`` seconds as executions wait for backend slots: it asks again with a
+smaller script (``_CLAIM``: the concurrency check alone, nothing counted twice),
+polling with a growing interval, and only then answers 429. The first attempt stays
+one round trip. Windows are
 fixed and taken from the server's clock (``INCR`` + ``EXPIRE`` in the same step), so
 N replicas together allow exactly the configured numbers: never get-then-set. A
 failed authentication is one more script (``_FAILED``): refused when the address is
@@ -20,8 +25,11 @@ already blocked, otherwise counted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import random
 import secrets
+import time
 
 import attrs
 import valkey.asyncio as valkey
@@ -79,6 +87,21 @@ end
 return {0, 0}
 """
 
+# KEYS: the tenant's running executions; ARGV: concurrency limit, lease seconds, member.
+# Returns 1 when the slot was taken, 0 when the tenant still runs its limit.
+_CLAIM = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], t + tonumber(ARGV[2]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]) + 60)
+return 1
+"""
+
+#: Polling a full tenant for a free slot: first and longest pause (seconds).
+_FIRST_POLL, _MAX_POLL = 0.05, 0.5
+
 # KEYS: the address's failures; ARGV: window, limit. Returns the seconds to retry when
 # the address is blocked (nothing counted), else 0 after counting this failure.
 _FAILED = """
@@ -110,6 +133,7 @@ class Admission:
         self._lease = lease
         self._admit = client.register_script(_ADMIT)
         self._failed = client.register_script(_FAILED)
+        self._claim = client.register_script(_CLAIM)
 
     async def admit(self, address: str, tenant: str, credential: str,
                     runs_code: bool) -> Slot | None:
@@ -142,10 +166,26 @@ class Admission:
         if check == 3:
             raise RateLimited(f"tenant {tenant!r} used its executions for this window",
                               retry_after=max(1, retry))
-        if check == 4:
-            raise RateLimited(f"tenant {tenant!r} already runs "
-                              f"{limits.concurrent_executions} executions", retry_after=1)
+        if check == 4 and slot is not None:
+            await self._wait_for_slot(slot, limits.concurrent_executions)
         return slot
+
+    async def _wait_for_slot(self, slot: Slot, concurrency: int) -> None:
+        """Take a concurrency slot as soon as one is free, or 429 after ``QUEUE_TIMEOUT``."""
+        deadline = time.monotonic() + self._settings.queue_timeout
+        pause = _FIRST_POLL
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, pause * random.uniform(0.8, 1.2)))  # noqa: S311
+            pause = min(pause * 2, _MAX_POLL)
+            try:
+                if int(await self._claim(keys=[f"k8si:quota:running:{slot.tenant}"],
+                                         args=[concurrency, self._lease, slot.member])):
+                    return
+            except ValkeyError as exc:
+                raise ServiceUnavailable("rate limiter unavailable", retry_after=2) from exc
+        raise RateLimited(f"tenant {slot.tenant!r} already runs {concurrency} executions "
+                          f"(waited {self._settings.queue_timeout} s for one to end)",
+                          retry_after=1)
 
     async def leave(self, slot: Slot) -> None:
         """Give the concurrency slot back (if Valkey is unreachable, its lease ends it)."""

@@ -37,13 +37,20 @@ if TYPE_CHECKING:
     from .admission import Admission
     from .jwt_verify import JwtVerifier
 
-__all__ = ["AuthMiddleware", "Authenticator", "KeyRing", "Principal"]
+__all__ = ["V1_PREFIX", "AuthMiddleware", "Authenticator", "KeyRing", "Principal", "api_path"]
 
 DEFAULT_TENANT = "default"
 _TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _BODY_KEY_FIELDS = ("LIBRECHAT_CODE_API_KEY", "apiKey", "api_key")
 #: Requests that run code: counted against the tenant's execution quotas.
-_EXEC_PATHS = {"/exec", "/exec/stream"}
+_EXEC_PATHS = {"/exec", "/exec/stream", "/exec/programmatic"}
+#: Every route is also served under this prefix (LibreChat's documented base URL).
+V1_PREFIX = "/v1"
+
+
+def api_path(path: str) -> str:
+    """The route's path without the ``/v1`` prefix (both name the same route)."""
+    return path[len(V1_PREFIX):] if path.startswith(V1_PREFIX + "/") else path
 
 
 @attrs.frozen
@@ -155,7 +162,7 @@ class Authenticator:
 
 def _public_path(scope: Scope) -> bool:
     path: str = scope["path"]
-    return path in {"/health", "/schema"} or path.startswith("/schema/")
+    return api_path(path) == "/health" or path == "/schema" or path.startswith("/schema/")
 
 
 class AuthMiddleware(ASGIMiddleware):
@@ -184,7 +191,7 @@ class AuthMiddleware(ASGIMiddleware):
             if admission is not None:
                 await admission.failed(address)  # 429 instead when the address is blocked
             raise
-        runs_code = request.method == "POST" and scope["path"] in _EXEC_PATHS
+        runs_code = request.method == "POST" and api_path(scope["path"]) in _EXEC_PATHS
         slot = await admission.admit(address, principal.tenant, principal.credential,
                                      runs_code) if admission is not None else None
         scope["user"] = principal

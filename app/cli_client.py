@@ -160,6 +160,19 @@ def _run_stream(client: httpx.Client, body: dict[str, Any], out: TextIO,
     raise CliError("the stream ended without a result")
 
 
+def _how_it_ended(result: dict[str, Any]) -> str:
+    """The server's message if any, with the program's ``exit status 3`` or ``signal``."""
+    parts = []
+    if isinstance(result.get("code"), int):
+        parts.append(f"exit status {result['code']}")
+    if result.get("signal"):
+        parts.append(f"signal {result['signal']}")
+    details = ", ".join(parts)
+    if result.get("message"):
+        return f"{result['message']} ({details})" if details else str(result["message"])
+    return details
+
+
 def run_exec(args: argparse.Namespace, out: TextIO = sys.stdout,
              err: TextIO = sys.stderr) -> int:
     source = Path(args.source)
@@ -188,7 +201,7 @@ def run_exec(args: argparse.Namespace, out: TextIO = sys.stdout,
         print(f"k8si: not stored: {skipped.get('name')} ({skipped.get('reason')})", file=err)
     status = result.get("status")
     if status != "ok":
-        print(f"k8si: {status}: {result.get('message') or ''}".rstrip(": "), file=err)
+        print(f"k8si: {status}: {_how_it_ended(result)}".rstrip(": "), file=err)
     print(f"k8si: session {result['session_id']} (continue with --session "
           f"{result['session_id']})", file=err)
     exit_code = result.get("code")

@@ -175,9 +175,22 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
                415: "unsupported_media_type", 429: "rate_limited"}
 
 
-def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def _too_large(request: Request[Any, Any, Any]) -> str:
+    """The 413 of a body over the route's size limit, naming the limit."""
+    limit = request.route_handler.resolve_request_max_body_size()
+    settings = getattr(request.app.state, "settings", None)
+    code_size = getattr(settings, "max_code_size", None)
+    message = f"the request body is larger than {limit} bytes"
+    if code_size is not None and limit is not None and limit > code_size:
+        message += (f" (MAX_CODE_SIZE is {code_size} bytes of code, plus "
+                    f"{limit - code_size} bytes for the rest of the request)")
+    return message
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     code = _HTTP_CODES.get(exc.status_code, "error")
-    return Response(_body(code, exc.detail), status_code=exc.status_code,
+    message = _too_large(request) if exc.status_code == 413 else exc.detail
+    return Response(_body(code, message), status_code=exc.status_code,
                     headers=exc.headers or None)
 
 

@@ -15,14 +15,16 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import valkey.asyncio as valkey
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Server
+from litestar.types import ControllerRouterHandler
 
 from . import __version__
 from .admission import Admission
-from .auth import Authenticator, AuthMiddleware, KeyRing
+from .auth import V1_PREFIX, Authenticator, AuthMiddleware, KeyRing
 from .backends import SandboxBackend, create_backend
 from .console import console_router
 from .domain.admin import AdminController, AdminService
@@ -31,11 +33,18 @@ from .domain.exec.recent import RecentExecutions
 from .domain.files import FilesController, FileService
 from .domain.health import HealthController
 from .domain.metrics import MetricsController
+from .domain.programmatic import (
+    ContinuationTokens,
+    ProgrammaticController,
+    ProgrammaticService,
+    RunStore,
+)
 from .domain.state import StateController, StateService, StateSigner, StateStore, load_key
 from .errors import exception_handlers
 from .jwt_auth import JwtConfig
 from .metrics import Metrics, install_log_context
 from .paths import socket_dir
+from .refusals import DrainOnRefusal
 from .sessions import SessionStore
 from .settings import Settings
 from .storage import FileStore, create_object_store
@@ -112,6 +121,9 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
             exec_service=(exec_service := ExecService(
                 settings, backend, sessions, file_service, state_service, metrics=metrics,
                 recent=recent)),
+            programmatic_service=ProgrammaticService(
+                settings, exec_service, RunStore(client),
+                ContinuationTokens(load_key(settings.state.hmac_key, settings.data_dir))),
             admission=Admission(client, settings, lease=execution_lease),
             key_store=KeyStore(client), quotas=quotas,
         )
@@ -133,23 +145,33 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
             if embedded is not None:
                 await embedded.stop()
 
+    # The API's routes, served at the root and again under /v1 (the base URL of
+    # LibreChat's documentation ends in /v1); the schema documents /v1 as a server.
+    api_handlers: list[ControllerRouterHandler] = [
+        ExecController, ProgrammaticController, FilesController, HealthController,
+        StateController, MetricsController, AdminController]
     return Litestar(
-        route_handlers=[ExecController, FilesController, HealthController, StateController,
-                        MetricsController, AdminController, console_router()],
+        route_handlers=[*api_handlers, console_router(),
+                        Router(V1_PREFIX, route_handlers=api_handlers, include_in_schema=False)],
         lifespan=[lifespan],
-        middleware=[AuthMiddleware(authenticator)],
+        middleware=[DrainOnRefusal(), AuthMiddleware(authenticator)],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         request_max_body_size=settings.max_code_size + _REQUEST_OVERHEAD,
-        openapi_config=OpenAPIConfig(title="K8sInterpreter", version=__version__),
+        openapi_config=OpenAPIConfig(
+            title="K8sInterpreter", version=__version__,
+            servers=[Server(url="/"), Server(url=V1_PREFIX, description=(
+                "the same routes under /v1, for base URLs in LibreChat's documented style"))]),
         dependencies={name: _state(attr) for name, attr in (
             ("valkey_client", "valkey"), ("backend", "backend"),
             ("exec_service", "exec_service"), ("file_service", "file_service"),
             ("state_service", "state_service"), ("metrics", "metrics"),
-            ("admin_service", "admin_service"))},
+            ("admin_service", "admin_service"),
+            ("programmatic_service", "programmatic_service"))},
         signature_namespace={"valkey": valkey, "SandboxBackend": SandboxBackend,
                              "ExecService": ExecService, "FileService": FileService,
                              "StateService": StateService, "Metrics": Metrics,
-                             "AdminService": AdminService},
+                             "AdminService": AdminService,
+                             "ProgrammaticService": ProgrammaticService},
         logging_config=None,  # app/log.py configures JSON logs (k8si serve)
         debug=False,
     )

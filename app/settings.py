@@ -15,8 +15,8 @@ import attrs
 
 from sidecar.languages import LANGUAGES
 
-__all__ = ["KubernetesSettings", "Settings", "SettingsError", "StateSettings", "TenantLimits",
-           "TenantSettings"]
+__all__ = ["KubernetesSettings", "ProgrammaticSettings", "Settings", "SettingsError",
+           "StateSettings", "TenantLimits", "TenantSettings"]
 
 
 class SettingsError(ValueError):
@@ -82,6 +82,24 @@ class StateSettings:
             capture_on_error=_bool(env, "STATE_CAPTURE_ON_ERROR", True),
             hmac_key=env.get("STATE_HMAC_KEY") or None,
         )
+
+
+@attrs.frozen
+class ProgrammaticSettings:
+    """Programmatic tool calling (``/exec/programmatic``)."""
+
+    #: Seconds a paused run waits for the client's tool results before it is reaped.
+    lease_seconds: int = 300
+    #: Rounds of tool calls one run may make.
+    max_rounds: int = 50
+    #: Seconds a run may last from its claim, pauses included (the pod's hard deadline).
+    max_lifetime: int = 1800
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ProgrammaticSettings:
+        return cls(lease_seconds=_int(env, "PTC_LEASE_SECONDS", 300, minimum=1),
+                   max_rounds=_int(env, "PTC_MAX_ROUNDS", 50, minimum=1),
+                   max_lifetime=_int(env, "PTC_MAX_LIFETIME", 1800, minimum=10))
 
 
 @attrs.frozen
@@ -223,8 +241,11 @@ class Settings:
     sandbox_workdir_mb: int = 256
     sandbox_tmp_mb: int = 256
     max_concurrent_executions: int = 8
-    #: How long a request may wait for a free execution slot before a 503.
+    #: How long a request may wait for a free execution slot before a 503 (and for a
+    #: tenant concurrency slot before a 429).
     queue_timeout: int = 30
+    #: Seconds between the spaces a long ``/exec`` sends before its JSON; 0: none.
+    exec_keepalive_interval: int = 5
     session_ttl: int = 24 * 3600
     python_preload: tuple[str, ...] = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot")
     log_level: str = "INFO"
@@ -254,6 +275,7 @@ class Settings:
     rate_limit_tenant: int = 1200
     rate_limit_key: int = 600
     state: StateSettings = attrs.field(factory=StateSettings)
+    programmatic: ProgrammaticSettings = attrs.field(factory=ProgrammaticSettings)
     kubernetes: KubernetesSettings = attrs.field(factory=KubernetesSettings)
     tenants: TenantSettings = attrs.field(factory=TenantSettings)
     #: Keys that may use the operator API (``/admin``); they are API keys too.
@@ -303,6 +325,7 @@ class Settings:
             sandbox_tmp_mb=_int(env, "SANDBOX_TMP_MB", 256, minimum=16),
             max_concurrent_executions=_int(env, "MAX_CONCURRENT_EXECUTIONS", 8, minimum=1),
             queue_timeout=_int(env, "QUEUE_TIMEOUT", 30, minimum=0),
+            exec_keepalive_interval=_int(env, "EXEC_KEEPALIVE_INTERVAL", 5),
             session_ttl=_int(env, "SESSION_TTL", 24 * 3600, minimum=60),
             python_preload=tuple(m.strip() for m in env.get(
                 "PYTHON_PRELOAD", "numpy,pandas,matplotlib,matplotlib.pyplot").split(",")
@@ -328,6 +351,7 @@ class Settings:
             rate_limit_tenant=_int(env, "RATE_LIMIT_TENANT", 1200),
             rate_limit_key=_int(env, "RATE_LIMIT_KEY", 600),
             state=StateSettings.from_env(env),
+            programmatic=ProgrammaticSettings.from_env(env),
             kubernetes=KubernetesSettings.from_env(env),
             tenants=TenantSettings.from_env(env),
             admin_api_keys=tuple(k.strip() for k in env.get("ADMIN_API_KEYS", "").split(",")

@@ -30,7 +30,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Capture", "OutputListener", "capture", "kill_tree", "reap_later"]
+__all__ = ["Capture", "Done", "OutputListener", "Streams", "capture", "finish", "kill_tree",
+           "read_done", "reap_later"]
 
 _READ_CHUNK = 65536
 
@@ -66,7 +67,7 @@ class Capture:
     unreaped: int | None = None
 
 
-class _Streams:
+class Streams:
     """The program's two pipes: capped buffers, and the decoders feeding the listener."""
 
     def __init__(self, process: subprocess.Popen[bytes], result: Capture, cap: int,
@@ -115,7 +116,7 @@ def capture(process: subprocess.Popen[bytes], timeout: float, started: float, ca
     """Read both streams until the program exits, floods, runs out of time or is abandoned."""
     assert process.stdout is not None and process.stderr is not None
     result = Capture()
-    streams = _Streams(process, result, cap, listener)
+    streams = Streams(process, result, cap, listener)
     pidfd = os.pidfd_open(process.pid)
     selector = selectors.DefaultSelector()
     for fd in streams.names:
@@ -129,7 +130,7 @@ def capture(process: subprocess.Popen[bytes], timeout: float, started: float, ca
         selector.register(done_fd, selectors.EVENT_READ)
     deadline = started + timeout
     exited = False
-    done: _Done | None = None
+    done: Done | None = None
     try:
         while not exited and done is None and result.truncated is None and not result.abandoned:
             remaining = deadline - time.monotonic()
@@ -141,7 +142,7 @@ def capture(process: subprocess.Popen[bytes], timeout: float, started: float, ca
                     exited = True
                 elif key.fd == done_fd:
                     selector.unregister(done_fd)
-                    done = _read_done(done_fd)
+                    done = read_done(done_fd)
                 elif key.fd == hangup:
                     assert listener is not None
                     if listener.hung_up():
@@ -150,6 +151,20 @@ def capture(process: subprocess.Popen[bytes], timeout: float, started: float, ca
                         selector.unregister(hangup)
                 elif not streams.read(key.fd):
                     selector.unregister(key.fd)
+    except BaseException:
+        selector.close()
+        _close(process, pidfd)
+        raise
+    selector.close()
+    finish(process, result, streams, started, pidfd, exited=exited, done=done)
+    return result
+
+
+def finish(process: subprocess.Popen[bytes], result: Capture, streams: Streams,
+           started: float, pidfd: int, *, exited: bool, done: Done | None) -> None:
+    """The end of a run (exited, reported done, or to be stopped): sweep the tree, collect
+    the exit, read what is left in the pipes, close the pidfd and the pipes."""
+    try:
         if done is not None and not exited:
             result.wall_time = time.monotonic() - started
             kill_tree(process.pid)
@@ -178,15 +193,18 @@ def capture(process: subprocess.Popen[bytes], timeout: float, started: float, ca
                 pass
         streams.flush()
     finally:
-        selector.close()
-        os.close(pidfd)
-        process.stdout.close()
-        process.stderr.close()
-    return result
+        _close(process, pidfd)
+
+
+def _close(process: subprocess.Popen[bytes], pidfd: int) -> None:
+    os.close(pidfd)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    process.stderr.close()
 
 
 @dataclass(frozen=True)
-class _Done:
+class Done:
     """The worker's own report of its end: exit status, CPU seconds, peak RSS in KiB."""
 
     status: int
@@ -194,7 +212,7 @@ class _Done:
     max_rss: int
 
 
-def _read_done(fd: int) -> _Done | None:
+def read_done(fd: int) -> Done | None:
     """The "done" line, or None when it is missing or malformed (the exit is awaited)."""
     try:
         report = json.loads(os.read(fd, 4096))
@@ -205,7 +223,7 @@ def _read_done(fd: int) -> _Done | None:
     if not (type(status) is int and type(max_rss) is int and type(cpu) in (int, float)
             and 0 <= status <= 255 and 0 <= cpu < 1e9 and 0 <= max_rss < 1 << 50):
         return None
-    return _Done(status, float(cpu), max_rss)
+    return Done(status, float(cpu), max_rss)
 
 
 def _await_the_rest(worker: int, grace: float = 2.0) -> None:

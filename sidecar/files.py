@@ -3,7 +3,9 @@
 Everything is opened relative to a directory fd with ``O_NOFOLLOW``; symlinks,
 FIFOs, sockets and devices are skipped and never followed or opened for reading
 (a FIFO would block the executor), sizes are judged by ``fstat`` (a sparse file
-counts at its apparent size), and listing is capped in count and depth.
+counts at its apparent size), and listing is capped in count and depth. A directory
+past the depth cap is listed once, as an entry with ``skipped`` set (its name ends
+in ``/``), so the caller can report it instead of losing it silently.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["FileEntry", "FileError", "WorkDir", "validate_name"]
+__all__ = ["MAX_DEPTH", "FileEntry", "FileError", "WorkDir", "validate_name"]
+
+#: Path segments a work-dir file may have (``a/b/c/file`` is 4).
+MAX_DEPTH = 4
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -39,6 +44,8 @@ class FileEntry:
     size: int
     mtime: float
     sha256: str
+    #: Why the entry was not collected (a directory past the depth cap), else None.
+    skipped: str | None = None
 
 
 def validate_name(name: str) -> str:
@@ -57,7 +64,7 @@ def validate_name(name: str) -> str:
 class WorkDir:
     """The sandbox's work dir, reached only through a directory fd."""
 
-    def __init__(self, path: str, *, max_files: int = 1000, max_depth: int = 4,
+    def __init__(self, path: str, *, max_files: int = 1000, max_depth: int = MAX_DEPTH,
                  max_file_bytes: int = 256 * 1024 * 1024) -> None:
         self.path = path
         self.max_files = max_files
@@ -70,6 +77,9 @@ class WorkDir:
         root = os.open(self.path, _OPEN_DIR)
         try:
             for name, fd in self._walk(root, "", 0):
+                if isinstance(fd, str):  # a directory past the depth cap
+                    entries.append(FileEntry(name, 0, 0.0, "", skipped=fd))
+                    continue
                 try:
                     info = os.fstat(fd)
                     entries.append(FileEntry(name, info.st_size, info.st_mtime,
@@ -82,7 +92,7 @@ class WorkDir:
             os.close(root)
         return entries
 
-    def _walk(self, dir_fd: int, prefix: str, depth: int) -> Iterator[tuple[str, int]]:
+    def _walk(self, dir_fd: int, prefix: str, depth: int) -> Iterator[tuple[str, int | str]]:
         with os.scandir(dir_fd) as scan:
             entries = sorted(scan, key=lambda entry: entry.name)
         for entry in entries:
@@ -91,7 +101,10 @@ class WorkDir:
                 fd = _open_if_regular(entry.name, dir_fd)
                 if fd is not None:
                     yield prefix + entry.name, fd
-            elif entry.is_dir(follow_symlinks=False) and depth + 1 < self.max_depth:
+            elif entry.is_dir(follow_symlinks=False) and depth + 1 >= self.max_depth:
+                yield (f"{prefix}{entry.name}/",
+                       f"deeper than {self.max_depth} levels below /mnt/data")
+            elif entry.is_dir(follow_symlinks=False):
                 try:
                     sub = os.open(entry.name, _OPEN_DIR, dir_fd=dir_fd)
                 except OSError:

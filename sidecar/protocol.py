@@ -11,6 +11,11 @@ is ``captured`` (``state`` holds the new blob), ``empty`` (the capture ran and k
 nothing) or ``skipped`` (it did not run: the previous state stands);
 ``state_errors`` names what could not be kept, as ``{name, type, error}``;
 ``state_restore_time`` and ``state_capture_time`` are the seconds each took.
+
+Programmatic tool calling (``sidecar/ptc.py``): ``tools`` lists the tools' names
+(``py`` and ``bash`` only); the run may then pause with ``status``
+``tool_call_required`` and ``tool_calls`` ``[{id, name, input}]``, and go on with
+``POST /execute/continue`` ``{tool_results: [{id, ok, result?, error?}], timeout}``.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
+from .ptc_wire import MAX_TOOL_NAME, MAX_TOOLS, identifier, valid_identifier
+
 __all__ = ["MAX_EXECUTE_BODY", "MAX_STATE_BYTES", "ExecuteRequest", "ExecuteResult",
-           "ProtocolError"]
+           "ProtocolError", "ToolResult", "parse_continue"]
 
 STATUSES = ("ok", "error", "timeout", "oom", "output_limit")
 #: The largest state blob the executor accepts or returns, whatever the API asks.
@@ -49,6 +56,10 @@ class ExecuteRequest:
     capture_state_on_error: bool = True
     max_state_bytes: int = 64 * 1024 * 1024
     max_state_raw_bytes: int = 512 * 1024 * 1024
+    #: Programmatic tool calling: the tools' names (None: an ordinary run).
+    tools: tuple[str, ...] | None = None
+    #: The most rounds of tool calls the run may make.
+    max_rounds: int = 50
 
     @classmethod
     def from_json(cls, body: Any) -> ExecuteRequest:
@@ -69,7 +80,51 @@ class ExecuteRequest:
         if not isinstance(request_id, str):
             raise ProtocolError("'request_id' must be a string")
         return cls(lang=lang, code=code, args=tuple(args), timeout=float(timeout),
-                   request_id=request_id[:64], **_state_fields(body))
+                   request_id=request_id[:64], **_state_fields(body), **_tool_fields(body))
+
+
+def _tool_fields(body: dict[str, Any]) -> dict[str, Any]:
+    tools = body.get("tools")
+    if tools is None:
+        return {}
+    lang = body.get("lang")
+    if lang not in ("py", "bash"):
+        raise ProtocolError("tools are offered to 'py' and 'bash' programs only")
+    if not isinstance(tools, list) or not 0 < len(tools) <= MAX_TOOLS or not all(
+            isinstance(name, str) and 0 < len(name) <= MAX_TOOL_NAME for name in tools):
+        raise ProtocolError(f"'tools' must list 1 to {MAX_TOOLS} names of at most "
+                            f"{MAX_TOOL_NAME} characters")
+    names = {identifier(name, lang) for name in tools}
+    if len(names) != len(tools) or not all(valid_identifier(name, lang) for name in names):
+        raise ProtocolError("'tools' must name distinct tools that make valid identifiers")
+    return {"tools": tuple(tools), "max_rounds": _limit(body, "max_rounds", 50, 1000)}
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """The client's answer to one tool call: a result, or an error raised in the program."""
+
+    ok: bool
+    result: Any = None
+    error: str = ""
+
+
+def parse_continue(body: Any) -> tuple[dict[str, ToolResult], float]:
+    """``POST /execute/continue``: the results by call id, and the run's next timeout."""
+    if not isinstance(body, dict) or not isinstance(body.get("tool_results"), list):
+        raise ProtocolError("body must be an object with a 'tool_results' list")
+    timeout = body.get("timeout", 30)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ProtocolError("'timeout' must be a positive number of seconds")
+    results: dict[str, ToolResult] = {}
+    for entry in body["tool_results"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) \
+                or not isinstance(entry.get("ok"), bool):
+            raise ProtocolError("each tool result must be {id, ok, result?, error?}")
+        error = entry.get("error") or ""
+        results[entry["id"]] = ToolResult(entry["ok"], entry.get("result"),
+                                          str(error)[:65536])
+    return results, float(timeout)
 
 
 def _limit(body: dict[str, Any], name: str, default: int, maximum: int) -> int:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import functools
 import gc
 import importlib
 import json
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 else:  # run as a script from the sidecar directory: a top-level module there
     pystate = importlib.import_module("pystate")
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
 #: The status fd moves to the first free fd from here (the program's own start at 3).
 _DONE_FD_MIN = 100
 
@@ -82,12 +84,21 @@ def _keep_for_done(status_fd: int) -> int:
     return done_fd
 
 
-def _user_traceback(exc: BaseException) -> None:
-    """Print the traceback without this worker's own frames."""
+def _user_traceback(exc: BaseException, path: str) -> None:
+    """Print the traceback from the program's first frame, without the frames of the
+    executor's own files (this worker, the tool functions of ``ptc_sandbox``)."""
+    frames = []
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    while tb is not None:
+        frames.append(tb)
         tb = tb.tb_next
-    traceback.print_exception(type(exc), exc, tb)
+    first = next((i for i, frame in enumerate(frames)
+                  if frame.tb_frame.f_code.co_filename == path), len(frames))
+    chain = None
+    for frame in reversed(frames[first:]):
+        if os.path.dirname(frame.tb_frame.f_code.co_filename) != _HERE:
+            chain = types.TracebackType(chain, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
+    traceback.print_exception(type(exc), exc, chain)
 
 
 def _read_message() -> tuple[dict[str, Any], memoryview]:
@@ -99,18 +110,32 @@ def _read_message() -> tuple[dict[str, Any], memoryview]:
     return json.loads(data[:end]), memoryview(data)[end + 1:]
 
 
-def _run(path: str, namespace: dict[str, Any]) -> tuple[SystemExit | None, bool]:
-    """Run the program; the exit to raise afterwards, and whether the run failed."""
+def _run(path: str, namespace: dict[str, Any],
+         program: Callable[[], None] | None = None) -> tuple[SystemExit | None, bool]:
+    """Run the program (or ``program``, which runs it); the exit to raise afterwards, and
+    whether the run failed."""
     try:
-        with open(path, "rb") as handle:
-            code = compile(handle.read(), path, "exec")
-        exec(code, namespace)
+        if program is not None:
+            program()
+        else:
+            with open(path, "rb") as handle:
+                code = compile(handle.read(), path, "exec")
+            exec(code, namespace)
     except SystemExit as exc:
         return exc, exc.code not in (None, 0)
     except BaseException as exc:  # the user's uncaught exception, reported like python3 does
-        _user_traceback(exc)
+        _user_traceback(exc, path)
         return SystemExit(1), True
     return None, False
+
+
+def _tools_fd(argv: list[str]) -> int | None:
+    """``--tools-fd=N``: the worker's end of the tool-call channel, moved out of the
+    program's way and closed on exec (``sidecar/ptc_sandbox.py`` uses it)."""
+    for arg in argv:
+        if arg.startswith("--tools-fd="):
+            return _keep_for_done(int(arg.partition("=")[2]))
+    return None
 
 
 class _Calibration:
@@ -132,7 +157,8 @@ class _Calibration:
 
 def main() -> None:
     calibration = _Calibration() if "--calibrate" in sys.argv else None
-    argv = [arg for arg in sys.argv if arg != "--calibrate"]
+    tools_fd = _tools_fd(sys.argv)
+    argv = [arg for arg in sys.argv if arg != "--calibrate" and not arg.startswith("--tools-fd=")]
     status_fd, workdir = int(argv[1]), argv[2]
     preload = [m for m in argv[3].split(",") if m]
     if len(argv) > 4:
@@ -153,8 +179,19 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.close(devnull)
 
+    tools: dict[str, Any] | None = message.get("tools")
+    if tools is not None and tools_fd is not None:
+        ptc_sandbox = importlib.import_module("ptc_sandbox")  # before sys.path changes
+    elif tools_fd is not None:
+        os.close(tools_fd)  # an ordinary run: no tool channel
+        tools = None
+    # A programmatic run's timeout caps each run between two rounds of tool calls.
+    rounds = 1 + int(tools["max_rounds"]) if tools is not None else 1
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_limit = int(usage.ru_utime + usage.ru_stime + message["timeout"]) + 1
+    cpu_limit = int(usage.ru_utime + usage.ru_stime + message["timeout"] * rounds) + 1
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    if hard != resource.RLIM_INFINITY:  # set at the worker's start: it cannot be raised
+        cpu_limit = min(cpu_limit, hard - 1)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 1))
 
     path: str = message["path"]
@@ -171,7 +208,9 @@ def main() -> None:
         problems = pystate.restore(blob, module.__dict__, int(state["max_raw_bytes"]))
         timings["restore"] = time.perf_counter() - began
     del blob  # the blob's memory goes back before the user's code runs
-    exit_, run_failed = _run(path, module.__dict__)
+    program = None if tools is None else functools.partial(
+        ptc_sandbox.run, path, module.__dict__, tools_fd, tools["names"])
+    exit_, run_failed = _run(path, module.__dict__, program)
     if state and state.get("capture"):
         if run_failed and not state.get("on_error"):
             pystate.report(state, "skipped", problems, timings)

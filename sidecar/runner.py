@@ -12,6 +12,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -66,6 +67,8 @@ class Runner:
         #: The status pipe once the worker is ready: its "done" report comes there.
         self._worker_done_fd: int | None = None
         self._unreaped: int | None = None
+        #: The executor's end of the warm worker's tool-call channel (``ptc.py``).
+        self._tools_sock: socket.socket | None = None
         self._ready_lock = threading.Lock()
         self._warm_error: str | None = None
         self._worker_cpu = 0.0
@@ -81,18 +84,21 @@ class Runner:
             return
         read_fd, write_fd = os.pipe()
         os.set_inheritable(write_fd, True)
+        self._tools_sock, tools = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        os.set_inheritable(tools.fileno(), True)
         argv = ["python3", _PYWARM, str(write_fd), self.config.workdir,
-                ",".join(self.config.preload)]
+                ",".join(self.config.preload), f"--tools-fd={tools.fileno()}"]
         if self.config.mpl_seed_dir:
             argv.append(self.config.mpl_seed_dir)
         if self.config.calibrate:
             argv.append("--calibrate")
         self._worker = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=self.config.workdir, env=self._env(), pass_fds=(write_fd,),
+            cwd=self.config.workdir, env=self._env(), pass_fds=(write_fd, tools.fileno()),
             preexec_fn=self._limits(timeout=self.config.compile_timeout).apply,
         )
         os.close(write_fd)
+        tools.close()
         self._worker_status_fd = read_fd
 
     def wait_ready(self, timeout: float) -> bool:
@@ -180,15 +186,8 @@ class Runner:
         (compile diagnostics as one ``stderr`` piece), and the program is stopped
         when the listener hangs up.
         """
-        os.makedirs(self.config.build_dir, mode=0o700, exist_ok=True)
-        source_name, main_class = self.language.source_name, "Main"
-        if self.language.code == "java":
-            source_name, main_class = java_layout(request.code)
-        source = os.path.join(self.config.build_dir, source_name)
-        with open(source, "w", encoding="utf-8") as handle:
-            handle.write(request.code)
-        values = {"src": source, "build": self.config.build_dir, "main": main_class,
-                  "memory_mb": str(self.config.memory_mb)}
+        values = self.write_source(request.code)
+        source = values["src"]
 
         result = ExecuteResult(request_id=request.request_id)
         if self._oom_baseline is None:  # read at warm-up for Python: off the hot path
@@ -215,6 +214,50 @@ class Runner:
         return self._result(result, self._run(argv + list(request.args), request.timeout,
                                               listener))
 
+    def write_source(self, code: str) -> dict[str, str]:
+        """Write the program into the build dir; the values its command lines need."""
+        os.makedirs(self.config.build_dir, mode=0o700, exist_ok=True)
+        source_name, main_class = self.language.source_name, "Main"
+        if self.language.code == "java":
+            source_name, main_class = java_layout(code)
+        source = os.path.join(self.config.build_dir, source_name)
+        with open(source, "w", encoding="utf-8") as handle:
+            handle.write(code)
+        return {"src": source, "build": self.config.build_dir, "main": main_class,
+                "memory_mb": str(self.config.memory_mb)}
+
+    def hand_over_worker(self, message: bytes,
+                         ) -> tuple[subprocess.Popen[bytes], int | None, socket.socket, float]:
+        """Give the warm worker its message; the worker, its "done" fd, its tool channel
+        and the CPU its warm-up used (``ptc.py`` reads it from here on)."""
+        worker, tools = self._worker, self._tools_sock
+        assert worker is not None and worker.stdin is not None and tools is not None
+        if not self.wait_ready(timeout=self.config.compile_timeout):
+            raise WarmUpError("the warm interpreter did not become ready")
+        try:
+            worker.stdin.write(message)
+            worker.stdin.close()
+        except BrokenPipeError as exc:
+            raise WarmUpError("the warm interpreter died before it received the code") from exc
+        done_fd, self._worker_done_fd = self._worker_done_fd, None
+        self._worker, self._tools_sock = None, None
+        return worker, done_fd, tools, self._worker_cpu
+
+    def spawn(self, argv: list[str], timeout: float, pass_fds: tuple[int, ...] = (),
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a program with the user's environment and limits (``OSError`` if it cannot)."""
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=self.config.workdir, env={**self._env(), **(env or {})}, pass_fds=pass_fds,
+            preexec_fn=self._limits(timeout).apply)
+
+    def finished(self, result: ExecuteResult, capture: Capture, *, warm_cpu: float = 0.0,
+                 ) -> ExecuteResult:
+        """The result of a program read by someone else (``ptc.py``)."""
+        capture.cpu_time = max(0.0, capture.cpu_time - warm_cpu)
+        self._unreaped = capture.unreaped
+        return self._result(result, capture)
+
     def _run_warm(self, source: str, request: ExecuteRequest, exchange: StateExchange,
                   listener: OutputListener | None) -> Capture:
         worker = self._worker
@@ -222,6 +265,9 @@ class Runner:
         if not self.wait_ready(timeout=self.config.compile_timeout):
             raise WarmUpError("the warm interpreter did not become ready")
         message = {"path": source, "args": list(request.args), "timeout": request.timeout}
+        if self._tools_sock is not None:  # an ordinary run: no tool channel
+            self._tools_sock.close()
+            self._tools_sock = None
         started = time.monotonic()
         try:
             # A JSON line, then the state blob to restore: read whole before the code runs.
@@ -252,11 +298,7 @@ class Runner:
              listener: OutputListener | None = None) -> Capture:
         started = time.monotonic()
         try:
-            process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=self.config.workdir, env=self._env(),
-                preexec_fn=self._limits(timeout).apply,
-            )
+            process = self.spawn(argv, timeout)
         except OSError as exc:
             message = f"{argv[0]}: {exc.strerror}\n"
             if listener is not None:

@@ -4,7 +4,9 @@
 the program runs; see ``sidecar/stream.py``), ``POST /files`` (multipart),
 ``PUT /files/{path}`` (raw, streamed), ``GET /files``, ``GET /files/{path}``,
 ``GET /health`` (``?wait=S`` answers once the sandbox is ready, or after S seconds:
-one request instead of polling), ``GET /calibration`` (in a sandbox started with
+one request instead of polling), ``POST /execute/continue`` and ``POST /execute/cancel``
+(a programmatic run: ``/execute`` with ``tools``, see ``ptc_session.py``),
+``GET /calibration`` (in a sandbox started with
 ``--calibrate``, after its execution: the pages it wrote, see ``prefault.py``). The
 result of an execution also lists the work dir's files, as ``GET /files`` would right
 after it. Served on TCP (a pod) or a unix socket (local sandbox), either bound here
@@ -31,7 +33,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .files import FileError, WorkDir
-from .protocol import MAX_EXECUTE_BODY, ExecuteRequest, ExecuteResult, ProtocolError
+from .protocol import MAX_EXECUTE_BODY, ExecuteRequest, ExecuteResult, ProtocolError, parse_continue
+from .ptc_session import Programmatic
 from .runner import Runner, WarmUpError
 from .stream import LineStream
 from .version import probe_version
@@ -46,6 +49,8 @@ def log(event: str, **fields: Any) -> None:
     sys.stderr.flush()
 
 
+#: The largest ``/execute/continue`` body (the tool results of one round).
+MAX_CONTINUE_BODY = 64 * 1024 * 1024
 #: The longest ``GET /health?wait=S`` holds its answer until the sandbox is ready.
 MAX_HEALTH_WAIT = 60.0
 
@@ -70,6 +75,7 @@ class ExecutorServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
         super().__init__(listener.getsockname(), _Handler)
         self.socket = listener
         self.runner = runner
+        self.programmatic = Programmatic(runner)
         self.workdir = workdir
         self.max_upload_bytes = max_upload_bytes
         self.execute_lock = threading.Lock()
@@ -164,6 +170,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._execute()
         elif path == "/execute/stream":
             self._execute_stream()
+        elif path == "/execute/continue":
+            self._continue()
+        elif path == "/execute/cancel":
+            self._send_json(200, {"cancelled": self.server.programmatic.cancel()})
         elif path == "/files":
             self._upload()
         else:
@@ -222,7 +232,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _listing(self) -> list[dict[str, Any]]:
         """The work dir's regular files, as ``GET /files`` answers them."""
-        return [entry.__dict__ for entry in self.server.workdir.list()]
+        return [{key: value for key, value in entry.__dict__.items()
+                 if key != "skipped" or value is not None}
+                for entry in self.server.workdir.list()]
 
     def _finish_result(self, result: ExecuteResult) -> ExecuteResult:
         """The work dir's files after the run (what ``GET /files`` lists), in the result:
@@ -240,7 +252,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             try:
-                result = self._finish_result(self.server.runner.execute(request))
+                result = (self._finish_result(self.server.runner.execute(request))
+                          if request.tools is None
+                          else self._finish_step(self.server.programmatic.start(request)))
             except WarmUpError as exc:
                 log("execute.failed", request_id=request.request_id, error=str(exc))
                 self._error(500, str(exc))
@@ -249,6 +263,30 @@ class _Handler(BaseHTTPRequestHandler):
                 wall_time=result.wall_time)
         finally:
             self.server.execute_lock.release()
+        self._send_json(200, result.to_json())
+        self._reap_in_background()
+
+    def _finish_step(self, result: ExecuteResult) -> ExecuteResult:
+        """A programmatic step: a pause as it is, the end with the work dir's files."""
+        return result if result.status == "tool_call_required" else self._finish_result(result)
+
+    def _continue(self) -> None:
+        """The next step of the paused programmatic run, with the client's results."""
+        body = self._read_body(MAX_CONTINUE_BODY)
+        if body is None:
+            return
+        try:
+            results, timeout = parse_continue(json.loads(body))
+        except (ValueError, ProtocolError) as exc:
+            self._error(400, str(exc))
+            return
+        result = self.server.programmatic.resume(results, timeout)
+        if result is None:
+            self._error(409, "no programmatic run is paused in this sandbox")
+            return
+        result = self._finish_step(result)
+        log("execute.step", request_id=result.request_id, status=result.status,
+            wall_time=result.wall_time)
         self._send_json(200, result.to_json())
         self._reap_in_background()
 

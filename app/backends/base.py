@@ -67,11 +67,23 @@ class SandboxBackend(Protocol):
     async def languages(self) -> Mapping[str, LanguageStatus]:
         """Availability and version of every language of the table."""
 
-    async def acquire(self, language: str, session_id: str, tenant: str = "") -> SandboxLease:
-        """A fresh sandbox, ready to execute; raises ``NoCapacity`` when none can be had."""
+    async def acquire(self, language: str, session_id: str, tenant: str = "",
+                      lease_seconds: int | None = None) -> SandboxLease:
+        """A fresh sandbox, ready to execute; raises ``NoCapacity`` when none can be had.
+        ``lease_seconds``: how long the claim may last at most (else the backend's own)."""
 
     async def release(self, lease: SandboxLease) -> None:
         """Give a sandbox back: it is destroyed (off the caller's critical path)."""
+
+    async def hold(self, lease: SandboxLease, seconds: float) -> str:
+        """Keep a claimed sandbox whose program is paused (programmatic tool calling) for
+        ``seconds``; destroyed then unless resumed. Returns where it lives, for ``resume``
+        on any replica; this process no longer holds it."""
+
+    async def resume(self, location: str, session_id: str, tenant: str,
+                     seconds: float) -> SandboxLease | None:
+        """Claim a held sandbox again for ``seconds`` (its next step); None when it is
+        gone, its lease ended, or it is not this session's and tenant's."""
 
     async def health(self) -> dict[str, Any]:
         """What the plane reports about itself; ``ok`` says whether it can serve."""

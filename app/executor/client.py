@@ -172,10 +172,11 @@ def _stream_line(line: str) -> OutputChunk | ExecutorResult | None:
     return OutputChunk(stream=stream, text=text)
 
 
-def _execute_body(*, lang: str, code: str, args: list[str], timeout: float, request_id: str,
-                  state: bytes | None, capture: StateCapture | None) -> bytes:
+def execute_body(*, lang: str, code: str, args: list[str], timeout: float, request_id: str,
+                 state: bytes | None, capture: StateCapture | None, **extra: Any) -> bytes:
+    """The ``/execute`` body (``extra``: more fields, e.g. a programmatic run's tools)."""
     fields: dict[str, Any] = {"lang": lang, "code": code, "args": args, "timeout": timeout,
-                              "request_id": request_id}
+                              "request_id": request_id, **extra}
     if state is not None:
         fields["state"] = base64.b64encode(state).decode("ascii")
     if capture is not None:
@@ -205,6 +206,12 @@ class ExecutorClient:
                 return response.status, await response.read()
         except TransportError as exc:
             raise ExecutorError(f"executor unreachable{during}: {exc}") from exc
+
+    async def post_json(self, path: str, body: bytes, *, timeout: float,
+                        during: str = "") -> tuple[int, bytes]:
+        """Status and body of a JSON ``POST``; transport failures as ``ExecutorError``."""
+        return await self._fetch("POST", path, body=body, headers=_JSON, timeout=timeout,
+                                 during=during)
 
     async def _get_json(self, path: str, *, timeout: float = 10.0) -> tuple[int, Any]:
         """Status and decoded JSON body of ``GET path``."""
@@ -248,8 +255,8 @@ class ExecutorClient:
                       request_id: str, transport_timeout: float, state: bytes | None = None,
                       capture: StateCapture | None = None) -> ExecutorResult:
         """Run the code; ``state`` is restored first, ``capture`` asks for it afterwards."""
-        body = _execute_body(lang=lang, code=code, args=args, timeout=timeout,
-                             request_id=request_id, state=state, capture=capture)
+        body = execute_body(lang=lang, code=code, args=args, timeout=timeout,
+                            request_id=request_id, state=state, capture=capture)
         status, content = await self._fetch("POST", "/execute", body=body, headers=_JSON,
                                             timeout=transport_timeout,
                                             during=" during execution")
@@ -271,8 +278,8 @@ class ExecutorClient:
         Leaving the iteration early (or cancelling it) closes the connection, and the
         executor then stops the program.
         """
-        body = _execute_body(lang=lang, code=code, args=args, timeout=timeout,
-                             request_id=request_id, state=state, capture=capture)
+        body = execute_body(lang=lang, code=code, args=args, timeout=timeout,
+                            request_id=request_id, state=state, capture=capture)
         try:
             async with self._http.request("POST", "/execute/stream", body=body, headers=_JSON,
                                           timeout=transport_timeout) as response:

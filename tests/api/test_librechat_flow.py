@@ -145,7 +145,9 @@ def test_session_files_follow_the_session(client: httpx.Client) -> None:
     assert third["files"] == []
 
 
-def test_read_only_input_changed_comes_back_as_a_new_file(client: httpx.Client) -> None:
+def test_read_only_input_changed_is_echoed_unchanged(client: httpx.Client) -> None:
+    """``read_only`` is honoured as the client documents ``inherited``: the edit is
+    dropped and the original comes back as an unchanged passthrough."""
     up = upload_current(client, "data.csv", CSV, read_only=True)
     [uploaded] = up["files"]
     ref = {"id": uploaded["fileId"], "storage_session_id": up["session_id"], "name": "data.csv"}
@@ -153,11 +155,12 @@ def test_read_only_input_changed_comes_back_as_a_new_file(client: httpx.Client) 
     assert listed[0]["read_only"] is True
     result = client.post("/exec", json={"lang": "bash", "files": [ref],
                                         "code": "echo '5,25' >> /mnt/data/data.csv"}).json()
-    [changed] = result["files"]
-    assert changed["modified_from"]["id"] == uploaded["fileId"]
+    [echoed] = result["files"]
+    assert echoed["inherited"] is True and "modified_from" not in echoed
+    assert (echoed["id"], echoed["storage_session_id"]) == (uploaded["fileId"],
+                                                            up["session_id"])
     assert client.get(f"/download/{up['session_id']}/{uploaded['fileId']}").content == CSV
-    new = client.get(f"/download/{result['session_id']}/{changed['id']}").content
-    assert new == CSV + b"5,25\n"
+    assert client.get(f"/files/{result['session_id']}").json() == []  # nothing stored
 
 
 def test_outputs_in_subdirectories_and_binary_content(client: httpx.Client) -> None:

@@ -79,7 +79,7 @@ def test_exit_status_follows_the_program(api: RunningApp, tmp_path: Path) -> Non
     (tmp_path / "fail.sh").write_text("echo partial; exit 3\n")
     failed = k8si(api, "exec", "fail.sh", cwd=tmp_path)
     assert (failed.returncode, failed.stdout) == (3, "partial\n")
-    assert "k8si: error" in failed.stderr
+    assert "k8si: error: exit status 3" in failed.stderr  # the status, not only "error"
     (tmp_path / "slow.sh").write_text("sleep 30\n")
     timed_out = k8si(api, "exec", "slow.sh", "--timeout", "1", cwd=tmp_path)
     assert timed_out.returncode == 1 and "k8si: timeout: Time limit exceeded" in timed_out.stderr

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.settings import KubernetesSettings
+from app.settings import KubernetesSettings, StateSettings
 from tests.cluster import Namespace
 from tests.conftest import RunningApp, make_settings, start_app, stop_app
 
@@ -17,6 +17,7 @@ __all__ = ["AppFactory", "k8s_app_factory", "ready_warm"]
 
 AppFactory = Callable[..., RunningApp]
 WARM = "k8si.io/pool=bash,k8si.io/state=warm"
+_SHARED_KEY = "replicas-of-one-deployment-share-this-key"
 
 
 def ready_warm(kube: Namespace, selector: str = WARM) -> int:
@@ -39,7 +40,9 @@ def k8s_app_factory(tmp_path: Path, runtime_dir: Path, valkey_url: str,
                                     namespace=kube.namespace,
                                     **{"reap_interval": 1, "lease_seconds": 120,
                                        **kube_settings})
+        # Replicas share STATE_HMAC_KEY, as a deployment's must (state, continuation tokens).
         settings = make_settings(tmp_path / f"replica{len(running)}", runtime_dir, valkey_url,
+                                 state=StateSettings(hmac_key=_SHARED_KEY),
                                  execution_backend="kubernetes",
                                  pool_sizes=pool_sizes if pool_sizes is not None else {"bash": 2},
                                  kubernetes=config)

@@ -37,9 +37,12 @@ def test_listing_skips_links_fifos_and_respects_caps(tmp_path: Path) -> None:
     deep = tmp_path / "1" / "2" / "3" / "4" / "5"
     deep.mkdir(parents=True)
     (deep / "too-deep.txt").write_text("x")
-    names = [e.name for e in WorkDir(str(tmp_path), max_depth=4).list()]
-    assert names == ["a.txt", "hard", "sub/b.txt"]
-    entry = WorkDir(str(tmp_path)).list()[0]
+    listed = WorkDir(str(tmp_path), max_depth=4).list()
+    assert [e.name for e in listed if e.skipped is None] == ["a.txt", "hard", "sub/b.txt"]
+    # the directory past the cap is reported once, not dropped silently
+    assert [(e.name, e.skipped) for e in listed if e.skipped] == [
+        ("1/2/3/4/", "deeper than 4 levels below /mnt/data")]
+    entry = next(e for e in WorkDir(str(tmp_path)).list() if e.skipped is None)
     assert entry.size == 1 and len(entry.sha256) == 64
     assert len(WorkDir(str(tmp_path), max_files=2).list()) == 2
 

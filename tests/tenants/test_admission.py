@@ -40,7 +40,8 @@ def _admission(tmp_path: Path, valkey_url: str, **limits: Any) -> tuple[Admissio
     settings = make_settings(tmp_path, tmp_path, valkey_url, tenants=tenants,
                              rate_limit_window=3600,
                              rate_limit_tenant=limits.get("tenant_rate", 0),
-                             rate_limit_key=limits.get("key_rate", 0))
+                             rate_limit_key=limits.get("key_rate", 0),
+                             queue_timeout=limits.get("queue", 0))
     client = valkey.Valkey.from_url(valkey_url)
     return Admission(client, settings, lease=60), client
 
@@ -83,6 +84,41 @@ def test_executions_per_window_and_concurrency(
         run, admission.admit("10.0.0.2", tenant, "key:a", True))
     # Refused by the window: no concurrency slot was taken.
     assert run(client.zcard(f"k8si:quota:running:{tenant}")) == 0
+
+
+def test_over_its_concurrency_an_execution_waits_for_a_slot(
+        tmp_path: Path, valkey_url: str, run: Callable[[Awaitable[Any]], Any]) -> None:
+    admission, client = _admission(tmp_path, valkey_url, concurrent=1, queue=30)
+    tenant = f"t{secrets.token_hex(4)}"
+    first = run(admission.admit("10.0.0.4", tenant, "key:a", True))
+    assert isinstance(first, Slot)
+
+    async def second_once_the_first_ends() -> tuple[Slot | None, bool]:
+        waiting = asyncio.ensure_future(admission.admit("10.0.0.4", tenant, "key:a", True))
+        await asyncio.sleep(0.3)
+        still_waiting = not waiting.done()
+        await admission.leave(first)
+        return await waiting, still_waiting
+
+    second, waited = run(second_once_the_first_ends())
+    assert waited, "the second execution waited instead of being refused"
+    assert isinstance(second, Slot) and second.member != first.member
+    assert run(client.zrange(f"k8si:quota:running:{tenant}", 0, -1)) == [
+        second.member.encode()]
+    run(admission.leave(second))
+
+
+def test_a_full_tenant_is_refused_once_the_queue_timeout_ends(
+        tmp_path: Path, valkey_url: str, run: Callable[[Awaitable[Any]], Any]) -> None:
+    admission, client = _admission(tmp_path, valkey_url, concurrent=1, queue=1)
+    tenant = f"t{secrets.token_hex(4)}"
+    held = run(admission.admit("10.0.0.5", tenant, "key:a", True))
+    message = _refused(run, admission.admit("10.0.0.5", tenant, "key:a", True))
+    assert "already runs 1" in message and "waited 1 s" in message
+    # the refused execution holds nothing; the held one is still the only one
+    assert run(client.zrange(f"k8si:quota:running:{tenant}", 0, -1)) == [
+        held.member.encode()]
+    run(admission.leave(held))
 
 
 def test_a_blocked_address_is_refused_before_anything_is_counted(

@@ -74,7 +74,9 @@ def test_concurrent_executions_per_tenant(limited: RunningApp) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
         small = list(pool.map(run, ["small-key", "small-key"]))
-    assert sorted(small) == [200, 429], "a tenant with concurrency 1 runs one at a time"
+    # concurrency 1: the second waits for the first (QUEUE_TIMEOUT) instead of a 429;
+    # the 429 once the wait is over is tested in test_admission.py
+    assert small == [200, 200], "a tenant with concurrency 1 runs one at a time"
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
         big = list(pool.map(run, ["big-key", "big-key"]))
     assert big == [200, 200], "other tenants are not affected"

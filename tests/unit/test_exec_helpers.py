@@ -5,15 +5,24 @@ from __future__ import annotations
 import pytest
 
 from app.auth import KeyRing
-from app.domain.exec.service import cut_output, normalize_args, normalize_timeout
+from app.domain.exec.service import cut_output, limit_notice, normalize_args, normalize_timeout
 from app.errors import BadRequest, PayloadTooLarge
 from app.ids import is_valid_id, new_id
 
 
-@pytest.mark.parametrize("value,expected", [(None, 30.0), (5, 5.0), (1000, 60.0), (1001, 1.001),
-                                            (2500, 2.5), (10**9, 60.0), (0.5, 0.5)])
+@pytest.mark.parametrize("value,expected", [
+    (None, 30.0), (5, 5.0), (999, 60.0), (0.5, 0.5),        # seconds (older clients)
+    (1000, 1.0), (1001, 1.001), (2500, 2.5), (15000, 15.0),  # ms, as today's client sends
+    (10**9, 60.0)])
 def test_timeout_seconds_or_milliseconds(value: float | None, expected: float) -> None:
     assert normalize_timeout(value, default=30, maximum=60) == expected
+
+
+def test_limit_notices_are_plain_lines() -> None:
+    assert limit_notice("timeout", 3.0, 512) == "Time limit exceeded after 3 s"
+    assert limit_notice("timeout", 1.5, 512) == "Time limit exceeded after 1.5 s"
+    assert limit_notice("oom", 3.0, 512) == "Out of memory (512 MB)"
+    assert limit_notice("ok", 3.0, 512) is None and limit_notice("error", 3, 512) is None
 
 
 @pytest.mark.parametrize("value", [0, -1])

@@ -29,11 +29,21 @@ from ...executor import ExecutorClient, ExecutorError
 from ...settings import Settings
 from ..base import LanguageStatus, PoolStatus, SandboxLease
 from ..tasks import BackgroundTasks
-from .claims import ClaimRequest, claim_patch, is_ready, shuffled_candidates, warm_selector
+from .claims import (
+    LABEL_SESSION,
+    LABEL_TENANT,
+    ClaimRequest,
+    claim_patch,
+    is_ready,
+    label_value,
+    lease_patch,
+    shuffled_candidates,
+    warm_selector,
+)
 from .client import DEPLOYMENTS, JOBS, PODS, KubeClient, KubeError
 from .jobs import JobRunner
 from .pools import PoolScaler
-from .reaper import maintain
+from .reaper import lease_expired, maintain
 from .templates import LABEL_COMPONENT, LABEL_LANGUAGE, LABEL_STATE, PodTemplates
 
 __all__ = ["KubernetesBackend"]
@@ -113,11 +123,13 @@ class KubernetesBackend:
 
     # -- the seam -----------------------------------------------------------------
 
-    async def acquire(self, language: str, session_id: str, tenant: str = "") -> SandboxLease:
+    async def acquire(self, language: str, session_id: str, tenant: str = "",
+                      lease_seconds: int | None = None) -> SandboxLease:
         if self.client is None or self._scaler is None or self._jobs is None:
             raise ServiceUnavailable("the Kubernetes backend has not started")
         claim = ClaimRequest(session_id=session_id, tenant=tenant or "default",
-                             replica=self.replica, lease_seconds=self.config.lease_seconds)
+                             replica=self.replica,
+                             lease_seconds=lease_seconds or self.config.lease_seconds)
         try:
             pod = (await self._claim_warm(language, claim)
                    if self.settings.pool_size(language) > 0 else None)
@@ -187,6 +199,54 @@ class KubernetesBackend:
         held = self._held.pop(lease.sandbox_id, None)
         if held is not None:
             self._tasks.spawn(self._delete(held))
+
+    # -- paused programmatic runs: any replica resumes them by the pod IP ------------
+
+    async def hold(self, lease: SandboxLease, seconds: float) -> str:
+        assert self.client is not None
+        held = self._held.pop(lease.sandbox_id, None)
+        if held is None:
+            raise ServiceUnavailable("the paused sandbox is no longer claimed", retry_after=1)
+        try:
+            await self.client.json_patch(PODS if held.kind == "pod" else JOBS, held.name,
+                                         lease_patch(seconds, self.replica, paused=True))
+        except KubeError as exc:
+            self._tasks.spawn(self._delete(held))
+            raise ServiceUnavailable(f"Kubernetes API unavailable: {exc}", retry_after=2) from exc
+        await held.executor.close()
+        host = str(held.executor.address).removeprefix("http://").rpartition(":")[0]
+        return f"{held.kind}/{held.name}/{host}"
+
+    async def resume(self, location: str, session_id: str, tenant: str,
+                     seconds: float) -> SandboxLease | None:
+        assert self.client is not None
+        kind, name, host = [*location.split("/"), "", "", ""][:3]
+        if kind not in ("pod", "job") or not name or not host:
+            return None
+        try:
+            obj = await self.client.get(PODS if kind == "pod" else JOBS, name)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise ServiceUnavailable(f"Kubernetes API unavailable: {exc}", retry_after=2) from exc
+        metadata = obj.get("metadata", {})
+        labels = metadata.get("labels") or {}
+        if (metadata.get("deletionTimestamp") or lease_expired(obj, time.time())
+                or labels.get(LABEL_SESSION) != label_value("s", session_id)
+                or labels.get(LABEL_TENANT) != label_value("t", tenant or "default")
+                or (kind == "pod" and (labels.get(LABEL_STATE) != "claimed"
+                                       or obj.get("status", {}).get("podIP") != host))):
+            return None
+        try:
+            await self.client.json_patch(PODS if kind == "pod" else JOBS, name,
+                                         lease_patch(seconds, self.replica, paused=False))
+        except KubeError as exc:
+            raise ServiceUnavailable(f"Kubernetes API unavailable: {exc}", retry_after=2) from exc
+        held = _Held(kind, name, ExecutorClient(f"http://{host}:{self.config.executor_port}"))
+        self._held[f"{kind}/{name}"] = held
+        return SandboxLease(sandbox_id=f"{kind}/{name}", language=labels.get(LABEL_LANGUAGE, ""),
+                            session_id=session_id, executor_address=str(held.executor.address),
+                            executor=held.executor, pool_hit=kind == "pod")
 
     async def _delete(self, held: _Held) -> None:
         assert self.client is not None

@@ -23,6 +23,7 @@ __all__ = [
     "claim_patch",
     "is_ready",
     "label_value",
+    "lease_patch",
     "pointer",
     "timestamp",
     "warm_selector",
@@ -33,6 +34,8 @@ ANNOTATION_EXPIRES_AT = "k8si.io/expires-at"
 ANNOTATION_CLAIMED_BY = "k8si.io/claimed-by"
 ANNOTATION_SESSION = "k8si.io/session"
 ANNOTATION_TENANT = "k8si.io/tenant"
+#: "true" while the program waits for a client's tool results (programmatic tool calling).
+ANNOTATION_PAUSED = "k8si.io/paused"
 LABEL_SESSION = "k8si.io/session"
 LABEL_TENANT = "k8si.io/tenant"
 
@@ -107,6 +110,15 @@ def claim_patch(pod: dict[str, Any], claim: ClaimRequest) -> list[dict[str, Any]
     ops.append({"op": "add", "path": "/spec/activeDeadlineSeconds",
                 "value": _age(pod, now) + claim.lease_seconds})
     return ops
+
+
+def lease_patch(seconds: float, replica: str, *, paused: bool) -> list[dict[str, Any]]:
+    """A new lease on a claimed object (a paused programmatic run, or its next step):
+    the reaper deletes it once ``expires-at`` has passed."""
+    return [{"op": "add", "path": f"/metadata/annotations/{pointer(key)}", "value": value}
+            for key, value in ((ANNOTATION_EXPIRES_AT, f"{time.time() + seconds:.3f}"),
+                               (ANNOTATION_CLAIMED_BY, replica),
+                               (ANNOTATION_PAUSED, "true" if paused else "false"))]
 
 
 def timestamp(stamp: str) -> float:

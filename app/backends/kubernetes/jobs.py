@@ -52,7 +52,8 @@ class JobRunner:
                        ANNOTATION_EXPIRES_AT: f"{now + claim.lease_seconds:.3f}",
                        ANNOTATION_CLAIMED_BY: claim.replica,
                        ANNOTATION_SESSION: claim.session_id, ANNOTATION_TENANT: claim.tenant}
-        await self.client.create(JOBS, self.templates.job(name, lang, labels, annotations))
+        await self.client.create(JOBS, self.templates.job(name, lang, labels, annotations,
+                                                          claim.lease_seconds))
         try:
             pod = await asyncio.wait_for(self._ready_pod(name), timeout=timeout)
         except BaseException:

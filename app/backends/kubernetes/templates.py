@@ -110,18 +110,20 @@ class PodTemplates:
         }
 
     def job(self, name: str, lang: str, labels: dict[str, str],
-            annotations: dict[str, str]) -> dict[str, Any]:
+            annotations: dict[str, str], deadline: int | None = None) -> dict[str, Any]:
+        """``deadline``: the Job's hard deadline in seconds (else ``SANDBOX_LEASE_SECONDS``)."""
+        deadline = deadline or self.config.lease_seconds
         pod = self.pod(lang, labels)
         pod["metadata"].setdefault("annotations", {}).update(annotations)
         pod["spec"]["restartPolicy"] = "Never"
-        pod["spec"]["activeDeadlineSeconds"] = self.config.lease_seconds
+        pod["spec"]["activeDeadlineSeconds"] = deadline
         return {
             "apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": name, "labels": {LABEL_COMPONENT: "job", **labels},
                          "annotations": annotations},
             "spec": {
                 "backoffLimit": 0,
-                "activeDeadlineSeconds": self.config.lease_seconds,
+                "activeDeadlineSeconds": deadline,
                 "ttlSecondsAfterFinished": self.config.job_ttl_seconds,
                 "podFailurePolicy": {"rules": [
                     {"action": "FailJob", "onExitCodes": {

@@ -24,7 +24,6 @@ from typing import Any
 
 import sidecar
 from sidecar.languages import LANGUAGES
-from sidecar.version import VERSION_PATTERN
 
 from ...after_response import defer
 from ...errors import NoCapacity, ServiceUnavailable
@@ -36,7 +35,9 @@ from ..base import LanguageStatus, PoolStatus, SandboxLease
 from ..tasks import BackgroundTasks
 from .calibration import calibrate
 from .cgroups import CgroupManager
-from .nsjail import PYTHON_MOUNT, SandboxSpec, locate_nsjail, nsjail_argv, write_etc
+from .nsjail import locate_nsjail
+from .paused import PausedSandboxes
+from .probe import probe_language
 from .runtime import ensure_runtime
 from .sandbox import LocalSandbox, SandboxConfig, SandboxStartError
 from .zygote import ZygoteError, ZygoteFactory, unavailable_reason
@@ -77,6 +78,7 @@ class LocalBackend:
             self._free_uids = collections.deque([os.getuid()] * 100_000)
         self._pools = {code: _Pool(settings.pool_size(code)) for code in LANGUAGES}
         self._claimed: dict[str, LocalSandbox] = {}
+        self._paused = PausedSandboxes(self._expired)  # programmatic runs between steps
         self._slots = asyncio.Semaphore(settings.max_concurrent_executions)
         self._start_gate = asyncio.Semaphore(_MAX_PARALLEL_STARTS)
         self._tasks = BackgroundTasks(logger)
@@ -169,7 +171,7 @@ class LocalBackend:
             self._zygote_started.cancel()
         self._tasks.cancel()
         await self._tasks.wait()
-        sandboxes = [*self._claimed.values()]
+        sandboxes = [*self._claimed.values(), *self._paused.clear()]
         for pool in self._pools.values():
             sandboxes += pool.ready
             pool.ready = []
@@ -204,39 +206,11 @@ class LocalBackend:
 
     async def _probe_one(self, code: str) -> LanguageStatus:
         assert self._config is not None
-        language = LANGUAGES[code]
         uid = self._free_uids.popleft()
-        etc_dir = self._root / f"probe-{code}" / "etc"
         try:
-            await asyncio.to_thread(write_etc, etc_dir, uid)
-            spec = SandboxSpec(
-                uid=uid, etc_dir=etc_dir,
-                readonly_paths=(self._config.runtime.base_prefix,),
-                sidecar_dir=self._config.sidecar_dir, workdir_bytes=1 << 20,
-                tmp_bytes=64 << 20, extra_readonly=((self._config.runtime.venv, PYTHON_MOUNT),))
-            path = f"PATH={PYTHON_MOUNT}/bin:/usr/local/bin:/usr/bin:/bin"
-            argv = nsjail_argv(self._config.nsjail, spec,
-                               ["/usr/bin/env", "-i", path, "HOME=/tmp",
-                                *(f"{k}={v}" for k, v in language.env.items()),
-                                *language.version_probe])
-            process = await asyncio.create_subprocess_exec(
-                *argv, env={}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            try:
-                out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-                return LanguageStatus(code, False, reason="version probe timed out")
+            return await probe_language(self._config, self._root, uid, code)
         finally:
             self._free_uids.append(uid)
-            shutil.rmtree(etc_dir.parent, ignore_errors=True)
-        text = (out + err).decode(errors="replace")
-        if process.returncode == 0 and (match := VERSION_PATTERN.search(text)):
-            return LanguageStatus(code, True, version=match.group(0))
-        if process.returncode == 127 or "No such file" in text:
-            return LanguageStatus(code, False, reason=f"toolchain '{language.toolchain}' is not "
-                                  "installed (scripts/install-toolchains installs it)")
-        return LanguageStatus(code, False, reason=f"version probe failed: {text.strip()[-300:]}")
 
     # -- pools --------------------------------------------------------------------
 
@@ -299,7 +273,8 @@ class LocalBackend:
 
     # -- the seam -----------------------------------------------------------------
 
-    async def acquire(self, language: str, session_id: str, tenant: str = "") -> SandboxLease:
+    async def acquire(self, language: str, session_id: str, tenant: str = "",
+                      lease_seconds: int | None = None) -> SandboxLease:
         queued = time.perf_counter()
         try:
             if self._slots.locked():  # a free slot is taken at once (no timer, no task)
@@ -359,6 +334,29 @@ class LocalBackend:
         self._slots.release()
         defer(lambda: self._recycle(sandbox))
 
+    async def hold(self, lease: SandboxLease, seconds: float) -> str:
+        sandbox = self._claimed.pop(lease.sandbox_id, None)
+        if sandbox is None:
+            raise ServiceUnavailable("the paused sandbox is no longer claimed", retry_after=1)
+        self._paused.hold(sandbox, lease, seconds)
+        return sandbox.id
+
+    def _expired(self, sandbox: LocalSandbox) -> None:
+        self._slots.release()
+        self._recycle(sandbox)
+
+    async def resume(self, location: str, session_id: str, tenant: str,
+                     seconds: float) -> SandboxLease | None:
+        taken = self._paused.take(location, session_id)
+        if taken is None:
+            return None
+        sandbox, lease = taken
+        if not sandbox.alive:
+            self._expired(sandbox)
+            return None
+        self._claimed[sandbox.id] = sandbox
+        return lease
+
     def _recycle(self, sandbox: LocalSandbox) -> None:
         """Destroy a used sandbox and start its replacement (after the answer is sent)."""
         self._tasks.spawn(self._destroy(sandbox))
@@ -375,7 +373,7 @@ class LocalBackend:
                 "prefault_pages": sum(count for side in (prefault or {}).values()
                                       for _, count in side),
                 "cgroups": f"v{self._cgroups.version}" if self._cgroups.available else None,
-                "claimed": len(self._claimed), **self.stats}
+                "claimed": len(self._claimed), "paused": len(self._paused), **self.stats}
 
     async def pools(self) -> Mapping[str, PoolStatus]:
         return self.pool_counts()
@@ -384,6 +382,7 @@ class LocalBackend:
         """The pools as this process holds them (the local backend's truth)."""
         return {code: PoolStatus(target=pool.target, warm=len(pool.ready),
                                  starting=pool.starting,
-                                 claimed=sum(1 for s in self._claimed.values()
+                                 claimed=sum(1 for s in [*self._claimed.values(),
+                                                         *self._paused.sandboxes()]
                                              if s.language == code))
                 for code, pool in self._pools.items()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from litestar import Controller, Request, Response, post
 from litestar.background_tasks import BackgroundTask
@@ -16,6 +16,7 @@ from ...after_response import Deferred
 from ...auth import Principal
 from ...errors import UnsupportedMediaType, error_responses
 from ...ids import is_valid_id, new_id
+from .keepalive import answer_with_keepalive
 from .schemas import ExecRequest, ExecResponse
 from .service import ExecService
 from .streaming import ExecStream
@@ -32,6 +33,16 @@ async def require_json(connection: ASGIConnection[Any, Any, Any, Any],
         raise UnsupportedMediaType("expected Content-Type: application/json")
 
 
+EXEC_DESCRIPTION = (
+    "The program's own failures are 200 results with a `status`. A run that takes "
+    "longer than about 2 s is answered early through proxies: once its sandbox is "
+    "claimed, the 200 status and then a single space every `EXEC_KEEPALIVE_INTERVAL` "
+    "seconds go out before the JSON result (JSON parsers skip leading whitespace). "
+    "Errors found before the run starts keep their own status codes; a failure after "
+    "the status went out is the body `{\"error\", \"message\"}`. `timeout` is in "
+    "milliseconds from 1000 up (as today's LibreChat client sends it), else seconds.")
+
+
 class ExecController(Controller):
     """Runs code; the program's own failures are 200 results, not errors."""
 
@@ -39,15 +50,23 @@ class ExecController(Controller):
     tags = ["exec"]
 
     @post("/", status_code=200, guards=[require_json], responses=error_responses(404, 413, 415),
-          summary="Run code in a fresh sandbox")
+          summary="Run code in a fresh sandbox", description=EXEC_DESCRIPTION)
     async def execute(self, request: Request[Principal, Any, Any], data: JSONBody[ExecRequest],
                       exec_service: NamedDependency[ExecService]) -> Response[ExecResponse]:
         supplied = request.headers.get("x-request-id", "")
         request_id = supplied if is_valid_id(supplied) else new_id()
+        headers = {"X-Request-ID": request_id}
+        interval = exec_service.settings.exec_keepalive_interval
         with Deferred() as deferred:  # the sandbox is recycled once the answer is sent
-            result = await exec_service.execute(request.user, data, request_id)
-        return Response(result, headers={"X-Request-ID": request_id},
-                        background=BackgroundTask(deferred.run))
+            if interval <= 0:
+                result = await exec_service.execute(request.user, data, request_id)
+                return Response(result, headers=headers,
+                                background=BackgroundTask(deferred.run))
+            answer = await answer_with_keepalive(
+                lambda acquired: exec_service.execute(request.user, data, request_id,
+                                                      on_acquired=acquired),
+                interval=interval, headers=headers, after_response=deferred.run)
+        return cast("Response[ExecResponse]", answer)
 
     @post("/stream", status_code=200, guards=[require_json],
           responses=error_responses(404, 413, 415), media_type="text/event-stream",

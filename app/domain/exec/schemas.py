@@ -22,7 +22,7 @@ class ExecRequest:
     user_id: str | None = None
     entity_id: str | None = None
     files: list[dict[str, Any]] | None = None
-    #: Seconds, or milliseconds when above 1000; clamped to the configured maximum.
+    #: Milliseconds from 1000 up (as today's client sends), else seconds; clamped.
     timeout: float | None = None
 
 

@@ -18,6 +18,7 @@ import logging
 import re
 import shlex
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
@@ -42,7 +43,7 @@ from .recent import ExecutionRecord, RecentExecutions
 from .schemas import ExecRequest, ExecResponse
 from .staging import WORKDIR, OutputFiles, stage_in, stage_out
 
-__all__ = ["ExecService", "OutputListener", "cut_output", "normalize_timeout"]
+__all__ = ["ExecService", "OutputListener", "cut_output", "limit_notice", "normalize_timeout"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +53,14 @@ _MAX_ARGS_BYTES = 64 * 1024
 
 
 def normalize_timeout(value: float | None, default: int, maximum: int) -> float:
-    """Seconds from seconds-or-milliseconds (values above 1000 are ms), clamped."""
+    """Seconds from seconds-or-milliseconds, clamped. Today's client sends milliseconds
+    (never under 1000: its ``ptcTimeout`` floors at 1000 ms), older ones seconds: values
+    from 1000 up are milliseconds, smaller ones seconds."""
     if value is None:
         return float(default)
     if value <= 0:
         raise BadRequest("timeout must be positive (seconds, or milliseconds above 1000)")
-    seconds = value / 1000 if value > 1000 else value
+    seconds = value / 1000 if value >= 1000 else value
     return float(min(seconds, maximum))
 
 
@@ -91,14 +94,31 @@ def cut_output(text: str, limit: int, cut_in_sandbox: bool) -> str:
     return text + marker
 
 
-def _file_entry(meta: FileMeta) -> dict[str, Any]:
+def _file_entry(meta: FileMeta, inherited: bool = False) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "id": meta.id, "name": meta.name, "path": f"{WORKDIR}/{meta.name}",
         "storage_session_id": meta.session_id, "session_id": meta.session_id,
-        "size": meta.size, "content_type": meta.content_type, "inherited": False}
+        "size": meta.size, "content_type": meta.content_type, "inherited": inherited}
     if meta.modified_from is not None:
         entry["modified_from"] = meta.modified_from
     return entry
+
+
+def limit_notice(status: str, timeout: float, memory_mb: int) -> str | None:
+    """A plain line for ``stderr`` when the sandbox stopped the program (else None):
+    without it a timeout or an OOM leaves the client with nothing to show."""
+    if status == "timeout":
+        return f"Time limit exceeded after {timeout:g} s"
+    if status == "oom":
+        return f"Out of memory ({memory_mb} MB)"
+    return None
+
+
+def _with_notice(stderr: str, notice: str | None) -> str:
+    if notice is None:
+        return stderr
+    separator = "\n" if stderr and not stderr.endswith("\n") else ""
+    return f"{stderr}{separator}{notice}\n"
 
 
 @attrs.frozen
@@ -200,7 +220,8 @@ class ExecService:
             raise LanguageUnavailable(f"{language.name} ({language.code}) is not available "
                                       f"here: {status.reason}")
         if len(request.code.encode("utf-8", "surrogatepass")) > self.settings.max_code_size:
-            raise PayloadTooLarge(f"code is larger than {self.settings.max_code_size} bytes")
+            raise PayloadTooLarge(f"code is larger than MAX_CODE_SIZE "
+                                  f"({self.settings.max_code_size} bytes)")
         if "\x00" in request.code:
             raise BadRequest("code must not contain NUL bytes")
         if request.entity_id is not None and not _ENTITY_ID.fullmatch(request.entity_id):
@@ -208,6 +229,11 @@ class ExecService:
         timeout = normalize_timeout(request.timeout, self.settings.default_execution_time,
                                     self._max_timeout(tenant))
         return _Validated(language.code, request.code, normalize_args(request.args), timeout)
+
+    def _memory_mb(self, tenant: str) -> int:
+        """The sandbox's memory: ``MAX_MEMORY_MB``, or the tenant's own (lower) limit."""
+        own = self.settings.tenants.limits(tenant).max_memory_mb
+        return own if 0 < own < self.settings.max_memory_mb else self.settings.max_memory_mb
 
     def _max_timeout(self, tenant: str) -> int:
         """``MAX_EXECUTION_TIME``, or the tenant's own (lower) maximum."""
@@ -217,14 +243,18 @@ class ExecService:
 
     @timed
     async def execute(self, principal: Principal, request: ExecRequest, request_id: str,
-                      listener: OutputListener | None = None) -> ExecResponse:
+                      listener: OutputListener | None = None, *,
+                      on_acquired: Callable[[], None] | None = None) -> ExecResponse:
+        """``on_acquired``: called once a sandbox is claimed (every request error has been
+        raised by then), like ``listener.acquired`` but without streaming the output."""
         received = time.monotonic()
         valid = await self._validate(request, principal.tenant)
         session, recording = await self._session(principal, request)
         try:
             return await self._execute_in(
                 session, recording, principal=principal, request=request,
-                request_id=request_id, listener=listener, valid=valid, received=received)
+                request_id=request_id, listener=listener, valid=valid, received=received,
+                on_acquired=on_acquired)
         except BaseException:
             _abandon(recording)
             raise
@@ -232,7 +262,8 @@ class ExecService:
     async def _execute_in(self, session: Session, recording: asyncio.Task[None] | None, *,
                           principal: Principal, request: ExecRequest, request_id: str,
                           listener: OutputListener | None, valid: _Validated,
-                          received: float) -> ExecResponse:
+                          received: float,
+                          on_acquired: Callable[[], None] | None = None) -> ExecResponse:
         """The execution in its session (``recording``: its record, still being written)."""
         lap("prepare", language=valid.lang, session_id=session.id)
         state = self.state if valid.lang == "py" else None
@@ -250,6 +281,8 @@ class ExecService:
         try:
             if listener is not None:
                 listener.acquired()
+            if on_acquired is not None:
+                on_acquired()
             await stage_in(lease.executor, self.files.files, inputs)
             lap("stage_in")
             result = await self._run_code(lease.executor, listener, dict(
@@ -275,7 +308,10 @@ class ExecService:
             record.status = "done"
         except ExecutorError as exc:
             record.status = "sandbox_failed"
-            raise ExecutorFailed(f"the sandbox failed: {exc}", retry_after=1) from exc
+            # The executor's own words stay in the log: the client gets a plain message.
+            logger.warning("sandbox failed", extra={
+                "request_id": request_id, "session_id": session.id, "detail": str(exc)[:2000]})
+            raise ExecutorFailed("the sandbox failed; try again", retry_after=1) from exc
         except asyncio.CancelledError:
             record.status = "cancelled"  # the streaming client went away
             raise
@@ -292,8 +328,9 @@ class ExecService:
                    if state is not None else None)
         lap("state")
         version = (await self.backend.languages())[valid.lang].version
+        notice = limit_notice(result.status, valid.timeout, self._memory_mb(principal.tenant))
         response = self._response(session.id, valid.lang, version, result, outputs,
-                                  state=outcome)
+                                  state=outcome, notice=notice)
         self._record_later(attrs.evolve(record, status=result.status), result.wall_time)
         return response
 
@@ -337,13 +374,15 @@ class ExecService:
 
     def _response(self, session_id: str, lang: str, version: str | None,
                   result: ExecutorResult, outputs: OutputFiles, *,
-                  state: StateOutcome | None) -> ExecResponse:
+                  state: StateOutcome | None, notice: str | None = None) -> ExecResponse:
         limit = self.settings.response_output_limit
         return ExecResponse(
             session_id=session_id,
             stdout=cut_output(result.stdout, limit, result.stdout_truncated),
-            stderr=cut_output(result.stderr, limit, result.stderr_truncated),
-            files=[_file_entry(meta) for meta in outputs.stored],
+            stderr=_with_notice(cut_output(result.stderr, limit, result.stderr_truncated),
+                                notice),
+            files=[_file_entry(meta) for meta in outputs.stored]
+            + [_file_entry(meta, inherited=True) for meta in outputs.inherited],
             skipped_files=outputs.skipped,
             code=result.exit_code, signal=result.signal, status=result.status,
             message=result.message, wall_time=result.wall_time, cpu_time=result.cpu_time,

@@ -5,12 +5,17 @@
 for) and stores what the code created or changed under the execution's session,
 *before* the response is sent: an unchanged input is not returned; a changed input
 becomes a new file with ``modified_from`` (the original is never overwritten);
-files over the count or size caps are skipped and reported, never dropped silently.
+a changed *read-only* input is not stored: the original is echoed back as
+``inherited``. Files over the count or size caps, with a name the API refuses
+(``-rf``, a newline), in a directory past the depth cap, or that cannot be read
+back are skipped and reported in ``skipped_files``, never dropped silently and
+never failing the run (the executor's own messages are logged, not answered).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -23,7 +28,7 @@ from ...executor import ExecutorClient, ExecutorError
 from ...ids import new_id
 from ...storage import FileMeta, FileStore
 from ...tenants import QuotaExceeded
-from ..files.service import InputFile, guess_type
+from ..files.service import InputFile, guess_type, path_problem
 
 __all__ = ["OutputFiles", "SaveFile", "stage_in", "stage_out"]
 
@@ -32,6 +37,8 @@ SaveFile = Callable[[FileMeta, Path], Awaitable[FileMeta]]
 
 WORKDIR = "/mnt/data"
 
+logger = logging.getLogger(__name__)
+
 
 @attrs.frozen
 class OutputFiles:
@@ -39,6 +46,8 @@ class OutputFiles:
 
     stored: list[FileMeta]
     skipped: list[dict[str, Any]]
+    #: Read-only inputs the code changed: the change is dropped, the original echoed.
+    inherited: list[FileMeta] = attrs.field(factory=list)
 
 
 async def stage_in(executor: ExecutorClient, store: FileStore, inputs: list[InputFile]) -> None:
@@ -53,12 +62,24 @@ async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
     """``listing``: the work dir as the execution's result gave it (else it is asked for)."""
     by_path = {item.path: item.meta for item in inputs}
     stored: list[FileMeta] = []
+    inherited: list[FileMeta] = []
     skipped: list[dict[str, Any]] = []
     for entry in listing if listing is not None else await executor.list_files():
         path, size, sha256 = str(entry["name"]), int(entry["size"]), str(entry["sha256"])
+        if entry.get("skipped"):  # the executor could not collect it (past the depth cap)
+            skipped.append({"name": path, "size": size, "reason": str(entry["skipped"])})
+            continue
+        problem = path_problem(path)
+        if problem is not None:
+            skipped.append({"name": path, "size": size,
+                            "reason": f"file name not allowed: {problem}"})
+            continue
         original = by_path.get(path)
         if original is not None and original.sha256 == sha256 and original.size == size:
             continue  # an input the code did not change
+        if original is not None and original.read_only:
+            inherited.append(original)  # read-only: the edit is dropped
+            continue
         if len(stored) >= max_files:
             skipped.append({"name": path, "size": size,
                             "reason": f"more than {max_files} output files"})
@@ -78,11 +99,17 @@ async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
         except QuotaExceeded as exc:
             skipped.append({"name": path, "size": size, "reason": exc.message})
             continue
+        except ExecutorError as exc:  # the detail is the executor's: logged, not answered
+            logger.warning("output file not collected", extra={
+                "session_id": session_id, "detail": str(exc)[:500]})
+            skipped.append({"name": path, "size": size,
+                            "reason": "could not be read from the sandbox"})
+            continue
         if meta is None:
             skipped.append({"name": path, "size": size, "reason": "changed while collected"})
         else:
             stored.append(meta)
-    return OutputFiles(stored=stored, skipped=skipped)
+    return OutputFiles(stored=stored, skipped=skipped, inherited=inherited)
 
 
 async def _store_one(executor: ExecutorClient, save: SaveFile, path: str, *, tmp_dir: Path,

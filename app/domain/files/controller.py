@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
 from ...auth import Principal
 from ...errors import BadRequest, error_responses
+from ...ids import is_valid_id
 from .multipart import read_multipart
-from .schemas import DETAILS, listing, object_info
+from .schemas import DETAILS, in_scope, listing, object_info
 from .service import FileService, UploadResult
 
 __all__ = ["FilesController"]
@@ -24,6 +25,18 @@ def content_disposition(name: str) -> str:
     fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
                        for c in name.rsplit("/", 1)[-1])
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+LISTING_DESCRIPTION = (
+    "`detail=simple` (default): `\"<session_id>/<file_id>\"` strings. `summary`: "
+    "`{name: \"<session_id>/<file_id>\", size, lastModified, etag}`. `full` (what "
+    "today's LibreChat client parses): `{id, name: \"<session_id>/<file_id>.<ext>\", "
+    "storage_session_id, size, lastModified, etag, contentType, metadata: "
+    "{\"original-filename\", \"content-type\"}}` plus `kind`/`resource_id`/`version`/"
+    "`read_only` when the upload set them. `normalized`: `{id, name, storage_session_id, "
+    "size, contentType, lastModified, read_only?}`. `kind`, `id`, `version` narrow the "
+    "list to files uploaded with that scope (files without one, such as outputs, stay). "
+    "An unknown or malformed session answers `[]`.")
 
 
 def _file_reply(result: UploadResult) -> dict[str, Any]:
@@ -86,21 +99,30 @@ class FilesController(Controller):
     async def download(self, request: Request[Principal, Any, Any], session_id: FromPath[str],
                        file_id: FromPath[str],
                        file_service: NamedDependency[FileService]) -> Stream:
-        meta = await file_service.used(await file_service.get(request.user, session_id, file_id))
+        # Any id that names no file of the caller's is a 404, malformed ones included.
+        meta = await file_service.used(await file_service.find(request.user, session_id,
+                                                               file_id))
         return Stream(file_service.stream(meta), media_type=meta.content_type,
                       headers={"Content-Disposition": content_disposition(meta.name),
                                "Content-Length": str(meta.size), "ETag": meta.etag,
                                "X-Content-Type-Options": "nosniff"})
 
     @get("/files/{session_id:str}", responses=error_responses(),
-         summary="List a session's files")
+         summary="List a session's files",
+         description=LISTING_DESCRIPTION)
     async def list_files(self, request: Request[Principal, Any, Any], session_id: FromPath[str],
-                         file_service: NamedDependency[FileService],
-                         detail: FromQuery[str] = "simple") -> list[Any]:
+                         file_service: NamedDependency[FileService], *,
+                         detail: FromQuery[str] = "simple",
+                         kind: FromQuery[str | None] = None,
+                         resource_id: Annotated[str | None, QueryParameter(name="id")] = None,
+                         version: FromQuery[str | None] = None) -> list[Any]:
         if detail not in DETAILS:
             raise BadRequest(f"detail must be one of {', '.join(DETAILS)}")
+        if not is_valid_id(session_id):
+            return []  # names no session: nothing to list (never a 400 for the client)
         return [listing(meta, detail) for meta in
-                await file_service.list_session(request.user, session_id)]
+                await file_service.list_session(request.user, session_id)
+                if in_scope(meta, kind, resource_id, version)]
 
     @get("/sessions/{session_id:str}/objects/{file_id:str}", responses=error_responses(404),
          summary="Freshness probe: is this file still stored?")

@@ -93,7 +93,8 @@ class _State:
             self.field_name = name
             return
         if len(self.form.files) >= self.max_files:
-            self.error = PayloadTooLarge(f"at most {self.max_files} files per request")
+            self.error = PayloadTooLarge(
+                f"at most {self.max_files} files per request (MAX_UPLOAD_FILES)")
             return
         fd, path = tempfile.mkstemp(dir=self.tmp_dir, prefix="upload-")
         self.handle = os.fdopen(fd, "wb")
@@ -112,14 +113,16 @@ class _State:
             self.part.size += len(chunk)
             if self.part.size > self.max_file_bytes:
                 self.error = PayloadTooLarge(
-                    f"{self.part.filename!r} is larger than {self.max_file_bytes} bytes")
+                    f"{self.part.filename!r} is larger than MAX_UPLOAD_SIZE "
+                    f"({self.max_file_bytes} bytes)")
                 return
             self.handle.write(chunk)
             self.digest.update(chunk)
         elif self.field_name is not None:
             self.field_value += chunk
             if len(self.field_value) > _MAX_FIELD_BYTES:
-                self.error = PayloadTooLarge(f"form field {self.field_name!r} is too large")
+                self.error = PayloadTooLarge(f"form field {self.field_name!r} is larger "
+                                             f"than {_MAX_FIELD_BYTES} bytes")
 
     def on_part_end(self) -> None:
         if self.handle is not None and self.part is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from sidecar.files import FileError, validate_name
+from sidecar.files import MAX_DEPTH, FileError, validate_name
 
 from ...auth import Principal
 from ...errors import BadRequest, NotFound
@@ -23,7 +23,8 @@ from ...storage import FileMeta, FileStore
 from ...tenants import QuotaExceeded, TenantQuotas
 from .multipart import FilePart, MultipartForm
 
-__all__ = ["FileService", "InputFile", "UploadResult", "check_id", "check_name"]
+__all__ = ["FileService", "InputFile", "UploadResult", "check_id", "check_name", "check_path",
+           "path_problem"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -40,6 +41,32 @@ def check_name(name: str) -> str:
         return validate_name(name)
     except FileError as exc:
         raise BadRequest(f"invalid file name: {exc}") from exc
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` is not a safe relative path under ``/mnt/data``, or None when it is.
+
+    A path is 1 to ``MAX_DEPTH`` segments joined by ``/`` (LibreChat's batch upload
+    sends nested names such as ``scripts/helper.py``), each segment a valid name:
+    no ``..``, no empty segment (so no leading ``/``), no backslash.
+    """
+    parts = path.split("/")
+    if len(parts) > MAX_DEPTH:
+        return f"more than {MAX_DEPTH} path segments"
+    try:
+        for part in parts:
+            validate_name(part)
+    except FileError as exc:
+        return str(exc)
+    return None
+
+
+def check_path(path: str) -> str:
+    """A relative file path as ``path_problem`` allows it, or a 400 saying why not."""
+    problem = path_problem(path)
+    if problem is not None:
+        raise BadRequest(f"invalid file name: {problem}")
+    return path
 
 
 def guess_type(name: str, declared: str | None = None) -> str:
@@ -106,7 +133,7 @@ class FileService:
     async def _store_part(self, principal: Principal, session: Session, part: FilePart,
                           fields: Mapping[str, str], user_id: str | None) -> UploadResult:
         try:
-            name = check_name(part.filename)
+            name = check_path(part.filename)
         except BadRequest as exc:
             return UploadResult(filename=part.filename, error=exc.message)
         meta = FileMeta(
@@ -129,6 +156,12 @@ class FileService:
         if meta is None:
             raise NotFound("no such file")
         return meta
+
+    async def find(self, principal: Principal, session_id: str, file_id: str) -> FileMeta:
+        """Like ``get``, but a malformed id is a 404 too (it names no file)."""
+        if not (is_valid_id(session_id) and is_valid_id(file_id)):
+            raise NotFound("no such file")
+        return await self.get(principal, session_id, file_id)
 
     async def list_session(self, principal: Principal, session_id: str) -> list[FileMeta]:
         check_id(session_id, "session id")
@@ -157,7 +190,7 @@ class FileService:
         for ref in refs:
             meta = await self._referenced(principal, ref)
             name = ref.get("name")
-            path = check_name(name) if isinstance(name, str) and name else meta.name
+            path = check_path(name) if isinstance(name, str) and name else meta.name
             chosen[path] = InputFile(path, meta)
         return [InputFile(item.path, await self.used(item.meta)) for item in chosen.values()]
 

@@ -119,7 +119,8 @@ class StateService:
         async for chunk in chunks:
             received += chunk
             if len(received) > self.settings.max_bytes:
-                raise StateTooLarge(f"the state is larger than {self.settings.max_bytes} bytes")
+                raise StateTooLarge(f"the state is larger than MAX_STATE_SIZE "
+                                    f"({self.settings.max_bytes} bytes)")
         blob = bytes(received)
         check_format(blob, self.settings.max_bytes, self.settings.max_raw_bytes)
         record = self._sign(tenant, session_id, blob, "upload")

@@ -1,0 +1,371 @@
+"""Programmatic tool calling: start a run, continue it round after round, cancel it.
+
+A run is Python (or bash) code that calls the client's tools as functions. It runs in
+one sandbox from start to end, the program alive across rounds: each step runs
+until the program waits for tool results (``tool_call_required``: the round's calls
+and a continuation token) or ends (``completed``, or ``error`` with a message). Each
+step's time is capped by the request's timeout.
+
+Between steps nothing lives in this process. The paused sandbox stays claimed by
+the backend under a lease of ``PTC_LEASE_SECONDS`` (``hold``) and is reaped when it
+ends; the run's record and the token's single use are in Valkey (``store.py``); the
+signed token (``tokens.py``) says where the sandbox is, so any replica resumes it.
+Outputs and Python state are handled as in ``/exec`` when the run completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sidecar.languages import resolve_language
+from sidecar.ptc_wire import (
+    MAX_CALLS_PER_ROUND,
+    MAX_TOOL_NAME,
+    MAX_TOOLS,
+    identifier,
+    valid_identifier,
+)
+
+from ...auth import Principal
+from ...backends import SandboxLease
+from ...errors import BadRequest, ExecutorFailed, LanguageUnavailable, PayloadTooLarge
+from ...executor import ExecutorClient, ExecutorError
+from ...executor.programmatic import ProgrammaticStep, cancel_run, continue_run, start_run
+from ...ids import is_valid_id, new_id
+from ...sessions import Session
+from ...settings import Settings
+from ..exec.service import ExecService, _file_entry, cut_output, limit_notice, normalize_timeout
+from ..exec.staging import stage_in, stage_out
+from .schemas import ProgrammaticRequest, ProgrammaticResponse, ToolCallOut
+from .store import RequestRecord, RunRecord, RunStore
+from .tokens import Continuation, ContinuationTokens, TokenRefused
+
+__all__ = ["ProgrammaticService", "tool_names", "wire_results"]
+
+logger = logging.getLogger(__name__)
+
+_ENTITY_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: What the executor's step may take beyond its timeout (the answer, state, files).
+_MARGIN = 60
+
+Step = Callable[[SandboxLease], Awaitable[ProgrammaticStep]]
+
+
+def tool_names(tools: Any, lang: str) -> list[str]:
+    """The tools' names, each making a distinct function name in ``lang`` (else 400)."""
+    if not isinstance(tools, list) or not tools:
+        raise BadRequest("'tools' must list the tools the code calls ({name, ...} each)")
+    if len(tools) > MAX_TOOLS:
+        raise BadRequest(f"at most {MAX_TOOLS} tools")
+    functions: dict[str, str] = {}
+    for tool in tools:
+        name = tool.get("name") if isinstance(tool, dict) else None
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_TOOL_NAME:
+            raise BadRequest(f"each tool needs a 'name' of 1 to {MAX_TOOL_NAME} characters")
+        function = identifier(name, lang)
+        if not valid_identifier(function, lang):
+            raise BadRequest(f"tool {name!r} makes no valid function name")
+        if functions.setdefault(function, name) != name:
+            raise BadRequest(f"tools {functions[function]!r} and {name!r} both become "
+                             f"{function!r} in the code")
+    return list(functions.values())
+
+
+def wire_results(raw: Any) -> list[dict[str, Any]]:
+    """The client's ``tool_results`` as the executor takes them (``is_error`` raises)."""
+    if not isinstance(raw, list) or len(raw) > MAX_CALLS_PER_ROUND:
+        raise BadRequest(f"'tool_results' must list at most {MAX_CALLS_PER_ROUND} results")
+    results = []
+    for entry in raw:
+        if not isinstance(entry, dict) or not isinstance(entry.get("call_id"), str):
+            raise BadRequest("each tool result needs a 'call_id'")
+        if entry.get("is_error"):
+            message = entry.get("error_message") or entry.get("result") or "the tool failed"
+            results.append({"id": entry["call_id"], "ok": False, "error": str(message)})
+        else:
+            results.append({"id": entry["call_id"], "ok": True, "result": entry.get("result")})
+    return results
+
+
+def _with_notice(stderr: str, notice: str | None) -> str:
+    """``stderr`` with a plain line saying the sandbox stopped the program (if it did)."""
+    if notice is None:
+        return stderr
+    return f"{stderr}{chr(10) if stderr and not stderr.endswith(chr(10)) else ''}{notice}\n"
+
+
+def _failed(session_id: str | None, message: str) -> ProgrammaticResponse:
+    return ProgrammaticResponse(status="error", session_id=session_id, error=message)
+
+
+def _failure(step: ProgrammaticStep) -> str | None:
+    """Why the run ended in error (the client's own words where it has some); None when
+    it completed, the program's own failures (an exception, an exit status) included."""
+    result = step.result
+    if step.failure is not None:
+        return step.failure
+    if result.status == "timeout":
+        return "Execution failed or timed out"
+    if result.status == "oom":
+        return "Out of memory"
+    if result.status == "output_limit":
+        return result.message or "stdout length exceeded"
+    return None
+
+
+class ProgrammaticService:
+    """Runs ``/exec/programmatic`` requests; shares ``/exec``'s backend, files and state."""
+
+    def __init__(self, settings: Settings, exec_service: ExecService, runs: RunStore,
+                 tokens: ContinuationTokens) -> None:
+        self.settings = settings
+        self.config = settings.programmatic
+        self.backend = exec_service.backend
+        self.sessions = exec_service.sessions
+        self.files = exec_service.files
+        self.state = exec_service.state
+        self.runs = runs
+        self.tokens = tokens
+        self.tmp_dir = settings.data_dir / "tmp"
+
+    async def run(self, principal: Principal, request: ProgrammaticRequest,
+                  request_id: str | None, *, on_acquired: Callable[[], None] | None = None,
+                  ) -> ProgrammaticResponse:
+        """A new run, or the next step of one (``continuation_token``). ``on_acquired``
+        is called once the step has its sandbox (every request error raised by then)."""
+        if request_id is not None and not _REQUEST_ID.fullmatch(request_id):
+            request_id = None  # not a usable key: the run just cannot be cancelled by it
+        if request.continuation_token is not None:
+            return await self._continue(principal, request, request_id, on_acquired)
+        return await self._start(principal, request, request_id, on_acquired)
+
+    # -- the first step -------------------------------------------------------------
+
+    async def _start(self, principal: Principal, request: ProgrammaticRequest,
+                     request_id: str | None, acquired: Callable[[], None] | None,
+                     ) -> ProgrammaticResponse:
+        code = request.code
+        if not code or not code.strip():
+            return _failed(None, "no code to run")
+        lang = await self._language(request.lang)
+        if len(code.encode("utf-8", "surrogatepass")) > self.settings.max_code_size:
+            raise PayloadTooLarge(f"code is larger than MAX_CODE_SIZE "
+                                  f"({self.settings.max_code_size} bytes)")
+        if "\x00" in code:
+            raise BadRequest("code must not contain NUL bytes")
+        tools = tool_names(request.tools, lang)
+        timeout = normalize_timeout(request.timeout, self.settings.default_execution_time,
+                                    self._max_timeout(principal.tenant))
+        session = await self._session(principal, request)
+        state = self.state if lang == "py" else None
+        previous = await state.for_execution(principal.tenant, session) if state else None
+        inputs = await self.files.inputs(principal, session, request.files or [])
+        record = RunRecord(new_id(), principal.tenant, session.id, lang, request.user_id,
+                           tuple(tools), timeout, tuple(inputs))
+        lease = await self.backend.acquire(lang, session.id, principal.tenant,
+                                           lease_seconds=self.config.max_lifetime)
+
+        async def first(lease: SandboxLease) -> ProgrammaticStep:
+            await self.runs.save_run(record, self.config.max_lifetime)
+            await stage_in(lease.executor, self.files.files, inputs)
+            return await start_run(
+                lease.executor, lang=lang, code=code, args=[], timeout=timeout,
+                request_id=request_id or record.run_id, transport_timeout=timeout + _MARGIN,
+                tools=tools, max_rounds=self.config.max_rounds,
+                state=previous.blob if previous is not None else None,
+                capture=state.capture() if state is not None else None)
+
+        return await self._step(record, lease, request_id, 1, first, acquired=acquired)
+
+    async def _language(self, lang: str | None) -> str:
+        language = resolve_language(lang or "py")
+        if language is None or language.code not in ("py", "bash"):
+            raise BadRequest("programmatic tool calling runs 'py' or 'bash' code")
+        status = (await self.backend.languages())[language.code]
+        if not status.available:
+            raise LanguageUnavailable(f"{language.name} is not available here: {status.reason}")
+        return language.code
+
+    def _max_timeout(self, tenant: str) -> int:
+        own = self.settings.tenants.limits(tenant).max_timeout
+        maximum = self.settings.max_execution_time
+        return min(own, maximum) if own > 0 else maximum
+
+    async def _session(self, principal: Principal, request: ProgrammaticRequest) -> Session:
+        tenant, wanted = principal.tenant, request.session_id
+        if request.entity_id is not None and not _ENTITY_ID.fullmatch(request.entity_id):
+            raise BadRequest("entity_id must be 1-40 characters of [A-Za-z0-9_-]")
+        if not wanted and not request.entity_id:
+            session = self.sessions.fresh(tenant)
+            await self.sessions.record(session)
+            return session
+        session = await self.sessions.resolve(tenant, wanted, request.user_id, request.entity_id)
+        if session.is_new and wanted and is_valid_id(wanted) and (
+                await self.files.files.list_session(tenant, wanted)
+                or (self.state is not None and await self.state.exists(tenant, wanted))):
+            return await self.sessions.adopt(tenant, wanted)  # its record expired, not its data
+        return session
+
+    # -- the next steps ---------------------------------------------------------------
+
+    async def _continue(self, principal: Principal, request: ProgrammaticRequest,
+                        request_id: str | None, acquired: Callable[[], None] | None,
+                        ) -> ProgrammaticResponse:
+        assert request.continuation_token is not None
+        results = wire_results(request.tool_results)
+        try:
+            token = self.tokens.read(request.continuation_token, principal.tenant)
+        except TokenRefused as exc:
+            return _failed(None, str(exc))
+        if await self.runs.cancelled(token.run_id):
+            return _failed(token.session_id, "the run was cancelled")
+        if not await self.runs.use_nonce(token.nonce, self.config.lease_seconds + _MARGIN):
+            return _failed(token.session_id, "this continuation token was already used")
+        record = await self.runs.load_run(token.run_id)
+        if record is None or record.tenant != principal.tenant:
+            return _failed(token.session_id, "the paused run is gone")
+        lease = await self.backend.resume(token.location, token.session_id, token.tenant,
+                                          record.timeout + _MARGIN)
+        if lease is None:
+            await self.runs.end_run(token.run_id)
+            return _failed(token.session_id, "the paused run is gone: its lease ended and "
+                                             "its sandbox was reaped")
+
+        async def follow(lease: SandboxLease) -> ProgrammaticStep:
+            return await continue_run(lease.executor, results, timeout=record.timeout,
+                                      transport_timeout=record.timeout + _MARGIN,
+                                      tools=record.tools)
+
+        return await self._step(record, lease, request_id, token.round + 1, follow,
+                                acquired=acquired)
+
+    async def _step(self, record: RunRecord, lease: SandboxLease, request_id: str | None,
+                    round_: int, step: Step, *, acquired: Callable[[], None] | None,
+                    ) -> ProgrammaticResponse:
+        """Run one step in the claimed sandbox; then pause (hold it) or finish (release it)."""
+        if acquired is not None:
+            acquired()
+        if request_id is not None:
+            await self.runs.remember_request(record.tenant, request_id, RequestRecord(
+                record.run_id, record.session_id, lease.executor_address),
+                self.config.max_lifetime)
+        try:
+            outcome = await step(lease)
+        except ExecutorError as exc:
+            await self._abandon(record, lease)
+            logger.warning("programmatic run failed in its sandbox", extra={
+                "run_id": record.run_id, "session_id": record.session_id,
+                "detail": str(exc)[:2000]})
+            raise ExecutorFailed("the sandbox failed; try again", retry_after=1) from exc
+        except BaseException:
+            await self._abandon(record, lease)
+            raise
+        logger.info("programmatic step", extra={
+            "run_id": record.run_id, "tenant": record.tenant, "session_id": record.session_id,
+            "round": round_, "status": outcome.result.status,
+            "tool_calls": len(outcome.tool_calls)})
+        if outcome.paused:
+            return await self._pause(record, lease, request_id, round_, outcome)
+        return await self._finish(record, lease, outcome)
+
+    async def _abandon(self, record: RunRecord, lease: SandboxLease) -> None:
+        await self.backend.release(lease)
+        await self.runs.end_run(record.run_id)
+
+    async def _pause(self, record: RunRecord, lease: SandboxLease, request_id: str | None,
+                     round_: int, outcome: ProgrammaticStep) -> ProgrammaticResponse:
+        seconds = self.config.lease_seconds
+        try:
+            location = await self.backend.hold(lease, seconds)
+        except BaseException:
+            await self._abandon(record, lease)
+            raise
+        nonce = new_id()
+        token = self.tokens.issue(Continuation(
+            tenant=record.tenant, session_id=record.session_id, run_id=record.run_id,
+            nonce=nonce, location=location, lang=record.lang, round=round_,
+            expires_at=time.time() + seconds))
+        if request_id is not None:
+            await self.runs.remember_request(record.tenant, request_id, RequestRecord(
+                record.run_id, record.session_id, lease.executor_address, location, nonce),
+                self.config.max_lifetime)
+        result, limit = outcome.result, self.settings.response_output_limit
+        return ProgrammaticResponse(
+            status="tool_call_required", session_id=record.session_id,
+            continuation_token=token,
+            tool_calls=[ToolCallOut(call.id, call.name, call.input)
+                        for call in outcome.tool_calls],
+            stdout=cut_output(result.stdout, limit, result.stdout_truncated),
+            stderr=cut_output(result.stderr, limit, result.stderr_truncated))
+
+    async def _finish(self, record: RunRecord, lease: SandboxLease,
+                      outcome: ProgrammaticStep) -> ProgrammaticResponse:
+        result, tenant = outcome.result, record.tenant
+        failure = _failure(outcome)
+        outputs = None
+        try:
+            if failure is None:
+                outputs = await stage_out(
+                    lease.executor, self.files.store, tenant=tenant,
+                    session_id=record.session_id, user_id=record.user_id,
+                    inputs=list(record.inputs), max_files=self.settings.max_output_files,
+                    max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir,
+                    listing=result.files)
+        except ExecutorError as exc:
+            raise ExecutorFailed("the sandbox failed; try again", retry_after=1) from exc
+        finally:
+            await self._abandon(record, lease)
+        state = None
+        if record.lang == "py" and self.state is not None:
+            session = Session(record.session_id, tenant, 0.0)
+            previous = await self.state.for_execution(tenant, session)
+            state = await self.state.after_execution(tenant, record.session_id, result, previous)
+        limit = self.settings.response_output_limit
+        stderr = _with_notice(result.stderr, limit_notice(result.status, record.timeout,
+                                                          self.settings.max_memory_mb))
+        files = [] if outputs is None else [
+            *(_file_entry(meta) for meta in outputs.stored),
+            *(_file_entry(meta, inherited=True) for meta in outputs.inherited)]
+        return ProgrammaticResponse(
+            status="completed" if failure is None else "error", session_id=record.session_id,
+            stdout=cut_output(result.stdout, limit, result.stdout_truncated),
+            stderr=cut_output(stderr, limit, result.stderr_truncated),
+            files=files, error=failure,
+            skipped_files=outputs.skipped if outputs is not None else [],
+            has_state=state.has_state if state is not None else None,
+            state_size=state.state_size if state is not None else None,
+            state_errors=list(state.errors) if state is not None else None)
+
+    # -- cancel -----------------------------------------------------------------------
+
+    async def cancel(self, principal: Principal, request_id: str | None) -> bool:
+        """Stop the run behind a client request id, paused or running; False if none."""
+        if not request_id or not _REQUEST_ID.fullmatch(request_id):
+            raise BadRequest("the request id (X-LibreChat-Code-Request-ID or request_id) is "
+                             "missing or malformed")
+        found = await self.runs.request(principal.tenant, request_id)
+        if found is None:
+            return False
+        await self.runs.cancel(found.run_id, self.config.max_lifetime)
+        executor = ExecutorClient(found.executor_address)
+        try:  # a running step ends with "Cancelled" and its replica releases the sandbox
+            await cancel_run(executor)
+        except ExecutorError:
+            pass  # the sandbox is already gone
+        finally:
+            await executor.close()
+        if found.nonce is not None and found.location is not None and await self.runs.use_nonce(
+                found.nonce, self.config.lease_seconds + _MARGIN):
+            # It was paused: nobody else can resume it now; it is destroyed here.
+            lease = await self.backend.resume(found.location, found.session_id,
+                                              principal.tenant, _MARGIN)
+            if lease is not None:
+                await self.backend.release(lease)
+            await self.runs.end_run(found.run_id)
+        logger.info("programmatic run cancelled", extra={"run_id": found.run_id})
+        return True

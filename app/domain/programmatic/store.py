@@ -1,0 +1,109 @@
+"""What a programmatic run keeps in Valkey between its steps, for any replica to read.
+
+- ``k8si:ptc:run:<run>``: the run's record (tenant, session, language, tools, timeout,
+  the inputs staged at its start), until the run ends or its lease does;
+- ``k8si:ptc:nonce:<nonce>``: a continuation token was used (``SET NX``: exactly one
+  request wins it, on any replica);
+- ``k8si:ptc:req:<tenant>:<request id>``: the run a client request id belongs to,
+  where its executor is, and the token nonce while it is paused (for cancel);
+- ``k8si:ptc:cancelled:<run>``: the run was cancelled; a continuation is refused.
+
+Valkey down is a 503, as everywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import orjson
+import valkey.asyncio as valkey
+from valkey.exceptions import ValkeyError
+
+from ...errors import ServiceUnavailable
+from ...storage import FileMeta
+from ..files.service import InputFile
+
+__all__ = ["RequestRecord", "RunRecord", "RunStore"]
+
+
+@attrs.frozen
+class RunRecord:
+    """A run's facts that its later steps need."""
+
+    run_id: str
+    tenant: str
+    session_id: str
+    lang: str
+    user_id: str | None
+    tools: tuple[str, ...]
+    timeout: float
+    inputs: tuple[InputFile, ...]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({
+            "run_id": self.run_id, "tenant": self.tenant, "session_id": self.session_id,
+            "lang": self.lang, "user_id": self.user_id, "tools": list(self.tools),
+            "timeout": self.timeout,
+            "inputs": [[item.path, orjson.loads(item.meta.to_json())] for item in self.inputs]})
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RunRecord:
+        raw: dict[str, Any] = orjson.loads(data)
+        inputs = tuple(InputFile(path, FileMeta.from_json(orjson.dumps(meta)))
+                       for path, meta in raw.pop("inputs"))
+        return cls(**{**raw, "tools": tuple(raw["tools"]), "inputs": inputs})
+
+
+@attrs.frozen
+class RequestRecord:
+    """The run behind a client's request id, for ``/exec/programmatic/cancel``."""
+
+    run_id: str
+    session_id: str
+    executor_address: str
+    #: While paused: where the sandbox is held, and the nonce its token will use.
+    location: str | None = None
+    nonce: str | None = None
+
+
+class RunStore:
+    """Run records, used nonces, request ids and cancellations in Valkey."""
+
+    def __init__(self, client: valkey.Valkey) -> None:
+        self._client = client
+
+    async def _do(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self._client, method)(*args, **kwargs)
+        except ValkeyError as exc:
+            raise ServiceUnavailable("the session store is unavailable", retry_after=2) from exc
+
+    async def save_run(self, record: RunRecord, ttl: int) -> None:
+        await self._do("set", f"k8si:ptc:run:{record.run_id}", record.to_json(), ex=ttl)
+
+    async def load_run(self, run_id: str) -> RunRecord | None:
+        data = await self._do("get", f"k8si:ptc:run:{run_id}")
+        return RunRecord.from_json(data) if data is not None else None
+
+    async def end_run(self, run_id: str) -> None:
+        await self._do("delete", f"k8si:ptc:run:{run_id}")
+
+    async def use_nonce(self, nonce: str, ttl: int) -> bool:
+        """True for the one request that uses this token; False for every later one."""
+        return bool(await self._do("set", f"k8si:ptc:nonce:{nonce}", b"1", nx=True, ex=ttl))
+
+    async def remember_request(self, tenant: str, request_id: str, record: RequestRecord,
+                               ttl: int) -> None:
+        await self._do("set", f"k8si:ptc:req:{tenant}:{request_id}",
+                       orjson.dumps(attrs.asdict(record)), ex=ttl)
+
+    async def request(self, tenant: str, request_id: str) -> RequestRecord | None:
+        data = await self._do("get", f"k8si:ptc:req:{tenant}:{request_id}")
+        return RequestRecord(**orjson.loads(data)) if data is not None else None
+
+    async def cancel(self, run_id: str, ttl: int) -> None:
+        await self._do("set", f"k8si:ptc:cancelled:{run_id}", b"1", ex=ttl)
+
+    async def cancelled(self, run_id: str) -> bool:
+        return bool(await self._do("exists", f"k8si:ptc:cancelled:{run_id}"))

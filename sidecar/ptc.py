@@ -1,0 +1,304 @@
+"""Programmatic tool calling, the executor's side: a run that pauses between rounds.
+
+The program (Python in the warm worker, or bash) reaches its tools through a
+``SOCK_SEQPACKET`` channel (``sidecar/ptc_wire.py``). ``ToolChannel`` reads it and
+trusts nothing: every message is size-capped (a truncated message or extra fds end
+the run), must be a JSON object of a known shape naming a declared tool, carries
+exactly one fd that must be a socket (received close-on-exec), and a round holds at
+most ``MAX_CALLS_PER_ROUND`` calls. Call ids are made here, never by the program.
+
+``ProgrammaticRun`` reads the program the way ``capture.capture`` does (caps per
+stream, the exit through a pidfd, a worker's "done" report) and also watches the
+channel. A round ends when the program says it waits (Python's idle event loop) or
+when no call came for ``SETTLE`` seconds (bash, whose parallel calls come from
+background jobs); ``step`` then returns the round's calls and leaves the program
+running, its clock stopped. The next ``step`` writes the replies and goes on, with a
+fresh timeout. The end (exit, timeout, output cap, a bad message, too many rounds,
+``cancel``) goes through ``capture.finish``: the whole tree is swept as usual.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import secrets
+import selectors
+import socket
+import stat
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .capture import Capture, Done, Streams, finish, kill_tree, read_done
+from .protocol import ToolResult
+from .ptc_wire import MAX_CALL_BYTES, MAX_CALLS_PER_ROUND
+
+__all__ = ["SETTLE", "ChannelViolation", "PendingCall", "ProgrammaticRun", "ToolChannel"]
+
+#: Seconds without a new call after which the calls so far form a round.
+SETTLE = 0.25
+_MAX_FDS = 4  # ancillary room: more than one fd in a message is refused, not truncated
+
+
+class ChannelViolation(Exception):
+    """The program sent something outside the channel's protocol: the run ends."""
+
+
+@dataclass
+class PendingCall:
+    """One call the program made, waiting for the client's result."""
+
+    id: str
+    name: str
+    input: Any
+    reply: socket.socket = field(repr=False)
+
+    def wire(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "input": self.input}
+
+
+class _Reply:
+    """A reply being written to a call's reply socket (non-blocking)."""
+
+    def __init__(self, sock: socket.socket, payload: dict[str, Any]) -> None:
+        self.sock = sock
+        self.data = memoryview(json.dumps(payload, separators=(",", ":")).encode())
+        sock.setblocking(False)
+
+    def write(self) -> bool:
+        """Write what the socket takes; True once the reply is out (or cannot be)."""
+        try:
+            self.data = self.data[self.sock.send(self.data):]
+        except BlockingIOError:
+            return False
+        except OSError:
+            self.data = self.data[:0]  # the program closed its end: nobody to tell
+        if self.data:
+            return False
+        self.sock.close()
+        return True
+
+
+class ToolChannel:
+    """The executor's end of the channel, and the calls of the current round."""
+
+    def __init__(self, sock: socket.socket, names: dict[str, str], max_calls: int) -> None:
+        self.sock = sock
+        sock.setblocking(False)
+        self.names = names  # identifier -> the tool's name
+        self.max_calls = max_calls
+        self.pending: list[PendingCall] = []
+        self.awaiting: dict[str, PendingCall] = {}
+        self.calls = 0
+        self.waiting = False
+        self.last_call = 0.0
+        self.eof = False
+
+    def receive(self) -> None:
+        """Read every message waiting; ``ChannelViolation`` for anything malformed."""
+        while not self.eof:
+            try:
+                data, ancillary, flags, _ = self.sock.recvmsg(
+                    MAX_CALL_BYTES + 1, socket.CMSG_SPACE(_MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC)
+            except BlockingIOError:
+                return
+            fds = _fds(ancillary)
+            try:
+                if not data and not fds:
+                    self.eof = True  # every end in the sandbox was closed
+                    return
+                if len(data) > MAX_CALL_BYTES or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                    raise ChannelViolation(f"a message over {MAX_CALL_BYTES} bytes or with "
+                                           "too many fds")
+                self._accept(data, fds)
+            except BaseException:
+                for fd in fds:
+                    os.close(fd)
+                raise
+
+    def _accept(self, data: bytes, fds: list[int]) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError as exc:
+            raise ChannelViolation("a message that is not JSON") from exc
+        op = message.get("op") if isinstance(message, dict) else None
+        if op == "wait" and not fds:
+            self.waiting = True
+            return
+        if op != "call" or set(message) != {"op", "name", "input"} or len(fds) != 1:
+            raise ChannelViolation("a message of unknown shape")
+        name = self.names.get(message["name"]) if isinstance(message["name"], str) else None
+        if name is None:
+            raise ChannelViolation(f"a call of an undeclared tool {str(message['name'])[:100]!r}")
+        if not stat.S_ISSOCK(os.fstat(fds[0]).st_mode):
+            raise ChannelViolation("a call whose reply fd is not a socket")
+        if len(self.pending) >= MAX_CALLS_PER_ROUND:
+            raise ChannelViolation(f"more than {MAX_CALLS_PER_ROUND} tool calls in one round")
+        if self.calls >= self.max_calls:
+            raise ChannelViolation(f"more than {self.max_calls} tool calls in one run")
+        self.calls += 1
+        self.last_call = time.monotonic()
+        reply = socket.socket(fileno=fds[0])
+        self.pending.append(PendingCall(f"call_{secrets.token_urlsafe(12)}", name,
+                                        message["input"], reply))
+
+    def take_round(self) -> list[PendingCall]:
+        calls, self.pending, self.waiting = self.pending, [], False
+        self.awaiting.update((call.id, call) for call in calls)
+        return calls
+
+    def answer(self, results: dict[str, ToolResult]) -> list[_Reply]:
+        """The replies to the calls of the last round (a call left unanswered fails)."""
+        replies = []
+        for call_id, call in self.awaiting.items():
+            given = results.get(call_id)
+            payload: dict[str, Any] = (
+                {"ok": False, "error": "no result was given for this call"} if given is None
+                else {"ok": True, "result": given.result} if given.ok
+                else {"ok": False, "error": given.error or "the tool failed"})
+            replies.append(_Reply(call.reply, payload))
+        self.awaiting.clear()
+        return replies
+
+    def close(self) -> None:
+        for call in [*self.pending, *self.awaiting.values()]:
+            call.reply.close()
+        self.pending, self.awaiting = [], {}
+        self.sock.close()
+
+
+def _fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    fds = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+    return list(fds)
+
+
+class ProgrammaticRun:
+    """One program under programmatic tool calling, across its rounds."""
+
+    def __init__(self, process: subprocess.Popen[bytes], channel: ToolChannel, *,
+                 cap: int, max_rounds: int, done_fd: int | None = None) -> None:
+        assert process.stdout is not None and process.stderr is not None
+        self.process = process
+        self.channel = channel
+        self.capture = Capture()
+        self.streams = Streams(process, self.capture, cap, None)
+        self.open_fds = set(self.streams.names)
+        for fd in self.open_fds:
+            os.set_blocking(fd, False)
+        self.pidfd = os.pidfd_open(process.pid)
+        self.done_fd = done_fd
+        self.max_rounds = max_rounds
+        self.rounds = 0
+        self.wall = 0.0
+        self.finished = False
+        #: Why the run was ended by the executor (None: it ended by itself).
+        self.failure: str | None = None
+        self.lock = threading.Lock()
+        self._replies: list[_Reply] = []
+        self._cancelled = False
+
+    def step(self, timeout: float, results: dict[str, ToolResult] | None = None,
+             ) -> list[PendingCall] | None:
+        """Run until the next round of calls (returned) or the end (None: ``capture`` and
+        ``failure`` are final). Hold ``lock`` around it."""
+        if results is not None:
+            self._replies += self.channel.answer(results)
+        started = time.monotonic()
+        selector = selectors.DefaultSelector()
+        for fd in self.open_fds:
+            selector.register(fd, selectors.EVENT_READ)
+        selector.register(self.pidfd, selectors.EVENT_READ)
+        if self.done_fd is not None and os.getpid() == 1:
+            selector.register(self.done_fd, selectors.EVENT_READ)
+        if not self.channel.eof:
+            selector.register(self.channel.sock, selectors.EVENT_READ)
+        for reply in self._replies:
+            selector.register(reply.sock, selectors.EVENT_WRITE, reply)
+        exited, done = False, None
+        try:
+            exited, done, calls = self._loop(selector, started + timeout)
+        finally:
+            selector.close()
+            self.wall += time.monotonic() - started
+        if calls is not None:
+            return calls
+        if self._cancelled:
+            self.failure = "cancelled"
+        self._end(exited=exited, done=done)
+        return None
+
+    def _loop(self, selector: selectors.BaseSelector, deadline: float,
+              ) -> tuple[bool, Done | None, list[PendingCall] | None]:
+        channel = self.channel
+        while self.capture.truncated is None and not self._cancelled:
+            now = time.monotonic()
+            if channel.pending and (channel.waiting or now - channel.last_call >= SETTLE):
+                if self.rounds >= self.max_rounds:
+                    self.failure = f"more than {self.max_rounds} rounds of tool calls"
+                    break
+                self.rounds += 1
+                return False, None, channel.take_round()
+            remaining = deadline - now
+            if remaining <= 0:
+                self.capture.timed_out = True
+                break
+            if channel.pending:
+                remaining = min(remaining, max(0.0, channel.last_call + SETTLE - now))
+            for key, _ in selector.select(remaining):
+                if key.fd == self.pidfd:
+                    return True, None, None
+                if key.fd == self.done_fd:
+                    selector.unregister(key.fd)
+                    done = read_done(key.fd)
+                    if done is not None:
+                        return False, done, None
+                elif key.data is not None:
+                    if key.data.write():
+                        selector.unregister(key.fd)
+                        self._replies.remove(key.data)
+                elif key.fd == channel.sock.fileno():
+                    try:
+                        channel.receive()
+                    except ChannelViolation as exc:
+                        self.failure = f"invalid tool call from the program: {exc}"
+                        return False, None, None
+                    if channel.eof:
+                        selector.unregister(key.fd)
+                elif not self.streams.read(key.fd):
+                    selector.unregister(key.fd)
+                    self.open_fds.discard(key.fd)
+            if channel.waiting and not channel.pending:
+                channel.waiting = False  # idle without calls (a sleep): not a round
+        return False, None, None
+
+    def _end(self, *, exited: bool, done: Done | None) -> None:
+        for reply in self._replies:
+            reply.sock.close()
+        self._replies = []
+        self.channel.close()
+        # ``finish`` measures from ``started``: the steps' time only, never the pauses.
+        finish(self.process, self.capture, self.streams, time.monotonic() - self.wall,
+               self.pidfd, exited=exited, done=done)
+        self.finished = True
+
+    def cancel(self) -> bool:
+        """Stop the program. A paused run ends here; a running step ends by itself.
+        False when the run was already over."""
+        if self.finished:
+            return False
+        self._cancelled = True
+        kill_tree(self.process.pid)
+        if self.lock.acquire(blocking=False):
+            try:
+                if not self.finished:
+                    self.failure = "cancelled"
+                    self._end(exited=False, done=None)
+            finally:
+                self.lock.release()
+        return True
