@@ -94,12 +94,16 @@ class ProgrammaticSettings:
     max_rounds: int = 50
     #: Seconds a run may last from its claim, pauses included (the pod's hard deadline).
     max_lifetime: int = 1800
+    #: Paused runs one tenant may have at once (each holds a sandbox); 0: as many as
+    #: the tenant's concurrency limit (``concurrent_executions``), none when that is 0.
+    max_paused_per_tenant: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ProgrammaticSettings:
         return cls(lease_seconds=_int(env, "PTC_LEASE_SECONDS", 300, minimum=1),
                    max_rounds=_int(env, "PTC_MAX_ROUNDS", 50, minimum=1),
-                   max_lifetime=_int(env, "PTC_MAX_LIFETIME", 1800, minimum=10))
+                   max_lifetime=_int(env, "PTC_MAX_LIFETIME", 1800, minimum=10),
+                   max_paused_per_tenant=_int(env, "PTC_MAX_PAUSED_PER_TENANT", 0))
 
 
 @attrs.frozen
@@ -280,10 +284,11 @@ class Settings:
     tenants: TenantSettings = attrs.field(factory=TenantSettings)
     #: Keys that may use the operator API (``/admin``); they are API keys too.
     admin_api_keys: tuple[str, ...] = ()
-    #: How local sandboxes start: ``nsjail`` (the default: a well-kept tool), or
-    #: ``zygote`` (experimental, faster: a pre-imported Python forking into namespaces
-    #: it sets up itself; root, cgroups and x86-64 only, else nsjail).
-    sandbox_factory: str = "nsjail"
+    #: How local sandboxes start: ``zygote`` (the default: a pre-imported Python that
+    #: forks into namespaces it sets up itself, held to nsjail's posture by the parity
+    #: test; root, cgroups and x86-64 only, else nsjail with the reason in
+    #: ``/health/ready``), or ``nsjail`` (every sandbox a fresh nsjail process).
+    sandbox_factory: str = "zygote"
     #: Zygote sandboxes copy the pages a request writes before the claim (calibration).
     sandbox_prefault: bool = True
 
@@ -356,7 +361,7 @@ class Settings:
             tenants=TenantSettings.from_env(env),
             admin_api_keys=tuple(k.strip() for k in env.get("ADMIN_API_KEYS", "").split(",")
                                  if k.strip()),
-            sandbox_factory=_choice(env, "SANDBOX_FACTORY", ("nsjail", "zygote")),
+            sandbox_factory=_choice(env, "SANDBOX_FACTORY", ("zygote", "nsjail")),
             sandbox_prefault=_bool(env, "SANDBOX_PREFAULT", True),
         )
         if settings.default_execution_time > settings.max_execution_time:

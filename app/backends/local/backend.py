@@ -27,7 +27,8 @@ from sidecar.languages import LANGUAGES
 
 from ...after_response import defer
 from ...errors import NoCapacity, ServiceUnavailable
-from ...executor import StateCapture
+from ...executor import ExecutorError, StateCapture
+from ...executor.programmatic import cancel_run
 from ...metrics import SandboxObserver, note_phase
 from ...paths import socket_dir
 from ...settings import Settings
@@ -78,6 +79,7 @@ class LocalBackend:
             self._free_uids = collections.deque([os.getuid()] * 100_000)
         self._pools = {code: _Pool(settings.pool_size(code)) for code in LANGUAGES}
         self._claimed: dict[str, LocalSandbox] = {}
+        self._sessions: dict[str, str] = {}  # claimed or paused sandbox id -> its session
         self._paused = PausedSandboxes(self._expired)  # programmatic runs between steps
         self._slots = asyncio.Semaphore(settings.max_concurrent_executions)
         self._start_gate = asyncio.Semaphore(_MAX_PARALLEL_STARTS)
@@ -182,6 +184,9 @@ class LocalBackend:
                 logger.error("sandbox teardown failed", exc_info=result)
         if self._zygote is not None:
             await self._zygote.stop()
+            # what every zygote sandbox shared: the root's mount point, identity files
+            for shared in ("mnt", "etc"):
+                await asyncio.to_thread(shutil.rmtree, self._root / shared, True)
         await asyncio.to_thread(self._cgroups.close)
 
     # -- languages ----------------------------------------------------------------
@@ -313,6 +318,7 @@ class LocalBackend:
             self._slots.release()
             raise
         self._claimed[sandbox.id] = sandbox
+        self._sessions[sandbox.id] = session_id
         own = self.settings.tenants.limits(tenant).max_memory_mb if tenant else 0
         if 0 < own < self.settings.max_memory_mb:
             try:
@@ -329,6 +335,7 @@ class LocalBackend:
 
     async def release(self, lease: SandboxLease) -> None:
         sandbox = self._claimed.pop(lease.sandbox_id, None)
+        self._sessions.pop(lease.sandbox_id, None)
         if sandbox is None:
             return
         self._slots.release()
@@ -342,6 +349,7 @@ class LocalBackend:
         return sandbox.id
 
     def _expired(self, sandbox: LocalSandbox) -> None:
+        self._sessions.pop(sandbox.id, None)
         self._slots.release()
         self._recycle(sandbox)
 
@@ -356,6 +364,19 @@ class LocalBackend:
             return None
         self._claimed[sandbox.id] = sandbox
         return lease
+
+    def locate(self, lease: SandboxLease) -> str:
+        return lease.sandbox_id
+
+    async def cancel_program(self, location: str, session_id: str, tenant: str) -> bool:
+        sandbox = self._claimed.get(location) or self._paused.peek(location, session_id)
+        if sandbox is None or self._sessions.get(location) != session_id:
+            return False
+        try:
+            return await cancel_run(sandbox.executor)
+        except ExecutorError as exc:
+            logger.info("cancel: the executor did not answer", extra={"error": str(exc)})
+            return False
 
     def _recycle(self, sandbox: LocalSandbox) -> None:
         """Destroy a used sandbox and start its replacement (after the answer is sent)."""
