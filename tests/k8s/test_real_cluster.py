@@ -1,8 +1,10 @@
-"""Against a real cluster: runs only when ``KUBECONFIG`` is set (see the README).
+"""A warm and a cold execution on a cluster: any cluster given by ``KUBECONFIG``, else the
+suite's own real control plane (``tests/cluster``), so it never skips.
 
-It needs the runtime images pushed (``runtime-images/build.sh --push``) and, in the
-kubeconfig's namespace, the RBAC of ``manifests/rbac.yaml``. CI has no cluster, so
-it is skipped there; the emulator tests cover the same paths.
+Against your own cluster it needs the runtime images pushed (``runtime-images/build.sh
+--push``), in ``K8S_NAMESPACE`` (default: the kubeconfig's) the RBAC of
+``manifests/rbac.yaml``, and pod IPs reachable from where the tests run (see the README,
+"Tests against the real control plane").
 """
 
 from __future__ import annotations
@@ -15,16 +17,22 @@ import pytest
 from app.settings import KubernetesSettings
 from tests.conftest import make_settings, start_app, stop_app
 
-pytestmark = pytest.mark.skipif(not os.environ.get("KUBECONFIG"),
-                                reason="needs a real cluster: set KUBECONFIG")
+
+@pytest.fixture
+def kubernetes(request: pytest.FixtureRequest) -> KubernetesSettings:
+    """The cluster to run on: ``KUBECONFIG`` if set, else a namespace of the suite's own."""
+    if os.environ.get("KUBECONFIG"):
+        return KubernetesSettings(kubeconfig=os.environ["KUBECONFIG"],
+                                  namespace=os.environ.get("K8S_NAMESPACE") or None)
+    kube = request.getfixturevalue("kube")
+    return KubernetesSettings(kubeconfig=str(kube.kubeconfig_path), namespace=kube.namespace)
 
 
 def test_warm_and_cold_execution_on_a_real_cluster(tmp_path: Path, runtime_dir: Path,
-                                                   valkey_url: str) -> None:
-    config = KubernetesSettings(kubeconfig=os.environ["KUBECONFIG"],
-                                namespace=os.environ.get("K8S_NAMESPACE") or None)
+                                                   valkey_url: str,
+                                                   kubernetes: KubernetesSettings) -> None:
     settings = make_settings(tmp_path, runtime_dir, valkey_url, execution_backend="kubernetes",
-                             pool_sizes={"py": 1}, kubernetes=config)
+                             pool_sizes={"py": 1}, kubernetes=kubernetes)
     app, server, thread = start_app(settings)
     try:
         with app.client() as client:
