@@ -8,6 +8,12 @@ instead of the JSON answer. ``DrainOnRefusal`` wraps ``send``: before the start 
 ``DRAIN_BYTES`` bytes for at most ``DRAIN_SECONDS`` seconds, and marks the answer
 ``Connection: close``. A body within that bound is read to its end, so the close
 is clean and the client reads the refusal; a larger one is cut off as before.
+
+The middleware also wraps ``receive`` to note when the body has ended (a message
+with ``more_body`` false, or ``http.disconnect``): a refusal made after that is sent
+at once. Draining then would wait for nothing — under uvicorn a ``receive()`` after
+the last body message blocks until the client disconnects, and a client waiting for
+its answer would get its 413 only after ``DRAIN_SECONDS``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 __all__ = ["DRAIN_BYTES", "DRAIN_SECONDS", "DrainOnRefusal", "drain"]
 
@@ -55,12 +61,22 @@ class DrainOnRefusal(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send,
                      next_app: ASGIApp) -> None:
+        body_ended = False
+
+        async def receive_noting_the_end() -> ReceiveMessage:
+            nonlocal body_ended
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_ended = True  # the last body message, or the client is gone
+            return message
+
         async def send_after_draining(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 413:
-                await drain(receive)
+                if not body_ended:
+                    await drain(receive_noting_the_end)
                 headers = [(k, v) for k, v in message.get("headers", [])
                            if k.lower() != b"connection"]
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 
-        await next_app(scope, receive, send_after_draining)
+        await next_app(scope, receive_noting_the_end, send_after_draining)

@@ -33,6 +33,8 @@ __all__ = ["MAX_EXECUTE_BODY", "MAX_STATE_BYTES", "ExecuteRequest", "ExecuteResu
 STATUSES = ("ok", "error", "timeout", "oom", "output_limit")
 #: The largest state blob the executor accepts or returns, whatever the API asks.
 MAX_STATE_BYTES = 1024 * 1024 * 1024
+#: The longest one programmatic step may run (a larger ``timeout`` is clamped to it).
+MAX_STEP_TIMEOUT = 24 * 3600.0
 #: Request bodies carry code and args (8 MiB) plus a base64 state blob.
 MAX_EXECUTE_BODY = 8 * 1024 * 1024 + (MAX_STATE_BYTES // 3 + 1) * 4
 
@@ -114,8 +116,10 @@ def parse_continue(body: Any) -> tuple[dict[str, ToolResult], float]:
     if not isinstance(body, dict) or not isinstance(body.get("tool_results"), list):
         raise ProtocolError("body must be an object with a 'tool_results' list")
     timeout = body.get("timeout", 30)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not 0 < timeout < float("inf"):
         raise ProtocolError("'timeout' must be a positive number of seconds")
+    timeout = min(float(timeout), MAX_STEP_TIMEOUT)
     results: dict[str, ToolResult] = {}
     for entry in body["tool_results"]:
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) \
@@ -124,7 +128,7 @@ def parse_continue(body: Any) -> tuple[dict[str, ToolResult], float]:
         error = entry.get("error") or ""
         results[entry["id"]] = ToolResult(entry["ok"], entry.get("result"),
                                           str(error)[:65536])
-    return results, float(timeout)
+    return results, timeout
 
 
 def _limit(body: dict[str, Any], name: str, default: int, maximum: int) -> int:

@@ -20,10 +20,12 @@ fresh timeout. The end (exit, timeout, output cap, a bad message, too many round
 from __future__ import annotations
 
 import array
+import contextlib
 import json
 import os
 import secrets
 import selectors
+import signal
 import socket
 import stat
 import subprocess
@@ -36,11 +38,18 @@ from .capture import Capture, Done, Streams, finish, kill_tree, read_done
 from .protocol import ToolResult
 from .ptc_wire import MAX_CALL_BYTES, MAX_CALLS_PER_ROUND
 
-__all__ = ["SETTLE", "ChannelViolation", "PendingCall", "ProgrammaticRun", "ToolChannel"]
+__all__ = ["MAX_DEPTH", "SETTLE", "ChannelViolation", "PendingCall", "ProgrammaticRun",
+           "ToolChannel", "signal_tree"]
 
 #: Seconds without a new call after which the calls so far form a round.
 SETTLE = 0.25
 _MAX_FDS = 4  # ancillary room: more than one fd in a message is refused, not truncated
+#: The deepest nesting a tool call's input may have.
+MAX_DEPTH = 64
+#: Messages one ``receive`` reads before the step loop looks at its clock again.
+_MESSAGES_PER_RECEIVE = 64
+#: ``wait`` messages one round may carry (the program sends one per call at most).
+_MAX_WAITS = 4 * MAX_CALLS_PER_ROUND
 
 
 class ChannelViolation(Exception):
@@ -60,26 +69,55 @@ class PendingCall:
         return {"id": self.id, "name": self.name, "input": self.input}
 
 
+def _reject_constant(name: str) -> Any:
+    raise ChannelViolation(f"a message with {name} (not JSON)")
+
+
+def _check_value(value: Any) -> None:
+    """``ChannelViolation`` unless ``value`` nests at most ``MAX_DEPTH`` deep and its
+    strings are valid Unicode (no lone surrogates); iterative, bounded by the message."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ChannelViolation("a message with an invalid string (a lone "
+                                       "surrogate)") from None
+        elif isinstance(item, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise ChannelViolation(f"a message nested more than {MAX_DEPTH} deep")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _encode_reply(payload: dict[str, Any]) -> bytes:
+    """The reply as strict JSON; an error reply when the result cannot be encoded."""
+    try:
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    except (ValueError, TypeError, RecursionError):
+        return b'{"ok":false,"error":"the tool result could not be encoded as JSON"}'
+
+
 class _Reply:
-    """A reply being written to a call's reply socket (non-blocking)."""
+    """A reply being written to a call's reply socket. Every send is ``MSG_DONTWAIT``:
+    the socket's O_NONBLOCK flag lives on a file description the program shares."""
 
     def __init__(self, sock: socket.socket, payload: dict[str, Any]) -> None:
         self.sock = sock
-        self.data = memoryview(json.dumps(payload, separators=(",", ":")).encode())
-        sock.setblocking(False)
+        self.data = memoryview(_encode_reply(payload))
 
     def write(self) -> bool:
-        """Write what the socket takes; True once the reply is out (or cannot be)."""
+        """Write what the socket takes; True once the reply is out (or cannot be). The
+        caller closes the socket (after unregistering it)."""
         try:
-            self.data = self.data[self.sock.send(self.data):]
-        except BlockingIOError:
+            self.data = self.data[self.sock.send(self.data, socket.MSG_DONTWAIT):]
+        except (BlockingIOError, InterruptedError):
             return False
         except OSError:
             self.data = self.data[:0]  # the program closed its end: nobody to tell
-        if self.data:
-            return False
-        self.sock.close()
-        return True
+        return not self.data
 
 
 class ToolChannel:
@@ -94,12 +132,16 @@ class ToolChannel:
         self.awaiting: dict[str, PendingCall] = {}
         self.calls = 0
         self.waiting = False
+        self.waits = 0
         self.last_call = 0.0
         self.eof = False
 
     def receive(self) -> None:
-        """Read every message waiting; ``ChannelViolation`` for anything malformed."""
-        while not self.eof:
+        """Read the messages waiting (at most ``_MESSAGES_PER_RECEIVE``: the step loop
+        comes back for the rest); ``ChannelViolation`` for anything malformed."""
+        for _ in range(_MESSAGES_PER_RECEIVE):
+            if self.eof:
+                return
             try:
                 data, ancillary, flags, _ = self.sock.recvmsg(
                     MAX_CALL_BYTES + 1, socket.CMSG_SPACE(_MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC)
@@ -121,11 +163,15 @@ class ToolChannel:
 
     def _accept(self, data: bytes, fds: list[int]) -> None:
         try:
-            message = json.loads(data)
-        except ValueError as exc:
-            raise ChannelViolation("a message that is not JSON") from exc
+            message = json.loads(data, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            raise ChannelViolation("a message that is not JSON (or nested too deep)") from exc
+        _check_value(message)
         op = message.get("op") if isinstance(message, dict) else None
         if op == "wait" and not fds:
+            self.waits += 1
+            if self.waits > _MAX_WAITS:
+                raise ChannelViolation(f"more than {_MAX_WAITS} wait messages in one round")
             self.waiting = True
             return
         if op != "call" or set(message) != {"op", "name", "input"} or len(fds) != 1:
@@ -146,7 +192,7 @@ class ToolChannel:
                                         message["input"], reply))
 
     def take_round(self) -> list[PendingCall]:
-        calls, self.pending, self.waiting = self.pending, [], False
+        calls, self.pending, self.waiting, self.waits = self.pending, [], False, 0
         self.awaiting.update((call.id, call) for call in calls)
         return calls
 
@@ -178,6 +224,16 @@ def _fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
     return list(fds)
 
 
+def signal_tree(pid: int, sig: int) -> None:
+    """Send ``sig`` to the program and everything it started (as ``kill_tree`` reaches
+    them: every other process of the sandbox as its PID 1, else the program's group)."""
+    with contextlib.suppress(ProcessLookupError):  # nothing left to signal
+        if os.getpid() == 1:
+            os.kill(-1, sig)
+        else:
+            os.killpg(pid, sig)
+
+
 class ProgrammaticRun:
     """One program under programmatic tool calling, across its rounds."""
 
@@ -202,11 +258,14 @@ class ProgrammaticRun:
         self.lock = threading.Lock()
         self._replies: list[_Reply] = []
         self._cancelled = False
+        #: The program's tree is stopped (SIGSTOP) while the run is paused.
+        self.frozen = False
 
     def step(self, timeout: float, results: dict[str, ToolResult] | None = None,
              ) -> list[PendingCall] | None:
         """Run until the next round of calls (returned) or the end (None: ``capture`` and
         ``failure`` are final). Hold ``lock`` around it."""
+        self._freeze(False)
         if results is not None:
             self._replies += self.channel.answer(results)
         started = time.monotonic()
@@ -227,6 +286,10 @@ class ProgrammaticRun:
             selector.close()
             self.wall += time.monotonic() - started
         if calls is not None:
+            for reply in self._replies:  # replies the program never read: it gets none
+                reply.sock.close()
+            self._replies = []
+            self._freeze(True)
             return calls
         if self._cancelled:
             self.failure = "cancelled"
@@ -261,6 +324,7 @@ class ProgrammaticRun:
                 elif key.data is not None:
                     if key.data.write():
                         selector.unregister(key.fd)
+                        key.data.sock.close()
                         self._replies.remove(key.data)
                 elif key.fd == channel.sock.fileno():
                     try:
@@ -276,6 +340,14 @@ class ProgrammaticRun:
             if channel.waiting and not channel.pending:
                 channel.waiting = False  # idle without calls (a sleep): not a round
         return False, None, None
+
+    def _freeze(self, frozen: bool) -> None:
+        """Stop (or continue) the program's whole tree while the run is paused: a paused
+        program uses no CPU and makes no progress between rounds."""
+        if frozen == self.frozen:
+            return
+        self.frozen = frozen
+        signal_tree(self.process.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def _end(self, *, exited: bool, done: Done | None) -> None:
         for reply in self._replies:

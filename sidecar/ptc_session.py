@@ -79,9 +79,10 @@ class Programmatic:
             finally:
                 theirs.close()
         tools = ToolChannel(channel, names, request.max_rounds * MAX_CALLS_PER_ROUND)
-        run = self.run = ProgrammaticRun(process, tools, cap=runner.config.max_output_bytes,
-                                         max_rounds=request.max_rounds, done_fd=self._done_fd)
-        with run.lock:
+        run = ProgrammaticRun(process, tools, cap=runner.config.max_output_bytes,
+                              max_rounds=request.max_rounds, done_fd=self._done_fd)
+        with run.lock:  # taken before a cancel can see the run: it ends this step instead
+            self.run = run
             return self._step(run, request.timeout, None)
 
     def resume(self, results: dict[str, ToolResult], timeout: float) -> ExecuteResult | None:

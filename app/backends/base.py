@@ -85,6 +85,13 @@ class SandboxBackend(Protocol):
         """Claim a held sandbox again for ``seconds`` (its next step); None when it is
         gone, its lease ended, or it is not this session's and tenant's."""
 
+    def locate(self, lease: SandboxLease) -> str:
+        """Where a claimed sandbox lives (as ``hold`` says it), for ``cancel_program``."""
+
+    async def cancel_program(self, location: str, session_id: str, tenant: str) -> bool:
+        """Stop the programmatic run in the sandbox at ``location`` (running or paused)
+        once it is verified to be that session's and tenant's still; False otherwise."""
+
     async def health(self) -> dict[str, Any]:
         """What the plane reports about itself; ``ok`` says whether it can serve."""
 

@@ -75,7 +75,13 @@ def parse_step(data: Any, tools: Collection[str]) -> ProgrammaticStep:
             raise ExecutorError("a tool call id of the wrong shape")
         if not isinstance(name, str) or name not in tools:
             raise ExecutorError("a tool call of an undeclared tool")
-        if len(orjson.dumps(entry["input"])) > MAX_CALL_BYTES:
+        try:
+            size = len(orjson.dumps(entry["input"]))
+        except orjson.JSONEncodeError:  # the program's fault (the executor caps nesting)
+            return ProgrammaticStep(attrs.evolve(result, status="error"),
+                                    failure="invalid tool call from the program: an input "
+                                            "that cannot be passed on as JSON")
+        if size > MAX_CALL_BYTES:
             raise ExecutorError(f"a tool call input over {MAX_CALL_BYTES} bytes")
         calls.append(ToolCall(call_id, name, entry["input"]))
     if len({call.id for call in calls}) != len(calls):

@@ -22,14 +22,18 @@ from tests.conftest import API_KEY, RunningApp
 MIB = 1024 * 1024
 
 
-def _send_whole_body(api: RunningApp, path: str, body: bytes,
-                     content_type: str) -> tuple[int, dict[str, str], bytes]:
-    """POST ``body`` like a client that writes it all before reading the answer."""
+def _send_whole_body(api: RunningApp, path: str, body: bytes, content_type: str,
+                     timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
+    """POST ``body`` like a client that writes it all before reading the answer.
+
+    ``timeout`` bounds each socket operation: a server that waits for more of a body
+    it has already read fully fails the call with a timeout.
+    """
     url = urlsplit(api.base_url)
     head = (f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\nX-API-Key: {API_KEY}\r\n"
             f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n").encode()
-    with socket.create_connection((url.hostname, url.port), timeout=60) as sock:
+    with socket.create_connection((url.hostname, url.port), timeout=timeout) as sock:
         # Without draining, this write stalls or is reset by the server, and the answer
         # is lost: the client never reads the 413.
         sock.sendall(head + body)
@@ -40,7 +44,19 @@ def _send_whole_body(api: RunningApp, path: str, body: bytes,
     header_block, _, payload = rest.partition(b"\r\n\r\n")
     headers = dict(line.decode().lower().split(": ", 1)
                    for line in header_block.split(b"\r\n") if b": " in line)
+    if headers.get("transfer-encoding") == "chunked":  # a run slow enough for keep-alive
+        payload = _dechunk(payload)
     return int(status_line.split()[1]), headers, payload
+
+
+def _dechunk(data: bytes) -> bytes:
+    body = b""
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return body
+        body, data = body + data[:size], data[size + 2:]
 
 
 @pytest.mark.attack("protocol")
@@ -53,10 +69,12 @@ def test_a_body_over_the_code_limit_is_a_413_the_client_reads(api: RunningApp) -
     body = json.loads(payload)
     assert body["error"] == "payload_too_large" and "MAX_CODE_SIZE" in body["message"]
     assert str(limit) in body["message"]
-    # just over MAX_CODE_SIZE, within the body limit: the service's own 413
+    # just over MAX_CODE_SIZE, within the body limit: the service's own 413, refused
+    # once the whole body was read -- so at once, not after the drain time (30 s)
     over = json.dumps({"lang": "py", "code": "#" * (limit + 1)}).encode()
-    status, _, payload = _send_whole_body(api, "/exec", over, "application/json")
-    assert status == 413
+    status, headers, payload = _send_whole_body(api, "/exec", over, "application/json",
+                                                timeout=10)
+    assert status == 413 and headers["connection"] == "close"
     assert json.loads(payload)["message"] == f"code is larger than MAX_CODE_SIZE ({limit} bytes)"
     # exactly at the limit: it runs
     code = "print(1)\n#" + "x" * (limit - 10)
@@ -81,6 +99,21 @@ def test_an_upload_over_its_limit_is_a_413_the_client_reads(api: RunningApp) -> 
     status, _, payload = _send_whole_body(api, "/upload", multipart(limit),
                                           "multipart/form-data; boundary=b")
     assert status == 200 and json.loads(payload)["files"][0]["size"] == limit
+
+
+@pytest.mark.attack("protocol")
+def test_a_413_found_at_the_end_of_a_whole_body_is_sent_at_once(api: RunningApp) -> None:
+    # too many files in a small form: the body has all been read when it is refused,
+    # so the refusal must not wait for more of it (that wait lasts the drain time, 30 s)
+    count = api.settings.max_upload_files + 1
+    form = b"".join(b"--b\r\nContent-Disposition: form-data; name=\"files\"; "
+                    b"filename=\"f%d.txt\"\r\n\r\nx\r\n" % i for i in range(count))
+    started = time.monotonic()
+    status, headers, payload = _send_whole_body(api, "/upload", form + b"--b--\r\n",
+                                                "multipart/form-data; boundary=b", timeout=10)
+    assert status == 413 and headers["connection"] == "close"
+    assert "MAX_UPLOAD_FILES" in json.loads(payload)["message"]
+    assert time.monotonic() - started < 10
 
 
 def test_a_long_run_sends_whitespace_before_its_json(client: httpx.Client) -> None:

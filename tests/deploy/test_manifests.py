@@ -40,7 +40,7 @@ from .kube import (
 #: What the Kubernetes backend does (kubernetes.md "Pod security", last paragraph).
 EXPECTED_RULES = {
     ("", "pods"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("apps", "deployments"): {"get", "list", "create", "patch"},
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from sidecar.ptc import MAX_DEPTH
 from sidecar.ptc_wire import MAX_CALL_BYTES, MAX_CALLS_PER_ROUND
 
 from .helpers import TOOLS, drive, step
@@ -53,6 +54,17 @@ def refused(client: httpx.Client, attack: str) -> str:
     ("send(b'{\"op\":\"call\",\"name\":\"add\",\"input\":{}}', [os.open('/', 0)] * 6)",
      "too many fds"),
     (f"send(b' ' * {MAX_CALL_BYTES + 1})", f"over {MAX_CALL_BYTES} bytes"),
+    # what JSON (and so the API) cannot carry: refused here, never a 5xx there
+    ("send(b'{\"op\":\"call\",\"name\":\"add\",\"input\":NaN}')", "with NaN"),
+    ("send(b'{\"op\":\"call\",\"name\":\"add\",\"input\":-Infinity}')",
+     "with -Infinity"),
+    ("send(b'{\"op\":\"wait\",\"x\":\"\\\\ud800\"}')", "lone surrogate"),
+    (f"send(b'{{\"op\":\"wait\",\"x\":' + b'[' * {MAX_DEPTH} + b']' * {MAX_DEPTH} + b'}}')",
+     f"nested more than {MAX_DEPTH} deep"),
+    ("send(b'{\"op\":\"wait\",\"x\":' + b'[' * 5000 + b']' * 5000 + b'}')",
+     "nested too deep"),
+    # a flood of waits cannot keep the executor's step loop busy
+    ("for _ in range(2000):\n    send(b'{\"op\":\"wait\"}')", "wait messages in one round"),
 ])
 def test_the_executor_refuses_what_breaks_the_protocol(client: httpx.Client, attack: str,
                                                         reason: str) -> None:
@@ -101,3 +113,32 @@ def test_an_unanswered_call_raises(client: httpx.Client) -> None:
 def test_an_ordinary_run_has_no_channel(client: httpx.Client) -> None:
     body = client.post("/exec", json={"lang": "py", "code": CHANNEL + "print(ch)"}).json()
     assert body["stdout"] == "None\n", body
+
+
+@pytest.mark.attack("protocol")
+def test_a_reply_socket_made_blocking_cannot_stall_the_executor(client: httpx.Client) -> None:
+    """The program keeps the reply socket it passed (one file description, one
+    O_NONBLOCK flag) and keeps making it blocking, never reading: the executor's writes
+    never block on it, so the step still ends at its timeout."""
+    import time
+    attack = CHANNEL + """
+import threading
+a, b = socket.socketpair()
+send(b'{"op":"call","name":"add","input":{}}', [a.fileno()])
+def blocking():
+    while True:
+        os.set_blocking(a.fileno(), True)
+threading.Thread(target=blocking, daemon=True).start()
+send(b'{"op":"wait"}')
+time.sleep(1000)
+"""
+    answer = step(client, {"code": attack, "tools": TOOLS, "timeout": 3000})
+    assert answer["status"] == "tool_call_required", answer
+    [call] = answer["tool_calls"]
+    started = time.monotonic()
+    done = step(client, {"continuation_token": answer["continuation_token"],
+                         "tool_results": [{"call_id": call["id"], "result": "x" * 1_000_000}]})
+    assert done["status"] == "error" and "timed out" in done["error"], done
+    assert time.monotonic() - started < 20, "the step ended at its timeout"
+    answer, _ = drive(client, {"code": "print(await add(a=1, b=1))"})
+    assert answer["stdout"] == "2\n", "the service carries on"

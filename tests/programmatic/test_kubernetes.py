@@ -5,9 +5,14 @@ it by its IP, and it is deleted at the end; a paused pod whose lease ends is rea
 from __future__ import annotations
 
 import time
+import uuid
+
+import attrs
+import pytest
 
 from app.backends.kubernetes import KubernetesBackend
 from tests.cluster import Namespace
+from tests.conftest import RunningApp
 from tests.k8s.conftest import AppFactory, ready_warm
 
 from .helpers import TOOLS, answer_calls, step
@@ -68,3 +73,48 @@ def test_a_paused_pod_whose_lease_ended_is_reaped(kube: Namespace,
         refused = step(client, {"continuation_token": answer["continuation_token"],
                                 "tool_results": answer_calls(answer["tool_calls"])})
     assert refused["status"] == "error" and "gone" in refused["error"], refused
+
+
+def _forged(app: RunningApp, token: str, **changes: str) -> str:
+    """The token, re-signed with changes (as a stale or reused location would read)."""
+    tokens = app.app.state.programmatic_service.tokens
+    return str(tokens.issue(attrs.evolve(tokens.read(token, "default"), **changes)))
+
+
+@pytest.mark.parametrize("pools", [{"bash": 1}, {"bash": 0}], ids=["pod", "job"])
+def test_a_location_names_the_pod_itself(kube: Namespace, k8s_app_factory: AppFactory,
+                                         pools: dict[str, int]) -> None:
+    """A location is the pod's UID as well as its IP: a pod (or a Job's pod) that is not
+    that very one, running, is never resumed or cancelled, and the apiserver's words stay
+    in the log."""
+    app = k8s_app_factory(pools)
+    if pools["bash"]:
+        kube.wait_for(lambda: ready_warm(kube) >= 1, timeout=90, message="a warm pod")
+    with app.client() as client:
+        answer = step(client, {"lang": "bash", "code": CODE, "tools": TOOLS},
+                      **{"X-LibreChat-Code-Request-ID": "k8s-uid"})
+        assert answer["status"] == "tool_call_required", answer
+        token = answer["continuation_token"]
+        location = app.app.state.programmatic_service.tokens.read(token, "default").location
+        kind, name, host, uid = location.split("/")
+        assert kind == ("pod" if pools["bash"] else "job") and uid
+        pod = (kube.get("pods", name) if kind == "pod" else
+               kube.objects("pods", label_selector=f"job-name={name}")[0])
+        assert pod is not None and uid == pod["metadata"]["uid"]
+        for other in (f"{kind}/{name}/{host}/{uuid.uuid4()}", f"{kind}/{name}/{host}",
+                      f"{kind}/{name}/10.255.255.1/{uid}"):
+            # (another run id: the refusal frees whatever the location names, if anything)
+            forged = _forged(app, token, location=other, nonce=str(uuid.uuid4()),
+                             run_id=str(uuid.uuid4()))
+            refused = step(client, {"continuation_token": forged,
+                                    "tool_results": answer_calls(answer["tool_calls"])})
+            assert refused["status"] == "error" and "gone" in refused["error"], refused
+        answer = step(client, {"continuation_token": token,
+                               "tool_results": answer_calls(answer["tool_calls"])})
+        assert answer["status"] == "tool_call_required", "the real one still resumes"
+        done = step(client, {"continuation_token": answer["continuation_token"],
+                             "tool_results": answer_calls(answer["tool_calls"])},
+                    **{"X-LibreChat-Code-Request-ID": "k8s-uid"})
+        assert done["status"] == "completed", done
+        cancelled = client.post("/exec/programmatic/cancel", json={"request_id": "k8s-uid"})
+        assert cancelled.json() == {"cancelled": False}, "an ended run is not cancelled"

@@ -26,6 +26,7 @@ from sidecar.languages import LANGUAGES
 
 from ...errors import NoCapacity, ServiceUnavailable
 from ...executor import ExecutorClient, ExecutorError
+from ...executor.programmatic import cancel_run
 from ...settings import Settings
 from ..base import LanguageStatus, PoolStatus, SandboxLease
 from ..tasks import BackgroundTasks
@@ -58,6 +59,18 @@ class _Held:
     kind: str  # "pod" or "job"
     name: str
     executor: ExecutorClient
+    #: The sandbox pod's UID (a Job's pod's): a location names it, not just its IP.
+    uid: str = ""
+
+    def location(self) -> str:
+        host = str(self.executor.address).removeprefix("http://").rpartition(":")[0]
+        return f"{self.kind}/{self.name}/{host}/{self.uid}"
+
+
+def _unavailable(action: str, exc: KubeError) -> ServiceUnavailable:
+    """A plain 503 for the client; the apiserver's own words go to the log only."""
+    logger.warning("Kubernetes API call failed", extra={"action": action, "error": str(exc)})
+    return ServiceUnavailable("the Kubernetes API is unavailable", retry_after=2)
 
 
 class KubernetesBackend:
@@ -134,11 +147,12 @@ class KubernetesBackend:
             pod = (await self._claim_warm(language, claim)
                    if self.settings.pool_size(language) > 0 else None)
         except KubeError as exc:
-            raise ServiceUnavailable(f"Kubernetes API unavailable: {exc}", retry_after=2) from exc
+            raise _unavailable("claim", exc) from exc
         if pod is not None:
             self.stats["pool_hits"] += 1
             name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
-            held = _Held("pod", name, ExecutorClient(f"http://{ip}:{self.config.executor_port}"))
+            held = _Held("pod", name, ExecutorClient(f"http://{ip}:{self.config.executor_port}"),
+                         str(pod["metadata"].get("uid", "")))
             hit = True
         else:
             if self.settings.pool_size(language) > 0:
@@ -149,12 +163,13 @@ class KubernetesBackend:
                                      retry_after=2)
             self.stats["cold_starts"] += 1
             try:
-                name, ip = await self._jobs.start(language, claim, self.settings.queue_timeout
-                                                  + self.settings.compile_timeout)
+                name, ip, uid = await self._jobs.start(
+                    language, claim, self.settings.queue_timeout + self.settings.compile_timeout)
             except KubeError as exc:
                 raise ServiceUnavailable(f"could not start a {language} Job: {exc}",
                                          retry_after=2) from exc
-            held = _Held("job", name, ExecutorClient(f"http://{ip}:{self.config.executor_port}"))
+            held = _Held("job", name, ExecutorClient(f"http://{ip}:{self.config.executor_port}"),
+                         uid)
             hit = False
             try:
                 await held.executor.wait_ready(timeout=30)
@@ -200,7 +215,11 @@ class KubernetesBackend:
         if held is not None:
             self._tasks.spawn(self._delete(held))
 
-    # -- paused programmatic runs: any replica resumes them by the pod IP ------------
+    # -- paused programmatic runs: any replica resumes them by the pod's UID ----------
+
+    def locate(self, lease: SandboxLease) -> str:
+        held = self._held.get(lease.sandbox_id)
+        return held.location() if held is not None else ""
 
     async def hold(self, lease: SandboxLease, seconds: float) -> str:
         assert self.client is not None
@@ -212,41 +231,80 @@ class KubernetesBackend:
                                          lease_patch(seconds, self.replica, paused=True))
         except KubeError as exc:
             self._tasks.spawn(self._delete(held))
-            raise ServiceUnavailable(f"Kubernetes API unavailable: {exc}", retry_after=2) from exc
+            raise _unavailable("hold", exc) from exc
         await held.executor.close()
-        host = str(held.executor.address).removeprefix("http://").rpartition(":")[0]
-        return f"{held.kind}/{held.name}/{host}"
+        return held.location()
 
-    async def resume(self, location: str, session_id: str, tenant: str,
-                     seconds: float) -> SandboxLease | None:
+    async def _live(self, location: str, session_id: str, tenant: str,
+                    ) -> tuple[str, str, str, dict[str, Any]] | None:
+        """(kind, name, host, the claimed object) when ``location`` still names this
+        session's and tenant's sandbox: the very pod (its UID) at that IP, Running, not
+        being deleted, under a lease that has not ended; None otherwise."""
         assert self.client is not None
-        kind, name, host = [*location.split("/"), "", "", ""][:3]
-        if kind not in ("pod", "job") or not name or not host:
+        kind, name, host, uid = [*location.split("/"), "", "", "", ""][:4]
+        if kind not in ("pod", "job") or not name or not host or not uid:
             return None
         try:
             obj = await self.client.get(PODS if kind == "pod" else JOBS, name)
+            if kind == "pod":
+                pods = [obj]
+            else:
+                listed = await self.client.list_objects(PODS, labelSelector=f"job-name={name}")
+                pods = listed.get("items", [])
         except KubeError as exc:
             if exc.status == 404:
                 return None
-            raise ServiceUnavailable(f"Kubernetes API unavailable: {exc}", retry_after=2) from exc
+            raise _unavailable("resume", exc) from exc
         metadata = obj.get("metadata", {})
         labels = metadata.get("labels") or {}
         if (metadata.get("deletionTimestamp") or lease_expired(obj, time.time())
                 or labels.get(LABEL_SESSION) != label_value("s", session_id)
                 or labels.get(LABEL_TENANT) != label_value("t", tenant or "default")
-                or (kind == "pod" and (labels.get(LABEL_STATE) != "claimed"
-                                       or obj.get("status", {}).get("podIP") != host))):
+                or (kind == "pod" and labels.get(LABEL_STATE) != "claimed")):
             return None
+        for pod in pods:
+            pod_meta, status = pod.get("metadata", {}), pod.get("status", {})
+            if (pod_meta.get("uid") == uid and not pod_meta.get("deletionTimestamp")
+                    and status.get("phase") == "Running" and status.get("podIP") == host
+                    and (kind == "pod" or (pod_meta.get("labels") or {}).get("job-name")
+                         == name)):
+                return kind, name, host, obj
+        return None
+
+    async def resume(self, location: str, session_id: str, tenant: str,
+                     seconds: float) -> SandboxLease | None:
+        assert self.client is not None
+        live = await self._live(location, session_id, tenant)
+        if live is None:
+            return None
+        kind, name, host, obj = live
         try:
             await self.client.json_patch(PODS if kind == "pod" else JOBS, name,
                                          lease_patch(seconds, self.replica, paused=False))
         except KubeError as exc:
-            raise ServiceUnavailable(f"Kubernetes API unavailable: {exc}", retry_after=2) from exc
-        held = _Held(kind, name, ExecutorClient(f"http://{host}:{self.config.executor_port}"))
+            raise _unavailable("resume", exc) from exc
+        held = _Held(kind, name, ExecutorClient(f"http://{host}:{self.config.executor_port}"),
+                     location.split("/")[3])
         self._held[f"{kind}/{name}"] = held
+        labels = obj.get("metadata", {}).get("labels") or {}
         return SandboxLease(sandbox_id=f"{kind}/{name}", language=labels.get(LABEL_LANGUAGE, ""),
                             session_id=session_id, executor_address=str(held.executor.address),
                             executor=held.executor, pool_hit=kind == "pod")
+
+    async def cancel_program(self, location: str, session_id: str, tenant: str) -> bool:
+        """Stop the programmatic run in the sandbox at ``location`` once it is verified to
+        be that session's pod still; False when it is not (or had no run)."""
+        live = await self._live(location, session_id, tenant)
+        if live is None:
+            return False
+        executor = ExecutorClient(f"http://{live[2]}:{self.config.executor_port}")
+        try:
+            return await cancel_run(executor)
+        except ExecutorError as exc:
+            logger.info("cancel: the executor did not answer", extra={"error": str(exc)})
+            return False
+        finally:
+            await executor.close()
 
     async def _delete(self, held: _Held) -> None:
         assert self.client is not None

@@ -42,8 +42,10 @@ class JobRunner:
         self.templates = templates
         self.config = config
 
-    async def start(self, lang: str, claim: ClaimRequest, timeout: float) -> tuple[str, str]:
-        """(job name, pod IP) once the Job's pod is ready; deletes the Job on failure."""
+    async def start(self, lang: str, claim: ClaimRequest,
+                    timeout: float) -> tuple[str, str, str]:
+        """(job name, pod IP, pod UID) once the Job's pod is ready; deletes the Job on
+        failure."""
         name = f"k8si-{lang}-{secrets.token_hex(6)}"
         now = time.time()
         labels = {LABEL_SESSION: label_value("s", claim.session_id),
@@ -59,7 +61,7 @@ class JobRunner:
         except BaseException:
             await asyncio.shield(self.client.delete(JOBS, name, propagation="Background"))
             raise
-        return name, pod["status"]["podIP"]
+        return name, pod["status"]["podIP"], str(pod["metadata"].get("uid", ""))
 
     async def _ready_pod(self, job: str) -> dict[str, Any]:
         selector = f"job-name={job}"

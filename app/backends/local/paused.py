@@ -60,6 +60,12 @@ class PausedSandboxes:
         held.timer.cancel()
         return held.sandbox, held.lease
 
+    def peek(self, sandbox_id: str, session_id: str) -> LocalSandbox | None:
+        """The held sandbox, still held; None unless it is this session's."""
+        held = self._held.get(sandbox_id)
+        return held.sandbox if held is not None and held.lease.session_id == session_id \
+            else None
+
     def sandboxes(self) -> list[LocalSandbox]:
         return [held.sandbox for held in self._held.values()]
 

@@ -86,9 +86,10 @@ def _payload(task: asyncio.Future[ExecResponse]) -> bytes:
     try:
         return encode_json(task.result())
     except ServiceError as exc:
-        return orjson.dumps({"error": exc.code, "message": exc.message, **exc.extra,
-                             "stdout": "", "stderr": exc.message})
+        return orjson.dumps({"status": "error", "error": exc.code, "message": exc.message,
+                             **exc.extra, "stdout": "", "stderr": exc.message})
     except Exception:
         logger.exception("execution failed after the answer began")
-        return orjson.dumps({"error": "internal_error", "message": "internal server error",
-                             "stdout": "", "stderr": "internal server error"})
+        return orjson.dumps({"status": "error", "error": "internal_error",
+                             "message": "internal server error", "stdout": "",
+                             "stderr": "internal server error"})

@@ -270,7 +270,10 @@ class ExecService:
         # Checked against its signature here, before any sandbox is involved.
         previous = await state.for_execution(principal.tenant, session) if state else None
         lap("state")
-        inputs = await self.files.inputs(principal, session, request.files or [])
+        # Inputs that no work dir can hold together (``a`` and ``a/b.txt``) are left
+        # out here, before a sandbox is taken, and reported in ``skipped_files``.
+        inputs, skipped_inputs = await self.files.resolve_inputs(
+            principal, session, request.files or [])
         lap("prepare")
         started = time.monotonic()
         lease = await self.backend.acquire(valid.lang, session.id, principal.tenant)
@@ -304,6 +307,8 @@ class ExecService:
                 max_files=self.settings.max_output_files,
                 max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir,
                 listing=result.files)
+            if skipped_inputs:
+                outputs = attrs.evolve(outputs, skipped=[*skipped_inputs, *outputs.skipped])
             lap("stage_out")
             record.status = "done"
         except ExecutorError as exc:

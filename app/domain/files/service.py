@@ -24,7 +24,7 @@ from ...tenants import QuotaExceeded, TenantQuotas
 from .multipart import FilePart, MultipartForm
 
 __all__ = ["FileService", "InputFile", "UploadResult", "check_id", "check_name", "check_path",
-           "path_problem"]
+           "conflicting", "path_problem"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -67,6 +67,19 @@ def check_path(path: str) -> str:
     if problem is not None:
         raise BadRequest(f"invalid file name: {problem}")
     return path
+
+
+def conflicting(path: str, names: Iterable[str]) -> str | None:
+    """The first of ``names`` that cannot sit in one directory tree with ``path``, or None.
+
+    Two paths conflict when one is a directory prefix of the other (``a`` and
+    ``a/b.txt``): a name cannot be a file and a directory at once, so a work dir
+    cannot hold both. The same path twice is no conflict (the newer replaces it).
+    """
+    for name in names:
+        if path.startswith(name + "/") or name.startswith(path + "/"):
+            return name
+    return None
 
 
 def guess_type(name: str, declared: str | None = None) -> str:
@@ -126,16 +139,33 @@ class FileService:
         entity_id = fields.get("entity_id") or None
         session = await self.sessions.resolve(principal.tenant, fields.get("session_id"),
                                               user_id, entity_id)
-        results = [await self._store_part(principal, session, part, fields, user_id)
-                   for part in form.files]
+        # The session's names (and this request's, as they are stored): a part whose
+        # name is a directory of one of them, or under one as if it were a directory,
+        # is refused -- the session's work dir could not hold both.
+        names = ([] if session.is_new else
+                 [meta.name for meta in await self.files.list_session(principal.tenant,
+                                                                      session.id)])
+        results = []
+        for part in form.files:
+            result = await self._store_part(principal, session, part, fields, user_id,
+                                            names=names)
+            if result.meta is not None:
+                names.append(result.meta.name)
+            results.append(result)
         return session, results
 
     async def _store_part(self, principal: Principal, session: Session, part: FilePart,
-                          fields: Mapping[str, str], user_id: str | None) -> UploadResult:
+                          fields: Mapping[str, str], user_id: str | None, *,
+                          names: list[str]) -> UploadResult:
         try:
             name = check_path(part.filename)
         except BadRequest as exc:
             return UploadResult(filename=part.filename, error=exc.message)
+        other = conflicting(name, names)
+        if other is not None:
+            return UploadResult(filename=name, error=(
+                f"{name!r} conflicts with {other!r}, already in this session: a name cannot "
+                "be both a file and a directory (delete one, or upload to another session)"))
         meta = FileMeta(
             id=new_id(), session_id=session.id, tenant=principal.tenant, name=name,
             size=part.size, sha256=part.sha256, content_type=guess_type(name, part.content_type),
@@ -178,10 +208,20 @@ class FileService:
 
     async def inputs(self, principal: Principal, session: Session,
                      refs: Iterable[Mapping[str, Any]]) -> list[InputFile]:
-        """The session's own files (newest per name) plus every referenced file.
+        """``resolve_inputs`` without the list of what was left out."""
+        return (await self.resolve_inputs(principal, session, refs))[0]
+
+    async def resolve_inputs(self, principal: Principal, session: Session,
+                             refs: Iterable[Mapping[str, Any]],
+                             ) -> tuple[list[InputFile], list[dict[str, Any]]]:
+        """The session's own files (newest per name) plus every referenced file, and the
+        inputs left out, as ``skipped_files`` entries.
 
         A reference the caller may not read (another tenant's, or gone) is a 404,
-        exactly like a missing file. Later entries win when two share a path.
+        exactly like a missing file. Later entries win when two share a path. When
+        one path is a directory prefix of another (``a`` and ``a/b.txt``, which no
+        work dir can hold both of) the newer file (``last_modified``) is placed and
+        the older one is left out, with its reason.
         """
         chosen: dict[str, InputFile] = {}
         if not session.is_new:
@@ -192,7 +232,22 @@ class FileService:
             name = ref.get("name")
             path = check_path(name) if isinstance(name, str) and name else meta.name
             chosen[path] = InputFile(path, meta)
-        return [InputFile(item.path, await self.used(item.meta)) for item in chosen.values()]
+        placed: list[InputFile] = []
+        skipped: list[dict[str, Any]] = []
+        newest_first = sorted(chosen.values(), reverse=True,
+                              key=lambda item: (item.meta.last_modified, item.meta.id))
+        for item in newest_first:
+            other = conflicting(item.path, (kept.path for kept in placed))
+            if other is None:
+                placed.append(item)
+            else:
+                skipped.append({"name": item.path, "size": item.meta.size, "reason": (
+                    f"input not placed: it conflicts with the newer file {other!r} "
+                    "(a name cannot be both a file and a directory)")})
+        kept_paths = {item.path for item in placed}
+        inputs = [InputFile(item.path, await self.used(item.meta))
+                  for item in chosen.values() if item.path in kept_paths]
+        return inputs, skipped[::-1]
 
     async def _referenced(self, principal: Principal, ref: Mapping[str, Any]) -> FileMeta:
         if not isinstance(ref, Mapping):

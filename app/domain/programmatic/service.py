@@ -21,6 +21,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+
 from sidecar.languages import resolve_language
 from sidecar.ptc_wire import (
     MAX_CALLS_PER_ROUND,
@@ -33,8 +35,8 @@ from sidecar.ptc_wire import (
 from ...auth import Principal
 from ...backends import SandboxLease
 from ...errors import BadRequest, ExecutorFailed, LanguageUnavailable, PayloadTooLarge
-from ...executor import ExecutorClient, ExecutorError
-from ...executor.programmatic import ProgrammaticStep, cancel_run, continue_run, start_run
+from ...executor import ExecutorError
+from ...executor.programmatic import ProgrammaticStep, continue_run, start_run
 from ...ids import is_valid_id, new_id
 from ...sessions import Session
 from ...settings import Settings
@@ -89,6 +91,10 @@ def wire_results(raw: Any) -> list[dict[str, Any]]:
             results.append({"id": entry["call_id"], "ok": False, "error": str(message)})
         else:
             results.append({"id": entry["call_id"], "ok": True, "result": entry.get("result")})
+    try:  # checked before the token is used: a refused round leaves the run paused
+        orjson.dumps(results)
+    except orjson.JSONEncodeError as exc:
+        raise BadRequest(f"'tool_results' cannot be passed on as JSON: {exc}") from exc
     return results
 
 
@@ -222,19 +228,32 @@ class ProgrammaticService:
             token = self.tokens.read(request.continuation_token, principal.tenant)
         except TokenRefused as exc:
             return _failed(None, str(exc))
-        if await self.runs.cancelled(token.run_id):
-            return _failed(token.session_id, "the run was cancelled")
+        cancelled = await self.runs.cancelled(token.run_id)
         if not await self.runs.use_nonce(token.nonce, self.config.lease_seconds + _MARGIN):
-            return _failed(token.session_id, "this continuation token was already used")
+            return _failed(token.session_id, "the run was cancelled" if cancelled
+                           else "this continuation token was already used")
+        if cancelled:  # its cancel did not get to free the sandbox: it is freed here
+            await self._destroy_paused(token, await self.runs.load_run(token.run_id))
+            return _failed(token.session_id, "the run was cancelled")
+        # The token is used: whatever refuses the run now also frees its sandbox.
         record = await self.runs.load_run(token.run_id)
         if record is None or record.tenant != principal.tenant:
+            await self._destroy_paused(token)
             return _failed(token.session_id, "the paused run is gone")
+        if await self.runs.cancelled(token.run_id):
+            await self._destroy_paused(token, record)
+            return _failed(token.session_id, "the run was cancelled")
+        # The step's lease covers the rest of the run (its stage-out too): a replica that
+        # dies mid-step leaves it to the pod's hard deadline, as a first step does.
         lease = await self.backend.resume(token.location, token.session_id, token.tenant,
-                                          record.timeout + _MARGIN)
+                                          self.config.max_lifetime)
         if lease is None:
-            await self.runs.end_run(token.run_id)
+            await self._end(record)
             return _failed(token.session_id, "the paused run is gone: its lease ended and "
                                              "its sandbox was reaped")
+        # Still counted among the tenant's paused runs (until it ends): a step never finds
+        # its own pause refused because others paused meanwhile.
+        await self.runs.pause(record.tenant, record.run_id, 0, self.config.max_lifetime)
 
         async def follow(lease: SandboxLease) -> ProgrammaticStep:
             return await continue_run(lease.executor, results, timeout=record.timeout,
@@ -244,46 +263,93 @@ class ProgrammaticService:
         return await self._step(record, lease, request_id, token.round + 1, follow,
                                 acquired=acquired)
 
+    async def _destroy_paused(self, token: Continuation, record: RunRecord | None = None,
+                              ) -> None:
+        """Free the sandbox of a paused run whose token this request used (and refused)."""
+        lease = await self.backend.resume(token.location, token.session_id, token.tenant,
+                                          _MARGIN)
+        if lease is not None:
+            await self.backend.release(lease)
+        if record is not None:
+            await self._end(record)
+        else:
+            await self.runs.end_run(token.run_id)
+            await self.runs.unpause(token.tenant, token.run_id)
+
     async def _step(self, record: RunRecord, lease: SandboxLease, request_id: str | None,
                     round_: int, step: Step, *, acquired: Callable[[], None] | None,
                     ) -> ProgrammaticResponse:
         """Run one step in the claimed sandbox; then pause (hold it) or finish (release it)."""
-        if acquired is not None:
-            acquired()
-        if request_id is not None:
-            await self.runs.remember_request(record.tenant, request_id, RequestRecord(
-                record.run_id, record.session_id, lease.executor_address),
-                self.config.max_lifetime)
         try:
+            if acquired is not None:
+                acquired()
+            if request_id is not None:
+                await self.runs.remember_request(record.tenant, request_id, RequestRecord(
+                    record.run_id, record.session_id, lease.executor_address,
+                    self.backend.locate(lease)), self.config.max_lifetime)
             outcome = await step(lease)
         except ExecutorError as exc:
-            await self._abandon(record, lease)
+            await self._abandon(record, lease, request_id)
             logger.warning("programmatic run failed in its sandbox", extra={
                 "run_id": record.run_id, "session_id": record.session_id,
                 "detail": str(exc)[:2000]})
             raise ExecutorFailed("the sandbox failed; try again", retry_after=1) from exc
         except BaseException:
-            await self._abandon(record, lease)
+            await self._abandon(record, lease, request_id)
             raise
         logger.info("programmatic step", extra={
             "run_id": record.run_id, "tenant": record.tenant, "session_id": record.session_id,
             "round": round_, "status": outcome.result.status,
             "tool_calls": len(outcome.tool_calls)})
         if outcome.paused:
+            if await self._was_cancelled(record, lease, request_id):
+                # A cancel that came before the executor had its run (or while it ran):
+                # the run ends here, its sandbox with it.
+                return _failed(record.session_id, "the run was cancelled")
             return await self._pause(record, lease, request_id, round_, outcome)
-        return await self._finish(record, lease, outcome)
+        return await self._finish(record, lease, outcome, request_id)
 
-    async def _abandon(self, record: RunRecord, lease: SandboxLease) -> None:
-        await self.backend.release(lease)
+    async def _was_cancelled(self, record: RunRecord, lease: SandboxLease,
+                             request_id: str | None) -> bool:
+        try:
+            cancelled = await self.runs.cancelled(record.run_id)
+        except BaseException:
+            await self._abandon(record, lease, request_id)
+            raise
+        if cancelled:
+            await self._abandon(record, lease, request_id)
+        return cancelled
+
+    async def _end(self, record: RunRecord, request_id: str | None = None) -> None:
+        """The run is over: its record, its paused count and its request id go."""
         await self.runs.end_run(record.run_id)
+        await self.runs.unpause(record.tenant, record.run_id)
+        if request_id is not None:
+            await self.runs.forget_request(record.tenant, request_id)
+
+    async def _abandon(self, record: RunRecord, lease: SandboxLease,
+                       request_id: str | None = None) -> None:
+        await self.backend.release(lease)
+        await self._end(record, request_id)
+
+    def _paused_cap(self, tenant: str) -> int:
+        own = self.config.max_paused_per_tenant
+        return own if own > 0 else self.settings.tenants.limits(tenant).concurrent_executions
 
     async def _pause(self, record: RunRecord, lease: SandboxLease, request_id: str | None,
                      round_: int, outcome: ProgrammaticStep) -> ProgrammaticResponse:
         seconds = self.config.lease_seconds
         try:
+            counted = await self.runs.pause(record.tenant, record.run_id,
+                                            self._paused_cap(record.tenant), seconds)
+            if not counted:
+                await self._abandon(record, lease, request_id)
+                return _failed(record.session_id, "too many paused runs for this tenant: a "
+                                                  "paused run holds a sandbox (its "
+                                                  "concurrency limit counts them)")
             location = await self.backend.hold(lease, seconds)
         except BaseException:
-            await self._abandon(record, lease)
+            await self._abandon(record, lease, request_id)
             raise
         nonce = new_id()
         token = self.tokens.issue(Continuation(
@@ -294,6 +360,15 @@ class ProgrammaticService:
             await self.runs.remember_request(record.tenant, request_id, RequestRecord(
                 record.run_id, record.session_id, lease.executor_address, location, nonce),
                 self.config.max_lifetime)
+        if await self.runs.cancelled(record.run_id) and await self.runs.use_nonce(
+                nonce, seconds + _MARGIN):
+            # Cancelled while it paused (the cancel may have missed the nonce): free it.
+            resumed = await self.backend.resume(location, record.session_id, record.tenant,
+                                                _MARGIN)
+            if resumed is not None:
+                await self.backend.release(resumed)
+            await self._end(record, request_id)
+            return _failed(record.session_id, "the run was cancelled")
         result, limit = outcome.result, self.settings.response_output_limit
         return ProgrammaticResponse(
             status="tool_call_required", session_id=record.session_id,
@@ -304,7 +379,8 @@ class ProgrammaticService:
             stderr=cut_output(result.stderr, limit, result.stderr_truncated))
 
     async def _finish(self, record: RunRecord, lease: SandboxLease,
-                      outcome: ProgrammaticStep) -> ProgrammaticResponse:
+                      outcome: ProgrammaticStep, request_id: str | None,
+                      ) -> ProgrammaticResponse:
         result, tenant = outcome.result, record.tenant
         failure = _failure(outcome)
         outputs = None
@@ -319,7 +395,7 @@ class ProgrammaticService:
         except ExecutorError as exc:
             raise ExecutorFailed("the sandbox failed; try again", retry_after=1) from exc
         finally:
-            await self._abandon(record, lease)
+            await self._abandon(record, lease, request_id)
         state = None
         if record.lang == "py" and self.state is not None:
             session = Session(record.session_id, tenant, 0.0)
@@ -348,24 +424,27 @@ class ProgrammaticService:
         if not request_id or not _REQUEST_ID.fullmatch(request_id):
             raise BadRequest("the request id (X-LibreChat-Code-Request-ID or request_id) is "
                              "missing or malformed")
-        found = await self.runs.request(principal.tenant, request_id)
+        tenant = principal.tenant
+        found = await self.runs.request(tenant, request_id)
         if found is None:
             return False
+        record = await self.runs.load_run(found.run_id)
+        if record is None or record.tenant != tenant:  # the run is over: nothing to stop
+            await self.runs.forget_request(tenant, request_id)
+            return False
         await self.runs.cancel(found.run_id, self.config.max_lifetime)
-        executor = ExecutorClient(found.executor_address)
-        try:  # a running step ends with "Cancelled" and its replica releases the sandbox
-            await cancel_run(executor)
-        except ExecutorError:
-            pass  # the sandbox is already gone
-        finally:
-            await executor.close()
         if found.nonce is not None and found.location is not None and await self.runs.use_nonce(
                 found.nonce, self.config.lease_seconds + _MARGIN):
             # It was paused: nobody else can resume it now; it is destroyed here.
-            lease = await self.backend.resume(found.location, found.session_id,
-                                              principal.tenant, _MARGIN)
+            lease = await self.backend.resume(found.location, found.session_id, tenant,
+                                              _MARGIN)
             if lease is not None:
                 await self.backend.release(lease)
-            await self.runs.end_run(found.run_id)
+            await self._end(record, request_id)
+        elif found.location:
+            # A running step (verified to be this session's sandbox still) ends with
+            # "Cancelled"; its replica releases the sandbox. A step not started yet sees
+            # the cancellation when it pauses.
+            await self.backend.cancel_program(found.location, found.session_id, tenant)
         logger.info("programmatic run cancelled", extra={"run_id": found.run_id})
         return True

@@ -67,11 +67,42 @@ class RequestRecord:
     nonce: str | None = None
 
 
+# KEYS: the tenant's paused runs (sorted set, scored by lease end); ARGV: cap, lease
+# seconds, the run. 1 when the run may pause (it is counted), 0 at the cap.
+_PAUSE = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
+local cap, seconds = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t)
+if cap > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[3])
+    and redis.call('ZCARD', KEYS[1]) >= cap then return 0 end
+redis.call('ZADD', KEYS[1], t + seconds, ARGV[3])
+if redis.call('TTL', KEYS[1]) < seconds + 60 then redis.call('EXPIRE', KEYS[1], seconds + 60) end
+return 1
+"""
+
+
 class RunStore:
     """Run records, used nonces, request ids and cancellations in Valkey."""
 
     def __init__(self, client: valkey.Valkey) -> None:
         self._client = client
+        self._pause = client.register_script(_PAUSE)
+
+    async def pause(self, tenant: str, run_id: str, cap: int, seconds: int) -> bool:
+        """Count the run among the tenant's paused runs; False when it has ``cap``."""
+        try:
+            return bool(int(await self._pause(keys=[f"k8si:ptc:paused:{tenant}"],
+                                              args=[cap, seconds, run_id])))
+        except ValkeyError as exc:
+            raise ServiceUnavailable("the session store is unavailable",
+                                     retry_after=2) from exc
+
+    async def unpause(self, tenant: str, run_id: str) -> None:
+        await self._do("zrem", f"k8si:ptc:paused:{tenant}", run_id)
+
+    async def forget_request(self, tenant: str, request_id: str) -> None:
+        await self._do("delete", f"k8si:ptc:req:{tenant}:{request_id}")
 
     async def _do(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
