@@ -157,6 +157,21 @@ def client(api: RunningApp) -> Iterator[httpx.Client]:
         yield http
 
 
+
+def wait_for_factory(app: RunningApp, factory: str, timeout: float = 90) -> None:
+    """Until the local backend's health names ``factory`` (``zygote``/``nsjail``); skip
+    where the zygote cannot run here (the backend's own reason)."""
+    backend = app.app.state.backend
+    deadline = time.monotonic() + timeout
+    while True:
+        health = app.run(backend.health())
+        if health["sandbox_factory"] == factory:
+            return
+        if factory == "zygote" and health["sandbox_factory_reason"] is not None:
+            pytest.skip(f"zygote unavailable here: {health['sandbox_factory_reason']}")
+        assert time.monotonic() < deadline, f"sandboxes never came from {factory}"
+        time.sleep(0.1)
+
 # -- the attack suite's report: cases per security.md class, tried / contained --------
 
 _ATTACKS: dict[str, list[bool]] = {}

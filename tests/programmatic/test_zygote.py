@@ -3,15 +3,12 @@ forked rather than executed (``SANDBOX_FACTORY=zygote``): the tool channel reach
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from app.backends.local import LocalBackend
-from app.backends.local.zygote import unavailable_reason
-from tests.conftest import RunningApp, make_settings, start_app, stop_app
+from tests.conftest import RunningApp, make_settings, start_app, stop_app, wait_for_factory
 
 from .helpers import drive
 
@@ -27,14 +24,7 @@ def zygote_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
 
 
 def test_rounds_in_a_zygote_sandbox(zygote_api: RunningApp) -> None:
-    backend = zygote_api.app.state.backend
-    assert isinstance(backend, LocalBackend)
-    if unavailable_reason(backend._cgroups) is not None:
-        pytest.skip(f"zygote unavailable: {unavailable_reason(backend._cgroups)}")
-    deadline = time.monotonic() + 60
-    while zygote_api.run(backend.health())["sandbox_factory"] != "zygote":
-        assert time.monotonic() < deadline, "the zygote did not start"
-        time.sleep(0.1)
+    wait_for_factory(zygote_api, "zygote")
     with zygote_api.client() as client:
         code = ("a, b = await asyncio.gather(add(a=1, b=1), mul(a=2, b=3))\n"
                 "c = await add(a=a, b=b)\nprint(a, b, c)")

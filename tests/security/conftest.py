@@ -9,31 +9,14 @@ x86-64) its half is skipped with the backend's own reason; in CI it must run.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from app.backends.local import LocalBackend
-from tests.conftest import RunningApp, make_settings, start_app, stop_app
+from tests.conftest import RunningApp, make_settings, start_app, stop_app, wait_for_factory
 
 FACTORIES = ("nsjail", "zygote")
-
-
-def wait_for_factory(app: RunningApp, factory: str, timeout: float = 90) -> None:
-    """Until the backend's health names ``factory``; skip where the zygote cannot run."""
-    backend = app.app.state.backend
-    assert isinstance(backend, LocalBackend)
-    deadline = time.monotonic() + timeout
-    while True:
-        health = app.run(backend.health())
-        if health["sandbox_factory"] == factory:
-            return
-        if factory == "zygote" and health["sandbox_factory_reason"] is not None:
-            pytest.skip(f"zygote unavailable here: {health['sandbox_factory_reason']}")
-        assert time.monotonic() < deadline, f"sandboxes never came from {factory}"
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module", params=FACTORIES)

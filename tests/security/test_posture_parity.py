@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningApp, make_settings, start_app, stop_app
-from tests.security.conftest import FACTORIES, wait_for_factory
+from tests.conftest import RunningApp, make_settings, start_app, stop_app, wait_for_factory
+from tests.security.conftest import FACTORIES
 from tests.security.posture_probe import PROBE
 
 pytestmark = [pytest.mark.attack("isolation and secrets"), pytest.mark.sandbox]

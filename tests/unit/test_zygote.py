@@ -20,6 +20,7 @@ from tests.conftest import (
     make_settings,
     start_app,
     stop_app,
+    wait_for_factory,
 )
 from tests.security.sandbox_checks import (
     assert_sandbox_posture,
@@ -89,14 +90,7 @@ def zygote_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
 
 
 def test_zygote_sandboxes_hold_the_sandbox_posture(zygote_api: RunningApp) -> None:
-    backend = zygote_api.app.state.backend
-    assert isinstance(backend, LocalBackend)
-    if unavailable_reason(backend._cgroups) is not None:
-        pytest.skip(f"zygote unavailable: {unavailable_reason(backend._cgroups)}")
-    deadline = time.monotonic() + 60
-    while zygote_api.run(backend.health())["sandbox_factory"] != "zygote":
-        assert time.monotonic() < deadline, "the zygote did not start"
-        time.sleep(0.1)
+    wait_for_factory(zygote_api, "zygote")
     assert os.geteuid() == 0
     with zygote_api.client() as client:
         assert_sandbox_posture(client)
