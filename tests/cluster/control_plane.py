@@ -16,6 +16,7 @@ import shutil
 import ssl
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -129,11 +130,11 @@ class ControlPlane:
                 raise ControlPlaneError(f"{process.name} exited with "
                                         f"{process.popen.returncode}:\n{tail}")
 
-    def _wait(self, what: str, ready: object, timeout: float = 90) -> None:
+    def _wait(self, what: str, ready: Callable[[], bool], timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()
-            if callable(ready) and ready():
+            if ready():
                 return
             if time.monotonic() > deadline:
                 raise ControlPlaneError(f"timed out waiting for {what}")
