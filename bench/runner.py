@@ -30,10 +30,10 @@ __all__ = ["Options", "run"]
 
 _P50, _P99 = 0.5, 0.99
 SANDBOX_FACTORY_NOTE = (
-    "`SANDBOX_FACTORY={}` (`BENCH_SANDBOX_FACTORY`; the bench measures the fast path by "
-    "default; the service's default is `nsjail`, the well-kept tool security.md asks for: "
-    "with it every Python sandbox pays a full interpreter start and the pandas import at "
-    "warm-up, about a second of CPU, so the throughput figures are far lower)")
+    "`SANDBOX_FACTORY={}` (`BENCH_SANDBOX_FACTORY`; the service's default is `zygote`, with "
+    "nsjail as its fallback where the zygote cannot run: with nsjail every Python sandbox "
+    "pays a full interpreter start and the pandas import at warm-up, about a second of "
+    "CPU, so the throughput figures are far lower)")
 _LIMITS = {"RATE_LIMIT_TENANT": "1000000", "RATE_LIMIT_KEY": "1000000",
            "TENANT_EXECUTIONS_PER_WINDOW": "1000000", "TENANT_CONCURRENT_EXECUTIONS": "0"}
 

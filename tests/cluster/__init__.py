@@ -9,7 +9,7 @@ sandboxes on their own loopback IPs); ``FaultProxy`` sits in front of the apiser
 to inject what a healthy apiserver never does on demand (429, 5xx, stalls).
 
 Module map: ``control_plane`` (processes, flags), ``pki`` (keys, tokens),
-``node_agent`` / ``podspec`` / ``sandboxes`` (the node), ``harness`` (cluster,
+``node_agent`` / ``node`` / ``podspec`` / ``sandboxes`` (the node), ``harness`` (cluster,
 per-test namespaces, audit log), ``faults`` (the proxy), ``fixtures`` (pytest).
 By hand: ``python -m tests.cluster`` starts one and prints a kubeconfig.
 """

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import ipaddress
 import logging
 import secrets
@@ -38,7 +37,8 @@ import attrs
 import httpx
 import orjson
 
-from .podspec import PodSpecError, executor_spec
+from .node import AGENT, NodeRegistration, now
+from .podspec import PodSpecError, check_runnable, executor_spec
 from .sandboxes import SandboxFactory
 
 __all__ = ["NodeAgent", "PodRefused"]
@@ -47,29 +47,10 @@ logger = logging.getLogger(__name__)
 Obj = dict[str, Any]
 _TERMINAL = ("Succeeded", "Failed")
 _STRATEGIC = "application/strategic-merge-patch+json"
-AGENT = "k8si-node-agent"
 
 
 class PodRefused(Exception):
     """The node agent cannot run this pod (the message says why)."""
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def check_runnable(pod: Obj) -> None:
-    """Raise ``PodRefused`` for what this agent cannot honestly run."""
-    spec = pod.get("spec") or {}
-    if spec.get("initContainers") or spec.get("ephemeralContainers"):
-        raise PodRefused("init and ephemeral containers are not supported by the node agent")
-    if len(spec.get("containers") or []) != 1:
-        raise PodRefused("the node agent runs exactly one container per pod")
-    for volume in spec.get("volumes") or []:
-        kinds = set(volume) - {"name"}
-        if kinds != {"emptyDir"}:
-            raise PodRefused(f"volume {volume.get('name')!r} is {', '.join(sorted(kinds))}: "
-                             "the node agent mounts only emptyDir volumes")
 
 
 @attrs.define
@@ -102,6 +83,7 @@ class NodeAgent:
         headers = {"Authorization": f"Bearer {token}"}
         self._http = httpx.AsyncClient(base_url=url, verify=context, headers=headers,
                                        timeout=httpx.Timeout(30, read=None))
+        self.node = NodeRegistration(self._http, node_name)
         self._pods: dict[str, _Pod] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_ip = secrets.randbelow(230 * 65536)
@@ -110,70 +92,9 @@ class NodeAgent:
     # -- the node ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._register()
-        await self._renew_lease()
+        await self.node.register()
         self._spawn(self._watch_pods())
-        self._spawn(self._heartbeat())
-
-    async def _register(self) -> None:
-        node = {"apiVersion": "v1", "kind": "Node", "metadata": {
-            "name": self.node_name,
-            "labels": {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux",
-                       "k8si.io/node-agent": "true"}}}
-        response = await self._http.post("/api/v1/nodes", json=node)
-        if response.status_code not in (201, 409):
-            response.raise_for_status()
-        await self._node_status()
-
-    async def _node_status(self) -> None:
-        stamp = now()
-        resources = {"cpu": "32", "memory": "64Gi", "pods": "500",
-                     "ephemeral-storage": "100Gi"}
-        conditions = [{"type": kind, "status": "False", "reason": f"KubeletHasNo{kind}",
-                       "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
-                      for kind in ("MemoryPressure", "DiskPressure", "PIDPressure")]
-        conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
-                           "message": f"{AGENT} is posting ready status",
-                           "lastHeartbeatTime": stamp, "lastTransitionTime": stamp})
-        status = {"capacity": resources, "allocatable": resources, "conditions": conditions,
-                  "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                                {"type": "Hostname", "address": self.node_name}],
-                  "nodeInfo": {"kubeletVersion": f"v0.0.0-{AGENT}", "kubeProxyVersion": "",
-                               "operatingSystem": "linux", "architecture": "amd64",
-                               "containerRuntimeVersion": "k8si-sandbox://nsjail",
-                               "osImage": "", "kernelVersion": "", "machineID": "",
-                               "systemUUID": "", "bootID": ""}}
-        response = await self._http.patch(f"/api/v1/nodes/{self.node_name}/status",
-                                          content=orjson.dumps({"status": status}),
-                                          headers={"Content-Type": _STRATEGIC})
-        response.raise_for_status()
-
-    async def _renew_lease(self) -> None:
-        """The node's heartbeat Lease, which the node-lifecycle controller reads."""
-        path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": 40,
-                "renewTime": stamp}
-        response = await self._http.patch(f"{path}/{self.node_name}",
-                                          content=orjson.dumps({"spec": spec}),
-                                          headers={"Content-Type": "application/merge-patch+json"})
-        if response.status_code == 404:
-            response = await self._http.post(path, json={
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": self.node_name}, "spec": spec})
-        response.raise_for_status()
-
-    async def _heartbeat(self) -> None:
-        beats = 0
-        while True:
-            try:
-                await self._renew_lease()
-                if beats % 4 == 3:
-                    await self._node_status()
-            except httpx.HTTPError as exc:
-                logger.warning("node heartbeat failed", extra={"error": repr(exc)})
-            beats += 1
-            await asyncio.sleep(5)
+        self._spawn(self.node.heartbeat())
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
@@ -267,8 +188,8 @@ class NodeAgent:
                 await self._final_delete(record.namespace, record.name, record.uid)
 
     async def _live(self, record: _Pod, pod: Obj) -> None:
-        check_runnable(pod)
         try:
+            check_runnable(pod)
             port = executor_spec(pod).port
         except PodSpecError as exc:
             raise PodRefused(str(exc)) from exc

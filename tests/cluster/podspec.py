@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["ExecutorSpec", "PodSpecError", "executor_spec", "parse_quantity"]
+__all__ = ["ExecutorSpec", "PodSpecError", "check_runnable", "executor_spec", "parse_quantity"]
 
 Obj = dict[str, Any]
 _UNITS = {"Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3, "Ti": 1024 ** 4, "k": 1000,
@@ -162,3 +162,17 @@ def _volume_sizes(spec: Obj, container: Obj, workdir: str) -> dict[str, int]:
         if where is not None and size:
             sizes[where] = size
     return sizes
+
+
+def check_runnable(pod: Obj) -> None:
+    """Raise ``PodSpecError`` for what the node agent cannot honestly run."""
+    spec = pod.get("spec") or {}
+    if spec.get("initContainers") or spec.get("ephemeralContainers"):
+        raise PodSpecError("init and ephemeral containers are not supported by the node agent")
+    if len(spec.get("containers") or []) != 1:
+        raise PodSpecError("the node agent runs exactly one container per pod")
+    for volume in spec.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if kinds != {"emptyDir"}:
+            raise PodSpecError(f"volume {volume.get('name')!r} is {', '.join(sorted(kinds))}: "
+                             "the node agent mounts only emptyDir volumes")
