@@ -213,6 +213,19 @@ class ExecutorClient:
         return await self._fetch("POST", path, body=body, headers=_JSON, timeout=timeout,
                                  during=during)
 
+    async def post_for_result(self, path: str, body: bytes, *, timeout: float,
+                              during: str = "") -> Any:
+        """The decoded JSON answer of a ``POST`` that must succeed: a status other than
+        200 or a body that is not JSON is an ``ExecutorError`` (with the body's start)."""
+        status, content = await self.post_json(path, body, timeout=timeout, during=during)
+        if status != 200:
+            raise ExecutorError(f"executor answered {status} to {path}: "
+                                f"{content[:2000].decode(errors='replace')}")
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise ExecutorError(f"malformed executor result: {exc}") from exc
+
     async def _get_json(self, path: str, *, timeout: float = 10.0) -> tuple[int, Any]:
         """Status and decoded JSON body of ``GET path``."""
         status, content = await self._fetch("GET", path, timeout=timeout)
@@ -257,16 +270,8 @@ class ExecutorClient:
         """Run the code; ``state`` is restored first, ``capture`` asks for it afterwards."""
         body = execute_body(lang=lang, code=code, args=args, timeout=timeout,
                             request_id=request_id, state=state, capture=capture)
-        status, content = await self._fetch("POST", "/execute", body=body, headers=_JSON,
-                                            timeout=transport_timeout,
-                                            during=" during execution")
-        if status != 200:
-            raise ExecutorError(f"executor answered {status}: "
-                                f"{content[:2000].decode(errors='replace')}")
-        try:
-            data = orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            raise ExecutorError(f"malformed executor result: {exc}") from exc
+        data = await self.post_for_result("/execute", body, timeout=transport_timeout,
+                                          during=" during execution")
         return ExecutorResult.from_json(data)
 
     async def execute_stream(self, *, lang: str, code: str, args: list[str], timeout: float,

@@ -91,15 +91,8 @@ def parse_step(data: Any, tools: Collection[str]) -> ProgrammaticStep:
 
 async def _step(executor: ExecutorClient, path: str, body: bytes, *, transport_timeout: float,
                 tools: Collection[str]) -> ProgrammaticStep:
-    status, content = await executor.post_json(path, body, timeout=transport_timeout,
-                                               during=" during a programmatic run")
-    if status != 200:
-        raise ExecutorError(f"executor answered {status} to {path}: "
-                            f"{content[:2000].decode(errors='replace')}")
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError as exc:
-        raise ExecutorError(f"malformed executor result: {exc}") from exc
+    data = await executor.post_for_result(path, body, timeout=transport_timeout,
+                                          during=" during a programmatic run")
     return parse_step(data, tools)
 
 

@@ -26,6 +26,8 @@ import uvicorn
 
 from tests.conftest import free_port
 
+from .control_plane import write_kubeconfig
+
 __all__ = ["FaultProxy"]
 
 Scope = dict[str, Any]
@@ -44,6 +46,7 @@ class FaultProxy:
         self.upstream = upstream
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self._ca_file = ca_file
         self._context = ssl.create_default_context(cafile=str(ca_file))
         self._lock = threading.Lock()
         self._fail_status, self._fail_left = 0, 0
@@ -71,21 +74,8 @@ class FaultProxy:
             self._stall_seconds, self._stall_left = seconds, count
 
     def kubeconfig(self, path: Path, token: str, namespace: str) -> Path:
-        path.write_text(f"""apiVersion: v1
-kind: Config
-clusters:
-  - name: through-fault-proxy
-    cluster: {{server: "{self.url}"}}
-users:
-  - name: k8si-api
-    user: {{token: "{token}"}}
-contexts:
-  - name: proxy
-    context: {{cluster: through-fault-proxy, user: k8si-api, namespace: {namespace}}}
-current-context: proxy
-""")
-        path.chmod(0o600)
-        return path
+        """A kubeconfig for the API's ServiceAccount that points at the proxy."""
+        return write_kubeconfig(path, self.url, self._ca_file, token, namespace, "k8si-api")
 
     def start(self) -> FaultProxy:
         self._thread.start()
