@@ -291,6 +291,13 @@ class Settings:
     sandbox_factory: str = "zygote"
     #: Zygote sandboxes copy the pages a request writes before the claim (calibration).
     sandbox_prefault: bool = True
+    #: A zygote (one tenant's, sharing its layout and hash secret with its sandboxes) is
+    #: replaced after this many sandboxes, or this many seconds after its first one.
+    zygote_generation_sandboxes: int = 1000
+    zygote_generation_seconds: int = 900
+    #: Tenants with a zygote of their own at once (plus one spare); the least recently
+    #: used one's is retired when another tenant needs one.
+    zygote_max_generations: int = 4
 
     @property
     def runtime_dir(self) -> Path:
@@ -363,6 +370,10 @@ class Settings:
                                  if k.strip()),
             sandbox_factory=_choice(env, "SANDBOX_FACTORY", ("zygote", "nsjail")),
             sandbox_prefault=_bool(env, "SANDBOX_PREFAULT", True),
+            zygote_generation_sandboxes=_int(env, "ZYGOTE_GENERATION_SANDBOXES", 1000,
+                                             minimum=1),
+            zygote_generation_seconds=_int(env, "ZYGOTE_GENERATION_SECONDS", 900, minimum=1),
+            zygote_max_generations=_int(env, "ZYGOTE_MAX_GENERATIONS", 4, minimum=1),
         )
         if settings.default_execution_time > settings.max_execution_time:
             raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")

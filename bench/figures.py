@@ -20,12 +20,14 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from .load import Connection, LoadResult, closed_loop, percentile
-from .service import API_KEY, Process
+from .service import API_KEY, SECOND_KEY, Process
 
 __all__ = ["CpuSplit", "Flood", "Latencies", "bare", "cpu_split", "flood", "phase_means",
            "pool_ready", "scrape", "throughput", "warm_latency"]
 
 HEADERS = {"X-API-Key": API_KEY}
+#: A second tenant's key (``second``), for the per-tenant zygote figures.
+SECOND_HEADERS = {"X-API-Key": SECOND_KEY}
 PRINT = "print(1)"
 PANDAS = "import pandas; print(pandas.__version__)"
 #: 100 MB to stdout as fast as Python writes it; the executor's cap stops it first.
@@ -136,10 +138,12 @@ def _self_cpu() -> float:
 
 
 def throughput(process: Process, code: str, concurrency: int, duration: float,
-               warmup: float) -> tuple[LoadResult, CpuSplit]:
-    """Closed-loop load at ``concurrency``; with the CPU split over the window."""
+               warmup: float, *, tenants: int = 1) -> tuple[LoadResult, CpuSplit]:
+    """Closed-loop load at ``concurrency``; with the CPU split over the window.
+    ``tenants=2``: the workers alternate between two tenants' keys."""
     machine0, api0, client0 = _machine_busy(), process.cpu_seconds(), _self_cpu()
-    result = asyncio.run(closed_loop(process.port, HEADERS, "/exec", {"lang": "py", "code": code},
+    headers = [HEADERS, SECOND_HEADERS][:tenants]
+    result = asyncio.run(closed_loop(process.port, headers, "/exec", {"lang": "py", "code": code},
                                      concurrency=concurrency, duration=duration, warmup=warmup))
     split = CpuSplit(executions=result.answered,
                      machine=_machine_busy() - machine0, api=process.cpu_seconds() - api0,

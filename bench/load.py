@@ -105,14 +105,17 @@ class LoadResult:
         return len(self.latencies) / self.elapsed if self.elapsed else 0.0
 
 
-async def closed_loop(port: int, headers: dict[str, str], path: str, payload: object, *,
+async def closed_loop(port: int, headers: dict[str, str] | list[dict[str, str]], path: str,
+                      payload: object, *,
                       concurrency: int, duration: float, warmup: float,
                       max_requests: int = 100_000) -> LoadResult:
     """``concurrency`` workers, each sending the next request when the last returns.
 
     Requests finishing in the first ``warmup`` seconds are not counted (the pool's
-    initial stock); the window is ``duration`` seconds after that.
+    initial stock); the window is ``duration`` seconds after that. A list of
+    ``headers``: worker ``i`` sends ``headers[i % len(headers)]`` (several tenants).
     """
+    per_worker = headers if isinstance(headers, list) else [headers]
     result = LoadResult(concurrency)
     body = orjson.dumps(payload)
     started = time.perf_counter()
@@ -120,9 +123,9 @@ async def closed_loop(port: int, headers: dict[str, str], path: str, payload: ob
     deadline = window_start + duration
     sent = 0
 
-    async def worker() -> None:
+    async def worker(number: int) -> None:
         nonlocal sent
-        connection = Connection(port, headers)
+        connection = Connection(port, per_worker[number % len(per_worker)])
         try:
             while time.perf_counter() < deadline and sent < max_requests:
                 sent += 1
@@ -144,6 +147,6 @@ async def closed_loop(port: int, headers: dict[str, str], path: str, payload: ob
         finally:
             await connection.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(number) for number in range(concurrency)))
     result.elapsed = min(time.perf_counter(), deadline) - window_start
     return result

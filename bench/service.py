@@ -16,11 +16,12 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["API_KEY", "Process", "cold_start", "factory", "free_port", "runtime_dir",
+__all__ = ["API_KEY", "SECOND_KEY", "Process", "cold_start", "factory", "free_port", "runtime_dir",
            "start_naive", "start_service"]
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key-0123456789abcdef"
+SECOND_KEY = "bench-second-tenant-0123456789"
 
 
 def free_port() -> int:
@@ -116,8 +117,8 @@ def _status_kb(pid: int, key: str) -> int:
 
 
 def factory() -> str:
-    """The sandbox factory measured: the zygote (the fast path, opt-in in the service);
-    ``BENCH_SANDBOX_FACTORY=nsjail`` measures the service's default instead."""
+    """The sandbox factory of the service measured: the zygote (the service's default);
+    ``BENCH_SANDBOX_FACTORY=nsjail`` measures the fallback instead."""
     return os.environ.get("BENCH_SANDBOX_FACTORY", "zygote")
 
 
@@ -127,7 +128,7 @@ def start_service(work: Path, name: str, **env: str) -> Process:
     data = work / name
     data.mkdir(parents=True, exist_ok=True)
     full_env = _clean_env(DATA_DIR=str(data), RUNTIME_DIR=str(runtime_dir()),
-                          API_KEYS=API_KEY, LOG_LEVEL="WARNING",
+                          API_KEYS=f"{API_KEY},second:{SECOND_KEY}", LOG_LEVEL="WARNING",
                           **{"SANDBOX_FACTORY": factory(), **env})
     return Process([sys.executable, "-m", "app", "serve", "--port", str(port)], full_env, port,
                    work / f"{name}.log")

@@ -3,8 +3,9 @@
 
 It starts ``k8si serve`` with the local backend on a free loopback port (or uses
 ``--url``), sends a mix of languages and sizes at a fixed rate for ``--duration``
-seconds, and reports unexpected errors, latency percentiles, the API's and Valkey's
-memory over time, and sandboxes left behind. Traffic goes to 127.0.0.1 only; every
+seconds from ``--tenants`` tenants in turn, and reports unexpected errors, latency
+percentiles, the API's and Valkey's memory and the running zygotes over time (their
+generations: started, retired), and sandboxes left behind. Traffic goes to 127.0.0.1 only; every
 loop is bounded in count and time.
 
     python scripts/soak.py --duration 600 --rate 6
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -48,8 +50,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(data_dir: Path, port: int, key: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DATA_DIR": str(data_dir), "API_KEYS": key, "POD_POOL_PY": "4",
+def tenant_keys(key: str, tenants: int) -> list[str]:
+    """The first tenant's key as given; the others derived from it (tenant ``tN``)."""
+    return [key, *(f"{key}-t{number}" for number in range(2, tenants + 1))]
+
+
+def start_server(data_dir: Path, port: int, keys: list[str]) -> subprocess.Popen[bytes]:
+    configured = ",".join([keys[0], *(f"t{n}:{k}" for n, k in enumerate(keys[1:], start=2))])
+    env = {**os.environ, "DATA_DIR": str(data_dir), "API_KEYS": configured, "POD_POOL_PY": "4",
            "POD_POOL_BASH": "2", "MAX_CONCURRENT_EXECUTIONS": "8", "RATE_LIMIT_TENANT": "0",
            "RATE_LIMIT_KEY": "0", "TENANT_EXECUTIONS_PER_WINDOW": "0",
            "TENANT_CONCURRENT_EXECUTIONS": "0", "LOG_LEVEL": "WARNING"}
@@ -70,6 +78,23 @@ def valkey_mb(server_pid: int) -> float:
     return float("nan")
 
 
+def zygotes(server_pid: int) -> tuple[int, float]:
+    """The server's running zygotes (not their sandboxes): how many, their RSS in MB."""
+    mark = "sidecar.zygote import server"
+    found = []
+    for child in psutil.Process(server_pid).children(recursive=True):
+        parent = child.parent()
+        with contextlib.suppress(psutil.Error):
+            if mark in " ".join(child.cmdline()) and (
+                    parent is None or mark not in " ".join(parent.cmdline())):
+                found.append(child)
+    rss = 0
+    for child in found:
+        with contextlib.suppress(psutil.Error):
+            rss += child.memory_info().rss
+    return len(found), rss / 2**20
+
+
 def leftovers(data_dir: Path) -> int:
     """Processes of this server's sandboxes (or its Valkey) still alive after it stopped."""
     return sum(1 for p in psutil.process_iter(["cmdline", "status"])
@@ -77,12 +102,13 @@ def leftovers(data_dir: Path) -> int:
                and str(data_dir) in " ".join(p.info["cmdline"] or []))
 
 
-async def one(client: httpx.AsyncClient, index: int, latencies: list[float],
+async def one(client: httpx.AsyncClient, key: str, index: int, latencies: list[float],
               errors: list[str]) -> None:
     lang, code, expected = WORKLOAD[index % len(WORKLOAD)]
     started = time.monotonic()
     try:
-        response = await client.post("/exec", json={"lang": lang, "code": code})
+        response = await client.post("/exec", json={"lang": lang, "code": code},
+                                     headers={"X-API-Key": key})
     except httpx.HTTPError as exc:
         errors.append(f"{lang}: {exc!r}")
         return
@@ -93,28 +119,35 @@ async def one(client: httpx.AsyncClient, index: int, latencies: list[float],
         errors.append(f"{lang}: HTTP {response.status_code} {str(body or response.text)[:200]}")
 
 
-async def soak(url: str, key: str, duration: float, rate: float, server_pid: int | None) -> int:
+def sample(started: float, server_pid: int) -> tuple[float, float, float, int, float]:
+    count, rss = zygotes(server_pid)
+    return (time.monotonic() - started, rss_mb(server_pid), valkey_mb(server_pid), count, rss)
+
+
+async def soak(url: str, keys: list[str], duration: float, rate: float,
+               server_pid: int | None) -> int:
     latencies: list[float] = []
     errors: list[str] = []
-    samples: list[tuple[float, float, float]] = []
+    samples: list[tuple[float, float, float, int, float]] = []
     tasks: set[asyncio.Task[None]] = set()
     started = time.monotonic()
-    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key},
-                                 timeout=120) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         index = 0
         next_sample = started
         while (now := time.monotonic()) - started < duration:
-            task = asyncio.create_task(one(client, index, latencies, errors))
+            key = keys[(index // len(WORKLOAD)) % len(keys)]
+            task = asyncio.create_task(one(client, key, index, latencies, errors))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             index += 1
             if server_pid is not None and now >= next_sample:
-                samples.append((now - started, rss_mb(server_pid), valkey_mb(server_pid)))
+                samples.append(sample(started, server_pid))
                 next_sample += 30
             await asyncio.sleep(max(0.0, started + index / rate - time.monotonic()))
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=300)
+        health = await client.get("/health/detailed", headers={"X-API-Key": keys[0]})
     if server_pid is not None:
-        samples.append((time.monotonic() - started, rss_mb(server_pid), valkey_mb(server_pid)))
+        samples.append(sample(started, server_pid))
     elapsed = time.monotonic() - started
     ordered = sorted(latencies)
 
@@ -126,9 +159,13 @@ async def soak(url: str, key: str, duration: float, rate: float, server_pid: int
     print(f"latency ms: p50 {pct(0.5):.0f}  p90 {pct(0.9):.0f}  p99 {pct(0.99):.0f}  "
           f"max {pct(1.0):.0f}  mean {statistics.fmean(latencies) * 1000 if latencies else 0:.0f}")
     if samples:
-        print("memory over time (s, API RSS MB, Valkey RSS MB):")
-        for at, api, store in samples:
-            print(f"  {at:6.0f}  {api:7.1f}  {store:7.1f}")
+        print("over time (s, API RSS MB, Valkey RSS MB, zygotes running, their RSS MB):")
+        for at, api, store, count, zygote_rss in samples:
+            print(f"  {at:6.0f}  {api:7.1f}  {store:7.1f}  {count:3d}  {zygote_rss:7.1f}")
+    backend = health.json().get("services", {}).get("backend", {}) \
+        if health.status_code == 200 else {}
+    print(f"sandbox factory: {backend.get('sandbox_factory')}; zygote generations: "
+          f"{backend.get('zygotes')}")
     for error in errors[:20]:
         print("error:", error)
     return len(errors)
@@ -141,13 +178,16 @@ def main() -> int:
     parser.add_argument("--api-key", default="soak-key-0123456789")
     parser.add_argument("--duration", type=float, default=600.0)
     parser.add_argument("--rate", type=float, default=6.0, help="requests per second")
+    parser.add_argument("--tenants", type=int, default=2,
+                        help="tenants taking turns (their keys derived from --api-key)")
     args = parser.parse_args()
+    keys = tenant_keys(args.api_key, max(1, args.tenants))
     if args.url:
-        return 1 if asyncio.run(soak(args.url, args.api_key, args.duration, args.rate,
+        return 1 if asyncio.run(soak(args.url, keys[:1], args.duration, args.rate,
                                      None)) else 0
     with tempfile.TemporaryDirectory(prefix="k8si-soak-") as tmp:
         port = free_port()
-        server = start_server(Path(tmp), port, args.api_key)
+        server = start_server(Path(tmp), port, keys)
         try:
             deadline = time.monotonic() + 300
             while True:
@@ -160,7 +200,7 @@ def main() -> int:
                         return 2
                     time.sleep(0.2)
             time.sleep(5)  # let the warm pools fill
-            failures = asyncio.run(soak(f"http://127.0.0.1:{port}", args.api_key,
+            failures = asyncio.run(soak(f"http://127.0.0.1:{port}", keys,
                                         args.duration, args.rate, server.pid))
         finally:
             server.send_signal(signal.SIGINT)

@@ -10,6 +10,12 @@ from typing import Any
 
 import httpx
 import schemathesis
+
+# Imported lazily by ``from_url``: loaded here, at collection, before any API server
+# thread runs. CPython 3.11.7's parser is not safe against a concurrent ``compile``
+# in another thread (``SystemError: AST constructor recursion depth mismatch``), and
+# pytest compiles this plugin module when it is first imported.
+import schemathesis.specs.openapi.adapter.parameters
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from app.backends.local import LocalBackend, zygote_seccomp
-from app.backends.local.zygote import unavailable_reason
+from app.backends.local import LocalBackend
+from sidecar.zygote import seccomp as zygote_seccomp
 from tests.conftest import (
     SECRET_ENV,
     RunningApp,
@@ -69,9 +69,9 @@ def test_seccomp_program_matches_the_policy() -> None:
 
 @pytest.mark.skipif(not zygote_seccomp.supported(), reason="x86-64 filter")
 def test_seccomp_filter_refuses_in_a_real_process() -> None:
-    code = ("import ctypes, os, sys; sys.path.insert(0, 'app/backends/local'); "
-            "import zygote_seccomp; libc = ctypes.CDLL(None, use_errno=True); "
-            "libc.prctl(38, 1, 0, 0, 0); zygote_seccomp.install(); "
+    code = ("import ctypes, os; from sidecar.zygote import seccomp; "
+            "libc = ctypes.CDLL(None, use_errno=True); "
+            "libc.prctl(38, 1, 0, 0, 0); seccomp.install(); "
             "print(libc.unshare(0x20000), ctypes.get_errno(), "
             "libc.syscall(435, 0, 0), ctypes.get_errno(), os.getpid() > 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -124,22 +124,21 @@ def test_zygote_sandboxes_copy_their_calibrated_pages_before_the_claim(
     """The calibration found the pages a request writes; warm sandboxes own them already."""
     backend = zygote_api.app.state.backend
     assert isinstance(backend, LocalBackend)
-    if unavailable_reason(backend._cgroups) is not None:
-        pytest.skip(f"zygote unavailable: {unavailable_reason(backend._cgroups)}")
+    wait_for_factory(zygote_api, "zygote")
     deadline = time.monotonic() + 60
     while not zygote_api.run(backend.health())["prefault_pages"]:
         assert time.monotonic() < deadline, "no calibration"
         time.sleep(0.1)
-    assert backend._zygote is not None
-    plan = backend._zygote.prefault
-    assert plan is not None and plan["executor"] and plan["worker"]
-    while not backend._pools["py"].ready:
+    while not backend.warm("py"):
         assert time.monotonic() < deadline, "no warm sandbox"
         time.sleep(0.1)
-    sandbox = backend._pools["py"].ready[0]
-    assert sandbox._pidfd is not None
-    with open(f"/proc/self/fdinfo/{sandbox._pidfd}") as info:
-        executor = next(int(line.split()[1]) for line in info if line.startswith("Pid:"))
+    sandbox = backend.warm("py")[0]
+    generation = backend.factory.generation_of(sandbox)  # its zygote's own calibration
+    assert generation is not None
+    plan = generation.factory.prefault
+    assert plan is not None and plan["executor"] and plan["worker"]
+    executor = sandbox.pid  # PID 1 of the sandbox: the executor
+    assert executor is not None
     children = Path(f"/proc/{executor}/task/{executor}/children").read_text().split()
     assert len(children) == 1  # the warm worker
     for pid, ranges in ((executor, plan["executor"]), (int(children[0]), plan["worker"])):
@@ -164,14 +163,15 @@ def test_without_prefault_no_calibration_runs(tmp_path: Path, runtime_dir: Path,
     try:
         backend = running.app.state.backend
         assert isinstance(backend, LocalBackend)
-        if unavailable_reason(backend._cgroups) is not None:
-            pytest.skip(f"zygote unavailable: {unavailable_reason(backend._cgroups)}")
+        wait_for_factory(running, "zygote")
         deadline = time.monotonic() + 60
-        while not backend._pools["py"].ready:  # the pool fills after the zygote's start
+        while not backend.warm("py"):  # the pool fills after the zygote's start
             assert time.monotonic() < deadline, "no warm sandbox"
             time.sleep(0.1)
         assert running.run(backend.health())["sandbox_factory"] == "zygote"
-        assert backend._zygote is not None and backend._zygote.prefault is None
+        assert backend.generations is not None
+        zygote = backend.generations.any_factory()
+        assert zygote is not None and zygote.prefault is None
         assert running.run(backend.health())["prefault_pages"] == 0
         with running.client() as client:
             body = client.post("/exec", json={"lang": "py", "code": "print(1)"}).json()

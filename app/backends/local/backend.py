@@ -11,45 +11,32 @@ that waits longer than ``QUEUE_TIMEOUT`` for a slot gets a 503.
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import hashlib
 import logging
-import os
-import secrets
-import shutil
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import sidecar
 from sidecar.languages import LANGUAGES
 
 from ...after_response import defer
 from ...errors import NoCapacity, ServiceUnavailable
-from ...executor import ExecutorError, StateCapture
+from ...executor import ExecutorError
 from ...executor.programmatic import cancel_run
 from ...metrics import SandboxObserver, note_phase
-from ...paths import socket_dir
 from ...settings import Settings
 from ..base import LanguageStatus, PoolStatus, SandboxLease
 from ..tasks import BackgroundTasks
-from .calibration import calibrate
-from .cgroups import CgroupManager
-from .nsjail import locate_nsjail
+from .factory import SandboxFactory
+from .generations import Generation, ZygoteGenerations
 from .paused import PausedSandboxes
 from .probe import probe_language
-from .runtime import ensure_runtime
-from .sandbox import LocalSandbox, SandboxConfig, SandboxStartError
-from .zygote import ZygoteError, ZygoteFactory, unavailable_reason
+from .sandbox import LocalSandbox, SandboxStartError
 
 __all__ = ["LocalBackend"]
 
 logger = logging.getLogger(__name__)
-
-_MAX_PARALLEL_STARTS = 2
-#: Starts from the zygote cost a fork each: more may be under way at once.
-_MAX_PARALLEL_ZYGOTE_STARTS = 8
 
 
 class _Pool:
@@ -59,118 +46,67 @@ class _Pool:
         self.target = target
         self.ready: list[LocalSandbox] = []
         self.starting = 0
+        #: Whom refills are forked for: the last tenant served from this pool (None:
+        #: nobody yet; the zygote's spare generation, bound by the first claim).
+        self.tenant: str | None = None
 
 
 class LocalBackend:
-    """Namespace sandboxes (nsjail) on this machine; the embedded default."""
+    """Namespace sandboxes on this machine (zygote or nsjail); the embedded default."""
 
     name = "local"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         instance = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:8]
-        self._cgroups = CgroupManager(instance)
-        self._root = settings.data_dir / "sandboxes"
-        if os.geteuid() == 0:
-            # Root maps each sandbox to a uid of its own, so RLIMIT_NPROC is per sandbox.
-            base = 2_000_000 + (int(instance, 16) % 100_000) * 1000
-            self._free_uids = collections.deque(range(base, base + 1000))
-        else:
-            self._free_uids = collections.deque([os.getuid()] * 100_000)
+        #: Makes and destroys the sandboxes (``factory.py``).
+        self.factory = SandboxFactory(settings, instance)
         self._pools = {code: _Pool(settings.pool_size(code)) for code in LANGUAGES}
         self._claimed: dict[str, LocalSandbox] = {}
         self._sessions: dict[str, str] = {}  # claimed or paused sandbox id -> its session
         self._paused = PausedSandboxes(self._expired)  # programmatic runs between steps
         self._slots = asyncio.Semaphore(settings.max_concurrent_executions)
-        self._start_gate = asyncio.Semaphore(_MAX_PARALLEL_STARTS)
         self._tasks = BackgroundTasks(logger)
-        self._config: SandboxConfig | None = None
         self._probe: asyncio.Task[dict[str, LanguageStatus]] | None = None
         self._stopping = False
-        self.stats = {"pool_hits": 0, "pool_misses": 0, "sandbox_starts": 0,
-                      "sandbox_start_failures": 0}
-        #: Told about every sandbox start and its duration (the app's metrics).
-        self.observer: SandboxObserver | None = None
-        #: The sandbox factory (``zygote.py``) where it can run; else nsjail.
-        self._zygote: ZygoteFactory | None = None
-        #: Why sandboxes start with nsjail instead of the zygote (None: not decided, or zygote).
-        self.factory_fallback: str | None = None
+        self.stats = {"pool_hits": 0, "pool_misses": 0}
         self._zygote_started: asyncio.Task[None] | None = None
-        self._zygote_gate = asyncio.Semaphore(_MAX_PARALLEL_ZYGOTE_STARTS)
+
+    @property
+    def observer(self) -> SandboxObserver | None:
+        """Told about every sandbox start and its duration (the app's metrics)."""
+        return self.factory.observer
+
+    @observer.setter
+    def observer(self, observer: SandboxObserver | None) -> None:
+        self.factory.observer = observer
+
+    @property
+    def generations(self) -> ZygoteGenerations | None:
+        """The zygote generations (None: sandboxes start with nsjail, or not yet decided)."""
+        return self.factory.generations
+
+    def warm(self, language: str) -> tuple[LocalSandbox, ...]:
+        """The warm sandboxes of a language, oldest first (read-only view)."""
+        return tuple(self._pools[language].ready)
 
     # -- life cycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        settings = self.settings
-        runtime = await asyncio.to_thread(ensure_runtime, settings.runtime_dir)
-        await asyncio.to_thread(self._prepare_dirs)
-        self._config = SandboxConfig(
-            nsjail=locate_nsjail(), root_dir=self._root,
-            sidecar_dir=Path(sidecar.__file__).parent, runtime=runtime,
-            memory_bytes=settings.max_memory_mb * 1024 * 1024,
-            max_processes=settings.max_processes,
-            workdir_bytes=settings.sandbox_workdir_mb * 1024 * 1024,
-            tmp_bytes=settings.sandbox_tmp_mb * 1024 * 1024,
-            max_output_bytes=settings.max_output_size,
-            compile_timeout=settings.compile_timeout, preload=settings.python_preload,
-            setpriv=Path(found) if (found := shutil.which("setpriv")) else None,
-            socket_dir=socket_dir(settings.data_dir),
-        )
-        if self._config.setpriv is None:
-            logger.warning("setpriv not found: sandboxes outlive a crash of this process "
-                           "until the next start cleans them up")
+        await self.factory.prepare()
         self._probe = asyncio.create_task(self._probe_languages())
-        self._zygote_started = asyncio.create_task(self._start_zygote())
-        if settings.pool_warmup_on_startup:
+        # The first zygote starts in the background (``/health`` never waits for it).
+        self._zygote_started = asyncio.create_task(
+            self.factory.start_zygotes(on_retired=self._evict_warm))
+        if self.settings.pool_warmup_on_startup:
             self._tasks.spawn(self._warm_up())
-
-    async def _start_zygote(self) -> None:
-        """Start the sandbox factory, in the background (``/health`` never waits)."""
-        assert self._config is not None
-        reason = (unavailable_reason(self._cgroups) if self.settings.sandbox_factory == "zygote"
-                  else "SANDBOX_FACTORY=nsjail")
-        if reason is not None:
-            self.factory_fallback = reason
-            logger.info("sandboxes start with nsjail", extra={"reason": reason})
-            return
-        runtime = self._config.runtime
-        factory = ZygoteFactory(venv=runtime.venv, sidecar_dir=self._config.sidecar_dir,
-                                mpl_cache=runtime.mpl_cache, preload=self._config.preload,
-                                log_path=self._root.parent / "zygote.log",
-                                setpriv=self._config.setpriv)
-        try:
-            await factory.start()
-        except (ZygoteError, OSError) as exc:
-            self.factory_fallback = f"the zygote did not start: {exc}"
-            logger.warning("the sandbox zygote did not start: sandboxes start with nsjail",
-                           extra={"error": str(exc)})
-            return
-        self._zygote = factory
-        if self.settings.sandbox_prefault:
-            await self._calibrate(factory)
-
-    async def _calibrate(self, factory: ZygoteFactory) -> None:
-        """Learn the pages sandboxes write while serving (``calibration.py``)."""
-        assert self._config is not None
-        uid = self._free_uids.popleft()
-        try:
-            sandbox = LocalSandbox(secrets.token_hex(8), "py", self._config, self._cgroups,
-                                   uid, factory=factory, calibrate=True)
-            factory.prefault = await calibrate(sandbox,
-                                               StateCapture.configured(self.settings.state))
-        finally:
-            self._free_uids.append(uid)
-
-    def _prepare_dirs(self) -> None:
-        shutil.rmtree(self._root, ignore_errors=True)  # leftovers of a previous run
-        self._root.mkdir(parents=True, mode=0o700)
-        if self._cgroups.available:
-            self._cgroups.prepare()
 
     async def stop(self) -> None:
         self._stopping = True
         if self._zygote_started is not None:
             self._zygote_started.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._zygote_started  # its clean-up stops a zygote still starting
         self._tasks.cancel()
         await self._tasks.wait()
         sandboxes = [*self._claimed.values(), *self._paused.clear()]
@@ -178,16 +114,12 @@ class LocalBackend:
             sandboxes += pool.ready
             pool.ready = []
         self._claimed.clear()
-        results = await asyncio.gather(*(s.destroy() for s in sandboxes), return_exceptions=True)
+        results = await asyncio.gather(*(self.factory.destroy(s) for s in sandboxes),
+                                       return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 logger.error("sandbox teardown failed", exc_info=result)
-        if self._zygote is not None:
-            await self._zygote.stop()
-            # what every zygote sandbox shared: the root's mount point, identity files
-            for shared in ("mnt", "etc"):
-                await asyncio.to_thread(shutil.rmtree, self._root / shared, True)
-        await asyncio.to_thread(self._cgroups.close)
+        await self.factory.stop()
 
     # -- languages ----------------------------------------------------------------
 
@@ -210,12 +142,9 @@ class LocalBackend:
         return statuses
 
     async def _probe_one(self, code: str) -> LanguageStatus:
-        assert self._config is not None
-        uid = self._free_uids.popleft()
-        try:
-            return await probe_language(self._config, self._root, uid, code)
-        finally:
-            self._free_uids.append(uid)
+        assert self.factory.config is not None
+        async with self.factory.uid() as uid:
+            return await probe_language(self.factory.config, self.factory.root, uid, code)
 
     # -- pools --------------------------------------------------------------------
 
@@ -236,45 +165,42 @@ class LocalBackend:
     async def _add_warm(self, code: str) -> None:
         pool = self._pools[code]
         try:
-            sandbox = await self._start_sandbox(code)
-        except SandboxStartError:
+            sandbox = await self.factory.make(code, pool.tenant)
+        except (SandboxStartError, NoCapacity, ServiceUnavailable):
             logger.exception("warm sandbox failed to start", extra={"language": code})
             return
         finally:
             pool.starting -= 1
         if self._stopping:
-            await self._destroy(sandbox)
+            await self.factory.destroy(sandbox)
             return
         pool.ready.append(sandbox)
 
-    async def _start_sandbox(self, code: str) -> LocalSandbox:
-        if self._config is None:
-            raise ServiceUnavailable("the local backend has not started")
-        if not self._free_uids:
-            raise NoCapacity("no sandbox identities left", retry_after=1)
-        factory = self._zygote if self._zygote is not None and self._zygote.running else None
-        sandbox = LocalSandbox(secrets.token_hex(8), code, self._config, self._cgroups,
-                               self._free_uids.popleft(), factory=factory)
-        self.stats["sandbox_starts"] += 1
-        try:
-            async with self._zygote_gate if factory is not None else self._start_gate:
-                began = time.perf_counter()
-                await sandbox.start()
-        except BaseException:
-            self.stats["sandbox_start_failures"] += 1
-            self._free_uids.append(sandbox.uid)
-            if self.observer is not None:
-                self.observer.sandbox_started(code, 0.0, ok=False)
-            raise
-        if self.observer is not None:
-            self.observer.sandbox_started(code, time.perf_counter() - began, ok=True)
-        return sandbox
+    def _take_warm(self, pool: _Pool, tenant: str) -> LocalSandbox | None:
+        """A live warm sandbox this tenant may use; else, if the warm ones are all other
+        tenants' (their zygotes), the oldest gives its place to one for this tenant."""
+        for candidate in list(pool.ready):
+            if not candidate.alive:
+                logger.warning("warm sandbox died while idle",
+                               extra={"language": candidate.language})
+                pool.ready.remove(candidate)
+                self._tasks.spawn(self.factory.destroy(candidate))
+            elif self.factory.usable_by(candidate, tenant):
+                pool.ready.remove(candidate)
+                return candidate
+        if pool.ready:
+            self._tasks.spawn(self.factory.destroy(pool.ready.pop(0)))
+        return None
 
-    async def _destroy(self, sandbox: LocalSandbox) -> None:
-        try:
-            await sandbox.destroy()
-        finally:
-            self._free_uids.append(sandbox.uid)
+    def _evict_warm(self, generation: Generation) -> None:
+        """A zygote generation retired: its warm sandboxes leave the pools (refilled)."""
+        for code, pool in self._pools.items():
+            stale = [s for s in pool.ready if self.factory.generation_of(s) is generation]
+            for sandbox in stale:
+                pool.ready.remove(sandbox)
+                self._tasks.spawn(self.factory.destroy(sandbox))
+            if stale:
+                self._refill(code)
 
     # -- the seam -----------------------------------------------------------------
 
@@ -294,14 +220,8 @@ class LocalBackend:
             note_phase("queue", time.perf_counter() - queued)
         try:
             pool = self._pools[language]
-            sandbox = None
-            while pool.ready and sandbox is None:
-                candidate = pool.ready.pop(0)
-                if candidate.alive:
-                    sandbox = candidate
-                else:
-                    logger.warning("warm sandbox died while idle", extra={"language": language})
-                    self._tasks.spawn(self._destroy(candidate))
+            sandbox = self._take_warm(pool, tenant)
+            pool.tenant = tenant
             hit = sandbox is not None
             self.stats["pool_hits" if hit else "pool_misses"] += 1
             if not (hit and pool.ready):
@@ -309,7 +229,7 @@ class LocalBackend:
                 # (``release``), so the new sandbox's start does not compete with it.
                 self._refill(language)
             if sandbox is None:
-                sandbox = await self._start_sandbox(language)
+                sandbox = await self.factory.make(language, tenant)
         except SandboxStartError as exc:
             self._slots.release()
             raise ServiceUnavailable(f"could not start a {language} sandbox: {exc}",
@@ -326,7 +246,7 @@ class LocalBackend:
             except OSError as exc:  # EBUSY: already using more than that (warm imports)
                 self._claimed.pop(sandbox.id, None)
                 self._slots.release()
-                self._tasks.spawn(self._destroy(sandbox))
+                self._tasks.spawn(self.factory.destroy(sandbox))
                 raise ServiceUnavailable(f"cannot hold this tenant's {own} MB memory limit "
                                          f"in a {language} sandbox: {exc}") from exc
         return SandboxLease(sandbox_id=sandbox.id, language=language, session_id=session_id,
@@ -380,21 +300,13 @@ class LocalBackend:
 
     def _recycle(self, sandbox: LocalSandbox) -> None:
         """Destroy a used sandbox and start its replacement (after the answer is sent)."""
-        self._tasks.spawn(self._destroy(sandbox))
+        self._tasks.spawn(self.factory.destroy(sandbox))
         self._refill(sandbox.language)
 
     async def health(self) -> dict[str, Any]:
-        ready = self._config is not None
-        prefault = self._zygote.prefault if self._zygote is not None else None
-        return {"ok": ready, "backend": self.name, "sandbox_tool": "nsjail",
-                "sandbox_factory": "zygote" if self._zygote is not None else "nsjail",
-                # Why sandboxes start with nsjail (None: the zygote, or not decided yet).
-                "sandbox_factory_reason": self.factory_fallback,
-                # Pages each zygote sandbox copies ahead (its calibration; 0: none).
-                "prefault_pages": sum(count for side in (prefault or {}).values()
-                                      for _, count in side),
-                "cgroups": f"v{self._cgroups.version}" if self._cgroups.available else None,
-                "claimed": len(self._claimed), "paused": len(self._paused), **self.stats}
+        return {"ok": self.factory.config is not None, "backend": self.name,
+                **self.factory.health(), "claimed": len(self._claimed),
+                "paused": len(self._paused), **self.stats}
 
     async def pools(self) -> Mapping[str, PoolStatus]:
         return self.pool_counts()

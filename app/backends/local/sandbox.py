@@ -85,6 +85,8 @@ class LocalSandbox:
         #: Made by the zygote (``zygote.py``) instead of nsjail: its parent's pidfd.
         self._factory = factory if tcp_address is None and not extra_env else None
         self._pidfd: int | None = None
+        #: The sandbox's outermost process: nsjail, or the zygote's child (its PID 1).
+        self.pid: int | None = None
         #: A calibration sandbox (``calibration.py``): its executor records its pages.
         self.calibrate = calibrate
         self.executor = ExecutorClient(self.address)
@@ -200,6 +202,7 @@ class LocalSandbox:
                 *argv, env={}, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
                 stderr=log_file, pass_fds=(fd,), start_new_session=True,
             )
+        self.pid = self._process.pid
 
     async def _spawn_from_zygote(self, listener: socket.socket, cgroups: SandboxCgroups) -> None:
         assert self._factory is not None
@@ -221,7 +224,7 @@ class LocalSandbox:
                 base_prefix=runtime.base_prefix, sidecar_dir=self.config.sidecar_dir,
                 venv=runtime.venv, mpl_cache=runtime.mpl_cache, cgroup_memory=cgroups.memory)}
         with (self.directory / "executor.log").open("wb") as log_file:
-            _, self._pidfd = await self._factory.spawn(
+            self.pid, self._pidfd = await self._factory.spawn(
                 request, [listener.fileno(), log_file.fileno()])
 
     def _log_tail(self, limit: int = 2000) -> str:

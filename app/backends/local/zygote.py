@@ -1,6 +1,7 @@
 """The zygote sandbox factory, API side: start the zygote, ask it for sandboxes.
 
-A sandbox from the zygote (``zygote_server``) has the same layout, identity,
+The zygote itself is execution-side code (``sidecar/zygote``); this module is its
+client. A sandbox from the zygote has the same layout, identity,
 limits and seccomp policy as one started by nsjail (``nsjail.py``); the mount plan
 below is the nsjail command line's mounts as data. What differs is the cost: a
 fork of a process that has already imported the executor and the Python libraries
@@ -25,7 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import zygote_seccomp
+from sidecar.zygote import seccomp as zygote_seccomp
+
 from .cgroups import CgroupManager
 from .nsjail import PYTHON_MOUNT, SIDECAR_MOUNT, SandboxSpec, mounts
 
@@ -34,8 +36,8 @@ __all__ = ["MPL_SEED", "ZygoteError", "ZygoteFactory", "mount_plan", "unavailabl
 logger = logging.getLogger(__name__)
 
 MPL_SEED = f"{SIDECAR_MOUNT}/mplconfig"
-_STAGE1 = ("import sys; sys.path.insert(0, {path!r}); import zygote_server; "
-           "zygote_server.stage1()")
+_STAGE1 = ("import sys; sys.path.insert(0, {path!r}); from sidecar.zygote import server; "
+           "server.stage1()")
 
 
 class ZygoteError(Exception):
@@ -58,7 +60,7 @@ def unavailable_reason(cgroups: CgroupManager) -> str | None:
 def mount_plan(*, uid: int, etc_dir: Path, workdir_bytes: int, tmp_bytes: int,
                base_prefix: Path, sidecar_dir: Path, venv: Path, mpl_cache: Path,
                cgroup_memory: Path) -> list[list[Any]]:
-    """nsjail's mounts (``nsjail.mounts``, the one definition) for ``zygote_jail``."""
+    """nsjail's mounts (``nsjail.mounts``, the one definition) for ``sidecar.zygote.jail``."""
     return mounts(SandboxSpec(
         uid=uid, etc_dir=etc_dir, readonly_paths=(base_prefix,), sidecar_dir=sidecar_dir,
         workdir_bytes=workdir_bytes, tmp_bytes=tmp_bytes, cgroup_mount=cgroup_memory,
@@ -71,7 +73,7 @@ class ZygoteFactory:
     def __init__(self, *, venv: Path, sidecar_dir: Path, mpl_cache: Path,
                  preload: tuple[str, ...], log_path: Path, setpriv: Path | None) -> None:
         self._config = {"venv": str(venv), "sidecar": str(sidecar_dir),
-                        "zygote": str(Path(__file__).parent), "mplconfig": str(mpl_cache)}
+                        "mplconfig": str(mpl_cache)}
         self._preload = preload
         self._log_path = log_path
         self._setpriv = setpriv
@@ -86,7 +88,7 @@ class ZygoteFactory:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         config = json.dumps({**self._config, "control_fd": theirs.fileno()})
         argv = [sys.executable, "-I", "-B", "-c",
-                _STAGE1.format(path=self._config["zygote"]), config]
+                _STAGE1.format(path=str(Path(self._config["sidecar"]).parent)), config]
         if self._setpriv is not None:
             argv = [str(self._setpriv), "--pdeathsig", "KILL", "--", *argv]
         try:

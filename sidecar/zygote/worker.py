@@ -33,7 +33,7 @@ from sidecar import prefault
 __all__ = ["install"]
 
 _PR_SET_DUMPABLE = 4
-_EXECUTOR_PATHS = ("/opt/k8si/zygote", "/opt/k8si")
+_EXECUTOR_PATHS = ("/opt/k8si",)
 #: The pages to copy right after the fork: the executor's and the worker's.
 _prefault: dict[str, list[list[int]]] = {}
 

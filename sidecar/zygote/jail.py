@@ -6,7 +6,7 @@ root: it builds a fresh root on a tmpfs from the mount plan the API computed
 it and detaches the old root, makes the root read-only, sets the host name, brings
 up loopback, sets nsjail's rlimits, drops every capability (bounding and ambient
 sets included) by becoming the sandbox's own uid, sets ``no_new_privs`` and
-installs the seccomp filter (``zygote_seccomp``). Standard library only.
+installs the seccomp filter (``seccomp``). Standard library only.
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ import socket
 import struct
 from typing import Any
 
-try:  # in the API's package (tests, type checks)
-    from . import zygote_seccomp
-except ImportError:  # in the zygote: a top-level module beside this one
-    import zygote_seccomp  # type: ignore[import-not-found,no-redef,unused-ignore]
+from . import seccomp
 
-__all__ = ["CLONE_FLAGS", "enter", "prctl", "setns", "unshare"]
+__all__ = ["CLONE_FLAGS", "enter", "mount", "prctl", "setns", "unshare"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
@@ -46,7 +43,7 @@ def _check(result: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def _mount(source: str | None, target: str, fstype: str | None, flags: int,
+def mount(source: str | None, target: str, fstype: str | None, flags: int,
            data: str | None = None) -> None:
     _check(_libc.mount(source.encode() if source else None, target.encode(),
                        fstype.encode() if fstype else None, ctypes.c_ulong(flags),
@@ -79,13 +76,13 @@ def _apply(root: str, op: list[Any]) -> None:
     if kind == "tmpfs":
         target = root + op[1]
         _mountpoint(target, True)
-        _mount("none", target, "tmpfs", MS_NOSUID | MS_NODEV, op[2])
+        mount("none", target, "tmpfs", MS_NOSUID | MS_NODEV, op[2])
     elif kind == "bind":
         source, target, readonly, devices = op[1], root + op[2], op[3], op[4]
         _mountpoint(target, os.path.isdir(source))
-        _mount(source, target, None, MS_BIND)
+        mount(source, target, None, MS_BIND)
         flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (0 if devices else MS_NODEV)
-        _mount(None, target, None, flags | (MS_RDONLY if readonly else 0))
+        mount(None, target, None, flags | (MS_RDONLY if readonly else 0))
     elif kind == "symlink":
         link = root + op[2]
         os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
@@ -93,7 +90,7 @@ def _apply(root: str, op: list[Any]) -> None:
     elif kind == "proc":
         target = root + op[1]
         _mountpoint(target, True)
-        _mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     else:
         raise ValueError(f"unknown mount operation {kind!r}")
 
@@ -103,7 +100,7 @@ def _pivot(root: str) -> None:
     _check(_libc.syscall(_SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
     _check(_libc.umount2(b".", MNT_DETACH), "umount old root")
     os.chdir("/")
-    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 def _loopback_up() -> None:
@@ -138,9 +135,9 @@ def _become(uid: int) -> None:
 
 def enter(spec: dict[str, Any]) -> None:
     """Turn this process (PID 1 of fresh namespaces, root) into the sandbox."""
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
     root = spec["root"]
-    _mount("none", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1048576,nr_inodes=4096,mode=0755")
+    mount("none", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1048576,nr_inodes=4096,mode=0755")
     for op in spec["mounts"]:
         _apply(root, op)
     _pivot(root)
@@ -150,4 +147,4 @@ def enter(spec: dict[str, Any]) -> None:
     _become(int(spec["uid"]))
     prctl(_PR_SET_PDEATHSIG, 9)  # after the uid change, which clears it
     prctl(_PR_SET_NO_NEW_PRIVS, 1)
-    zygote_seccomp.install()
+    seccomp.install()

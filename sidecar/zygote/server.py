@@ -1,28 +1,28 @@
 """The zygote: a Python with the libraries imported that forks into fresh sandboxes.
 
-Started by the API (``zygote.ZygoteFactory``) as root, with a ``SOCK_SEQPACKET``
-control socket at fd 3. ``stage1`` (any Python) makes a private mount namespace
-in which the runtime venv, the executor and this directory appear at
-``/opt/k8si/{python,sidecar,zygote}`` (the paths sandboxes see; the rest of /opt is
+Started by the API (``app/backends/local/zygote.py``, its client) as root, with a
+``SOCK_SEQPACKET`` control socket at fd 3. ``stage1`` (any Python) makes a private mount
+namespace in which the runtime venv and the executor package (this package included)
+appear at ``/opt/k8si/{python,sidecar}`` (the paths sandboxes see; the rest of /opt is
 bound back as it was), then executes the venv's Python at ``/opt/k8si/python`` on
-``main``. ``main`` imports the executor and the configured libraries once, freezes
-them out of the garbage collector, rehearses the state capture and restore once
-(its forks skip it), reports ready, then serves spawn requests. (Its heap stays in
-4 KiB pages: collapsed into 2 MiB pages, a fork was ~3 ms cheaper, but every first
-write to a shared huge page during a request split it, which cost a warm
-``print(1)`` ~1 ms of latency; see BENCHMARKS.md.)
+``main``. ``main`` imports the executor and the configured libraries once, freezes them
+out of the garbage collector, rehearses the state capture and restore once (its forks
+skip it), reports ready, then serves spawn requests. (Its heap stays in 4 KiB pages:
+collapsed into 2 MiB pages, a fork was ~3 ms cheaper, but every first write to a shared
+huge page during a request split it, which cost a warm ``print(1)`` ~1 ms of latency;
+see BENCHMARKS.md.)
 
-A spawn request (JSON, with the executor's listening socket and its log file as
-fds) forks a child that joins the sandbox's cgroups, unshares mount, PID, network,
-IPC, UTS and cgroup namespaces and forks PID 1 of the new PID namespace; the child
-stays as its parent and exits with it. PID 1 builds the sandbox (``zygote_jail``)
-and runs the executor (``sidecar.__main__.main``) with the warm worker forked from
-it (``zygote_worker``): no interpreter start, no library import. A request may carry
-the calibration's pages (``prefault``: ``app/backends/local/calibration.py``), which
-both copy right after that fork. The reply carries a pidfd of the child. Every
-process dies with its parent (``PR_SET_PDEATHSIG``): the sandbox with the child, the
-child with the zygote, the zygote with the API.
-Standard library only (plus the sidecar and the preloaded libraries).
+A spawn request (JSON, with the executor's listening socket and its log file as fds)
+forks a child that joins the sandbox's cgroups, unshares mount, PID, network, IPC, UTS
+and cgroup namespaces and forks PID 1 of the new PID namespace; the child stays as its
+parent and exits with it. PID 1 builds the sandbox (``jail``) and runs the executor
+(``sidecar.__main__.main``) with the warm worker forked from it (``worker``): no
+interpreter start, no library import. A request may carry the calibration's pages
+(``prefault``, learnt by the API's calibration; see ``sidecar/prefault.py``), which both
+copy right after that fork. The reply carries a pidfd of the child. Every process dies
+with its parent (``PR_SET_PDEATHSIG``): the sandbox with the child, the child with the
+zygote, the zygote with the API. Standard library only (plus the sidecar and the
+preloaded libraries).
 """
 
 from __future__ import annotations
@@ -39,32 +39,30 @@ import sys
 import traceback
 from typing import Any
 
+from . import jail, worker
+
 __all__ = ["BOOT", "main", "stage1"]
 
 CONTROL_FD = 3
 OPT = "/opt/k8si"
 #: PID 1 of every zygote sandbox shows this command line, like nsjail's executor does.
 BOOT = ("import sys; sys.dont_write_bytecode = True; "
-        "sys.path[:0] = ['/opt/k8si/zygote', '/opt/k8si']; "
-        "import zygote_server; zygote_server.main()")
+        "sys.path[:0] = ['/opt/k8si']; "
+        "from sidecar.zygote import server; server.main()")
 _EXECUTOR_MODULES = ("sidecar.__main__", "sidecar.server", "sidecar.runner", "sidecar.pywarm",
                      "sidecar.prefault")
 _MAX_MESSAGE = 1 << 20
 
 
-def _jail() -> Any:
-    return importlib.import_module("zygote_jail")
-
-
-def _bind(jail: Any, source: str, target: str, readonly: bool) -> None:
+def _bind(source: str, target: str, readonly: bool) -> None:
     if os.path.isdir(source):
         os.makedirs(target, exist_ok=True)
     else:
         with open(target, "a"):
             pass
-    jail._mount(source, target, None, jail.MS_BIND | jail.MS_REC)
+    jail.mount(source, target, None, jail.MS_BIND | jail.MS_REC)
     if readonly:
-        jail._mount(None, target, None,
+        jail.mount(None, target, None,
                     jail.MS_REMOUNT | jail.MS_BIND | jail.MS_RDONLY | jail.MS_NOSUID)
 
 
@@ -74,24 +72,23 @@ def stage1() -> None:
     # The imports take about a second of CPU: at a low priority while the API itself
     # starts (its first /health answer must not wait for them); back to 0 once ready.
     os.nice(10)
-    jail = _jail()
     jail.unshare(jail.CLONE_NEWNS)
-    jail._mount(None, "/", None, jail.MS_REC | jail.MS_PRIVATE)
+    jail.mount(None, "/", None, jail.MS_REC | jail.MS_PRIVATE)
     old = os.open("/opt", os.O_PATH | os.O_DIRECTORY)
     entries = os.listdir(f"/proc/self/fd/{old}")
-    jail._mount("none", "/opt", "tmpfs", jail.MS_NOSUID | jail.MS_NODEV, "size=1048576,mode=0755")
+    jail.mount("none", "/opt", "tmpfs", jail.MS_NOSUID | jail.MS_NODEV, "size=1048576,mode=0755")
     for name in entries:  # the host's /opt as it was, beside /opt/k8si
         source, target = f"/proc/self/fd/{old}/{name}", f"/opt/{name}"
         if os.path.islink(source):
             os.symlink(os.readlink(source), target)
         else:
-            _bind(jail, source, target, readonly=False)
+            _bind(source, target, readonly=False)
     os.close(old)
     for name, source in (("python", config["venv"]), ("sidecar", config["sidecar"]),
-                         ("zygote", config["zygote"]), ("mplconfig", config["mplconfig"])):
-        _bind(jail, source, f"{OPT}/{name}", readonly=True)
+                         ("mplconfig", config["mplconfig"])):
+        _bind(source, f"{OPT}/{name}", readonly=True)
     os.makedirs(f"{OPT}/home", exist_ok=True)  # the zygote's own matplotlib config
-    jail._mount("none", f"{OPT}/home", "tmpfs", jail.MS_NOSUID | jail.MS_NODEV,
+    jail.mount("none", f"{OPT}/home", "tmpfs", jail.MS_NOSUID | jail.MS_NODEV,
                 "size=67108864,mode=0700")
     os.dup2(int(config["control_fd"]), CONTROL_FD)
     python = f"{OPT}/python/bin/python3"
@@ -111,7 +108,7 @@ def _preload(modules: list[str]) -> list[str]:
     finally:
         sys.path.remove(f"{OPT}/sidecar")
     failed = []
-    for name in [*modules, "cloudpickle", "lz4.frame", "zygote_jail", "zygote_worker"]:
+    for name in [*modules, "cloudpickle", "lz4.frame"]:
         try:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 (an optional library, missing or broken)
@@ -167,12 +164,12 @@ def _sandbox(request: dict[str, Any], listen_fd: int, log_fd: int) -> None:
     os.dup2(log_fd, 2)
     os.dup2(listen_fd, CONTROL_FD)
     os.closerange(CONTROL_FD + 1, 1 << 16)
-    _jail().enter(request)
+    jail.enter(request)
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
     os.environ.clear()
-    importlib.import_module("zygote_worker").install(_prefault_pages(request))
+    worker.install(_prefault_pages(request))
     from sidecar.__main__ import main as executor
 
     sys.argv = ["sidecar", *request["argv"]]
@@ -181,7 +178,6 @@ def _sandbox(request: dict[str, Any], listen_fd: int, log_fd: int) -> None:
 
 def _pid1(request: dict[str, Any], fds: list[int]) -> None:
     """PID 1 of a new PID namespace: cgroups, the other namespaces, then the sandbox."""
-    jail = _jail()
     jail.prctl(1, 9)  # PR_SET_PDEATHSIG: die with the zygote
     os.close(CONTROL_FD)
     listen_fd, log_fd = _move_high(fds)
@@ -196,7 +192,6 @@ def _spawn(request: dict[str, Any], fds: list[int], own_pid_ns: int) -> tuple[in
     """Fork straight into a new PID namespace: the child is its PID 1."""
     sys.stdout.flush()
     sys.stderr.flush()
-    jail = _jail()
     jail.unshare(jail.CLONE_NEWPID)  # for the next child only
     pid = -1
     try:
@@ -217,7 +212,7 @@ def _spawn(request: dict[str, Any], fds: list[int], own_pid_ns: int) -> tuple[in
 
 
 def main() -> None:
-    _jail().prctl(1, 9)  # die with the API
+    jail.prctl(1, 9)  # die with the API
     control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=CONTROL_FD)
     config = json.loads(control.recv(_MAX_MESSAGE))
     failed = _preload(list(config.get("preload", [])))

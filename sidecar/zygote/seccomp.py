@@ -3,7 +3,7 @@
 The policy itself is ``sidecar.seccomp_policy``, the one source that nsjail's kafel
 text is generated from too; this module only checks the architecture and hands the
 program to the kernel. Standard library only: it runs inside the zygote
-(``zygote_jail``), where ``sidecar`` is importable from ``/opt/k8si``.
+(``jail``), where ``sidecar`` is importable from ``/opt/k8si``.
 """
 
 from __future__ import annotations
