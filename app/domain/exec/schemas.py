@@ -45,6 +45,9 @@ class ExecResponse:
     version: str | None
     #: Output files the caps left out: ``{name, size, reason}`` each (never silent).
     skipped_files: list[dict[str, Any]] = attrs.field(factory=list)
+    #: Names of input files the code removed from ``/mnt/data`` (the client stops
+    #: injecting them; the session no longer places them by itself).
+    deleted_files: list[str] = attrs.field(factory=list)
     #: Python: whether the session has state after this run, and its size in bytes.
     has_state: bool | None = None
     state_size: int | None = None

@@ -309,6 +309,7 @@ class ExecService:
                 listing=result.files)
             if skipped_inputs:
                 outputs = attrs.evolve(outputs, skipped=[*skipped_inputs, *outputs.skipped])
+            await self.files.deleted_in_sandbox(session.id, outputs.deleted)
             lap("stage_out")
             record.status = "done"
         except ExecutorError as exc:
@@ -389,6 +390,7 @@ class ExecService:
             files=[_file_entry(meta) for meta in outputs.stored]
             + [_file_entry(meta, inherited=True) for meta in outputs.inherited],
             skipped_files=outputs.skipped,
+            deleted_files=[item.path for item in outputs.deleted],
             code=result.exit_code, signal=result.signal, status=result.status,
             message=result.message, wall_time=result.wall_time, cpu_time=result.cpu_time,
             memory=result.max_rss, language=lang, version=version,

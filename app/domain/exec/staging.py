@@ -10,6 +10,12 @@ a changed *read-only* input is not stored: the original is echoed back as
 (``-rf``, a newline), in a directory past the depth cap, or that cannot be read
 back are skipped and reported in ``skipped_files``, never dropped silently and
 never failing the run (the executor's own messages are logged, not answered).
+
+An input the code removed from the work dir (absent from the listing, or no longer a
+regular file) is reported in ``deleted`` by the name it was placed under, which is
+the name the client gave it; a removed *read-only* input is echoed back as
+``inherited`` like an edited one (the removal is dropped). A listing cut at the
+executor's cap (``LISTING_CAP`` files) cannot tell what is gone: nothing is reported.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ __all__ = ["OutputFiles", "SaveFile", "stage_in", "stage_out"]
 SaveFile = Callable[[FileMeta, Path], Awaitable[FileMeta]]
 
 WORKDIR = "/mnt/data"
+#: The most files the executor lists (``sidecar/files.py``, ``WorkDir(max_files)``).
+LISTING_CAP = 1000
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +54,10 @@ class OutputFiles:
 
     stored: list[FileMeta]
     skipped: list[dict[str, Any]]
-    #: Read-only inputs the code changed: the change is dropped, the original echoed.
+    #: Read-only inputs the code changed or removed: dropped, the original echoed.
     inherited: list[FileMeta] = attrs.field(factory=list)
+    #: Inputs (not read-only) the code removed from the work dir, by placed name.
+    deleted: list[InputFile] = attrs.field(factory=list)
 
 
 async def stage_in(executor: ExecutorClient, store: FileStore, inputs: list[InputFile]) -> None:
@@ -64,7 +74,18 @@ async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
     stored: list[FileMeta] = []
     inherited: list[FileMeta] = []
     skipped: list[dict[str, Any]] = []
-    for entry in listing if listing is not None else await executor.list_files():
+    entries = listing if listing is not None else await executor.list_files()
+    deleted: list[InputFile] = []
+    if len(entries) < LISTING_CAP:
+        listed = {str(entry["name"]) for entry in entries}
+        for item in inputs:
+            if item.path in listed:
+                continue
+            if item.meta.read_only:
+                inherited.append(item.meta)  # the removal is dropped, like an edit
+            else:
+                deleted.append(item)
+    for entry in entries:
         path, size, sha256 = str(entry["name"]), int(entry["size"]), str(entry["sha256"])
         if entry.get("skipped"):  # the executor could not collect it (past the depth cap)
             skipped.append({"name": path, "size": size, "reason": str(entry["skipped"])})
@@ -109,7 +130,7 @@ async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
             skipped.append({"name": path, "size": size, "reason": "changed while collected"})
         else:
             stored.append(meta)
-    return OutputFiles(stored=stored, skipped=skipped, inherited=inherited)
+    return OutputFiles(stored=stored, skipped=skipped, inherited=inherited, deleted=deleted)
 
 
 async def _store_one(executor: ExecutorClient, save: SaveFile, path: str, *, tmp_dir: Path,

@@ -62,6 +62,8 @@ class ProgrammaticResponse:
     files: list[dict[str, Any]] = attrs.field(factory=list)
     error: str | None = None
     skipped_files: list[dict[str, Any]] = attrs.field(factory=list)
+    #: Once completed: names of input files the code removed (as in ``/exec``).
+    deleted_files: list[str] = attrs.field(factory=list)
     has_state: bool | None = None
     state_size: int | None = None
     state_errors: list[StateIssue] | None = None

@@ -392,6 +392,7 @@ class ProgrammaticService:
                     inputs=list(record.inputs), max_files=self.settings.max_output_files,
                     max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir,
                     listing=result.files)
+                await self.files.deleted_in_sandbox(record.session_id, outputs.deleted)
         except ExecutorError as exc:
             raise ExecutorFailed("the sandbox failed; try again", retry_after=1) from exc
         finally:
@@ -413,6 +414,7 @@ class ProgrammaticService:
             stderr=cut_output(stderr, limit, result.stderr_truncated),
             files=files, error=failure,
             skipped_files=outputs.skipped if outputs is not None else [],
+            deleted_files=[item.path for item in outputs.deleted] if outputs is not None else [],
             has_state=state.has_state if state is not None else None,
             state_size=state.state_size if state is not None else None,
             state_errors=list(state.errors) if state is not None else None)
