@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from ...executor import StateIssue
+from ..exec.staging import ArtifactDelivery
 
 __all__ = ["CancelRequest", "CancelResponse", "ProgrammaticRequest", "ProgrammaticResponse",
            "ToolCallOut"]
@@ -64,6 +65,8 @@ class ProgrammaticResponse:
     skipped_files: list[dict[str, Any]] = attrs.field(factory=list)
     #: Once completed: names of input files the code removed (as in ``/exec``).
     deleted_files: list[str] = attrs.field(factory=list)
+    #: Once completed: outputs that could not be stored (as in ``/exec``).
+    artifact_delivery: ArtifactDelivery | None = None
     has_state: bool | None = None
     state_size: int | None = None
     state_errors: list[StateIssue] | None = None

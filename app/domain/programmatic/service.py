@@ -41,7 +41,7 @@ from ...ids import is_valid_id, new_id
 from ...sessions import Session
 from ...settings import Settings
 from ..exec.service import ExecService, _file_entry, cut_output, limit_notice, normalize_timeout
-from ..exec.staging import stage_in, stage_out
+from ..exec.staging import delivery_failure, stage_in, stage_out
 from .schemas import ProgrammaticRequest, ProgrammaticResponse, ToolCallOut
 from .store import RequestRecord, RunRecord, RunStore
 from .tokens import Continuation, ContinuationTokens, TokenRefused
@@ -415,6 +415,7 @@ class ProgrammaticService:
             files=files, error=failure,
             skipped_files=outputs.skipped if outputs is not None else [],
             deleted_files=[item.path for item in outputs.deleted] if outputs is not None else [],
+            artifact_delivery=delivery_failure(outputs),
             has_state=state.has_state if state is not None else None,
             state_size=state.state_size if state is not None else None,
             state_errors=list(state.errors) if state is not None else None)
