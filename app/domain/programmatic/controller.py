@@ -35,7 +35,9 @@ DESCRIPTION = (
     "result, is_error, error_message?}]}` (an error raises `ToolError` in the code) to "
     "the same endpoint, as many rounds as the code needs, until `status: completed` "
     "(`stdout`, `stderr`, `files` as in `/exec`) or `status: error` with `error` (no "
-    "code, an unknown, expired or used token, a timeout: `timed out`). A token is "
+    "code, an unknown, expired or used token; a limit in LibreChat's words: `Time limit "
+    "exceeded`, `Out of memory`, `stdout length exceeded`, `stderr length exceeded`, "
+    "`Sandbox exited with code N`, `Sandbox requested an unregistered tool: NAME`). A token is "
     "single-use, bound to its tenant and session, and any replica can continue it; a "
     "paused run not continued within `PTC_LEASE_SECONDS` is reaped. Long steps are "
     "answered with leading whitespace like `/exec`.")

@@ -42,6 +42,7 @@ from ...sessions import Session
 from ...settings import Settings
 from ..exec.service import ExecService, _file_entry, cut_output, limit_notice, normalize_timeout
 from ..exec.staging import delivery_failure, stage_in, stage_out
+from .failures import run_failure
 from .schemas import ProgrammaticRequest, ProgrammaticResponse, ToolCallOut
 from .store import RequestRecord, RunRecord, RunStore
 from .tokens import Continuation, ContinuationTokens, TokenRefused
@@ -107,21 +108,6 @@ def _with_notice(stderr: str, notice: str | None) -> str:
 
 def _failed(session_id: str | None, message: str) -> ProgrammaticResponse:
     return ProgrammaticResponse(status="error", session_id=session_id, error=message)
-
-
-def _failure(step: ProgrammaticStep) -> str | None:
-    """Why the run ended in error (the client's own words where it has some); None when
-    it completed, the program's own failures (an exception, an exit status) included."""
-    result = step.result
-    if step.failure is not None:
-        return step.failure
-    if result.status == "timeout":
-        return "Execution failed or timed out"
-    if result.status == "oom":
-        return "Out of memory"
-    if result.status == "output_limit":
-        return result.message or "stdout length exceeded"
-    return None
 
 
 class ProgrammaticService:
@@ -382,7 +368,7 @@ class ProgrammaticService:
                       outcome: ProgrammaticStep, request_id: str | None,
                       ) -> ProgrammaticResponse:
         result, tenant = outcome.result, record.tenant
-        failure = _failure(outcome)
+        failure = run_failure(outcome)
         outputs = None
         try:
             if failure is None:
