@@ -16,6 +16,7 @@ from ..exec.controller import require_json
 from ..exec.keepalive import Run, answer_with_keepalive
 from .schemas import CancelRequest, CancelResponse, ProgrammaticRequest, ProgrammaticResponse
 from .service import ProgrammaticService
+from .workspace import WORKSPACE_HEADER, read_workspace
 
 __all__ = ["REQUEST_ID_HEADER", "ProgrammaticController"]
 
@@ -40,7 +41,9 @@ DESCRIPTION = (
     "`Sandbox exited with code N`, `Sandbox requested an unregistered tool: NAME`). A token is "
     "single-use, bound to its tenant and session, and any replica can continue it; a "
     "paused run not continued within `PTC_LEASE_SECONDS` is reaped. Long steps are "
-    "answered with leading whitespace like `/exec`.")
+    "answered with leading whitespace like `/exec`. With `X-LibreChat-Code-Workspace-ID` "
+    "(LibreChat's bash tool with an attached workspace) `tools` may be empty; the "
+    "workspace is recorded with the run (nothing is kept per workspace yet).")
 
 
 class ProgrammaticController(Controller):
@@ -55,13 +58,16 @@ class ProgrammaticController(Controller):
                   programmatic_service: NamedDependency[ProgrammaticService],
                   ) -> Response[ProgrammaticResponse]:
         request_id = request.headers.get(REQUEST_ID_HEADER)
+        workspace = read_workspace(request.headers.get(WORKSPACE_HEADER),
+                                   data.workspace_instance_id)
         interval = programmatic_service.settings.exec_keepalive_interval
         with Deferred() as deferred:  # a released sandbox is recycled once answered
             if interval <= 0:
-                result = await programmatic_service.run(request.user, data, request_id)
+                result = await programmatic_service.run(request.user, data, request_id,
+                                                        workspace=workspace)
                 return Response(result, background=BackgroundTask(deferred.run))
             run = cast("Run", lambda acquired: programmatic_service.run(
-                request.user, data, request_id, on_acquired=acquired))
+                request.user, data, request_id, on_acquired=acquired, workspace=workspace))
             answer = await answer_with_keepalive(run, interval=interval, headers={},
                                                  after_response=deferred.run)
         return cast("Response[ProgrammaticResponse]", answer)

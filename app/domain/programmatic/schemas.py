@@ -38,6 +38,9 @@ class ProgrammaticRequest:
     continuation_token: str | None = None
     #: ``{call_id, result, is_error, error_message?}`` each, one per call of the round.
     tool_results: list[dict[str, Any]] | None = None
+    #: With ``X-LibreChat-Code-Workspace-ID``: the conversation's instance of the
+    #: workspace (64 lowercase hex characters).
+    workspace_instance_id: Any = None
 
 
 @attrs.frozen
