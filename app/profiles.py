@@ -21,6 +21,7 @@ before the middleware ran) the one a request without the header gets.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from litestar.enums import ScopeType
@@ -28,7 +29,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import api_path
-from .errors import InvalidExecutionProfile, ProfileMismatch
+from .errors import InvalidExecutionProfile, ProfileMismatch, ServiceError
 from .settings import EXECUTION_PROFILES as PROFILES
 
 __all__ = ["EXECUTION_PROFILE_HEADER", "EXPECTED_PROFILE_HEADER", "PROFILES",
@@ -36,6 +37,8 @@ __all__ = ["EXECUTION_PROFILE_HEADER", "EXPECTED_PROFILE_HEADER", "PROFILES",
 
 EXPECTED_PROFILE_HEADER = "X-CodeAPI-Expected-Profile"
 EXECUTION_PROFILE_HEADER = "X-CodeAPI-Execution-Profile"
+logger = logging.getLogger(__name__)
+
 _EXPECTED = EXPECTED_PROFILE_HEADER.lower().encode()
 _SERVED_BY = EXECUTION_PROFILE_HEADER.lower().encode()
 _STATE_KEY = "execution_profile"
@@ -87,7 +90,13 @@ class ExecutionProfiles(ASGIMiddleware):
         if is_exec_route(scope["path"]):
             expected = [value.decode("latin-1") for name, value in scope["headers"]
                         if name.lower() == _EXPECTED]
-            profile = choose_profile(expected, self.served)
+            try:
+                profile = choose_profile(expected, self.served)
+            except ServiceError as exc:  # answered by errors.py; noted for operators
+                logger.info("execution profile refused", extra={
+                    "error": exc.code, "expected_profile": exc.extra.get("expected_profile"),
+                    "served": list(self.served)})
+                raise
             scope.setdefault("state", {})[_STATE_KEY] = profile
         await next_app(scope, receive, send)
 
