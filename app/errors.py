@@ -19,11 +19,13 @@ __all__ = [
     "BadRequest",
     "ErrorBody",
     "ExecutorFailed",
+    "InvalidExecutionProfile",
     "InvalidState",
     "LanguageUnavailable",
     "NoCapacity",
     "NotFound",
     "PayloadTooLarge",
+    "ProfileMismatch",
     "RateLimited",
     "ServiceError",
     "ServiceUnavailable",
@@ -79,6 +81,19 @@ class InvalidState(BadRequest):
     code = "invalid_state"
 
 
+class InvalidExecutionProfile(BadRequest):
+    """``X-CodeAPI-Expected-Profile`` names no profile, or is given twice."""
+
+    code = "invalid_execution_profile"
+
+
+class ProfileMismatch(ServiceError):
+    """The request expects an execution profile this deployment does not serve (the
+    client's permanent capability refusal, never retried)."""
+
+    status_code, code = 409, "execution_profile_mismatch"
+
+
 class UnsupportedMediaType(ServiceError):
     status_code, code = 415, "unsupported_media_type"
 
@@ -131,6 +146,7 @@ _DESCRIPTIONS = {
     400: "Bad request (malformed input, invalid names or ids, unknown language)",
     401: "Missing or invalid credentials",
     404: "Unknown id (another tenant's ids answer the same)",
+    409: "The expected execution profile (X-CodeAPI-Expected-Profile) is not served here",
     413: "Too large (code, upload, args, state)",
     415: "Wrong content type",
     429: "Rate limited (see retry_after_seconds and Retry-After)",

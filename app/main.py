@@ -44,6 +44,7 @@ from .errors import exception_handlers
 from .jwt_auth import JwtConfig
 from .metrics import Metrics, install_log_context
 from .paths import socket_dir
+from .profiles import ExecutionProfiles, advertise_profile
 from .refusals import DrainOnRefusal
 from .sessions import SessionStore
 from .settings import Settings
@@ -154,7 +155,10 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         route_handlers=[*api_handlers, console_router(),
                         Router(V1_PREFIX, route_handlers=api_handlers, include_in_schema=False)],
         lifespan=[lifespan],
-        middleware=[DrainOnRefusal(), AuthMiddleware(authenticator)],
+        # The expected execution profile is checked before authentication and admission.
+        middleware=[DrainOnRefusal(), ExecutionProfiles(settings.execution_profiles),
+                    AuthMiddleware(authenticator)],
+        before_send=[advertise_profile(settings.execution_profiles)],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         request_max_body_size=settings.max_code_size + _REQUEST_OVERHEAD,
         openapi_config=OpenAPIConfig(

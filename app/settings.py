@@ -15,8 +15,8 @@ import attrs
 
 from sidecar.languages import LANGUAGES
 
-__all__ = ["KubernetesSettings", "ProgrammaticSettings", "Settings", "SettingsError",
-           "StateSettings", "TenantLimits", "TenantSettings"]
+__all__ = ["EXECUTION_PROFILES", "KubernetesSettings", "ProgrammaticSettings", "Settings",
+           "SettingsError", "StateSettings", "TenantLimits", "TenantSettings"]
 
 
 class SettingsError(ValueError):
@@ -53,6 +53,30 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+#: Every execution profile (``X-CodeAPI-Expected-Profile``; see ``app/profiles.py``).
+EXECUTION_PROFILES = ("default", "stateful")
+#: The profiles this code can serve: ``stateful`` needs runtime sessions (issue #21),
+#: not built yet.
+_SERVABLE_PROFILES = ("default",)
+
+
+def _check_profiles(_: object, __: object, value: tuple[str, ...]) -> None:
+    if not value:
+        raise SettingsError("EXECUTION_PROFILES must name at least one profile")
+    for name in value:
+        if name not in EXECUTION_PROFILES:
+            raise SettingsError(f"EXECUTION_PROFILES: {name!r} is not a profile; "
+                                f"profiles: {', '.join(EXECUTION_PROFILES)}")
+        if name not in _SERVABLE_PROFILES:
+            raise SettingsError(f"EXECUTION_PROFILES: {name!r} cannot be served yet "
+                                "(it needs runtime sessions, which are not built)")
+
+
+def _profiles(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("EXECUTION_PROFILES", "").strip() or "default"
+    return tuple(dict.fromkeys(p.strip().lower() for p in raw.split(",") if p.strip()))
 
 
 @attrs.frozen
@@ -298,6 +322,9 @@ class Settings:
     #: Tenants with a zygote of their own at once (plus one spare); the least recently
     #: used one's is retired when another tenant needs one.
     zygote_max_generations: int = 4
+    #: The execution profiles served (``X-CodeAPI-Expected-Profile``); others get a 409.
+    execution_profiles: tuple[str, ...] = attrs.field(default=("default",),
+                                                      validator=_check_profiles)
 
     @property
     def runtime_dir(self) -> Path:
@@ -374,6 +401,7 @@ class Settings:
                                              minimum=1),
             zygote_generation_seconds=_int(env, "ZYGOTE_GENERATION_SECONDS", 900, minimum=1),
             zygote_max_generations=_int(env, "ZYGOTE_MAX_GENERATIONS", 4, minimum=1),
+            execution_profiles=_profiles(env),
         )
         if settings.default_execution_time > settings.max_execution_time:
             raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")

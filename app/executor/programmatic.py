@@ -100,10 +100,11 @@ async def start_run(executor: ExecutorClient, *, lang: str, code: str, args: lis
                     timeout: float, request_id: str, transport_timeout: float,
                     tools: list[str], max_rounds: int, state: bytes | None = None,
                     capture: StateCapture | None = None) -> ProgrammaticStep:
-    """Start the run with ``tools`` (their names); its first step."""
+    """Start the run with ``tools`` (their names); its first step. With no tools there is
+    nothing to call: the executor runs the code as an ordinary execution."""
     body = execute_body(lang=lang, code=code, args=args, timeout=timeout,
-                        request_id=request_id, state=state, capture=capture, tools=tools,
-                        max_rounds=max_rounds)
+                        request_id=request_id, state=state, capture=capture,
+                        tools=tools or None, max_rounds=max_rounds)
     return await _step(executor, "/execute", body, transport_timeout=transport_timeout,
                        tools=tools)
 

@@ -60,6 +60,9 @@ class FileMeta:
     modified_from: dict[str, str] | None = None
     #: When the file was last staged into a sandbox or downloaded (``FILE_TTL``).
     last_used: float = attrs.field(factory=time.time)
+    #: The code of a later execution of its session deleted it from ``/mnt/data``: kept
+    #: (downloads, explicit references) but no longer placed there by the session.
+    deleted_in_sandbox: bool = False
 
     @property
     def etag(self) -> str:

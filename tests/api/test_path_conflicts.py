@@ -2,7 +2,7 @@
 
 Each name is valid on its own, but ``a`` cannot be a file and a directory at once.
 An upload that would put both in one session is refused (400, naming both); when a
-session holds both anyway (the code replaced its file ``a`` by a directory, or the
+session holds both anyway (the code replaced its read-only file ``a`` by a directory, or the
 request's references bring them together), the newer file is placed, the older one
 is listed in ``skipped_files``, and the run goes on -- never a 503 for good.
 """
@@ -62,12 +62,14 @@ def test_an_upload_conflicting_with_the_session_is_refused(client: httpx.Client)
 
 
 def test_a_session_holding_both_still_runs_newest_placed(client: httpx.Client) -> None:
-    made = client.post("/exec", json={"lang": "bash", "code": "echo file > /mnt/data/a"})
-    session = made.json()["session_id"]
+    # A read-only file "a" in the session: the code's removal of it is dropped
+    up = _upload(client, "a", b"file", read_only="true").json()
+    session = up["session_id"]
     # the code turns the input file into a directory: the session now holds both
     turned = client.post("/exec", json={"lang": "bash", "session_id": session, "code": (
         "rm /mnt/data/a && mkdir /mnt/data/a && echo inside > /mnt/data/a/b.txt")})
     assert turned.status_code == 200 and turned.json()["status"] == "ok", turned.text
+    assert turned.json()["deleted_files"] == []
     names = [f["name"] for f in client.get(f"/files/{session}",
                                            params={"detail": "normalized"}).json()]
     assert sorted(names) == ["a", "a/b.txt"]
@@ -79,6 +81,17 @@ def test_a_session_holding_both_still_runs_newest_placed(client: httpx.Client) -
         assert body["stdout"] == "inside\n" and body["files"] == []
         skipped = {s["name"]: s["reason"] for s in body["skipped_files"]}
         assert list(skipped) == ["a"] and "'a/b.txt'" in skipped["a"]
+
+
+def test_a_file_the_code_replaced_by_a_directory_is_gone(client: httpx.Client) -> None:
+    made = client.post("/exec", json={"lang": "bash", "code": "echo file > /mnt/data/a"})
+    session = made.json()["session_id"]
+    turned = client.post("/exec", json={"lang": "bash", "session_id": session, "code": (
+        "rm /mnt/data/a && mkdir /mnt/data/a && echo inside > /mnt/data/a/b.txt")}).json()
+    assert turned["deleted_files"] == ["a"]
+    ran = client.post("/exec", json={"lang": "bash", "session_id": session,
+                                     "code": "cat /mnt/data/a/b.txt"}).json()
+    assert ran["stdout"] == "inside\n" and ran["skipped_files"] == []
 
 
 def test_references_that_conflict_place_the_newest(client: httpx.Client) -> None:

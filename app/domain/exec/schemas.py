@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from ...executor import StateIssue
+from .staging import ArtifactDelivery
 
 __all__ = ["ExecRequest", "ExecResponse"]
 
@@ -45,6 +46,12 @@ class ExecResponse:
     version: str | None
     #: Output files the caps left out: ``{name, size, reason}`` each (never silent).
     skipped_files: list[dict[str, Any]] = attrs.field(factory=list)
+    #: Names of input files the code removed from ``/mnt/data`` (the client stops
+    #: injecting them; the session no longer places them by itself).
+    deleted_files: list[str] = attrs.field(factory=list)
+    #: Set when outputs of the code (which ran) could not be stored: LibreChat tells
+    #: the model they are missing and not to rerun.
+    artifact_delivery: ArtifactDelivery | None = None
     #: Python: whether the session has state after this run, and its size in bytes.
     has_state: bool | None = None
     state_size: int | None = None

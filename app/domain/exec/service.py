@@ -41,7 +41,7 @@ from ..state import StateService
 from ..state.schemas import StateOutcome
 from .recent import ExecutionRecord, RecentExecutions
 from .schemas import ExecRequest, ExecResponse
-from .staging import WORKDIR, OutputFiles, stage_in, stage_out
+from .staging import WORKDIR, OutputFiles, delivery_failure, stage_in, stage_out
 
 __all__ = ["ExecService", "OutputListener", "cut_output", "limit_notice", "normalize_timeout"]
 
@@ -309,6 +309,7 @@ class ExecService:
                 listing=result.files)
             if skipped_inputs:
                 outputs = attrs.evolve(outputs, skipped=[*skipped_inputs, *outputs.skipped])
+            await self.files.deleted_in_sandbox(session.id, outputs.deleted)
             lap("stage_out")
             record.status = "done"
         except ExecutorError as exc:
@@ -389,6 +390,8 @@ class ExecService:
             files=[_file_entry(meta) for meta in outputs.stored]
             + [_file_entry(meta, inherited=True) for meta in outputs.inherited],
             skipped_files=outputs.skipped,
+            deleted_files=[item.path for item in outputs.deleted],
+            artifact_delivery=delivery_failure(outputs),
             code=result.exit_code, signal=result.signal, status=result.status,
             message=result.message, wall_time=result.wall_time, cpu_time=result.cpu_time,
             memory=result.max_rss, language=lang, version=version,

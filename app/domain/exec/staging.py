@@ -10,6 +10,17 @@ a changed *read-only* input is not stored: the original is echoed back as
 (``-rf``, a newline), in a directory past the depth cap, or that cannot be read
 back are skipped and reported in ``skipped_files``, never dropped silently and
 never failing the run (the executor's own messages are logged, not answered).
+
+An input the code removed from the work dir (absent from the listing, or no longer a
+regular file) is reported in ``deleted`` by the name it was placed under, which is
+the name the client gave it; a removed *read-only* input is echoed back as
+``inherited`` like an edited one (the removal is dropped). A listing cut at the
+executor's cap (``LISTING_CAP`` files) cannot tell what is gone: nothing is reported.
+
+The code has already run when outputs are stored, so a file that cannot be stored (the
+object store, or the quota's Valkey, failing; the sandbox failing to give it back) is
+never a 5xx: it is skipped with its reason and counted, and ``delivery_failure``
+reports the counts as LibreChat's ``artifact_delivery``.
 """
 
 from __future__ import annotations
@@ -24,18 +35,22 @@ from typing import Any
 
 import attrs
 
+from ...errors import ServiceUnavailable
 from ...executor import ExecutorClient, ExecutorError
 from ...ids import new_id
 from ...storage import FileMeta, FileStore
 from ...tenants import QuotaExceeded
 from ..files.service import InputFile, guess_type, path_problem
 
-__all__ = ["OutputFiles", "SaveFile", "stage_in", "stage_out"]
+__all__ = ["ArtifactDelivery", "OutputFiles", "SaveFile", "delivery_failure", "stage_in",
+           "stage_out"]
 
 #: Stores one output file (counted against the tenant's storage quota).
 SaveFile = Callable[[FileMeta, Path], Awaitable[FileMeta]]
 
 WORKDIR = "/mnt/data"
+#: The most files the executor lists (``sidecar/files.py``, ``WorkDir(max_files)``).
+LISTING_CAP = 1000
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +61,36 @@ class OutputFiles:
 
     stored: list[FileMeta]
     skipped: list[dict[str, Any]]
-    #: Read-only inputs the code changed: the change is dropped, the original echoed.
+    #: Read-only inputs the code changed or removed: dropped, the original echoed.
     inherited: list[FileMeta] = attrs.field(factory=list)
+    #: Inputs (not read-only) the code removed from the work dir, by placed name.
+    deleted: list[InputFile] = attrs.field(factory=list)
+    #: Output files whose storing was attempted (the caps, names and quota allowed
+    #: them), and how many of those failed (the store or the sandbox failing).
+    attempted: int = 0
+    failed: int = 0
+
+
+@attrs.frozen
+class ArtifactDelivery:
+    """LibreChat's ``artifact_delivery``: some outputs of code that ran were not stored."""
+
+    attempted: int
+    delivered: int
+    failed: int
+    #: ``partial`` (some stored) or ``failed`` (none stored).
+    status: str
+    code: str = "artifact_delivery_failed"
+
+
+def delivery_failure(outputs: OutputFiles | None) -> ArtifactDelivery | None:
+    """The ``artifact_delivery`` of an answer; None when every attempted output was stored."""
+    if outputs is None or outputs.failed == 0:
+        return None
+    delivered = outputs.attempted - outputs.failed
+    return ArtifactDelivery(attempted=outputs.attempted, delivered=delivered,
+                            failed=outputs.failed,
+                            status="partial" if delivered > 0 else "failed")
 
 
 async def stage_in(executor: ExecutorClient, store: FileStore, inputs: list[InputFile]) -> None:
@@ -64,7 +107,19 @@ async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
     stored: list[FileMeta] = []
     inherited: list[FileMeta] = []
     skipped: list[dict[str, Any]] = []
-    for entry in listing if listing is not None else await executor.list_files():
+    failed = 0
+    entries = listing if listing is not None else await executor.list_files()
+    deleted: list[InputFile] = []
+    if len(entries) < LISTING_CAP:
+        listed = {str(entry["name"]) for entry in entries}
+        for item in inputs:
+            if item.path in listed:
+                continue
+            if item.meta.read_only:
+                inherited.append(item.meta)  # the removal is dropped, like an edit
+            else:
+                deleted.append(item)
+    for entry in entries:
         path, size, sha256 = str(entry["name"]), int(entry["size"]), str(entry["sha256"])
         if entry.get("skipped"):  # the executor could not collect it (past the depth cap)
             skipped.append({"name": path, "size": size, "reason": str(entry["skipped"])})
@@ -104,12 +159,21 @@ async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
                 "session_id": session_id, "detail": str(exc)[:500]})
             skipped.append({"name": path, "size": size,
                             "reason": "could not be read from the sandbox"})
+            failed += 1
+            continue
+        except ServiceUnavailable as exc:  # the code ran: reported, never a 5xx
+            logger.warning("output file not stored", extra={
+                "session_id": session_id, "error": exc.code, "detail": exc.message[:500]})
+            skipped.append({"name": path, "size": size,
+                            "reason": "could not be stored: the storage failed"})
+            failed += 1
             continue
         if meta is None:
             skipped.append({"name": path, "size": size, "reason": "changed while collected"})
         else:
             stored.append(meta)
-    return OutputFiles(stored=stored, skipped=skipped, inherited=inherited)
+    return OutputFiles(stored=stored, skipped=skipped, inherited=inherited, deleted=deleted,
+                       attempted=len(stored) + failed, failed=failed)
 
 
 async def _store_one(executor: ExecutorClient, save: SaveFile, path: str, *, tmp_dir: Path,

@@ -6,6 +6,7 @@ file answers exactly like an unknown one (404, or an empty listing).
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ from ...auth import Principal
 from ...errors import BadRequest, NotFound
 from ...ids import is_valid_id, new_id
 from ...sessions import Session, SessionStore
-from ...storage import FileMeta, FileStore
+from ...storage import FileMeta, FileStore, StorageUnavailable
 from ...tenants import QuotaExceeded, TenantQuotas
 from .multipart import FilePart, MultipartForm
 
@@ -27,6 +28,8 @@ __all__ = ["FileService", "InputFile", "UploadResult", "check_id", "check_name",
            "conflicting", "path_problem"]
 
 _TRUE = {"1", "true", "yes", "on"}
+
+logger = logging.getLogger(__name__)
 
 
 def check_id(value: str, what: str) -> str:
@@ -227,6 +230,9 @@ class FileService:
         if not session.is_new:
             for meta in await self.files.list_session(principal.tenant, session.id):
                 chosen[meta.name] = InputFile(meta.name, meta)  # oldest first: newest wins
+            # What the code of an earlier execution deleted stays out (unless referenced)
+            chosen = {path: item for path, item in chosen.items()
+                      if not item.meta.deleted_in_sandbox}
         for ref in refs:
             meta = await self._referenced(principal, ref)
             name = ref.get("name")
@@ -248,6 +254,19 @@ class FileService:
         inputs = [InputFile(item.path, await self.used(item.meta))
                   for item in chosen.values() if item.path in kept_paths]
         return inputs, skipped[::-1]
+
+    async def deleted_in_sandbox(self, session_id: str, deleted: Iterable[InputFile]) -> None:
+        """Inputs of the session's own that the code deleted: still stored (downloads,
+        explicit references) but no longer placed in the session's later sandboxes.
+        Called after the code ran, so a store failure is logged, never answered."""
+        for item in deleted:
+            if item.meta.session_id != session_id or item.meta.deleted_in_sandbox:
+                continue  # another session's file: its own session still places it
+            try:
+                await self.files.update_meta(attrs.evolve(item.meta, deleted_in_sandbox=True))
+            except StorageUnavailable as exc:
+                logger.warning("deleted input not marked", extra={
+                    "session_id": session_id, "file_id": item.meta.id, "detail": exc.message})
 
     async def _referenced(self, principal: Principal, ref: Mapping[str, Any]) -> FileMeta:
         if not isinstance(ref, Mapping):

@@ -16,6 +16,7 @@ from ..exec.controller import require_json
 from ..exec.keepalive import Run, answer_with_keepalive
 from .schemas import CancelRequest, CancelResponse, ProgrammaticRequest, ProgrammaticResponse
 from .service import ProgrammaticService
+from .workspace import WORKSPACE_HEADER, read_workspace
 
 __all__ = ["REQUEST_ID_HEADER", "ProgrammaticController"]
 
@@ -35,10 +36,14 @@ DESCRIPTION = (
     "result, is_error, error_message?}]}` (an error raises `ToolError` in the code) to "
     "the same endpoint, as many rounds as the code needs, until `status: completed` "
     "(`stdout`, `stderr`, `files` as in `/exec`) or `status: error` with `error` (no "
-    "code, an unknown, expired or used token, a timeout: `timed out`). A token is "
+    "code, an unknown, expired or used token; a limit in LibreChat's words: `Time limit "
+    "exceeded`, `Out of memory`, `stdout length exceeded`, `stderr length exceeded`, "
+    "`Sandbox exited with code N`, `Sandbox requested an unregistered tool: NAME`). A token is "
     "single-use, bound to its tenant and session, and any replica can continue it; a "
     "paused run not continued within `PTC_LEASE_SECONDS` is reaped. Long steps are "
-    "answered with leading whitespace like `/exec`.")
+    "answered with leading whitespace like `/exec`. With `X-LibreChat-Code-Workspace-ID` "
+    "(LibreChat's bash tool with an attached workspace) `tools` may be empty; the "
+    "workspace is recorded with the run (nothing is kept per workspace yet).")
 
 
 class ProgrammaticController(Controller):
@@ -53,13 +58,16 @@ class ProgrammaticController(Controller):
                   programmatic_service: NamedDependency[ProgrammaticService],
                   ) -> Response[ProgrammaticResponse]:
         request_id = request.headers.get(REQUEST_ID_HEADER)
+        workspace = read_workspace(request.headers.get(WORKSPACE_HEADER),
+                                   data.workspace_instance_id)
         interval = programmatic_service.settings.exec_keepalive_interval
         with Deferred() as deferred:  # a released sandbox is recycled once answered
             if interval <= 0:
-                result = await programmatic_service.run(request.user, data, request_id)
+                result = await programmatic_service.run(request.user, data, request_id,
+                                                        workspace=workspace)
                 return Response(result, background=BackgroundTask(deferred.run))
             run = cast("Run", lambda acquired: programmatic_service.run(
-                request.user, data, request_id, on_acquired=acquired))
+                request.user, data, request_id, on_acquired=acquired, workspace=workspace))
             answer = await answer_with_keepalive(run, interval=interval, headers={},
                                                  after_response=deferred.run)
         return cast("Response[ProgrammaticResponse]", answer)

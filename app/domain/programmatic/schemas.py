@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from ...executor import StateIssue
+from ..exec.staging import ArtifactDelivery
 
 __all__ = ["CancelRequest", "CancelResponse", "ProgrammaticRequest", "ProgrammaticResponse",
            "ToolCallOut"]
@@ -37,6 +38,9 @@ class ProgrammaticRequest:
     continuation_token: str | None = None
     #: ``{call_id, result, is_error, error_message?}`` each, one per call of the round.
     tool_results: list[dict[str, Any]] | None = None
+    #: With ``X-LibreChat-Code-Workspace-ID``: the conversation's instance of the
+    #: workspace (64 lowercase hex characters).
+    workspace_instance_id: Any = None
 
 
 @attrs.frozen
@@ -62,6 +66,10 @@ class ProgrammaticResponse:
     files: list[dict[str, Any]] = attrs.field(factory=list)
     error: str | None = None
     skipped_files: list[dict[str, Any]] = attrs.field(factory=list)
+    #: Once completed: names of input files the code removed (as in ``/exec``).
+    deleted_files: list[str] = attrs.field(factory=list)
+    #: Once completed: outputs that could not be stored (as in ``/exec``).
+    artifact_delivery: ArtifactDelivery | None = None
     has_state: bool | None = None
     state_size: int | None = None
     state_errors: list[StateIssue] | None = None

@@ -41,10 +41,12 @@ from ...ids import is_valid_id, new_id
 from ...sessions import Session
 from ...settings import Settings
 from ..exec.service import ExecService, _file_entry, cut_output, limit_notice, normalize_timeout
-from ..exec.staging import stage_in, stage_out
+from ..exec.staging import delivery_failure, stage_in, stage_out
+from .failures import run_failure
 from .schemas import ProgrammaticRequest, ProgrammaticResponse, ToolCallOut
 from .store import RequestRecord, RunRecord, RunStore
 from .tokens import Continuation, ContinuationTokens, TokenRefused
+from .workspace import Workspace
 
 __all__ = ["ProgrammaticService", "tool_names", "wire_results"]
 
@@ -58,8 +60,11 @@ _MARGIN = 60
 Step = Callable[[SandboxLease], Awaitable[ProgrammaticStep]]
 
 
-def tool_names(tools: Any, lang: str) -> list[str]:
-    """The tools' names, each making a distinct function name in ``lang`` (else 400)."""
+def tool_names(tools: Any, lang: str, allow_none: bool = False) -> list[str]:
+    """The tools' names, each making a distinct function name in ``lang`` (else 400);
+    ``allow_none``: an empty list is fine (a call attached to a workspace)."""
+    if isinstance(tools, list) and not tools and allow_none:
+        return []
     if not isinstance(tools, list) or not tools:
         raise BadRequest("'tools' must list the tools the code calls ({name, ...} each)")
     if len(tools) > MAX_TOOLS:
@@ -109,21 +114,6 @@ def _failed(session_id: str | None, message: str) -> ProgrammaticResponse:
     return ProgrammaticResponse(status="error", session_id=session_id, error=message)
 
 
-def _failure(step: ProgrammaticStep) -> str | None:
-    """Why the run ended in error (the client's own words where it has some); None when
-    it completed, the program's own failures (an exception, an exit status) included."""
-    result = step.result
-    if step.failure is not None:
-        return step.failure
-    if result.status == "timeout":
-        return "Execution failed or timed out"
-    if result.status == "oom":
-        return "Out of memory"
-    if result.status == "output_limit":
-        return result.message or "stdout length exceeded"
-    return None
-
-
 class ProgrammaticService:
     """Runs ``/exec/programmatic`` requests; shares ``/exec``'s backend, files and state."""
 
@@ -141,20 +131,21 @@ class ProgrammaticService:
 
     async def run(self, principal: Principal, request: ProgrammaticRequest,
                   request_id: str | None, *, on_acquired: Callable[[], None] | None = None,
-                  ) -> ProgrammaticResponse:
+                  workspace: Workspace | None = None) -> ProgrammaticResponse:
         """A new run, or the next step of one (``continuation_token``). ``on_acquired``
-        is called once the step has its sandbox (every request error raised by then)."""
+        is called once the step has its sandbox (every request error raised by then).
+        ``workspace``: the call is attached to one (``tools`` may then be empty)."""
         if request_id is not None and not _REQUEST_ID.fullmatch(request_id):
             request_id = None  # not a usable key: the run just cannot be cancelled by it
         if request.continuation_token is not None:
             return await self._continue(principal, request, request_id, on_acquired)
-        return await self._start(principal, request, request_id, on_acquired)
+        return await self._start(principal, request, request_id, on_acquired, workspace)
 
     # -- the first step -------------------------------------------------------------
 
     async def _start(self, principal: Principal, request: ProgrammaticRequest,
                      request_id: str | None, acquired: Callable[[], None] | None,
-                     ) -> ProgrammaticResponse:
+                     workspace: Workspace | None) -> ProgrammaticResponse:
         code = request.code
         if not code or not code.strip():
             return _failed(None, "no code to run")
@@ -164,7 +155,7 @@ class ProgrammaticService:
                                   f"({self.settings.max_code_size} bytes)")
         if "\x00" in code:
             raise BadRequest("code must not contain NUL bytes")
-        tools = tool_names(request.tools, lang)
+        tools = tool_names(request.tools, lang, allow_none=workspace is not None)
         timeout = normalize_timeout(request.timeout, self.settings.default_execution_time,
                                     self._max_timeout(principal.tenant))
         session = await self._session(principal, request)
@@ -172,7 +163,9 @@ class ProgrammaticService:
         previous = await state.for_execution(principal.tenant, session) if state else None
         inputs = await self.files.inputs(principal, session, request.files or [])
         record = RunRecord(new_id(), principal.tenant, session.id, lang, request.user_id,
-                           tuple(tools), timeout, tuple(inputs))
+                           tuple(tools), timeout, tuple(inputs),
+                           workspace_id=workspace.id if workspace else None,
+                           workspace_instance_id=workspace.instance_id if workspace else None)
         lease = await self.backend.acquire(lang, session.id, principal.tenant,
                                            lease_seconds=self.config.max_lifetime)
 
@@ -300,7 +293,7 @@ class ProgrammaticService:
         logger.info("programmatic step", extra={
             "run_id": record.run_id, "tenant": record.tenant, "session_id": record.session_id,
             "round": round_, "status": outcome.result.status,
-            "tool_calls": len(outcome.tool_calls)})
+            "tool_calls": len(outcome.tool_calls), "workspace_id": record.workspace_id})
         if outcome.paused:
             if await self._was_cancelled(record, lease, request_id):
                 # A cancel that came before the executor had its run (or while it ran):
@@ -382,7 +375,7 @@ class ProgrammaticService:
                       outcome: ProgrammaticStep, request_id: str | None,
                       ) -> ProgrammaticResponse:
         result, tenant = outcome.result, record.tenant
-        failure = _failure(outcome)
+        failure = run_failure(outcome)
         outputs = None
         try:
             if failure is None:
@@ -392,6 +385,7 @@ class ProgrammaticService:
                     inputs=list(record.inputs), max_files=self.settings.max_output_files,
                     max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir,
                     listing=result.files)
+                await self.files.deleted_in_sandbox(record.session_id, outputs.deleted)
         except ExecutorError as exc:
             raise ExecutorFailed("the sandbox failed; try again", retry_after=1) from exc
         finally:
@@ -413,6 +407,8 @@ class ProgrammaticService:
             stderr=cut_output(stderr, limit, result.stderr_truncated),
             files=files, error=failure,
             skipped_files=outputs.skipped if outputs is not None else [],
+            deleted_files=[item.path for item in outputs.deleted] if outputs is not None else [],
+            artifact_delivery=delivery_failure(outputs),
             has_state=state.has_state if state is not None else None,
             state_size=state.state_size if state is not None else None,
             state_errors=list(state.errors) if state is not None else None)

@@ -39,12 +39,17 @@ class RunRecord:
     tools: tuple[str, ...]
     timeout: float
     inputs: tuple[InputFile, ...]
+    #: ``X-LibreChat-Code-Workspace-ID`` and ``workspace_instance_id`` (recorded only:
+    #: nothing is kept per workspace until runtime sessions exist).
+    workspace_id: str | None = None
+    workspace_instance_id: str | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps({
             "run_id": self.run_id, "tenant": self.tenant, "session_id": self.session_id,
             "lang": self.lang, "user_id": self.user_id, "tools": list(self.tools),
-            "timeout": self.timeout,
+            "timeout": self.timeout, "workspace_id": self.workspace_id,
+            "workspace_instance_id": self.workspace_instance_id,
             "inputs": [[item.path, orjson.loads(item.meta.to_json())] for item in self.inputs]})
 
     @classmethod

@@ -1,14 +1,15 @@
 // One call of LibreChat's code tool: createCodeExecutionTool(...).invoke(toolCall),
 // as LibreChat's ToolNode does, with the session and injected files it would carry.
-// Payload: { baseUrl, apiKey, args: {lang, code, ...}, session_id?, files?,
-//            params?: extra createCodeExecutionTool params }
-import { createCodeExecutionTool } from "@librechat/agents";
+// With payload.bash, LibreChat's bash tool (createBashExecutionTool, args {command}).
+// Payload: { baseUrl, apiKey, args: {lang, code, ...}, session_id?, files?, bash?: bool,
+//            params?: extra create...Tool params }
+import { createBashExecutionTool, createCodeExecutionTool } from "@librechat/agents";
 import { readPayload, authHeaders, print, messageJson } from "./common.mjs";
 
 const payload = await readPayload();
-const tool = createCodeExecutionTool({ baseUrl: payload.baseUrl,
-                                       authHeaders: authHeaders(payload),
-                                       ...(payload.params ?? {}) });
+const create = payload.bash ? createBashExecutionTool : createCodeExecutionTool;
+const tool = create({ baseUrl: payload.baseUrl, authHeaders: authHeaders(payload),
+                      ...(payload.params ?? {}) });
 const toolCall = { id: "call_1", name: tool.name, type: "tool_call", args: payload.args };
 if (payload.session_id) toolCall.session_id = payload.session_id;
 if (payload.files) toolCall._injected_files = payload.files;

@@ -5,7 +5,7 @@
 // /exec/programmatic, loops over tool_call_required rounds (executeTools runs the tools
 // below), and POSTs /exec/programmatic/cancel when config.signal aborts.
 // Payload: { baseUrl, apiKey, args: {code, timeout?}, session_id?, bash?: bool,
-//            abortAfterMs?: number }
+//            abortAfterMs?: number, params?: extra create...Tool params }
 // Prints { ok, content, artifact } or { ok: false, error }, and the tool calls it ran.
 import { createBashProgrammaticToolCallingTool, createProgrammaticToolCallingTool,
          tool } from "@librechat/agents";
@@ -33,7 +33,8 @@ const toolMap = new Map(toolDefs.map((def) => [def.name, tool(async (input) => {
   return implementations[def.name](input);
 }, { name: def.name, description: def.description, schema: def.parameters })]));
 
-const params = { baseUrl: payload.baseUrl, authHeaders: authHeaders(payload) };
+const params = { baseUrl: payload.baseUrl, authHeaders: authHeaders(payload),
+                 ...(payload.params ?? {}) };
 const ptc = payload.bash ? createBashProgrammaticToolCallingTool(params)
                          : createProgrammaticToolCallingTool(params);
 const toolCall = { id: "call_1", name: ptc.name, type: "tool_call", args: payload.args,
