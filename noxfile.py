@@ -29,10 +29,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff and mypy, both must be clean."""
+    """ruff, mypy and the import contracts (``[tool.importlinter]``), all must be clean."""
     session.install("-e", ".[dev]")
     session.run("ruff", "check", ".")
     session.run("mypy")
+    session.run("lint-imports")
 
 
 @nox.session

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from sidecar.languages import LANGUAGES
+from sidecar.contract import LANGUAGES
 
 __all__ = ["CliError", "add_client_commands", "guess_language", "iter_sse"]
 

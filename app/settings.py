@@ -13,7 +13,7 @@ from pathlib import Path
 
 import attrs
 
-from sidecar.languages import LANGUAGES
+from sidecar.contract import LANGUAGES
 
 __all__ = ["EXECUTION_PROFILES", "KubernetesSettings", "ProgrammaticSettings", "Settings",
            "SettingsError", "StateSettings", "TenantLimits", "TenantSettings"]

@@ -8,7 +8,7 @@ Debian without ``python3-venv``), installs the project into it when
 
     python3 scripts/dev.py serve [k8si serve options]   # the service, embedded defaults
     python3 scripts/dev.py test [pytest options]        # the whole test suite
-    python3 scripts/dev.py lint                         # ruff and mypy
+    python3 scripts/dev.py lint                         # ruff, mypy, import contracts
 """
 
 from __future__ import annotations
@@ -77,8 +77,13 @@ def main(argv: list[str]) -> int:
     elif command == "test":
         argv_ = [str(PYTHON), "-m", "pytest", *rest]
     else:
-        code = subprocess.run([str(PYTHON), "-m", "ruff", "check", "."], check=False).returncode
-        return code or subprocess.run([str(PYTHON), "-m", "mypy"], check=False).returncode
+        # ruff, mypy (strict), then the import contracts (pyproject.toml): all must pass.
+        for tool in (["-m", "ruff", "check", "."], ["-m", "mypy"],
+                     ["-c", "from importlinter.cli import lint_imports_command as c; c()"]):
+            code = subprocess.run([str(PYTHON), *tool], check=False).returncode
+            if code:
+                return code
+        return 0
     os.execv(argv_[0], argv_)  # noqa: S606 - replaces this process, no shell involved
 
 

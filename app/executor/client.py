@@ -19,8 +19,7 @@ from urllib.parse import quote
 import attrs
 import orjson
 
-from sidecar import prefault
-from sidecar.protocol import MAX_STATE_BYTES
+from sidecar.contract import MAX_STATE_BYTES, parse_page_ranges
 
 from ..settings import StateSettings
 from .http import HttpTransport, TransportError
@@ -308,7 +307,7 @@ class ExecutorClient:
         if status != 200 or not isinstance(body, dict):
             raise ExecutorError(f"executor answered {status} to GET /calibration: {body!r:.300}")
         try:
-            return {side: prefault.parse_ranges(body.get(side))
+            return {side: parse_page_ranges(body.get(side))
                     for side in ("executor", "worker")}
         except ValueError as exc:
             raise ExecutorError(f"malformed calibration: {exc}") from exc

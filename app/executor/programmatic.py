@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import orjson
 
-from sidecar.ptc_wire import MAX_CALL_BYTES, MAX_CALLS_PER_ROUND
+from sidecar.contract import MAX_CALL_BYTES, MAX_CALLS_PER_ROUND
 
 from .client import ExecutorClient, ExecutorError, ExecutorResult, StateCapture, execute_body
 

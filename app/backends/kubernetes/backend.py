@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from sidecar.languages import LANGUAGES
+from sidecar.contract import LANGUAGES
 
 from ...errors import NoCapacity, ServiceUnavailable
 from ...executor import ExecutorClient, ExecutorError

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sidecar.languages import LANGUAGES
+from sidecar.contract import LANGUAGES
 
 from ...after_response import defer
 from ...errors import NoCapacity, ServiceUnavailable

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import sidecar
+from sidecar.contract import EXECUTOR_DIR
 
 from ...errors import NoCapacity, ServiceUnavailable
 from ...executor import StateCapture
@@ -79,7 +79,7 @@ class SandboxFactory:
         await asyncio.to_thread(self._prepare_dirs)
         self.config = SandboxConfig(
             nsjail=locate_nsjail(), root_dir=self.root,
-            sidecar_dir=Path(sidecar.__file__).parent, runtime=runtime,
+            sidecar_dir=EXECUTOR_DIR, runtime=runtime,
             memory_bytes=settings.max_memory_mb * 1024 * 1024,
             max_processes=settings.max_processes,
             workdir_bytes=settings.sandbox_workdir_mb * 1024 * 1024,

@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from sidecar import seccomp_policy
+from sidecar.contract import seccomp_kafel
 
 __all__ = ["SandboxSpec", "locate_nsjail", "mounts", "nsjail_argv", "write_etc"]
 
@@ -182,7 +182,7 @@ def nsjail_argv(nsjail: Path, spec: SandboxSpec, command: Sequence[str]) -> list
         "--rlimit_as", "max", "--rlimit_cpu", "max", "--rlimit_fsize", "max",
         "--rlimit_nofile", "4096", "--rlimit_nproc", "max", "--rlimit_stack", "max",
         "--rlimit_core", "0",
-        "--seccomp_string", seccomp_policy.kafel(),
+        "--seccomp_string", seccomp_kafel(),
     ]
     for fd in spec.pass_fds:
         args += ["--pass_fd", str(fd)]

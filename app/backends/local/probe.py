@@ -10,8 +10,7 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from sidecar.languages import LANGUAGES
-from sidecar.version import VERSION_PATTERN
+from sidecar.contract import LANGUAGES, VERSION_PATTERN
 
 from ..base import LanguageStatus
 from .nsjail import PYTHON_MOUNT, SandboxSpec, nsjail_argv, write_etc

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sidecar.zygote import seccomp as zygote_seccomp
+from sidecar.contract import ZYGOTE_BOOT, zygote_filter_supported
 
 from .cgroups import CgroupManager
 from .nsjail import PYTHON_MOUNT, SIDECAR_MOUNT, SandboxSpec, mounts
@@ -36,8 +36,6 @@ __all__ = ["MPL_SEED", "ZygoteError", "ZygoteFactory", "mount_plan", "unavailabl
 logger = logging.getLogger(__name__)
 
 MPL_SEED = f"{SIDECAR_MOUNT}/mplconfig"
-_STAGE1 = ("import sys; sys.path.insert(0, {path!r}); from sidecar.zygote import server; "
-           "server.stage1()")
 
 
 class ZygoteError(Exception):
@@ -50,7 +48,7 @@ def unavailable_reason(cgroups: CgroupManager) -> str | None:
         return "not root (sandboxes need a user namespace: nsjail)"
     if not cgroups.available:
         return "no writable memory and pids cgroups"
-    if not zygote_seccomp.supported():
+    if not zygote_filter_supported():
         return "the seccomp filter is written for x86-64"
     if not os.path.isdir("/opt"):
         return "no /opt directory"
@@ -88,7 +86,7 @@ class ZygoteFactory:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         config = json.dumps({**self._config, "control_fd": theirs.fileno()})
         argv = [sys.executable, "-I", "-B", "-c",
-                _STAGE1.format(path=str(Path(self._config["sidecar"]).parent)), config]
+                ZYGOTE_BOOT.format(path=str(Path(self._config["sidecar"]).parent)), config]
         if self._setpriv is not None:
             argv = [str(self._setpriv), "--pdeathsig", "KILL", "--", *argv]
         try:

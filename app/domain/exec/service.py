@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from sidecar.languages import LANGUAGES, resolve_language
+from sidecar.contract import LANGUAGES, resolve_language
 
 from ...after_response import defer
 from ...auth import Principal

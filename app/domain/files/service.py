@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from sidecar.files import MAX_DEPTH, FileError, validate_name
+from sidecar.contract import MAX_DEPTH, FileError, validate_name
 
 from ...auth import Principal
 from ...errors import BadRequest, NotFound

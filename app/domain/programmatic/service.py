@@ -23,12 +23,12 @@ from typing import Any
 
 import orjson
 
-from sidecar.languages import resolve_language
-from sidecar.ptc_wire import (
+from sidecar.contract import (
     MAX_CALLS_PER_ROUND,
     MAX_TOOL_NAME,
     MAX_TOOLS,
     identifier,
+    resolve_language,
     valid_identifier,
 )
 

@@ -22,7 +22,8 @@ import secrets
 import struct
 from pathlib import Path
 
-from sidecar.pystate import FORMAT_VERSION, LZ4_MAGIC
+from sidecar.contract import STATE_FORMAT_VERSION as FORMAT_VERSION
+from sidecar.contract import STATE_LZ4_MAGIC as LZ4_MAGIC
 
 from ...errors import InvalidState, StateTooLarge
 
