@@ -48,8 +48,8 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
-    value = env.get(name, choices[0]).strip().lower() or choices[0]
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, default).strip().lower() or default
     if value not in choices:
         raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
@@ -74,8 +74,8 @@ def _check_profiles(_: object, __: object, value: tuple[str, ...]) -> None:
                                 "(it needs runtime sessions, which are not built)")
 
 
-def _profiles(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = env.get("EXECUTION_PROFILES", "").strip() or "default"
+def _profiles(env: Mapping[str, str], default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get("EXECUTION_PROFILES", "").strip() or ",".join(default)
     return tuple(dict.fromkeys(p.strip().lower() for p in raw.split(",") if p.strip()))
 
 
@@ -97,13 +97,14 @@ class StateSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StateSettings:
+        d = cls()  # each default is stated once, on its field
         return cls(
-            enabled=_bool(env, "STATE_ENABLED", True),
-            hot_ttl=_int(env, "STATE_TTL", 3600, minimum=60),
-            archive_after=_int(env, "STATE_ARCHIVE_AFTER", 600, minimum=1),
-            max_bytes=_int(env, "MAX_STATE_SIZE", 64 * 1024 * 1024, minimum=1024),
-            max_raw_bytes=_int(env, "MAX_STATE_RAW_SIZE", 512 * 1024 * 1024, minimum=1024),
-            capture_on_error=_bool(env, "STATE_CAPTURE_ON_ERROR", True),
+            enabled=_bool(env, "STATE_ENABLED", d.enabled),
+            hot_ttl=_int(env, "STATE_TTL", d.hot_ttl, minimum=60),
+            archive_after=_int(env, "STATE_ARCHIVE_AFTER", d.archive_after, minimum=1),
+            max_bytes=_int(env, "MAX_STATE_SIZE", d.max_bytes, minimum=1024),
+            max_raw_bytes=_int(env, "MAX_STATE_RAW_SIZE", d.max_raw_bytes, minimum=1024),
+            capture_on_error=_bool(env, "STATE_CAPTURE_ON_ERROR", d.capture_on_error),
             hmac_key=env.get("STATE_HMAC_KEY") or None,
         )
 
@@ -124,10 +125,12 @@ class ProgrammaticSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ProgrammaticSettings:
-        return cls(lease_seconds=_int(env, "PTC_LEASE_SECONDS", 300, minimum=1),
-                   max_rounds=_int(env, "PTC_MAX_ROUNDS", 50, minimum=1),
-                   max_lifetime=_int(env, "PTC_MAX_LIFETIME", 1800, minimum=10),
-                   max_paused_per_tenant=_int(env, "PTC_MAX_PAUSED_PER_TENANT", 0))
+        d = cls()
+        return cls(lease_seconds=_int(env, "PTC_LEASE_SECONDS", d.lease_seconds, minimum=1),
+                   max_rounds=_int(env, "PTC_MAX_ROUNDS", d.max_rounds, minimum=1),
+                   max_lifetime=_int(env, "PTC_MAX_LIFETIME", d.max_lifetime, minimum=10),
+                   max_paused_per_tenant=_int(env, "PTC_MAX_PAUSED_PER_TENANT",
+                                              d.max_paused_per_tenant))
 
 
 @attrs.frozen
@@ -160,26 +163,26 @@ class KubernetesSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> KubernetesSettings:
+        d = cls()
         return cls(
             namespace=env.get("K8S_NAMESPACE") or None,
             kubeconfig=env.get("KUBECONFIG") or None,
-            cpu_limit=env.get("K8S_CPU_LIMIT", "1"),
-            memory_limit=env.get("K8S_MEMORY_LIMIT", "1Gi"),
-            cpu_request=env.get("K8S_CPU_REQUEST", "100m"),
-            memory_request=env.get("K8S_MEMORY_REQUEST", "256Mi"),
+            cpu_limit=env.get("K8S_CPU_LIMIT", d.cpu_limit),
+            memory_limit=env.get("K8S_MEMORY_LIMIT", d.memory_limit),
+            cpu_request=env.get("K8S_CPU_REQUEST", d.cpu_request),
+            memory_request=env.get("K8S_MEMORY_REQUEST", d.memory_request),
             images={code: env[f"K8S_IMAGE_{code.upper()}"] for code in LANGUAGES
                     if env.get(f"K8S_IMAGE_{code.upper()}")},
-            image_template=env.get("K8S_IMAGE_TEMPLATE",
-                                   "ghcr.io/k8sinterpreter/runtime-{group}:0.1.0"),
-            executor_port=_int(env, "K8S_EXECUTOR_PORT", 8080, minimum=1),
-            cold_fallback=_bool(env, "POD_POOL_COLD_FALLBACK", True),
-            lease_seconds=_int(env, "SANDBOX_LEASE_SECONDS", 300, minimum=10),
-            reap_interval=_int(env, "REAP_INTERVAL", 30, minimum=1),
-            pool_idle_seconds=_int(env, "POD_POOL_IDLE_SECONDS", 900, minimum=1),
-            pool_min=_int(env, "POD_POOL_MIN", 0),
-            job_ttl_seconds=_int(env, "K8S_JOB_TTL", 60),
+            image_template=env.get("K8S_IMAGE_TEMPLATE", d.image_template),
+            executor_port=_int(env, "K8S_EXECUTOR_PORT", d.executor_port, minimum=1),
+            cold_fallback=_bool(env, "POD_POOL_COLD_FALLBACK", d.cold_fallback),
+            lease_seconds=_int(env, "SANDBOX_LEASE_SECONDS", d.lease_seconds, minimum=10),
+            reap_interval=_int(env, "REAP_INTERVAL", d.reap_interval, minimum=1),
+            pool_idle_seconds=_int(env, "POD_POOL_IDLE_SECONDS", d.pool_idle_seconds, minimum=1),
+            pool_min=_int(env, "POD_POOL_MIN", d.pool_min),
+            job_ttl_seconds=_int(env, "K8S_JOB_TTL", d.job_ttl_seconds),
             runtime_class=env.get("K8S_RUNTIME_CLASS") or None,
-            request_timeout=_int(env, "K8S_REQUEST_TIMEOUT", 10, minimum=1),
+            request_timeout=_int(env, "K8S_REQUEST_TIMEOUT", int(d.request_timeout), minimum=1),
         )
 
 
@@ -210,13 +213,16 @@ class TenantSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TenantSettings:
+        d, own = TenantLimits(), cls()
         defaults = TenantLimits(
-            executions_per_window=_int(env, "TENANT_EXECUTIONS_PER_WINDOW", 600),
-            concurrent_executions=_int(env, "TENANT_CONCURRENT_EXECUTIONS", 8),
-            storage_bytes=_int(env, "TENANT_STORAGE_BYTES", 10 * 1024**3),
-            files=_int(env, "TENANT_FILES", 10_000),
-            max_timeout=_int(env, "TENANT_MAX_TIMEOUT", 0),
-            max_memory_mb=_int(env, "TENANT_MAX_MEMORY_MB", 0))
+            executions_per_window=_int(env, "TENANT_EXECUTIONS_PER_WINDOW",
+                                       d.executions_per_window),
+            concurrent_executions=_int(env, "TENANT_CONCURRENT_EXECUTIONS",
+                                       d.concurrent_executions),
+            storage_bytes=_int(env, "TENANT_STORAGE_BYTES", d.storage_bytes),
+            files=_int(env, "TENANT_FILES", d.files),
+            max_timeout=_int(env, "TENANT_MAX_TIMEOUT", d.max_timeout),
+            max_memory_mb=_int(env, "TENANT_MAX_MEMORY_MB", d.max_memory_mb))
         overrides: dict[str, TenantLimits] = {}
         raw = env.get("TENANT_LIMITS", "").strip()
         if raw:
@@ -228,8 +234,9 @@ class TenantSettings:
             except (ValueError, TypeError, AttributeError) as exc:
                 raise SettingsError(f"TENANT_LIMITS must map tenants to limits: {exc}") from exc
         return cls(defaults=defaults, overrides=overrides,
-                   window=_int(env, "TENANT_WINDOW", 60, minimum=1),
-                   auth_failures_per_window=_int(env, "AUTH_FAILURES_PER_WINDOW", 30))
+                   window=_int(env, "TENANT_WINDOW", own.window, minimum=1),
+                   auth_failures_per_window=_int(env, "AUTH_FAILURES_PER_WINDOW",
+                                                 own.auth_failures_per_window))
 
 
 # obstore option -> environment variable, for OBJECT_STORE_URL=s3://...
@@ -333,75 +340,85 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        pool_sizes = {"py": 2}
+        d = cls()  # each default is stated once, on its field
+        pool_sizes = dict(d.pool_sizes)
         for code in LANGUAGES:
             name = f"POD_POOL_{code.upper()}"
             if name in env:
                 pool_sizes[code] = _int(env, name, 0)
-        backend = env.get("EXECUTION_BACKEND", "local").strip().lower() or "local"
+        backend = env.get("EXECUTION_BACKEND", "").strip().lower() or d.execution_backend
         if backend not in ("local", "kubernetes"):
             raise SettingsError(f"EXECUTION_BACKEND={backend!r} is not supported; "
                                 "use 'local' or 'kubernetes'")
         settings = cls(
-            host=env.get("HOST", "127.0.0.1"),
-            port=_int(env, "PORT", 8000, minimum=1),
+            host=env.get("HOST", d.host),
+            port=_int(env, "PORT", d.port, minimum=1),
             api_keys=tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip()),
-            data_dir=Path(env.get("DATA_DIR", ".k8si")).absolute(),
+            data_dir=Path(env.get("DATA_DIR") or d.data_dir).absolute(),
             valkey_url=env.get("VALKEY_URL") or None,
             execution_backend=backend,
-            pool_enabled=_bool(env, "POD_POOL_ENABLED", True),
-            pool_warmup_on_startup=_bool(env, "POD_POOL_WARMUP_ON_STARTUP", True),
+            pool_enabled=_bool(env, "POD_POOL_ENABLED", d.pool_enabled),
+            pool_warmup_on_startup=_bool(env, "POD_POOL_WARMUP_ON_STARTUP",
+                                         d.pool_warmup_on_startup),
             pool_sizes=pool_sizes,
-            max_execution_time=_int(env, "MAX_EXECUTION_TIME", 60, minimum=1),
-            default_execution_time=_int(env, "DEFAULT_EXECUTION_TIME", 30, minimum=1),
-            compile_timeout=_int(env, "COMPILE_TIMEOUT", 60, minimum=1),
-            max_memory_mb=_int(env, "MAX_MEMORY_MB", 512, minimum=32),
-            max_output_size=_int(env, "MAX_OUTPUT_SIZE", 1024 * 1024, minimum=1024),
-            response_output_limit=_int(env, "RESPONSE_OUTPUT_LIMIT", 64 * 1024, minimum=1024),
-            max_code_size=_int(env, "MAX_CODE_SIZE", 1024 * 1024, minimum=1024),
-            max_processes=_int(env, "MAX_PROCESSES", 128, minimum=8),
-            sandbox_workdir_mb=_int(env, "SANDBOX_WORKDIR_MB", 256, minimum=1),
-            sandbox_tmp_mb=_int(env, "SANDBOX_TMP_MB", 256, minimum=16),
-            max_concurrent_executions=_int(env, "MAX_CONCURRENT_EXECUTIONS", 8, minimum=1),
-            queue_timeout=_int(env, "QUEUE_TIMEOUT", 30, minimum=0),
-            exec_keepalive_interval=_int(env, "EXEC_KEEPALIVE_INTERVAL", 5),
-            session_ttl=_int(env, "SESSION_TTL", 24 * 3600, minimum=60),
+            max_execution_time=_int(env, "MAX_EXECUTION_TIME", d.max_execution_time, minimum=1),
+            default_execution_time=_int(env, "DEFAULT_EXECUTION_TIME",
+                                        d.default_execution_time, minimum=1),
+            compile_timeout=_int(env, "COMPILE_TIMEOUT", d.compile_timeout, minimum=1),
+            max_memory_mb=_int(env, "MAX_MEMORY_MB", d.max_memory_mb, minimum=32),
+            max_output_size=_int(env, "MAX_OUTPUT_SIZE", d.max_output_size, minimum=1024),
+            response_output_limit=_int(env, "RESPONSE_OUTPUT_LIMIT",
+                                       d.response_output_limit, minimum=1024),
+            max_code_size=_int(env, "MAX_CODE_SIZE", d.max_code_size, minimum=1024),
+            max_processes=_int(env, "MAX_PROCESSES", d.max_processes, minimum=8),
+            sandbox_workdir_mb=_int(env, "SANDBOX_WORKDIR_MB", d.sandbox_workdir_mb, minimum=1),
+            sandbox_tmp_mb=_int(env, "SANDBOX_TMP_MB", d.sandbox_tmp_mb, minimum=16),
+            max_concurrent_executions=_int(env, "MAX_CONCURRENT_EXECUTIONS",
+                                           d.max_concurrent_executions, minimum=1),
+            queue_timeout=_int(env, "QUEUE_TIMEOUT", d.queue_timeout, minimum=0),
+            exec_keepalive_interval=_int(env, "EXEC_KEEPALIVE_INTERVAL", d.exec_keepalive_interval),
+            session_ttl=_int(env, "SESSION_TTL", d.session_ttl, minimum=60),
             python_preload=tuple(m.strip() for m in env.get(
-                "PYTHON_PRELOAD", "numpy,pandas,matplotlib,matplotlib.pyplot").split(",")
+                "PYTHON_PRELOAD", ",".join(d.python_preload)).split(",")
                 if m.strip()),
-            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            log_level=env.get("LOG_LEVEL", d.log_level).upper(),
             runtime_path=Path(env["RUNTIME_DIR"]).absolute() if env.get("RUNTIME_DIR") else None,
             object_store_url=env.get("OBJECT_STORE_URL") or None,
             object_store_options={
                 option: env[name] for option, name in _STORE_OPTIONS.items() if env.get(name)},
-            max_upload_size=_int(env, "MAX_UPLOAD_SIZE", 128 * 1024 * 1024, minimum=1),
-            max_upload_files=_int(env, "MAX_UPLOAD_FILES", 20, minimum=1),
-            max_output_files=_int(env, "MAX_OUTPUT_FILES", 50, minimum=0),
-            max_output_file_size=_int(env, "MAX_OUTPUT_FILE_SIZE", 64 * 1024 * 1024, minimum=1),
-            file_ttl=_int(env, "FILE_TTL", 0),
+            max_upload_size=_int(env, "MAX_UPLOAD_SIZE", d.max_upload_size, minimum=1),
+            max_upload_files=_int(env, "MAX_UPLOAD_FILES", d.max_upload_files, minimum=1),
+            max_output_files=_int(env, "MAX_OUTPUT_FILES", d.max_output_files, minimum=0),
+            max_output_file_size=_int(env, "MAX_OUTPUT_FILE_SIZE",
+                                      d.max_output_file_size, minimum=1),
+            file_ttl=_int(env, "FILE_TTL", d.file_ttl),
             jwt_public_key=env.get("JWT_PUBLIC_KEY") or None,
             jwt_jwks_file=Path(env["JWT_JWKS_FILE"]) if env.get("JWT_JWKS_FILE") else None,
             jwt_keys_dir=Path(env["JWT_KEYS_DIR"]) if env.get("JWT_KEYS_DIR") else None,
-            jwt_issuer=env.get("JWT_ISSUER", "librechat"),
-            jwt_audience=env.get("JWT_AUDIENCE", "codeapi"),
-            jwt_leeway=_int(env, "JWT_LEEWAY", 30),
-            body_key_auth=_bool(env, "BODY_KEY_AUTH", False),
-            rate_limit_window=_int(env, "RATE_LIMIT_WINDOW", 60, minimum=1),
-            rate_limit_tenant=_int(env, "RATE_LIMIT_TENANT", 1200),
-            rate_limit_key=_int(env, "RATE_LIMIT_KEY", 600),
+            jwt_issuer=env.get("JWT_ISSUER", d.jwt_issuer),
+            jwt_audience=env.get("JWT_AUDIENCE", d.jwt_audience),
+            jwt_leeway=_int(env, "JWT_LEEWAY", d.jwt_leeway),
+            body_key_auth=_bool(env, "BODY_KEY_AUTH", d.body_key_auth),
+            rate_limit_window=_int(env, "RATE_LIMIT_WINDOW", d.rate_limit_window, minimum=1),
+            rate_limit_tenant=_int(env, "RATE_LIMIT_TENANT", d.rate_limit_tenant),
+            rate_limit_key=_int(env, "RATE_LIMIT_KEY", d.rate_limit_key),
             state=StateSettings.from_env(env),
             programmatic=ProgrammaticSettings.from_env(env),
             kubernetes=KubernetesSettings.from_env(env),
             tenants=TenantSettings.from_env(env),
             admin_api_keys=tuple(k.strip() for k in env.get("ADMIN_API_KEYS", "").split(",")
                                  if k.strip()),
-            sandbox_factory=_choice(env, "SANDBOX_FACTORY", ("zygote", "nsjail")),
-            sandbox_prefault=_bool(env, "SANDBOX_PREFAULT", True),
-            zygote_generation_sandboxes=_int(env, "ZYGOTE_GENERATION_SANDBOXES", 1000,
+            sandbox_factory=_choice(env, "SANDBOX_FACTORY", d.sandbox_factory,
+                                    ("zygote", "nsjail")),
+            sandbox_prefault=_bool(env, "SANDBOX_PREFAULT", d.sandbox_prefault),
+            zygote_generation_sandboxes=_int(env, "ZYGOTE_GENERATION_SANDBOXES",
+                                             d.zygote_generation_sandboxes,
                                              minimum=1),
-            zygote_generation_seconds=_int(env, "ZYGOTE_GENERATION_SECONDS", 900, minimum=1),
-            zygote_max_generations=_int(env, "ZYGOTE_MAX_GENERATIONS", 4, minimum=1),
-            execution_profiles=_profiles(env),
+            zygote_generation_seconds=_int(env, "ZYGOTE_GENERATION_SECONDS",
+                                           d.zygote_generation_seconds, minimum=1),
+            zygote_max_generations=_int(env, "ZYGOTE_MAX_GENERATIONS",
+                                        d.zygote_max_generations, minimum=1),
+            execution_profiles=_profiles(env, d.execution_profiles),
         )
         if settings.default_execution_time > settings.max_execution_time:
             raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")
