@@ -29,7 +29,7 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from .errors import BadRequest, Unauthorized
+from .errors import BadRequest, ServiceUnavailable, Unauthorized
 from .jwt_auth import JwtError, looks_like_jwt
 from .tenants import KeyStore
 
@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from .admission import Admission
     from .jwt_verify import JwtVerifier
 
-__all__ = ["V1_PREFIX", "AuthMiddleware", "Authenticator", "KeyRing", "Principal", "api_path"]
+__all__ = ["V1_PREFIX", "AuthMiddleware", "Authenticator", "KeyRing", "Principal", "RequestGate",
+           "api_path"]
 
 DEFAULT_TENANT = "default"
 _TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -165,6 +166,29 @@ def _public_path(scope: Scope) -> bool:
     return api_path(path) == "/health" or path == "/schema" or path.startswith("/schema/")
 
 
+class RequestGate:
+    """What the auth middleware needs from the running app, wired once in ``create_app``.
+
+    The middleware is built with the app, before the lifespan has connected Valkey; the
+    lifespan ``attach``es the admission and the issued-key store. A request that comes
+    before that (or after shutdown) is refused with a 503, never let through unchecked.
+    """
+
+    def __init__(self) -> None:
+        self._parts: tuple[Admission, KeyStore] | None = None
+
+    def attach(self, admission: Admission, key_store: KeyStore) -> None:
+        self._parts = (admission, key_store)
+
+    def detach(self) -> None:
+        self._parts = None
+
+    def parts(self) -> tuple[Admission, KeyStore]:
+        if self._parts is None:
+            raise ServiceUnavailable("the service is starting or stopping", retry_after=1)
+        return self._parts
+
+
 class AuthMiddleware(ASGIMiddleware):
     """Sets ``request.user`` to the caller's ``Principal`` and admits the request."""
 
@@ -173,31 +197,29 @@ class AuthMiddleware(ASGIMiddleware):
     # Liveness and the API documentation are public; nothing else is.
     should_bypass_for_scope = staticmethod(_public_path)
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, gate: RequestGate) -> None:
         self.authenticator = authenticator
+        self.gate = gate
 
     async def handle(self, scope: Scope, receive: Receive, send: Send,
                      next_app: ASGIApp) -> None:
         # A full Request (with receive): the body key, if enabled, is read and cached.
         request: Request[Any, Any, Any] = Request(scope, receive)
-        state = request.app.state
-        admission: Admission | None = getattr(state, "admission", None)
+        admission, key_store = self.gate.parts()
         # The peer's own address only: forwarded headers are never trusted here.
         address = request.client.host if request.client else "unknown"
         try:
-            principal = await self.authenticator.authenticate(
-                request, getattr(state, "key_store", None))
+            principal = await self.authenticator.authenticate(request, key_store)
         except Unauthorized:
-            if admission is not None:
-                await admission.failed(address)  # 429 instead when the address is blocked
+            await admission.failed(address)  # 429 instead when the address is blocked
             raise
         runs_code = request.method == "POST" and api_path(scope["path"]) in _EXEC_PATHS
         slot = await admission.admit(address, principal.tenant, principal.credential,
-                                     runs_code) if admission is not None else None
+                                     runs_code)
         scope["user"] = principal
         scope["auth"] = principal.credential
         try:
             await next_app(scope, receive, send)
         finally:
-            if slot is not None and admission is not None:
+            if slot is not None:
                 await admission.leave(slot)

@@ -24,7 +24,7 @@ from litestar.types import ControllerRouterHandler
 
 from . import __version__
 from .admission import Admission
-from .auth import V1_PREFIX, Authenticator, AuthMiddleware, KeyRing
+from .auth import V1_PREFIX, Authenticator, AuthMiddleware, KeyRing, RequestGate
 from .backends import SandboxBackend, create_backend
 from .console import console_router
 from .domain.admin import AdminController, AdminService
@@ -84,6 +84,8 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
     """The ASGI application for ``settings`` (``backend`` only to share one in tests)."""
     authenticator = Authenticator(KeyRing(settings.api_keys, settings.admin_api_keys),
                                   _jwt_verifier(settings), body_key=settings.body_key_auth)
+    # Admission and the issued-key store, attached once Valkey is up (503 until then).
+    gate = RequestGate()
     backend = backend or create_backend(settings)
     metrics = Metrics(backend)  # a registry of this app's own
     install_log_context()
@@ -125,9 +127,9 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
             programmatic_service=ProgrammaticService(
                 settings, exec_service, RunStore(client),
                 ContinuationTokens(load_key(settings.state.hmac_key, settings.data_dir))),
-            admission=Admission(client, settings, lease=execution_lease),
-            key_store=KeyStore(client), quotas=quotas,
+            quotas=quotas,
         )
+        gate.attach(Admission(client, settings, lease=execution_lease), KeyStore(client))
         await backend.start()
         tasks = [asyncio.create_task(state_service.run_archiver())]
         if settings.file_ttl > 0:
@@ -137,6 +139,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         try:
             yield
         finally:
+            gate.detach()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)  # their cancellation ends
@@ -157,7 +160,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         lifespan=[lifespan],
         # The expected execution profile is checked before authentication and admission.
         middleware=[DrainOnRefusal(), ExecutionProfiles(settings.execution_profiles),
-                    AuthMiddleware(authenticator)],
+                    AuthMiddleware(authenticator, gate)],
         before_send=[advertise_profile(settings.execution_profiles)],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         request_max_body_size=settings.max_code_size + _REQUEST_OVERHEAD,
