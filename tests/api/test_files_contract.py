@@ -219,7 +219,7 @@ def test_files_survive_a_dying_sandbox(client: httpx.Client, api: RunningApp) ->
     deadline = time.monotonic() + 30
     while not backend.pool_counts()["bash"].claimed and time.monotonic() < deadline:
         time.sleep(0.05)
-    victims = [s for s in list(backend._claimed.values()) if s.language == "bash"]
+    victims = [s for s in backend.claimed() if s.language == "bash"]
     assert victims
     time.sleep(0.5)  # let the run reach the executor (either way the answer is a 503)
     api.run(victims[0].destroy())

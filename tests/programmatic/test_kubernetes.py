@@ -36,7 +36,8 @@ def test_a_paused_pod_is_resumed_by_another_replica(kube: Namespace,
     first_backend = first.app.state.backend
     assert isinstance(first_backend, KubernetesBackend)
     assert annotations["k8si.io/claimed-by"] == first_backend.replica
-    assert not first_backend._held, "the pausing replica no longer holds the pod"
+    assert first.run(first_backend.health())["held"] == 0, \
+        "the pausing replica no longer holds the pod"
 
     with second.client() as client:  # round 2 and the end, on the other replica
         answer = step(client, {"continuation_token": answer["continuation_token"],

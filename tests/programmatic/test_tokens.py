@@ -66,7 +66,7 @@ def test_an_expired_lease_reaps_the_paused_sandbox(short_api: RunningApp) -> Non
         # within the lease: continued
         assert step(client, continuation(paused(client)))["status"] == "completed"
         answer = paused(client)
-        [sandbox] = backend._paused.sandboxes()
+        [sandbox] = backend.paused()
         assert sandbox.alive
         assert short_api.run(backend.health())["paused"] == 1
         deadline = time.monotonic() + LEASE + 30

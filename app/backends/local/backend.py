@@ -90,6 +90,14 @@ class LocalBackend:
         """The warm sandboxes of a language, oldest first (read-only view)."""
         return tuple(self._pools[language].ready)
 
+    def claimed(self) -> tuple[LocalSandbox, ...]:
+        """The sandboxes serving an execution now (read-only view)."""
+        return tuple(self._claimed.values())
+
+    def paused(self) -> tuple[LocalSandbox, ...]:
+        """The sandboxes of programmatic runs paused between rounds (read-only view)."""
+        return tuple(self._paused.sandboxes())
+
     # -- life cycle ---------------------------------------------------------------
 
     async def start(self) -> None:
