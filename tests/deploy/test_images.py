@@ -118,17 +118,31 @@ def test_runtime_image_runs_the_executor_as_the_pod_template_does(group: str) ->
 @pytest.mark.parametrize("group", GROUPS)
 def test_runtime_image_checks_its_toolchains_and_strips_privileges_last(group: str) -> None:
     stage = _final(IMAGES / group / "Dockerfile")
-    runs = _run_text(stage)
-    checked = re.search(r"check-toolchains\.py ([a-z0-9 ]+)", runs)
+    index = {id(i): n for n, i in enumerate(stage.instructions)}
+    finish = [i for i in stage.all("RUN") if "finish-sandbox.sh" in i.args]
+    assert len(finish) == 1, "the shared last step (runtime-images/finish-sandbox.sh)"
+    checked = re.search(r"finish-sandbox\.sh ([a-z0-9 ]+)", finish[0].args)
     assert checked, "the build proves each language runs with the executor's environment"
     assert set(checked.group(1).split()) == _langs(group)
-    index = {id(i): n for n, i in enumerate(stage.instructions)}
-    harden = [i for i in stage.all("RUN") if "harden.py /" in i.args]
-    assert len(harden) == 1, "harden.py strips setuid/setgid bits and file capabilities"
-    after = stage.instructions[index[id(harden[0])] + 1:]
+    after = stage.instructions[index[id(finish[0])] + 1:]
     assert not [i for i in after if i.keyword in ("RUN", "COPY", "ADD")], \
         "nothing may add files after the privileges are stripped"
-    assert "useradd" in harden[0].args and "--uid 65532" in harden[0].args
+    copied = [i.args for i in stage.all("COPY") if "finish-sandbox.sh" in i.args]
+    assert copied and "harden.py" in copied[0] and "check-toolchains.py" in copied[0]
+
+
+def test_the_shared_last_step_makes_the_user_checks_then_hardens() -> None:
+    """Written once for every sandbox image: the order of its steps is the contract."""
+    lines = [line.strip() for line in (IMAGES / "finish-sandbox.sh").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    text = "\n".join(lines)
+    assert lines[0] == "set -eux"
+    assert "--uid 65532 --gid 65532" in text and "install -d -o 65532 -g 65532" in text
+    order = [text.index(step) for step in (
+        "useradd", "compileall", 'check-toolchains.py "$@"', "harden.py /",
+        "rm -rf /opt/k8si/build")]
+    assert order == sorted(order)
+    assert lines[-1].startswith("rm -rf /opt/k8si/build")
 
 
 def test_python_image_carries_the_pinned_data_stack() -> None:
