@@ -111,3 +111,9 @@ def test_other_routes_do_not_take_part(client: httpx.Client) -> None:
         response = client.get(path, headers={EXPECTED: "stateful"})
         assert response.status_code == 200, (path, response.text)
         assert SERVED not in response.headers
+
+
+def test_the_schema_documents_the_refusal(client: httpx.Client) -> None:
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    for path in ("/exec", "/exec/stream", "/exec/programmatic", "/exec/programmatic/cancel"):
+        assert "409" in paths[path]["post"]["responses"], path

@@ -49,7 +49,8 @@ class ExecController(Controller):
     path = "/exec"
     tags = ["exec"]
 
-    @post("/", status_code=200, guards=[require_json], responses=error_responses(404, 413, 415),
+    @post("/", status_code=200, guards=[require_json],
+          responses=error_responses(404, 409, 413, 415),
           summary="Run code in a fresh sandbox", description=EXEC_DESCRIPTION)
     async def execute(self, request: Request[Principal, Any, Any], data: JSONBody[ExecRequest],
                       exec_service: NamedDependency[ExecService]) -> Response[ExecResponse]:
@@ -69,7 +70,7 @@ class ExecController(Controller):
         return cast("Response[ExecResponse]", answer)
 
     @post("/stream", status_code=200, guards=[require_json],
-          responses=error_responses(404, 413, 415), media_type="text/event-stream",
+          responses=error_responses(404, 409, 413, 415), media_type="text/event-stream",
           summary="Run code, streaming its output as Server-Sent Events",
           response_description="Server-Sent Events: `stdout`/`stderr` chunks, then one "
                                "`result` (or `error`)",

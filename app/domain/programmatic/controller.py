@@ -52,7 +52,8 @@ class ProgrammaticController(Controller):
     path = "/exec/programmatic"
     tags = ["exec"]
 
-    @post("/", status_code=200, guards=[require_json], responses=error_responses(404, 413, 415),
+    @post("/", status_code=200, guards=[require_json],
+          responses=error_responses(404, 409, 413, 415),
           summary="Run code that calls the client's tools", description=DESCRIPTION)
     async def run(self, request: Request[Principal, Any, Any], data: JSONBody[ProgrammaticRequest],
                   programmatic_service: NamedDependency[ProgrammaticService],
@@ -72,7 +73,7 @@ class ProgrammaticController(Controller):
                                                  after_response=deferred.run)
         return cast("Response[ProgrammaticResponse]", answer)
 
-    @post("/cancel", status_code=200, responses=error_responses(),
+    @post("/cancel", status_code=200, responses=error_responses(409),
           summary="Stop a programmatic run, paused or running",
           description="The run is named by the client's request id: the "
                       "`X-LibreChat-Code-Request-ID` header of any of its requests, or "
