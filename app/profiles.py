@@ -33,7 +33,8 @@ from .errors import InvalidExecutionProfile, ProfileMismatch, ServiceError
 from .settings import EXECUTION_PROFILES as PROFILES
 
 __all__ = ["EXECUTION_PROFILE_HEADER", "EXPECTED_PROFILE_HEADER", "PROFILES",
-           "ExecutionProfiles", "advertise_profile", "choose_profile", "is_exec_route"]
+           "ExecutionProfiles", "advertise_profile", "choose_profile", "is_exec_route",
+           "served_profile"]
 
 EXPECTED_PROFILE_HEADER = "X-CodeAPI-Expected-Profile"
 EXECUTION_PROFILE_HEADER = "X-CodeAPI-Execution-Profile"
@@ -43,6 +44,12 @@ _EXPECTED = EXPECTED_PROFILE_HEADER.lower().encode()
 _SERVED_BY = EXECUTION_PROFILE_HEADER.lower().encode()
 _STATE_KEY = "execution_profile"
 _EXEC_ROOT = "/exec"
+
+
+def served_profile(scope: Scope) -> str:
+    """The profile serving this request (set by ``ExecutionProfiles``; else ``default``)."""
+    profile = scope.get("state", {}).get(_STATE_KEY)
+    return profile if isinstance(profile, str) else "default"
 
 
 def is_exec_route(path: str) -> bool:
