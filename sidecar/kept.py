@@ -8,9 +8,9 @@ while the execution lock is still held (a next ``/execute`` waits for it):
 
 1. the previous program is reaped (as PID 1 the sweep already killed its whole tree:
    nothing of the user's runs any more, so nothing writes to ``/mnt/data``);
-2. the scratch space is emptied: the build dir always, and ``/tmp`` as a whole when
-   this executor is PID 1 of its sandbox (never the host's ``/tmp`` of a development
-   run); entries are removed without following links, directories made traversable
+2. the scratch space is emptied: the build dir always, and ``/tmp`` and ``/dev/shm``
+   as a whole when this executor is PID 1 of its sandbox (never the host's of a
+   development run); entries are removed without following links, directories made traversable
    first (code may have left a ``chmod 000`` tree behind);
 3. the warm interpreter (Python) is started again, so the next run gets a fresh
    ``__main__`` with the libraries imported (its variables come back through the
@@ -33,10 +33,11 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def scratch_dirs(build_dir: str) -> tuple[str, ...]:
-    """What is wiped between runs: the build dir's parent (``/tmp``) inside a sandbox,
-    else (a development run, not PID 1) the build dir only."""
+    """What is wiped between runs: the build dir's parent (``/tmp``) and ``/dev/shm``
+    inside a sandbox, else (a development run, not PID 1) the build dir only."""
     if os.getpid() == 1:
-        return (os.path.dirname(build_dir.rstrip("/")) or "/tmp",)
+        scratch = os.path.dirname(build_dir.rstrip("/")) or "/tmp"
+        return (scratch, "/dev/shm") if os.path.isdir("/dev/shm") else (scratch,)
     return (build_dir,)
 
 

@@ -17,8 +17,8 @@ One execution per sandbox: a second ``/execute`` (streamed or not) answers 409, 
 the API asked for a kept sandbox with ``POST /keep`` before its first execution (a
 runtime session, ``kept.py``): then each ``/execute`` is a new process of the same
 sandbox, ``/mnt/data`` kept, the scratch space wiped in between; a ``/execute`` that
-arrives while the sandbox is still being made ready waits for it (up to
-``KEPT_WAIT`` seconds, then 409). A kept sandbox runs no programmatic runs.
+arrives while the sandbox is still being made ready (or a programmatic run is paused
+in it) waits for it (up to ``KEPT_WAIT`` seconds, then 409).
 """
 
 from __future__ import annotations
@@ -262,9 +262,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, f"this sandbox runs {self.server.runner.language.code!r}")
             return None
         if self.server.kept:
-            if request.tools is not None:
-                self._error(400, "a kept sandbox runs no programmatic runs")
-                return None
             if not self.server.execute_lock.acquire(timeout=KEPT_WAIT):
                 self._error(409, "this kept sandbox is busy")
                 return None
@@ -299,6 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = self._begin_execute()
         if request is None:
             return
+        result: ExecuteResult | None = None
         try:
             try:
                 result = (self._finish_result(self.server.runner.execute(request))
@@ -311,16 +309,19 @@ class _Handler(BaseHTTPRequestHandler):
             log("execute.end", request_id=request.request_id, status=result.status,
                 wall_time=result.wall_time)
         finally:
-            self._end_run()
+            self._end_run(paused=result is not None and result.status == "tool_call_required")
         self._send_json(200, result.to_json())
         if not self.server.kept:
             self._reap_in_background()
 
-    def _end_run(self) -> None:
+    def _end_run(self, paused: bool = False) -> None:
         """The run is over: an ordinary sandbox is done; a kept one is made ready for
-        the next run in the background, still under the execution lock."""
+        the next run in the background, still under the execution lock (a paused
+        programmatic run holds it until its last step, ``_continue``)."""
         if not self.server.kept:
             self.server.execute_lock.release()
+            return
+        if paused:
             return
         threading.Thread(target=rearm, name="rearm", daemon=True, args=(
             self.server.runner, self.server.scratch, self.server.execute_lock, log)).start()
@@ -346,8 +347,11 @@ class _Handler(BaseHTTPRequestHandler):
         result = self._finish_step(result)
         log("execute.step", request_id=result.request_id, status=result.status,
             wall_time=result.wall_time)
+        if self.server.kept and result.status != "tool_call_required":
+            self._end_run()  # the programmatic run is over: ready for the next run
         self._send_json(200, result.to_json())
-        self._reap_in_background()
+        if not self.server.kept:
+            self._reap_in_background()
 
     def _execute_stream(self) -> None:
         """Like ``_execute``, answered as NDJSON lines while the program runs."""

@@ -2,7 +2,7 @@
 
 from .checkpoint import CheckpointLost, Checkpoints
 from .records import RuntimeRecord, RuntimeRecords
-from .service import HINT, RuntimeRun, RuntimeSessions
+from .service import HINT, RuntimeRef, RuntimeRun, RuntimeSessions
 
 __all__ = ["HINT", "CheckpointLost", "Checkpoints", "RuntimeRecord", "RuntimeRecords",
-           "RuntimeRun", "RuntimeSessions"]
+           "RuntimeRef", "RuntimeRun", "RuntimeSessions"]

@@ -41,6 +41,11 @@ _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+#: Extends the lock only if it is still ours (a programmatic run across its rounds).
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 
 
 def record_key(tenant: str, hint: str) -> str:
@@ -97,6 +102,7 @@ class RuntimeRecords:
         self._ttl = ttl_seconds
         self._lock_ms = lock_seconds * 1000
         self._unlock = client.register_script(_UNLOCK)
+        self._extend = client.register_script(_EXTEND)
 
     async def get(self, tenant: str, hint: str) -> RuntimeRecord | None:
         return await self.get_by_key(record_key(tenant, hint))
@@ -198,6 +204,15 @@ class RuntimeRecords:
                     f"(waited {wait_seconds:g} s)", retry_after=1)
             await asyncio.sleep(min(left, pause * random.uniform(0.8, 1.2)))  # noqa: S311
             pause = min(pause * 2, _MAX_POLL)
+
+    async def extend(self, key: str, token: str, seconds: float) -> bool:
+        """Hold the lock ``seconds`` from now (a programmatic run's pause or next step);
+        False when it is no longer ours (it expired: the run was abandoned too long)."""
+        try:
+            return bool(await self._extend(keys=[_lock_key(key)],
+                                           args=[token, max(1, int(seconds * 1000))]))
+        except ValkeyError as exc:
+            raise ServiceUnavailable("runtime session store unavailable", retry_after=2) from exc
 
     async def unlock(self, key: str, token: str) -> None:
         """Release the lock if it is still ours (else its expiry already released it)."""

@@ -35,7 +35,7 @@ from ..storage import FileMeta, FileStore, StorageUnavailable
 from .checkpoint import CheckpointLost, Checkpoints, Entry, Manifest
 from .records import RuntimeRecord, RuntimeRecords, record_key
 
-__all__ = ["HINT", "RuntimeRun", "RuntimeSessions"]
+__all__ = ["HINT", "RuntimeRef", "RuntimeRun", "RuntimeSessions"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,25 @@ _LISTING_CAP = 1000
 
 def _file_source(meta: FileMeta) -> dict[str, Any]:
     return {"file": {"session_id": meta.session_id, "id": meta.id}}
+
+
+@attrs.frozen
+class RuntimeRef:
+    """What the later steps of a programmatic run need to go on in its runtime session
+    (kept with the run's record in Valkey; the lock's token is the run's)."""
+
+    key: str
+    token: str
+    runtime_session_id: str
+    status: str
+    sandbox_since: float
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RuntimeRef:
+        return cls(**{a.name: data[a.name] for a in attrs.fields(cls)})
 
 
 @attrs.define
@@ -75,6 +94,10 @@ class RuntimeRun:
     @property
     def key(self) -> RuntimeKey:
         return RuntimeKey(self.record.tenant, self.record.id, self.record.session_id)
+
+    def ref(self) -> RuntimeRef:
+        return RuntimeRef(self.record.key, self.token, self.record.id, self.status,
+                          self.sandbox_since)
 
     def baseline(self) -> dict[str, tuple[str, int]]:
         """Path → (sha256, size) of what the workspace held before: not outputs."""
@@ -217,6 +240,7 @@ class RuntimeSessions:
             await self.sessions.record(session)
             record = RuntimeRecord(id=new_id(), tenant=tenant, hint=hint,
                                    session_id=session.id, created_at=now, last_used=now)
+            await self.records.save(record)  # a programmatic run's later steps read it
             lease = await self._fresh(language, session.id, tenant)
             return RuntimeRun(self, record, token, lease, session, "created", {}, now)
         session = (await self.sessions.get(tenant, record.session_id)
@@ -252,6 +276,22 @@ class RuntimeSessions:
             await self.backend.release(lease)
             raise
         return RuntimeRun(self, record, token, lease, session, status, manifest, now)
+
+    async def resume(self, ref: RuntimeRef, lease: SandboxLease,
+                     inputs: list[InputFile]) -> RuntimeRun | None:
+        """A programmatic run's runtime session again, in a later step (its sandbox
+        ``lease`` resumed, its lock still held by ``ref.token``); None when its record is
+        gone."""
+        record = await self.records.get_by_key(ref.key)
+        if record is None:
+            return None
+        try:
+            manifest = await self.checkpoints.load(record.tenant, record.id, record.generation)
+        except CheckpointLost:
+            manifest = {}
+        session = Session(record.session_id, record.tenant, record.created_at)
+        return RuntimeRun(self, record, ref.token, lease, session, ref.status, manifest,
+                          ref.sandbox_since, primed={item.path: item.meta for item in inputs})
 
     async def _fresh(self, language: str, session_id: str, tenant: str) -> SandboxLease:
         """A new sandbox, asked to stay for further executions before its first."""

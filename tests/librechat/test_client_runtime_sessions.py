@@ -77,3 +77,25 @@ def test_a_deleted_workspace_file_reaches_the_client_through_deleted_files(
     assert removed["ok"], removed
     assert removed["artifact"]["deleted_files"] == ["old.txt"]
     assert removed["artifact"]["runtime_status"] == "reused"
+
+
+@pytest.mark.parametrize("bash", [False, True])
+def test_the_programmatic_tools_go_on_in_the_conversations_sandbox(
+        stateful_api: RunningApp, librechat: LibreChatClient, bash: bool) -> None:
+    params = {**STATEFUL, "runtimeSessionHint": f"thread-ptc-{'bash' if bash else 'py'}"}
+    made = librechat.run("exec", base_url=stateful_api.base_url, api_key=API_KEY,
+                         params=params, args={"lang": "py", "code": (
+                             "open('/mnt/data/n.txt', 'w').write('40')")})
+    assert made["ok"], made
+    code = ("n=$(cat /mnt/data/n.txt)\nx=$(add \"{\\\"a\\\": $n, \\\"b\\\": 2}\")\necho $x"
+            if bash else "n = int(open('/mnt/data/n.txt').read())\n"
+                         "print(await add(a=n, b=2))")
+    answer = librechat.run("ptc", base_url=stateful_api.base_url, api_key=API_KEY,
+                           bash=bash, params=params, args={"code": code})
+    assert answer["ok"], answer
+    assert answer["content"].startswith("stdout:\n42"), answer
+    assert answer["calls"] == [{"name": "add", "input": {"a": 40, "b": 2}}]
+    # a bash run after a Python one: another language, the workspace moved through its
+    # checkpoint into a bash sandbox
+    assert answer["artifact"]["runtime_status"] == ("restored" if bash else "reused")
+    assert answer["artifact"]["runtime_session_id"] == made["artifact"]["runtime_session_id"]

@@ -64,13 +64,21 @@ def test_a_kept_sandbox_runs_again_with_its_work_dir_and_a_clean_scratch(
         process.wait()
 
 
-def test_a_kept_sandbox_runs_no_programmatic_runs(tmp_path: Path, runtime_dir: Path) -> None:
+def test_a_kept_sandbox_runs_a_programmatic_run_then_more(
+        tmp_path: Path, runtime_dir: Path) -> None:
     process, sock = _executor(tmp_path, runtime_dir)
     try:
         assert _call(sock, "POST", "/keep")[0] == 200
-        status, body = _call(sock, "POST", "/execute",
-                             {**PY, "code": "print(1)", "tools": ["add"]})
-        assert status == 400 and "programmatic" in body["message"]
+        status, paused = _call(sock, "POST", "/execute", {**PY, "tools": ["add"], "code": (
+            "open('p.txt', 'w').write('p')\nprint(await add(a=1, b=2))")})
+        assert (status, paused["status"]) == (200, "tool_call_required"), paused
+        call = paused["tool_calls"][0]
+        status, done = _call(sock, "POST", "/execute/continue", {
+            "tool_results": [{"id": call["id"], "ok": True, "result": 3}]})
+        assert (status, done["status"], done["stdout"]) == (200, "ok", "3\n"), done
+        status, after = _call(sock, "POST", "/execute", {**PY, "code": (
+            "print(open('p.txt').read())")})
+        assert (status, after["stdout"]) == (200, "p\n"), after
     finally:
         process.kill()
         process.wait()
