@@ -2,8 +2,11 @@
 
 Layout under the tenant (``rt`` is no session id: ids are 21 characters)::
 
-    <tenant>/rt/<runtime id>/blobs/<sha256>             content-addressed bytes
-    <tenant>/rt/<runtime id>/manifests/<generation>.json {generation, created_at, files}
+    <tenant>/rt/<runtime id>/blobs/<sha256>          content-addressed bytes
+    <tenant>/rt/<runtime id>/manifests/<generation>  {generation, created_at, files}
+
+(manifests are JSON without a ``.json`` suffix: the ``FILE_TTL`` sweep reads those as
+files' metadata).
 
 ``files`` maps each work-dir path to ``{sha256, size, source, read_only}``, where
 ``source`` is ``{"blob": sha256}`` or ``{"file": {"session_id", "id"}}`` for bytes
@@ -79,7 +82,7 @@ class Checkpoints:
         """The manifest of ``generation`` (0: the empty one)."""
         if generation <= 0:
             return {}
-        path = f"{_root(tenant, runtime_id)}/manifests/{generation}.json"
+        path = f"{_root(tenant, runtime_id)}/manifests/{generation}"
         try:
             result = await obstore.get_async(self._store, path)
             data = orjson.loads(bytes(await result.bytes_async()))
@@ -96,7 +99,7 @@ class Checkpoints:
         body = orjson.dumps({"generation": generation, "created_at": time.time(),
                              "files": {name: attrs.asdict(entry)
                                        for name, entry in manifest.items()}})
-        path = f"{_root(tenant, runtime_id)}/manifests/{generation}.json"
+        path = f"{_root(tenant, runtime_id)}/manifests/{generation}"
         try:
             await obstore.put_async(self._store, path, body)
         except _STORE_ERRORS as exc:
