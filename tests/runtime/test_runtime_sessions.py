@@ -14,8 +14,9 @@ import pytest
 from app.settings import RuntimeSessionSettings
 from app.storage import FileMeta, FileStore, StorageUnavailable, create_object_store
 from tests.conftest import OTHER_KEY, RunningApp, stop_app
+from tests.stream.helpers import stream_exec
 
-from .conftest import drop, kept_of, run, stateful_app, upload
+from .conftest import EXPECTED, drop, kept_of, run, stateful_app, upload
 
 WRITE = ("import os\nopen('/mnt/data/a.csv', 'w').write('x,y\\n1,2\\n')\n"
          "open('/tmp/scratch.txt', 'w').write('s')\nanswer = 42\nprint('written')")
@@ -202,3 +203,14 @@ def test_a_lost_checkpoint_is_a_reset(failing_reads: tuple[RunningApp, FailingRe
     after = run(app, "conv-lost", "import os\nprint(os.listdir('/mnt/data'))")
     assert after["runtime_status"] == "reset" and after["stdout"] == "[]\n"
     assert after["runtime_session_id"] == runtime_id
+
+
+def test_the_stream_runs_in_the_runtime_session_too(stateful_api: RunningApp) -> None:
+    first = run(stateful_api, "conv-stream", "open('/mnt/data/s.txt','w').write('streamed')")
+    with stateful_api.client() as http:
+        streamed = stream_exec(http, {"lang": "py", "runtime_session_hint": "conv-stream",
+                                      "code": "print(open('/mnt/data/s.txt').read())"},
+                               headers={EXPECTED: "stateful"})
+    result = next(event.data for event in streamed.events if event.name == "result")
+    assert result["stdout"] == "streamed\n" and result["runtime_status"] == "reused"
+    assert result["runtime_session_id"] == first["runtime_session_id"]

@@ -88,6 +88,7 @@ class ExecController(Controller):
         supplied = request.headers.get("x-request-id", "")
         request_id = supplied if is_valid_id(supplied) else new_id()
         stream = ExecStream(exec_service, request.user, data, request_id,
-                            exec_service.settings.response_output_limit)
+                            exec_service.settings.response_output_limit,
+                            profile=served_profile(request.scope))
         await stream.start()
         return ServerSentEvent(stream.events(), headers={"X-Request-ID": request_id})
