@@ -3,7 +3,7 @@
 LibreChat's client sends ``X-CodeAPI-Expected-Profile: default|stateful`` on the exec
 routes. ``default`` is ``/exec`` as it is (a fresh sandbox per execution);
 ``stateful`` is an execution in a sandbox kept per conversation (runtime sessions,
-issue #21: not built yet, so no deployment can serve it yet). ``EXECUTION_PROFILES``
+``app/runtime_sessions``; the local backend only, for now). ``EXECUTION_PROFILES``
 says which profiles this deployment serves.
 
 ``ExecutionProfiles`` is an ASGI middleware on the exec routes (``/exec``,

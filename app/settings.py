@@ -75,8 +75,11 @@ def _check_profiles(_: object, __: object, value: tuple[str, ...]) -> None:
                                 "(it needs runtime sessions, which are not built)")
 
 
-def _profiles(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = env.get("EXECUTION_PROFILES", "").strip() or "default"
+def _profiles(env: Mapping[str, str], backend: str) -> tuple[str, ...]:
+    """``EXECUTION_PROFILES``; unset: both on the local backend, ``default`` on Kubernetes
+    (which keeps no sandboxes between executions yet)."""
+    raw = env.get("EXECUTION_PROFILES", "").strip() or (
+        "default,stateful" if backend == "local" else "default")
     return tuple(dict.fromkeys(p.strip().lower() for p in raw.split(",") if p.strip()))
 
 
@@ -427,7 +430,7 @@ class Settings:
                                              minimum=1),
             zygote_generation_seconds=_int(env, "ZYGOTE_GENERATION_SECONDS", 900, minimum=1),
             zygote_max_generations=_int(env, "ZYGOTE_MAX_GENERATIONS", 4, minimum=1),
-            execution_profiles=_profiles(env),
+            execution_profiles=_profiles(env, backend),
             runtime_sessions=RuntimeSessionSettings.from_env(env),
         )
         if backend == "kubernetes" and "stateful" in settings.execution_profiles:

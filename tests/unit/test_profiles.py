@@ -9,10 +9,13 @@ from app.profiles import choose_profile, is_exec_route
 from app.settings import Settings, SettingsError
 
 
-def test_the_default_setting_serves_only_default() -> None:
-    assert Settings.from_env({}).execution_profiles == ("default",)
-    assert Settings.from_env({"EXECUTION_PROFILES": " "}).execution_profiles == ("default",)
-    assert Settings().execution_profiles == ("default",)
+def test_the_default_setting_serves_both_on_the_local_backend() -> None:
+    assert Settings.from_env({}).execution_profiles == ("default", "stateful")
+    assert Settings.from_env({"EXECUTION_PROFILES": " "}).execution_profiles == (
+        "default", "stateful")
+    assert Settings.from_env({"EXECUTION_PROFILES": "default"}).execution_profiles == (
+        "default",)
+    assert Settings().execution_profiles == ("default",)  # built by hand: as given
     assert Settings.from_env({"EXECUTION_PROFILES": " Default, default "}
                              ).execution_profiles == ("default",)
 
