@@ -1,4 +1,5 @@
-"""The client commands of ``k8si``: ``exec`` runs a file on a server, ``status`` reports on it.
+"""The client commands of ``k8si``: ``exec`` runs a file on a server, ``status`` reports on it,
+``runtime-sessions list|end`` shows and ends runtime sessions (an admin key).
 
 ``k8si exec FILE [--lang L] [--session ID] [--file PATH ...] [--arg A ...] [--timeout S]
 [--out DIR]`` uploads the ``--file`` inputs into the session (a new one unless
@@ -254,6 +255,37 @@ def run_status(args: argparse.Namespace, out: TextIO = sys.stdout,
     return 0 if ready.status_code == 200 else 1
 
 
+def _runtime_command(args: argparse.Namespace) -> int:
+    if args.action == "end" and not args.id:
+        raise CliError("runtime-sessions end needs the runtime session's id")
+    return run_runtime_sessions(args)
+
+
+def run_runtime_sessions(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """``runtime-sessions list`` (a table, or ``--json``) and ``runtime-sessions end ID``
+    (admin keys: ``/admin/runtime-sessions``)."""
+    with _client(args) as client:
+        if args.action == "end":
+            response = client.delete(f"/admin/runtime-sessions/{args.id}")
+            _check(response)
+            out.write(f"ended {args.id}\n")
+            return 0
+        response = client.get("/admin/runtime-sessions",
+                              params={"tenant": args.tenant} if args.tenant else None)
+        _check(response)
+    rows = response.json()
+    if args.json:
+        out.write(json.dumps(rows, indent=2) + "\n")
+        return 0
+    out.write(f"{'ID':<22}{'TENANT':<16}{'HINT':<30}{'AGE':>8}{'IDLE':>8}{'BYTES':>12}  KEPT\n")
+    for row in rows:
+        size = "-" if row["workspace_bytes"] is None else str(row["workspace_bytes"])
+        out.write(f"{row['runtime_session_id']:<22}{row['tenant'][:15]:<16}"
+                  f"{row['hint'][:29]:<30}{row['age_seconds']:>7.0f}s{row['idle_seconds']:>7.0f}s"
+                  f"{size:>12}  {'yes' if row['kept'] else 'no'}\n")
+    return 0
+
+
 # -- the command line --------------------------------------------------------------------
 
 
@@ -281,7 +313,8 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def add_client_commands(commands: Any) -> None:
-    """Add ``exec`` and ``status``; each sets ``args.client_command`` (its exit status)."""
+    """Add ``exec``, ``status`` and ``runtime-sessions``; each sets ``args.client_command``
+    (its exit status)."""
     exec_cmd = commands.add_parser("exec", help="run a file on a K8sInterpreter server, "
                                                 "streaming its output")
     exec_cmd.add_argument("source", metavar="FILE", help="the code to run")
@@ -300,3 +333,11 @@ def add_client_commands(commands: Any) -> None:
     status_cmd.add_argument("--json", action="store_true", help="print the raw JSON")
     _connection_options(status_cmd)
     status_cmd.set_defaults(client_command=_guarded(run_status))
+    runtime_cmd = commands.add_parser("runtime-sessions", help="list or end runtime sessions "
+                                                               "(the stateful profile; admin key)")
+    runtime_cmd.add_argument("action", choices=("list", "end"))
+    runtime_cmd.add_argument("id", nargs="?", help="the runtime session to end")
+    runtime_cmd.add_argument("--tenant", help="only this tenant's (list)")
+    runtime_cmd.add_argument("--json", action="store_true", help="print the raw JSON (list)")
+    _connection_options(runtime_cmd)
+    runtime_cmd.set_defaults(client_command=_guarded(_runtime_command))

@@ -94,6 +94,12 @@ class ProfileMismatch(ServiceError):
     status_code, code = 409, "execution_profile_mismatch"
 
 
+class InvalidRuntimeSessionHint(BadRequest):
+    """``runtime_session_hint`` is not 1-128 characters of ``[A-Za-z0-9._:-]``."""
+
+    code = "invalid_runtime_session_hint"
+
+
 class UnsupportedMediaType(ServiceError):
     status_code, code = 415, "unsupported_media_type"
 
@@ -106,6 +112,13 @@ class RateLimited(ServiceError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message, retry_after=retry_after,
                          extra={"retry_after_seconds": retry_after})
+
+
+class RuntimeSessionBusy(RateLimited):
+    """Another execution of the same runtime session ran for longer than the queue
+    timeout (one execution at a time per runtime session)."""
+
+    code = "runtime_session_busy"
 
 
 class LanguageUnavailable(ServiceError):
@@ -124,6 +137,13 @@ class NoCapacity(ServiceUnavailable):
     """Every execution slot is busy for longer than the queue timeout."""
 
     code = "no_capacity"
+
+
+class RuntimeSessionsUnsupported(ServiceError):
+    """This backend keeps no sandboxes between executions (the ``stateful`` profile
+    cannot be served with it): LibreChat's ``stateful_workspace_unsupported``."""
+
+    status_code, code = 409, "stateful_workspace_unsupported"
 
 
 class ExecutorFailed(ServiceUnavailable):

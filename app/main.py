@@ -46,6 +46,7 @@ from .metrics import Metrics, install_log_context
 from .paths import socket_dir
 from .profiles import ExecutionProfiles, advertise_profile
 from .refusals import DrainOnRefusal
+from .runtime_sessions import Checkpoints, RuntimeRecords, RuntimeSessions
 from .sessions import SessionStore
 from .settings import Settings
 from .storage import FileStore, create_object_store
@@ -117,13 +118,19 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
             StateStore(client, StateArchive(object_store), settings.state.hot_ttl),
             StateSigner(load_key(settings.state.hmac_key, settings.data_dir)), sessions)
         recent = RecentExecutions(client)  # the operator page's recent executions
+        runtime = (RuntimeSessions(  # the ``stateful`` profile
+            settings, backend,
+            RuntimeRecords(client, settings.runtime_sessions.max_age + 86400,
+                           lock_seconds=execution_lease + 300),
+            Checkpoints(object_store, files, tmp_dir), sessions)
+            if "stateful" in settings.execution_profiles else None)
         app.state.update(
             admin_service=AdminService(client, backend, recent),
             settings=settings, valkey=client, backend=backend, file_service=file_service,
             state_service=state_service, metrics=metrics,
             exec_service=(exec_service := ExecService(
                 settings, backend, sessions, file_service, state_service, metrics=metrics,
-                recent=recent)),
+                recent=recent, runtime=runtime)),
             programmatic_service=ProgrammaticService(
                 settings, exec_service, RunStore(client),
                 ContinuationTokens(load_key(settings.state.hmac_key, settings.data_dir))),

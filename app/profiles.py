@@ -3,7 +3,7 @@
 LibreChat's client sends ``X-CodeAPI-Expected-Profile: default|stateful`` on the exec
 routes. ``default`` is ``/exec`` as it is (a fresh sandbox per execution);
 ``stateful`` is an execution in a sandbox kept per conversation (runtime sessions,
-issue #21: not built yet, so no deployment can serve it yet). ``EXECUTION_PROFILES``
+``app/runtime_sessions``; the local backend only, for now). ``EXECUTION_PROFILES``
 says which profiles this deployment serves.
 
 ``ExecutionProfiles`` is an ASGI middleware on the exec routes (``/exec``,
@@ -33,7 +33,8 @@ from .errors import InvalidExecutionProfile, ProfileMismatch, ServiceError
 from .settings import EXECUTION_PROFILES as PROFILES
 
 __all__ = ["EXECUTION_PROFILE_HEADER", "EXPECTED_PROFILE_HEADER", "PROFILES",
-           "ExecutionProfiles", "advertise_profile", "choose_profile", "is_exec_route"]
+           "ExecutionProfiles", "advertise_profile", "choose_profile", "is_exec_route",
+           "served_profile"]
 
 EXPECTED_PROFILE_HEADER = "X-CodeAPI-Expected-Profile"
 EXECUTION_PROFILE_HEADER = "X-CodeAPI-Execution-Profile"
@@ -43,6 +44,12 @@ _EXPECTED = EXPECTED_PROFILE_HEADER.lower().encode()
 _SERVED_BY = EXECUTION_PROFILE_HEADER.lower().encode()
 _STATE_KEY = "execution_profile"
 _EXEC_ROOT = "/exec"
+
+
+def served_profile(scope: Scope) -> str:
+    """The profile serving this request (set by ``ExecutionProfiles``; else ``default``)."""
+    profile = scope.get("state", {}).get(_STATE_KEY)
+    return profile if isinstance(profile, str) else "default"
 
 
 def is_exec_route(path: str) -> bool:

@@ -15,8 +15,9 @@ import attrs
 
 from sidecar.contract import LANGUAGES
 
-__all__ = ["EXECUTION_PROFILES", "KubernetesSettings", "ProgrammaticSettings", "Settings",
-           "SettingsError", "StateSettings", "TenantLimits", "TenantSettings"]
+__all__ = ["EXECUTION_PROFILES", "KubernetesSettings", "ProgrammaticSettings",
+           "RuntimeSessionSettings", "Settings", "SettingsError", "StateSettings",
+           "TenantLimits", "TenantSettings"]
 
 
 class SettingsError(ValueError):
@@ -57,9 +58,9 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
 
 #: Every execution profile (``X-CodeAPI-Expected-Profile``; see ``app/profiles.py``).
 EXECUTION_PROFILES = ("default", "stateful")
-#: The profiles this code can serve: ``stateful`` needs runtime sessions (issue #21),
-#: not built yet.
-_SERVABLE_PROFILES = ("default",)
+#: The profiles this code can serve (``stateful``: runtime sessions, on the local
+#: backend; ``from_env`` refuses it with the Kubernetes backend, which keeps no sandboxes).
+_SERVABLE_PROFILES = ("default", "stateful")
 
 
 def _check_profiles(_: object, __: object, value: tuple[str, ...]) -> None:
@@ -74,8 +75,11 @@ def _check_profiles(_: object, __: object, value: tuple[str, ...]) -> None:
                                 "(it needs runtime sessions, which are not built)")
 
 
-def _profiles(env: Mapping[str, str], default: tuple[str, ...]) -> tuple[str, ...]:
-    raw = env.get("EXECUTION_PROFILES", "").strip() or ",".join(default)
+def _profiles(env: Mapping[str, str], backend: str) -> tuple[str, ...]:
+    """``EXECUTION_PROFILES``; unset: both on the local backend, ``default`` on Kubernetes
+    (which keeps no sandboxes between executions yet)."""
+    raw = env.get("EXECUTION_PROFILES", "").strip() or (
+        "default,stateful" if backend == "local" else "default")
     return tuple(dict.fromkeys(p.strip().lower() for p in raw.split(",") if p.strip()))
 
 
@@ -106,6 +110,31 @@ class StateSettings:
             max_raw_bytes=_int(env, "MAX_STATE_RAW_SIZE", d.max_raw_bytes, minimum=1024),
             capture_on_error=_bool(env, "STATE_CAPTURE_ON_ERROR", d.capture_on_error),
             hmac_key=env.get("STATE_HMAC_KEY") or None,
+        )
+
+
+@attrs.frozen
+class RuntimeSessionSettings:
+    """Runtime sessions (the ``stateful`` profile): kept sandboxes and their limits."""
+
+    #: Seconds a kept sandbox waits for its runtime session's next execution.
+    idle_ttl: int = 900
+    #: Seconds from a runtime session's creation after which its sandbox is released
+    #: (the record stays: the next call is ``restored`` from the checkpoint).
+    max_age: int = 14400
+    #: Kept sandboxes per tenant, and on this deployment; over a cap the least recently
+    #: used one is checkpointed and released (never a refusal).
+    per_tenant: int = 4
+    total: int = 32
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RuntimeSessionSettings:
+        d = cls()
+        return cls(
+            idle_ttl=_int(env, "RUNTIME_SESSION_IDLE_TTL", d.idle_ttl, minimum=1),
+            max_age=_int(env, "RUNTIME_SESSION_MAX_AGE", d.max_age, minimum=1),
+            per_tenant=_int(env, "RUNTIME_SESSIONS_PER_TENANT", d.per_tenant, minimum=1),
+            total=_int(env, "RUNTIME_SESSIONS_TOTAL", d.total, minimum=1),
         )
 
 
@@ -332,6 +361,7 @@ class Settings:
     #: The execution profiles served (``X-CodeAPI-Expected-Profile``); others get a 409.
     execution_profiles: tuple[str, ...] = attrs.field(default=("default",),
                                                       validator=_check_profiles)
+    runtime_sessions: RuntimeSessionSettings = attrs.field(factory=RuntimeSessionSettings)
 
     @property
     def runtime_dir(self) -> Path:
@@ -418,8 +448,12 @@ class Settings:
                                            d.zygote_generation_seconds, minimum=1),
             zygote_max_generations=_int(env, "ZYGOTE_MAX_GENERATIONS",
                                         d.zygote_max_generations, minimum=1),
-            execution_profiles=_profiles(env, d.execution_profiles),
+            execution_profiles=_profiles(env, backend),
+            runtime_sessions=RuntimeSessionSettings.from_env(env),
         )
+        if backend == "kubernetes" and "stateful" in settings.execution_profiles:
+            raise SettingsError("EXECUTION_PROFILES: 'stateful' cannot be served with "
+                                "EXECUTION_BACKEND=kubernetes yet (it keeps no sandboxes)")
         if settings.default_execution_time > settings.max_execution_time:
             raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")
         return settings

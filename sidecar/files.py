@@ -137,6 +137,36 @@ class WorkDir:
             raise FileError(404, "no such file")
         return fd, os.fstat(fd).st_size
 
+    def remove(self, relative: str) -> None:
+        """Remove one file, link, FIFO... (never following it); 404 if absent, 409 for a
+        directory (a kept sandbox's restore of read-only inputs, ``DELETE /files``)."""
+        parts = relative.split("/")
+        if len(parts) > self.max_depth:
+            raise FileError(404, "no such file")
+        for part in parts:
+            validate_name(part)
+        dir_fd = os.open(self.path, _OPEN_DIR)
+        try:
+            for part in parts[:-1]:
+                try:
+                    next_fd = os.open(part, _OPEN_DIR, dir_fd=dir_fd)
+                except OSError as exc:
+                    raise FileError(404, "no such file") from exc
+                os.close(dir_fd)
+                dir_fd = next_fd
+            try:
+                info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError as exc:
+                raise FileError(404, "no such file") from exc
+            if stat.S_ISDIR(info.st_mode):
+                raise FileError(409, f"{parts[-1]!r} is a directory")
+            try:
+                os.unlink(parts[-1], dir_fd=dir_fd)
+            except FileNotFoundError as exc:
+                raise FileError(404, "no such file") from exc
+        finally:
+            os.close(dir_fd)
+
     def write(self, relative: str, chunks: Iterator[bytes]) -> int:
         """Write a file (subdirectories are created), replacing one without following links."""
         parts = relative.split("/")

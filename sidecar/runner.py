@@ -287,6 +287,20 @@ class Runner:
         self._unreaped = capture.unreaped
         return capture
 
+    def rearm(self) -> None:
+        """A kept sandbox (``kept.py``) after a run: ready for the next one (the warm
+        interpreter started again; the OOM counter read afresh)."""
+        if self._tools_sock is not None:
+            self._tools_sock.close()
+            self._tools_sock = None
+        self._oom_baseline = None
+        if self._worker is not None:  # not used by the last run (it failed before)
+            return
+        if self._worker_done_fd is not None:
+            os.close(self._worker_done_fd)
+            self._worker_done_fd = None
+        self.warm_up()
+
     def reap(self) -> None:
         """Collect a worker that reported its end before its exit was over (after the
         answer was sent: the kernel's teardown of it is then off the critical path)."""

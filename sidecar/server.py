@@ -7,11 +7,18 @@ the program runs; see ``sidecar/stream.py``), ``POST /files`` (multipart),
 one request instead of polling), ``POST /execute/continue`` and ``POST /execute/cancel``
 (a programmatic run: ``/execute`` with ``tools``, see ``ptc_session.py``),
 ``GET /calibration`` (in a sandbox started with
-``--calibrate``, after its execution: the pages it wrote, see ``prefault.py``). The
-result of an execution also lists the work dir's files, as ``GET /files`` would right
-after it. Served on TCP (a pod) or a unix socket (local sandbox), either bound here
-or inherited as an already-listening fd. One execution per sandbox: a second
-``/execute`` (streamed or not) answers 409.
+``--calibrate``, after its execution: the pages it wrote, see ``prefault.py``),
+``DELETE /files/{path}`` (remove one file or link, never following it), ``POST /keep``
+(see below). The result of an execution also lists the work dir's files, as
+``GET /files`` would right after it. Served on TCP (a pod) or a unix socket (local
+sandbox), either bound here or inherited as an already-listening fd.
+
+One execution per sandbox: a second ``/execute`` (streamed or not) answers 409, unless
+the API asked for a kept sandbox with ``POST /keep`` before its first execution (a
+runtime session, ``kept.py``): then each ``/execute`` is a new process of the same
+sandbox, ``/mnt/data`` kept, the scratch space wiped in between; a ``/execute`` that
+arrives while the sandbox is still being made ready (or a programmatic run is paused
+in it) waits for it (up to ``KEPT_WAIT`` seconds, then 409).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .files import FileError, WorkDir
+from .kept import rearm, scratch_dirs
 from .protocol import MAX_EXECUTE_BODY, ExecuteRequest, ExecuteResult, ProtocolError, parse_continue
 from .ptc_session import Programmatic
 from .runner import Runner, WarmUpError
@@ -53,6 +61,8 @@ def log(event: str, **fields: Any) -> None:
 MAX_CONTINUE_BODY = 64 * 1024 * 1024
 #: The longest ``GET /health?wait=S`` holds its answer until the sandbox is ready.
 MAX_HEALTH_WAIT = 60.0
+#: How long a kept sandbox's ``/execute`` waits for the previous run's clean-up.
+KEPT_WAIT = 60.0
 
 
 def _wait_seconds(target: str) -> float:
@@ -80,6 +90,9 @@ class ExecutorServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
         self.max_upload_bytes = max_upload_bytes
         self.execute_lock = threading.Lock()
         self.used = False
+        #: Asked for by ``POST /keep``: further executions are accepted (``kept.py``).
+        self.kept = False
+        self.scratch = scratch_dirs(runner.config.build_dir)
 
     def fileno(self) -> int:
         return self.socket.fileno()
@@ -145,6 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
             body: dict[str, Any] = {
                     "status": "ready" if ready else "starting",
                     "language": self.server.runner.language.code, "used": self.server.used,
+                    "kept": self.server.kept,
                     "warm_failures": self.server.runner.warm_failures}
             if "version=1" in urllib.parse.urlsplit(self.path).query:
                 runner = self.server.runner
@@ -176,8 +190,32 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"cancelled": self.server.programmatic.cancel()})
         elif path == "/files":
             self._upload()
+        elif path == "/keep":
+            self._keep()
         else:
             self._error(404, "no such route")
+
+    def do_DELETE(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        if not path.startswith("/files/"):
+            self._error(404, "no such route")
+            return
+        try:
+            self.server.workdir.remove(urllib.parse.unquote(path[len("/files/"):]))
+        except FileError as exc:
+            self._error(exc.status, str(exc))
+            return
+        self._send_json(200, {"removed": True})
+
+    def _keep(self) -> None:
+        """Make this sandbox a kept one (before its first execution only)."""
+        with self.server.execute_lock:
+            if self.server.used:
+                self._error(409, "this sandbox has already run: only a fresh one can be kept")
+                return
+            self.server.kept = True
+        log("kept")
+        self._send_json(200, {"kept": True})
 
     def do_PUT(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
@@ -223,7 +261,15 @@ class _Handler(BaseHTTPRequestHandler):
         if request.lang != self.server.runner.language.code:
             self._error(400, f"this sandbox runs {self.server.runner.language.code!r}")
             return None
-        if not self.server.execute_lock.acquire(blocking=False) or self.server.used:
+        if self.server.kept:
+            if not self.server.execute_lock.acquire(timeout=KEPT_WAIT):
+                self._error(409, "this kept sandbox is busy")
+                return None
+        elif not self.server.execute_lock.acquire(blocking=False):
+            self._error(409, "this sandbox has already run its one execution")
+            return None
+        elif self.server.used:
+            self.server.execute_lock.release()
             self._error(409, "this sandbox has already run its one execution")
             return None
         self.server.used = True
@@ -250,6 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = self._begin_execute()
         if request is None:
             return
+        result: ExecuteResult | None = None
         try:
             try:
                 result = (self._finish_result(self.server.runner.execute(request))
@@ -262,9 +309,22 @@ class _Handler(BaseHTTPRequestHandler):
             log("execute.end", request_id=request.request_id, status=result.status,
                 wall_time=result.wall_time)
         finally:
-            self.server.execute_lock.release()
+            self._end_run(paused=result is not None and result.status == "tool_call_required")
         self._send_json(200, result.to_json())
-        self._reap_in_background()
+        if not self.server.kept:
+            self._reap_in_background()
+
+    def _end_run(self, paused: bool = False) -> None:
+        """The run is over: an ordinary sandbox is done; a kept one is made ready for
+        the next run in the background, still under the execution lock (a paused
+        programmatic run holds it until its last step, ``_continue``)."""
+        if not self.server.kept:
+            self.server.execute_lock.release()
+            return
+        if paused:
+            return
+        threading.Thread(target=rearm, name="rearm", daemon=True, args=(
+            self.server.runner, self.server.scratch, self.server.execute_lock, log)).start()
 
     def _finish_step(self, result: ExecuteResult) -> ExecuteResult:
         """A programmatic step: a pause as it is, the end with the work dir's files."""
@@ -287,8 +347,11 @@ class _Handler(BaseHTTPRequestHandler):
         result = self._finish_step(result)
         log("execute.step", request_id=result.request_id, status=result.status,
             wall_time=result.wall_time)
+        if self.server.kept and result.status != "tool_call_required":
+            self._end_run()  # the programmatic run is over: ready for the next run
         self._send_json(200, result.to_json())
-        self._reap_in_background()
+        if not self.server.kept:
+            self._reap_in_background()
 
     def _execute_stream(self) -> None:
         """Like ``_execute``, answered as NDJSON lines while the program runs."""
@@ -312,7 +375,7 @@ class _Handler(BaseHTTPRequestHandler):
                 lines.close()
                 return
         finally:
-            self.server.execute_lock.release()
+            self._end_run()
         if lines.hung_up():
             log("execute.abandoned", request_id=request.request_id,
                 wall_time=result.wall_time)
@@ -321,7 +384,8 @@ class _Handler(BaseHTTPRequestHandler):
                 wall_time=result.wall_time, streamed=True)
             lines.send({"result": result.to_json()})
         lines.close()
-        self._reap_in_background()
+        if not self.server.kept:
+            self._reap_in_background()
 
     def _upload(self) -> None:
         content_type = self.headers.get("Content-Type", "")

@@ -15,7 +15,8 @@ import attrs
 
 from ..executor import ExecutorClient
 
-__all__ = ["LanguageStatus", "PoolStatus", "SandboxBackend", "SandboxLease"]
+__all__ = ["KeptInfo", "LanguageStatus", "PoolStatus", "RuntimeKey", "SandboxBackend",
+           "SandboxLease"]
 
 
 @attrs.frozen
@@ -52,11 +53,38 @@ class SandboxLease:
     pool_hit: bool
 
 
+@attrs.frozen
+class RuntimeKey:
+    """Whose a kept sandbox is: a runtime session (the ``stateful`` profile) of a tenant,
+    and the ordinary session its files and Python state live in."""
+
+    tenant: str
+    runtime_session_id: str
+    session_id: str
+
+
+@attrs.frozen
+class KeptInfo:
+    """A kept sandbox as the backend holds it (caps, the operator's listing)."""
+
+    location: str
+    key: RuntimeKey
+    language: str
+    #: Wall-clock seconds: when it was first kept, when its idle lease ends, and the
+    #: hard end of its maximum age.
+    kept_since: float
+    idle_until: float
+    ends_at: float
+
+
 @runtime_checkable
 class SandboxBackend(Protocol):
     """An execution plane."""
 
     name: str
+    #: Whether ``keep``/``reclaim`` work (runtime sessions); else they raise
+    #: ``RuntimeSessionsUnsupported``.
+    keeps_sandboxes: bool
 
     async def start(self) -> None:
         """Prepare the plane (probe toolchains, fill pools); called at app start-up."""
@@ -91,6 +119,26 @@ class SandboxBackend(Protocol):
     async def cancel_program(self, location: str, session_id: str, tenant: str) -> bool:
         """Stop the programmatic run in the sandbox at ``location`` (running or paused)
         once it is verified to be that session's and tenant's still; False otherwise."""
+
+    async def keep(self, lease: SandboxLease, key: RuntimeKey, idle_seconds: float,
+                   ends_at: float) -> str:
+        """After an execution of a runtime session: keep its sandbox (already asked to
+        stay with ``executor.keep()``) for ``idle_seconds`` or until the wall-clock
+        ``ends_at``, whichever comes first; then it is destroyed. Returns where it
+        lives, for ``reclaim`` on any replica; this process no longer holds it (nor its
+        execution slot). ``RuntimeSessionsUnsupported`` on a backend that cannot."""
+
+    async def reclaim(self, location: str, key: RuntimeKey,
+                      lease_seconds: int | None = None) -> SandboxLease | None:
+        """Claim a kept sandbox for the runtime session's next execution (taking an
+        execution slot, like ``acquire``); None when it is gone, dead, its lease ended,
+        or it is not that tenant's and runtime session's."""
+
+    async def runtime_sandboxes(self, tenant: str | None = None) -> list[KeptInfo]:
+        """The kept sandboxes (of one tenant, or all), for the caps and operators."""
+
+    async def drop(self, location: str) -> bool:
+        """Destroy the kept sandbox at ``location``; False when there is none."""
 
     async def health(self) -> dict[str, Any]:
         """What the plane reports about itself; ``ok`` says whether it can serve."""

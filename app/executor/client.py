@@ -1,6 +1,6 @@
 """HTTP client for one sandbox's executor, over a unix socket or TCP.
 
-It speaks the executor contract (``POST /execute``, ``POST /execute/stream``,
+It speaks the executor contract (``POST /execute``, ``POST /execute/stream``, ``POST /keep``,
 ``GET /health``, files, ``GET /calibration``) over the lean HTTP/1.1 transport of
 ``http.py``, and turns transport failures into ``ExecutorError``: a sandbox that
 died is a service-side failure, never a user-code result.
@@ -359,3 +359,18 @@ class ExecutorClient:
             raise ExecutorError(f"executor answered {status}: "
                                 f"{content[:2000].decode(errors='replace')}")
         return content
+
+    async def keep(self) -> None:
+        """Make this (fresh) sandbox a kept one: it accepts further executions, each a new
+        process, ``/mnt/data`` kept between them (runtime sessions, ``sidecar/kept.py``)."""
+        await self.post_for_result("/keep", b"", timeout=10.0, during=" asking to keep")
+
+    async def delete_file(self, path: str) -> bool:
+        """Remove one file of the work dir (never following a link); False if absent."""
+        status, content = await self._fetch("DELETE", f"/files/{quote(path, safe='/')}")
+        if status == 404:
+            return False
+        if status != 200:
+            raise ExecutorError(f"executor answered {status} deleting {path!r}: "
+                                f"{content[:2000].decode(errors='replace')}")
+        return True

@@ -35,10 +35,11 @@ class Streamed:
         return "".join(e.data["text"] for e in self.events if e.name == stream)
 
 
-def stream_exec(client: httpx.Client, body: dict[str, Any]) -> Streamed:
+def stream_exec(client: httpx.Client, body: dict[str, Any],
+                headers: dict[str, str] | None = None) -> Streamed:
     """Run ``body`` through ``/exec/stream`` to the end."""
     started = time.monotonic()
-    with client.stream("POST", "/exec/stream", json=body) as response:
+    with client.stream("POST", "/exec/stream", json=body, headers=headers) as response:
         if response.status_code != 200:
             response.read()
             return Streamed(response.status_code, response.headers, [])

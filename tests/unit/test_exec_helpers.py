@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.auth import KeyRing
-from app.domain.exec.service import cut_output, limit_notice, normalize_args, normalize_timeout
+from app.domain.exec.requests import cut_output, limit_notice, normalize_args, normalize_timeout
 from app.errors import BadRequest, PayloadTooLarge
 from app.ids import is_valid_id, new_id
 

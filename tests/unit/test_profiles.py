@@ -9,23 +9,50 @@ from app.profiles import choose_profile, is_exec_route
 from app.settings import Settings, SettingsError
 
 
-def test_the_default_setting_serves_only_default() -> None:
-    assert Settings.from_env({}).execution_profiles == ("default",)
-    assert Settings.from_env({"EXECUTION_PROFILES": " "}).execution_profiles == ("default",)
-    assert Settings().execution_profiles == ("default",)
+def test_the_default_setting_serves_both_on_the_local_backend() -> None:
+    assert Settings.from_env({}).execution_profiles == ("default", "stateful")
+    assert Settings.from_env({"EXECUTION_PROFILES": " "}).execution_profiles == (
+        "default", "stateful")
+    assert Settings.from_env({"EXECUTION_PROFILES": "default"}).execution_profiles == (
+        "default",)
+    assert Settings().execution_profiles == ("default",)  # built by hand: as given
     assert Settings.from_env({"EXECUTION_PROFILES": " Default, default "}
                              ).execution_profiles == ("default",)
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    ("stateful", "cannot be served yet"),
-    ("default,stateful", "cannot be served yet"),
     ("default,aws", "'aws' is not a profile"),
     (",", "at least one"),
 ])
 def test_profiles_that_cannot_be_served_stop_start_up(raw: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({"EXECUTION_PROFILES": raw})
+
+
+def test_stateful_is_served_by_the_local_backend_only() -> None:
+    assert Settings.from_env({"EXECUTION_PROFILES": "default,stateful"}
+                             ).execution_profiles == ("default", "stateful")
+    assert Settings.from_env({"EXECUTION_PROFILES": "stateful"}).execution_profiles == (
+        "stateful",)
+    for raw in ("stateful", "default,stateful"):
+        with pytest.raises(SettingsError, match="cannot be served with EXECUTION_BACKEND"):
+            Settings.from_env({"EXECUTION_PROFILES": raw, "EXECUTION_BACKEND": "kubernetes"})
+    assert Settings.from_env({"EXECUTION_BACKEND": "kubernetes"}).execution_profiles == (
+        "default",)
+
+
+def test_the_runtime_session_limits_are_settings() -> None:
+    limits = Settings.from_env({}).runtime_sessions
+    assert (limits.idle_ttl, limits.max_age, limits.per_tenant, limits.total) == (
+        900, 14400, 4, 32)
+    limits = Settings.from_env({"RUNTIME_SESSION_IDLE_TTL": "60", "RUNTIME_SESSION_MAX_AGE": "600",
+                                "RUNTIME_SESSIONS_PER_TENANT": "1",
+                                "RUNTIME_SESSIONS_TOTAL": "2"}).runtime_sessions
+    assert (limits.idle_ttl, limits.max_age, limits.per_tenant, limits.total) == (60, 600, 1, 2)
+    for name in ("RUNTIME_SESSION_IDLE_TTL", "RUNTIME_SESSIONS_PER_TENANT",
+                 "RUNTIME_SESSIONS_TOTAL", "RUNTIME_SESSION_MAX_AGE"):
+        with pytest.raises(SettingsError):
+            Settings.from_env({name: "0"})
 
 
 def test_an_empty_profile_list_is_refused() -> None:

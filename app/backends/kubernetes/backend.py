@@ -24,11 +24,11 @@ import attrs
 
 from sidecar.contract import LANGUAGES
 
-from ...errors import NoCapacity, ServiceUnavailable
+from ...errors import NoCapacity, RuntimeSessionsUnsupported, ServiceUnavailable
 from ...executor import ExecutorClient, ExecutorError
 from ...executor.programmatic import cancel_run
 from ...settings import Settings
-from ..base import LanguageStatus, PoolStatus, SandboxLease
+from ..base import KeptInfo, LanguageStatus, PoolStatus, RuntimeKey, SandboxLease
 from ..tasks import BackgroundTasks
 from .claims import (
     LABEL_SESSION,
@@ -73,10 +73,19 @@ def _unavailable(action: str, exc: KubeError) -> ServiceUnavailable:
     return ServiceUnavailable("the Kubernetes API is unavailable", retry_after=2)
 
 
+#: Runtime sessions need kept pods (labelled claimed pods, see
+#: ``notes/issue21-runtime-sessions.md``), not built on this backend yet; the settings
+#: refuse ``EXECUTION_PROFILES=stateful`` with it, so this is only a safety net.
+_NO_RUNTIME_SESSIONS = ("The selected worker does not provide a stateful workspace: "
+                        "the Kubernetes backend keeps no sandboxes between executions yet")
+
+
 class KubernetesBackend:
     """Sandboxes as pods of a Kubernetes cluster (``EXECUTION_BACKEND=kubernetes``)."""
 
     name = "kubernetes"
+    #: Whether ``keep``/``reclaim`` work here (runtime sessions, the ``stateful`` profile).
+    keeps_sandboxes = False
 
     def __init__(self, settings: Settings, client: KubeClient | None = None) -> None:
         self.settings = settings
@@ -315,6 +324,22 @@ class KubernetesBackend:
             await self.client.delete(JOBS, held.name, propagation="Background")
 
     # -- health -------------------------------------------------------------------
+
+    # -- runtime sessions (the ``stateful`` profile): not on this backend yet ----------
+
+    async def keep(self, lease: SandboxLease, key: RuntimeKey, idle_seconds: float,
+                   ends_at: float) -> str:
+        raise RuntimeSessionsUnsupported(_NO_RUNTIME_SESSIONS)
+
+    async def reclaim(self, location: str, key: RuntimeKey,
+                      lease_seconds: int | None = None) -> SandboxLease | None:
+        raise RuntimeSessionsUnsupported(_NO_RUNTIME_SESSIONS)
+
+    async def runtime_sandboxes(self, tenant: str | None = None) -> list[KeptInfo]:
+        return []  # nothing is ever kept here
+
+    async def drop(self, location: str) -> bool:
+        return False
 
     async def health(self) -> dict[str, Any]:
         if self.client is None:

@@ -3,7 +3,8 @@
 Per language, ``POD_POOL_<LANG>`` sandboxes are kept started and ready (for Python
 with the libraries already imported). ``acquire`` takes a warm one (a pool hit) or
 starts one on demand (a miss); the pool refills in the background. A sandbox
-serves one execution and is destroyed after it, off the request's critical path.
+serves one execution and is destroyed after it, off the request's critical path,
+unless a runtime session keeps it (``keep``/``reclaim``, ``kept.py``).
 At most ``MAX_CONCURRENT_EXECUTIONS`` sandboxes are claimed at once; a request
 that waits longer than ``QUEUE_TIMEOUT`` for a slot gets a 503.
 """
@@ -18,6 +19,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
+
 from sidecar.contract import LANGUAGES
 
 from ...after_response import defer
@@ -26,10 +29,11 @@ from ...executor import ExecutorError
 from ...executor.programmatic import cancel_run
 from ...metrics import SandboxObserver, note_phase
 from ...settings import Settings
-from ..base import LanguageStatus, PoolStatus, SandboxLease
+from ..base import KeptInfo, LanguageStatus, PoolStatus, RuntimeKey, SandboxLease
 from ..tasks import BackgroundTasks
 from .factory import SandboxFactory
 from .generations import Generation, ZygoteGenerations
+from .kept import KeptSandboxes
 from .paused import PausedSandboxes
 from .probe import probe_language
 from .sandbox import LocalSandbox, SandboxStartError
@@ -55,6 +59,8 @@ class LocalBackend:
     """Namespace sandboxes on this machine (zygote or nsjail); the embedded default."""
 
     name = "local"
+    #: Whether ``keep``/``reclaim`` work here (runtime sessions, the ``stateful`` profile).
+    keeps_sandboxes = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -65,6 +71,7 @@ class LocalBackend:
         self._claimed: dict[str, LocalSandbox] = {}
         self._sessions: dict[str, str] = {}  # claimed or paused sandbox id -> its session
         self._paused = PausedSandboxes(self._expired)  # programmatic runs between steps
+        self._kept = KeptSandboxes(self._kept_expired)  # runtime sessions between runs
         self._slots = asyncio.Semaphore(settings.max_concurrent_executions)
         self._tasks = BackgroundTasks(logger)
         self._probe: asyncio.Task[dict[str, LanguageStatus]] | None = None
@@ -117,7 +124,7 @@ class LocalBackend:
                 await self._zygote_started  # its clean-up stops a zygote still starting
         self._tasks.cancel()
         await self._tasks.wait()
-        sandboxes = [*self._claimed.values(), *self._paused.clear()]
+        sandboxes = [*self._claimed.values(), *self._paused.clear(), *self._kept.clear()]
         for pool in self._pools.values():
             sandboxes += pool.ready
             pool.ready = []
@@ -212,8 +219,8 @@ class LocalBackend:
 
     # -- the seam -----------------------------------------------------------------
 
-    async def acquire(self, language: str, session_id: str, tenant: str = "",
-                      lease_seconds: int | None = None) -> SandboxLease:
+    async def _take_slot(self) -> None:
+        """One of ``MAX_CONCURRENT_EXECUTIONS`` slots (``NoCapacity`` after ``QUEUE_TIMEOUT``)."""
         queued = time.perf_counter()
         try:
             if self._slots.locked():  # a free slot is taken at once (no timer, no task)
@@ -226,6 +233,10 @@ class LocalBackend:
                              retry_after=2) from exc
         finally:
             note_phase("queue", time.perf_counter() - queued)
+
+    async def acquire(self, language: str, session_id: str, tenant: str = "",
+                      lease_seconds: int | None = None) -> SandboxLease:
+        await self._take_slot()
         try:
             pool = self._pools[language]
             sandbox = self._take_warm(pool, tenant)
@@ -262,6 +273,7 @@ class LocalBackend:
                             pool_hit=hit)
 
     async def release(self, lease: SandboxLease) -> None:
+        self._kept.forget(lease.sandbox_id)  # a reclaimed kept one ends with this run
         sandbox = self._claimed.pop(lease.sandbox_id, None)
         self._sessions.pop(lease.sandbox_id, None)
         if sandbox is None:
@@ -293,6 +305,48 @@ class LocalBackend:
         self._claimed[sandbox.id] = sandbox
         return lease
 
+    async def keep(self, lease: SandboxLease, key: RuntimeKey, idle_seconds: float,
+                   ends_at: float) -> str:
+        sandbox = self._claimed.pop(lease.sandbox_id, None)
+        self._sessions.pop(lease.sandbox_id, None)
+        if sandbox is None:
+            raise ServiceUnavailable("the sandbox to keep is no longer claimed", retry_after=1)
+        self._slots.release()  # a kept sandbox holds memory, not an execution slot
+        self._kept.keep(sandbox, lease, key, idle_seconds, ends_at)
+        return sandbox.id
+
+    async def reclaim(self, location: str, key: RuntimeKey,
+                      lease_seconds: int | None = None) -> SandboxLease | None:
+        if not any(info.location == location for info in self._kept.infos(key.tenant)):
+            return None  # not kept (here): no slot is taken for nothing
+        await self._take_slot()
+        taken = self._kept.take(location, key)
+        if taken is None or not taken[0].alive:
+            self._slots.release()
+            if taken is not None:
+                logger.warning("kept sandbox died while idle", extra={
+                    "sandbox_id": location, "runtime_session_id": key.runtime_session_id})
+                self._kept.forget(location)
+                self._tasks.spawn(self.factory.destroy(taken[0]))
+            return None
+        sandbox, lease = taken
+        self._claimed[sandbox.id] = sandbox
+        self._sessions[sandbox.id] = key.session_id
+        return attrs.evolve(lease, pool_hit=True)
+
+    async def runtime_sandboxes(self, tenant: str | None = None) -> list[KeptInfo]:
+        return self._kept.infos(tenant)
+
+    async def drop(self, location: str) -> bool:
+        sandbox = self._kept.drop(location)
+        if sandbox is None:
+            return False
+        self._tasks.spawn(self.factory.destroy(sandbox))
+        return True
+
+    def _kept_expired(self, sandbox: LocalSandbox) -> None:
+        self._tasks.spawn(self.factory.destroy(sandbox))  # its slot was given back at keep
+
     def locate(self, lease: SandboxLease) -> str:
         return lease.sandbox_id
 
@@ -314,7 +368,7 @@ class LocalBackend:
     async def health(self) -> dict[str, Any]:
         return {"ok": self.factory.config is not None, "backend": self.name,
                 **self.factory.health(), "claimed": len(self._claimed),
-                "paused": len(self._paused), **self.stats}
+                "paused": len(self._paused), "kept": len(self._kept), **self.stats}
 
     async def pools(self) -> Mapping[str, PoolStatus]:
         return self.pool_counts()
@@ -324,6 +378,7 @@ class LocalBackend:
         return {code: PoolStatus(target=pool.target, warm=len(pool.ready),
                                  starting=pool.starting,
                                  claimed=sum(1 for s in [*self._claimed.values(),
-                                                         *self._paused.sandboxes()]
+                                                         *self._paused.sandboxes(),
+                                                         *self._kept.sandboxes()]
                                              if s.language == code))
                 for code, pool in self._pools.items()}

@@ -16,6 +16,7 @@ from ...after_response import Deferred
 from ...auth import Principal
 from ...errors import UnsupportedMediaType, error_responses
 from ...ids import is_valid_id, new_id
+from ...profiles import served_profile
 from .keepalive import answer_with_keepalive
 from .schemas import ExecRequest, ExecResponse
 from .service import ExecService
@@ -58,14 +59,16 @@ class ExecController(Controller):
         request_id = supplied if is_valid_id(supplied) else new_id()
         headers = {"X-Request-ID": request_id}
         interval = exec_service.settings.exec_keepalive_interval
+        profile = served_profile(request.scope)
         with Deferred() as deferred:  # the sandbox is recycled once the answer is sent
             if interval <= 0:
-                result = await exec_service.execute(request.user, data, request_id)
+                result = await exec_service.execute(request.user, data, request_id,
+                                                    profile=profile)
                 return Response(result, headers=headers,
                                 background=BackgroundTask(deferred.run))
             answer = await answer_with_keepalive(
                 lambda acquired: exec_service.execute(request.user, data, request_id,
-                                                      on_acquired=acquired),
+                                                      on_acquired=acquired, profile=profile),
                 interval=interval, headers=headers, after_response=deferred.run)
         return cast("Response[ExecResponse]", answer)
 
@@ -86,6 +89,7 @@ class ExecController(Controller):
         supplied = request.headers.get("x-request-id", "")
         request_id = supplied if is_valid_id(supplied) else new_id()
         stream = ExecStream(exec_service, request.user, data, request_id,
-                            exec_service.settings.response_output_limit)
+                            exec_service.settings.response_output_limit,
+                            profile=served_profile(request.scope))
         await stream.start()
         return ServerSentEvent(stream.events(), headers={"X-Request-ID": request_id})

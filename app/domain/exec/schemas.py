@@ -25,6 +25,10 @@ class ExecRequest:
     files: list[dict[str, Any]] | None = None
     #: Milliseconds from 1000 up (as today's client sends), else seconds; clamped.
     timeout: float | None = None
+    #: With ``X-CodeAPI-Expected-Profile: stateful``: the runtime session to run in
+    #: (``^[A-Za-z0-9._:-]{1,128}$``, bound to the tenant; LibreChat derives it from the
+    #: conversation). Ignored by the ``default`` profile.
+    runtime_session_hint: str | None = None
 
 
 @attrs.frozen
@@ -57,3 +61,7 @@ class ExecResponse:
     state_size: int | None = None
     #: Python: names of the namespace that could not be kept (or restored), and why.
     state_errors: list[StateIssue] | None = None
+    #: A runtime session's execution (the ``stateful`` profile with a hint): its id, and
+    #: ``created``, ``reused``, ``restored`` or ``reset`` (see README).
+    runtime_session_id: str | None = None
+    runtime_status: str | None = None

@@ -8,6 +8,12 @@ typed error here; everything that is the program's fault is a 200 result.
 ``execute`` tells it when a sandbox is claimed (every request error has been
 raised by then) and hands it the program's output as it arrives. Every finished
 execution is recorded for operators (``recent``).
+
+A ``stateful`` request with a ``runtime_session_hint`` runs in its runtime session
+(``app/runtime_sessions``): the sandbox comes from ``RuntimeSessions.begin`` instead of
+``acquire``, only the request's own ``files`` are placed (the workspace holds the
+rest), outputs are what changed against the workspace's last checkpoint, and after the
+run the workspace is checkpointed and the sandbox kept instead of released.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import shlex
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -33,6 +38,7 @@ from ...errors import BadRequest, ExecutorFailed, LanguageUnavailable, PayloadTo
 from ...executor import ExecutorClient, ExecutorError, ExecutorResult, OutputChunk
 from ...ids import is_valid_id
 from ...metrics import Metrics, lap, note_phase, timed
+from ...runtime_sessions import RuntimeRun, RuntimeSessions
 from ...sessions import Session, SessionStore
 from ...settings import Settings
 from ...storage import FileMeta
@@ -40,58 +46,21 @@ from ..files.service import FileService
 from ..state import StateService
 from ..state.schemas import StateOutcome
 from .recent import ExecutionRecord, RecentExecutions
+from .requests import (
+    cut_output,
+    limit_notice,
+    normalize_args,
+    normalize_timeout,
+    with_notice,
+)
 from .schemas import ExecRequest, ExecResponse
 from .staging import WORKDIR, OutputFiles, delivery_failure, stage_in, stage_out
 
-__all__ = ["ExecService", "OutputListener", "cut_output", "limit_notice", "normalize_timeout"]
+__all__ = ["ExecService", "OutputListener"]
 
 logger = logging.getLogger(__name__)
 
 _ENTITY_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
-_MAX_ARGS = 256
-_MAX_ARGS_BYTES = 64 * 1024
-
-
-def normalize_timeout(value: float | None, default: int, maximum: int) -> float:
-    """Seconds from seconds-or-milliseconds, clamped. Today's client sends milliseconds
-    (never under 1000: its ``ptcTimeout`` floors at 1000 ms), older ones seconds: values
-    from 1000 up are milliseconds, smaller ones seconds."""
-    if value is None:
-        return float(default)
-    if value <= 0:
-        raise BadRequest("timeout must be positive (seconds, or milliseconds above 1000)")
-    seconds = value / 1000 if value >= 1000 else value
-    return float(min(seconds, maximum))
-
-
-def normalize_args(value: list[str] | str | None) -> list[str]:
-    """argv for the program; a string is split like a command line (never run by a shell)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        try:
-            args = shlex.split(value)
-        except ValueError as exc:
-            raise BadRequest(f"args: {exc}") from exc
-    else:
-        args = list(value)
-    if len(args) > _MAX_ARGS or sum(len(a.encode()) for a in args) > _MAX_ARGS_BYTES:
-        raise PayloadTooLarge(f"args: at most {_MAX_ARGS} arguments and {_MAX_ARGS_BYTES} bytes")
-    if any("\x00" in a for a in args):
-        raise BadRequest("args must not contain NUL bytes")
-    return args
-
-
-def cut_output(text: str, limit: int, cut_in_sandbox: bool) -> str:
-    """At most ``limit`` bytes of UTF-8, with a visible marker where anything was cut."""
-    data = text.encode("utf-8", "replace")
-    marker = ""
-    if len(data) > limit:
-        marker = f"\n[output truncated: {len(data) - limit} more bytes not shown]\n"
-        text = data[:limit].decode("utf-8", "ignore")
-    if cut_in_sandbox:
-        marker += "\n[output limit reached: the program was stopped]\n"
-    return text + marker
 
 
 def _file_entry(meta: FileMeta, inherited: bool = False) -> dict[str, Any]:
@@ -102,23 +71,6 @@ def _file_entry(meta: FileMeta, inherited: bool = False) -> dict[str, Any]:
     if meta.modified_from is not None:
         entry["modified_from"] = meta.modified_from
     return entry
-
-
-def limit_notice(status: str, timeout: float, memory_mb: int) -> str | None:
-    """A plain line for ``stderr`` when the sandbox stopped the program (else None):
-    without it a timeout or an OOM leaves the client with nothing to show."""
-    if status == "timeout":
-        return f"Time limit exceeded after {timeout:g} s"
-    if status == "oom":
-        return f"Out of memory ({memory_mb} MB)"
-    return None
-
-
-def _with_notice(stderr: str, notice: str | None) -> str:
-    if notice is None:
-        return stderr
-    separator = "\n" if stderr and not stderr.endswith("\n") else ""
-    return f"{stderr}{separator}{notice}\n"
 
 
 @attrs.frozen
@@ -173,7 +125,7 @@ class ExecService:
     def __init__(self, settings: Settings, backend: SandboxBackend, sessions: SessionStore,
                  files: FileService, state: StateService | None = None, *,
                  metrics: Metrics | None = None, recent: RecentExecutions | None = None,
-                 ) -> None:
+                 runtime: RuntimeSessions | None = None) -> None:
         self.settings = settings
         self.backend = backend
         self.sessions = sessions
@@ -183,6 +135,7 @@ class ExecService:
         self.tmp_dir = settings.data_dir / "tmp"
         self.metrics = metrics  # phase timings (``timed``, ``lap``)
         self.recent = recent  # finished executions, for operators (None: not recorded)
+        self.runtime = runtime  # runtime sessions (None: ``stateful`` is not served)
         self._tasks = BackgroundTasks(logger)
 
     async def close(self) -> None:
@@ -244,27 +197,38 @@ class ExecService:
     @timed
     async def execute(self, principal: Principal, request: ExecRequest, request_id: str,
                       listener: OutputListener | None = None, *,
-                      on_acquired: Callable[[], None] | None = None) -> ExecResponse:
+                      on_acquired: Callable[[], None] | None = None,
+                      profile: str = "default") -> ExecResponse:
         """``on_acquired``: called once a sandbox is claimed (every request error has been
-        raised by then), like ``listener.acquired`` but without streaming the output."""
+        raised by then), like ``listener.acquired`` but without streaming the output.
+        ``profile``: the execution profile serving the request (``app/profiles.py``)."""
         received = time.monotonic()
         valid = await self._validate(request, principal.tenant)
-        session, recording = await self._session(principal, request)
+        hint = request.runtime_session_hint if profile == "stateful" else None
+        run: RuntimeRun | None = None
+        if hint is not None and self.runtime is not None:
+            run = await self.runtime.begin(principal.tenant, hint, valid.lang)
+            session, recording = run.session, None
+        else:
+            session, recording = await self._session(principal, request)
         try:
             return await self._execute_in(
                 session, recording, principal=principal, request=request,
                 request_id=request_id, listener=listener, valid=valid, received=received,
-                on_acquired=on_acquired)
+                on_acquired=on_acquired, run=run)
         except BaseException:
             _abandon(recording)
+            if run is not None and not run.ended:  # failed before its sandbox was used
+                await run.end(ok=False)
             raise
 
     async def _execute_in(self, session: Session, recording: asyncio.Task[None] | None, *,
                           principal: Principal, request: ExecRequest, request_id: str,
                           listener: OutputListener | None, valid: _Validated,
-                          received: float,
-                          on_acquired: Callable[[], None] | None = None) -> ExecResponse:
-        """The execution in its session (``recording``: its record, still being written)."""
+                          received: float, on_acquired: Callable[[], None] | None = None,
+                          run: RuntimeRun | None = None) -> ExecResponse:
+        """The execution in its session (``recording``: its record, still being written;
+        ``run``: its runtime session, whose sandbox is already claimed)."""
         lap("prepare", language=valid.lang, session_id=session.id)
         state = self.state if valid.lang == "py" else None
         # Checked against its signature here, before any sandbox is involved.
@@ -272,11 +236,13 @@ class ExecService:
         lap("state")
         # Inputs that no work dir can hold together (``a`` and ``a/b.txt``) are left
         # out here, before a sandbox is taken, and reported in ``skipped_files``.
-        inputs, skipped_inputs = await self.files.resolve_inputs(
-            principal, session, request.files or [])
+        inputs, skipped_inputs = await self.files.resolve_inputs(  # a workspace has the rest
+            principal, session if run is None else attrs.evolve(session, is_new=True),
+            request.files or [])
         lap("prepare")
         started = time.monotonic()
-        lease = await self.backend.acquire(valid.lang, session.id, principal.tenant)
+        lease = run.lease if run is not None else \
+            await self.backend.acquire(valid.lang, session.id, principal.tenant)
         acquired = time.monotonic()
         lap("acquire", pool_hit=lease.pool_hit)
         record = _Record(request_id, principal.tenant, session.id, valid.lang, received,
@@ -286,7 +252,10 @@ class ExecService:
                 listener.acquired()
             if on_acquired is not None:
                 on_acquired()
-            await stage_in(lease.executor, self.files.files, inputs)
+            if run is not None:
+                await run.stage_in(self.files.files, inputs)
+            else:
+                await stage_in(lease.executor, self.files.files, inputs)
             lap("stage_in")
             result = await self._run_code(lease.executor, listener, dict(
                 lang=valid.lang, code=valid.code, args=valid.args, timeout=valid.timeout,
@@ -306,11 +275,14 @@ class ExecService:
                 session_id=session.id, user_id=request.user_id, inputs=inputs,
                 max_files=self.settings.max_output_files,
                 max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir,
-                listing=result.files)
+                listing=result.files, baseline=run.baseline() if run is not None else None)
             if skipped_inputs:
                 outputs = attrs.evolve(outputs, skipped=[*skipped_inputs, *outputs.skipped])
             await self.files.deleted_in_sandbox(session.id, outputs.deleted)
             lap("stage_out")
+            if run is not None:
+                await run.checkpoint(result.files, outputs.stored)
+                lap("checkpoint")
             record.status = "done"
         except ExecutorError as exc:
             record.status = "sandbox_failed"
@@ -322,7 +294,10 @@ class ExecService:
             record.status = "cancelled"  # the streaming client went away
             raise
         finally:
-            await self.backend.release(lease)
+            if run is not None:
+                await run.end(ok=record.status == "done")
+            else:
+                await self.backend.release(lease)
             if record.status != "done":
                 await self._record(record, None)
         logger.info("executed", extra={
@@ -337,6 +312,9 @@ class ExecService:
         notice = limit_notice(result.status, valid.timeout, self._memory_mb(principal.tenant))
         response = self._response(session.id, valid.lang, version, result, outputs,
                                   state=outcome, notice=notice)
+        if run is not None:
+            response = attrs.evolve(response, runtime_session_id=run.record.id,
+                                    runtime_status=run.status)
         self._record_later(attrs.evolve(record, status=result.status), result.wall_time)
         return response
 
@@ -385,7 +363,7 @@ class ExecService:
         return ExecResponse(
             session_id=session_id,
             stdout=cut_output(result.stdout, limit, result.stdout_truncated),
-            stderr=_with_notice(cut_output(result.stderr, limit, result.stderr_truncated),
+            stderr=with_notice(cut_output(result.stderr, limit, result.stderr_truncated),
                                 notice),
             files=[_file_entry(meta) for meta in outputs.stored]
             + [_file_entry(meta, inherited=True) for meta in outputs.inherited],

@@ -13,8 +13,10 @@ never failing the run (the executor's own messages are logged, not answered).
 
 An input the code removed from the work dir (absent from the listing, or no longer a
 regular file) is reported in ``deleted`` by the name it was placed under, which is
-the name the client gave it; a removed *read-only* input is echoed back as
-``inherited`` like an edited one (the removal is dropped). A listing cut at the
+the name the client gave it (in a runtime session's workspace also a file of the
+``baseline``, what the workspace held before the run: those unchanged are no outputs);
+a removed *read-only* input is echoed back as ``inherited`` like an edited one (the
+removal is dropped). A listing cut at the
 executor's cap (``LISTING_CAP`` files) cannot tell what is gone: nothing is reported.
 
 The code has already run when outputs are stored, so a file that cannot be stored (the
@@ -29,7 +31,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +103,12 @@ async def stage_in(executor: ExecutorClient, store: FileStore, inputs: list[Inpu
 async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
                     session_id: str, user_id: str | None, inputs: list[InputFile],
                     max_files: int, max_file_size: int, tmp_dir: Path,
-                    listing: list[dict[str, Any]] | None = None) -> OutputFiles:
-    """``listing``: the work dir as the execution's result gave it (else it is asked for)."""
+                    listing: list[dict[str, Any]] | None = None,
+                    baseline: Mapping[str, tuple[str, int]] | None = None) -> OutputFiles:
+    """``listing``: the work dir as the execution's result gave it (else it is asked for);
+    ``baseline``: path → (sha256, size) the work dir already held besides ``inputs``."""
     by_path = {item.path: item.meta for item in inputs}
+    baseline = baseline or {}
     stored: list[FileMeta] = []
     inherited: list[FileMeta] = []
     skipped: list[dict[str, Any]] = []
@@ -119,6 +124,10 @@ async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
                 inherited.append(item.meta)  # the removal is dropped, like an edit
             else:
                 deleted.append(item)
+        for path, (sha256, size) in baseline.items():
+            if path not in listed and path not in by_path:  # not a session file: not marked
+                deleted.append(InputFile(path, FileMeta(id="", session_id="", tenant=tenant,
+                                                        name=path, size=size, sha256=sha256)))
     for entry in entries:
         path, size, sha256 = str(entry["name"]), int(entry["size"]), str(entry["sha256"])
         if entry.get("skipped"):  # the executor could not collect it (past the depth cap)
@@ -132,6 +141,8 @@ async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
         original = by_path.get(path)
         if original is not None and original.sha256 == sha256 and original.size == size:
             continue  # an input the code did not change
+        if original is None and baseline.get(path) == (sha256, size):
+            continue  # an earlier file of the workspace the code did not change
         if original is not None and original.read_only:
             inherited.append(original)  # read-only: the edit is dropped
             continue

@@ -48,7 +48,8 @@ class ExecStream:
     """One streamed execution: an ``OutputListener`` feeding the client's event stream."""
 
     def __init__(self, service: ExecService, principal: Principal, request: ExecRequest,
-                 request_id: str, output_limit: int) -> None:
+                 request_id: str, output_limit: int, *, profile: str = "default") -> None:
+        self._profile = profile  # the execution profile serving it (``app/profiles.py``)
         self._service = service
         self._principal = principal
         self._request = request
@@ -97,7 +98,8 @@ class ExecStream:
     async def _run(self) -> None:
         try:
             response = await self._service.execute(self._principal, self._request,
-                                                   self._request_id, self)
+                                                   self._request_id, self,
+                                                   profile=self._profile)
         except ServiceError as exc:
             if not self._accepted.done():
                 raise

@@ -12,6 +12,7 @@ from litestar.params import JSONBody
 from ...after_response import Deferred
 from ...auth import Principal
 from ...errors import error_responses
+from ...profiles import served_profile
 from ..exec.controller import require_json
 from ..exec.keepalive import Run, answer_with_keepalive
 from .schemas import CancelRequest, CancelResponse, ProgrammaticRequest, ProgrammaticResponse
@@ -62,13 +63,15 @@ class ProgrammaticController(Controller):
         workspace = read_workspace(request.headers.get(WORKSPACE_HEADER),
                                    data.workspace_instance_id)
         interval = programmatic_service.settings.exec_keepalive_interval
+        profile = served_profile(request.scope)
         with Deferred() as deferred:  # a released sandbox is recycled once answered
             if interval <= 0:
                 result = await programmatic_service.run(request.user, data, request_id,
-                                                        workspace=workspace)
+                                                        workspace=workspace, profile=profile)
                 return Response(result, background=BackgroundTask(deferred.run))
             run = cast("Run", lambda acquired: programmatic_service.run(
-                request.user, data, request_id, on_acquired=acquired, workspace=workspace))
+                request.user, data, request_id, on_acquired=acquired, workspace=workspace,
+                profile=profile))
             answer = await answer_with_keepalive(run, interval=interval, headers={},
                                                  after_response=deferred.run)
         return cast("Response[ProgrammaticResponse]", answer)

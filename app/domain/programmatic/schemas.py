@@ -41,6 +41,9 @@ class ProgrammaticRequest:
     #: With ``X-LibreChat-Code-Workspace-ID``: the conversation's instance of the
     #: workspace (64 lowercase hex characters).
     workspace_instance_id: Any = None
+    #: With ``X-CodeAPI-Expected-Profile: stateful``: the runtime session the run goes on
+    #: in (as for ``/exec``; first request only).
+    runtime_session_hint: str | None = None
 
 
 @attrs.frozen
@@ -73,6 +76,9 @@ class ProgrammaticResponse:
     has_state: bool | None = None
     state_size: int | None = None
     state_errors: list[StateIssue] | None = None
+    #: A completed run in a runtime session (the ``stateful`` profile with a hint).
+    runtime_session_id: str | None = None
+    runtime_status: str | None = None
 
 
 @attrs.define

@@ -11,6 +11,12 @@ the backend under a lease of ``PTC_LEASE_SECONDS`` (``hold``) and is reaped when
 ends; the run's record and the token's single use are in Valkey (``store.py``); the
 signed token (``tokens.py``) says where the sandbox is, so any replica resumes it.
 Outputs and Python state are handled as in ``/exec`` when the run completes.
+
+With the ``stateful`` profile and a ``runtime_session_hint`` the run goes on in that
+runtime session (``app/runtime_sessions``): its kept sandbox (or one restored from its
+checkpoint) is the run's, the runtime session's lock is held from the first step to the
+last (extended over each pause), and at the end the workspace is checkpointed and the
+sandbox kept instead of released; a failed or cancelled run's sandbox is dropped.
 """
 
 from __future__ import annotations
@@ -19,18 +25,10 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import orjson
+import attrs
 
-from sidecar.contract import (
-    MAX_CALLS_PER_ROUND,
-    MAX_TOOL_NAME,
-    MAX_TOOLS,
-    identifier,
-    resolve_language,
-    valid_identifier,
-)
+from sidecar.contract import resolve_language
 
 from ...auth import Principal
 from ...backends import SandboxLease
@@ -40,15 +38,19 @@ from ...executor.programmatic import ProgrammaticStep, continue_run, start_run
 from ...ids import is_valid_id, new_id
 from ...sessions import Session
 from ...settings import Settings
-from ..exec.service import ExecService, _file_entry, cut_output, limit_notice, normalize_timeout
+from ..exec.requests import cut_output, limit_notice, normalize_timeout
+from ..exec.service import ExecService, _file_entry
 from ..exec.staging import delivery_failure, stage_in, stage_out
 from .failures import run_failure
 from .schemas import ProgrammaticRequest, ProgrammaticResponse, ToolCallOut
 from .store import RequestRecord, RunRecord, RunStore
 from .tokens import Continuation, ContinuationTokens, TokenRefused
+from .wire import failed as _failed
+from .wire import tool_names, wire_results
+from .wire import with_notice as _with_notice
 from .workspace import Workspace
 
-__all__ = ["ProgrammaticService", "tool_names", "wire_results"]
+__all__ = ["ProgrammaticService"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,66 +62,13 @@ _MARGIN = 60
 Step = Callable[[SandboxLease], Awaitable[ProgrammaticStep]]
 
 
-def tool_names(tools: Any, lang: str, allow_none: bool = False) -> list[str]:
-    """The tools' names, each making a distinct function name in ``lang`` (else 400);
-    ``allow_none``: an empty list is fine (a call attached to a workspace)."""
-    if isinstance(tools, list) and not tools and allow_none:
-        return []
-    if not isinstance(tools, list) or not tools:
-        raise BadRequest("'tools' must list the tools the code calls ({name, ...} each)")
-    if len(tools) > MAX_TOOLS:
-        raise BadRequest(f"at most {MAX_TOOLS} tools")
-    functions: dict[str, str] = {}
-    for tool in tools:
-        name = tool.get("name") if isinstance(tool, dict) else None
-        if not isinstance(name, str) or not 0 < len(name) <= MAX_TOOL_NAME:
-            raise BadRequest(f"each tool needs a 'name' of 1 to {MAX_TOOL_NAME} characters")
-        function = identifier(name, lang)
-        if not valid_identifier(function, lang):
-            raise BadRequest(f"tool {name!r} makes no valid function name")
-        if functions.setdefault(function, name) != name:
-            raise BadRequest(f"tools {functions[function]!r} and {name!r} both become "
-                             f"{function!r} in the code")
-    return list(functions.values())
-
-
-def wire_results(raw: Any) -> list[dict[str, Any]]:
-    """The client's ``tool_results`` as the executor takes them (``is_error`` raises)."""
-    if not isinstance(raw, list) or len(raw) > MAX_CALLS_PER_ROUND:
-        raise BadRequest(f"'tool_results' must list at most {MAX_CALLS_PER_ROUND} results")
-    results = []
-    for entry in raw:
-        if not isinstance(entry, dict) or not isinstance(entry.get("call_id"), str):
-            raise BadRequest("each tool result needs a 'call_id'")
-        if entry.get("is_error"):
-            message = entry.get("error_message") or entry.get("result") or "the tool failed"
-            results.append({"id": entry["call_id"], "ok": False, "error": str(message)})
-        else:
-            results.append({"id": entry["call_id"], "ok": True, "result": entry.get("result")})
-    try:  # checked before the token is used: a refused round leaves the run paused
-        orjson.dumps(results)
-    except orjson.JSONEncodeError as exc:
-        raise BadRequest(f"'tool_results' cannot be passed on as JSON: {exc}") from exc
-    return results
-
-
-def _with_notice(stderr: str, notice: str | None) -> str:
-    """``stderr`` with a plain line saying the sandbox stopped the program (if it did)."""
-    if notice is None:
-        return stderr
-    return f"{stderr}{chr(10) if stderr and not stderr.endswith(chr(10)) else ''}{notice}\n"
-
-
-def _failed(session_id: str | None, message: str) -> ProgrammaticResponse:
-    return ProgrammaticResponse(status="error", session_id=session_id, error=message)
-
-
 class ProgrammaticService:
     """Runs ``/exec/programmatic`` requests; shares ``/exec``'s backend, files and state."""
 
     def __init__(self, settings: Settings, exec_service: ExecService, runs: RunStore,
                  tokens: ContinuationTokens) -> None:
         self.settings = settings
+        self.runtime = exec_service.runtime
         self.config = settings.programmatic
         self.backend = exec_service.backend
         self.sessions = exec_service.sessions
@@ -131,7 +80,8 @@ class ProgrammaticService:
 
     async def run(self, principal: Principal, request: ProgrammaticRequest,
                   request_id: str | None, *, on_acquired: Callable[[], None] | None = None,
-                  workspace: Workspace | None = None) -> ProgrammaticResponse:
+                  workspace: Workspace | None = None,
+                  profile: str = "default") -> ProgrammaticResponse:
         """A new run, or the next step of one (``continuation_token``). ``on_acquired``
         is called once the step has its sandbox (every request error raised by then).
         ``workspace``: the call is attached to one (``tools`` may then be empty)."""
@@ -139,13 +89,16 @@ class ProgrammaticService:
             request_id = None  # not a usable key: the run just cannot be cancelled by it
         if request.continuation_token is not None:
             return await self._continue(principal, request, request_id, on_acquired)
-        return await self._start(principal, request, request_id, on_acquired, workspace)
+        hint = request.runtime_session_hint if profile == "stateful" else None
+        return await self._start(principal, request, request_id, on_acquired, workspace,
+                                 hint=hint)
 
     # -- the first step -------------------------------------------------------------
 
     async def _start(self, principal: Principal, request: ProgrammaticRequest,
                      request_id: str | None, acquired: Callable[[], None] | None,
-                     workspace: Workspace | None) -> ProgrammaticResponse:
+                     workspace: Workspace | None, *, hint: str | None = None,
+                     ) -> ProgrammaticResponse:
         code = request.code
         if not code or not code.strip():
             return _failed(None, "no code to run")
@@ -158,20 +111,33 @@ class ProgrammaticService:
         tools = tool_names(request.tools, lang, allow_none=workspace is not None)
         timeout = normalize_timeout(request.timeout, self.settings.default_execution_time,
                                     self._max_timeout(principal.tenant))
-        session = await self._session(principal, request)
-        state = self.state if lang == "py" else None
-        previous = await state.for_execution(principal.tenant, session) if state else None
-        inputs = await self.files.inputs(principal, session, request.files or [])
+        rt = (await self.runtime.begin(principal.tenant, hint, lang)
+              if hint is not None and self.runtime is not None else None)
+        try:
+            session = rt.session if rt is not None else await self._session(principal, request)
+            state = self.state if lang == "py" else None
+            previous = await state.for_execution(principal.tenant, session) if state else None
+            inputs = await self.files.inputs(  # a runtime session's workspace has the rest
+                principal, session if rt is None else attrs.evolve(session, is_new=True),
+                request.files or [])
+        except BaseException:
+            if rt is not None:
+                await rt.end(ok=False)
+            raise
         record = RunRecord(new_id(), principal.tenant, session.id, lang, request.user_id,
                            tuple(tools), timeout, tuple(inputs),
                            workspace_id=workspace.id if workspace else None,
-                           workspace_instance_id=workspace.instance_id if workspace else None)
-        lease = await self.backend.acquire(lang, session.id, principal.tenant,
-                                           lease_seconds=self.config.max_lifetime)
+                           workspace_instance_id=workspace.instance_id if workspace else None,
+                           runtime=rt.ref() if rt is not None else None)
+        lease = rt.lease if rt is not None else await self.backend.acquire(
+            lang, session.id, principal.tenant, lease_seconds=self.config.max_lifetime)
 
         async def first(lease: SandboxLease) -> ProgrammaticStep:
             await self.runs.save_run(record, self.config.max_lifetime)
-            await stage_in(lease.executor, self.files.files, inputs)
+            if rt is not None:
+                await rt.stage_in(self.files.files, inputs)
+            else:
+                await stage_in(lease.executor, self.files.files, inputs)
             return await start_run(
                 lease.executor, lang=lang, code=code, args=[], timeout=timeout,
                 request_id=request_id or record.run_id, transport_timeout=timeout + _MARGIN,
@@ -244,6 +210,9 @@ class ProgrammaticService:
             await self._end(record)
             return _failed(token.session_id, "the paused run is gone: its lease ended and "
                                              "its sandbox was reaped")
+        if record.runtime is not None and self.runtime is not None:  # the step's hold on it
+            await self.runtime.records.extend(record.runtime.key, record.runtime.token,
+                                              record.timeout + self.config.lease_seconds)
         # Still counted among the tenant's paused runs (until it ends): a step never finds
         # its own pause refused because others paused meanwhile.
         await self.runs.pause(record.tenant, record.run_id, 0, self.config.max_lifetime)
@@ -262,7 +231,7 @@ class ProgrammaticService:
         lease = await self.backend.resume(token.location, token.session_id, token.tenant,
                                           _MARGIN)
         if lease is not None:
-            await self.backend.release(lease)
+            await self._free(record, lease)
         if record is not None:
             await self._end(record)
         else:
@@ -322,8 +291,21 @@ class ProgrammaticService:
 
     async def _abandon(self, record: RunRecord, lease: SandboxLease,
                        request_id: str | None = None) -> None:
-        await self.backend.release(lease)
+        await self._free(record, lease)
         await self._end(record, request_id)
+
+    async def _free(self, record: RunRecord | None, lease: SandboxLease) -> None:
+        """Release a run's sandbox; a runtime session's is dropped and its lock released
+        (its next call restores the last checkpoint)."""
+        run = (await self.runtime.resume(record.runtime, lease, list(record.inputs))
+               if record is not None and record.runtime is not None
+               and self.runtime is not None else None)
+        if run is not None:
+            await run.end(ok=False)
+            return
+        await self.backend.release(lease)
+        if record is not None and record.runtime is not None and self.runtime is not None:
+            await self.runtime.records.unlock(record.runtime.key, record.runtime.token)
 
     def _paused_cap(self, tenant: str) -> int:
         own = self.config.max_paused_per_tenant
@@ -341,6 +323,9 @@ class ProgrammaticService:
                                                   "paused run holds a sandbox (its "
                                                   "concurrency limit counts them)")
             location = await self.backend.hold(lease, seconds)
+            if record.runtime is not None and self.runtime is not None:  # over the pause
+                await self.runtime.records.extend(record.runtime.key, record.runtime.token,
+                                                  seconds + _MARGIN)
         except BaseException:
             await self._abandon(record, lease, request_id)
             raise
@@ -359,7 +344,7 @@ class ProgrammaticService:
             resumed = await self.backend.resume(location, record.session_id, record.tenant,
                                                 _MARGIN)
             if resumed is not None:
-                await self.backend.release(resumed)
+                await self._free(record, resumed)
             await self._end(record, request_id)
             return _failed(record.session_id, "the run was cancelled")
         result, limit = outcome.result, self.settings.response_output_limit
@@ -377,6 +362,9 @@ class ProgrammaticService:
         result, tenant = outcome.result, record.tenant
         failure = run_failure(outcome)
         outputs = None
+        rt = (await self.runtime.resume(record.runtime, lease, list(record.inputs))
+              if record.runtime is not None and self.runtime is not None else None)
+        ok = False
         try:
             if failure is None:
                 outputs = await stage_out(
@@ -384,12 +372,19 @@ class ProgrammaticService:
                     session_id=record.session_id, user_id=record.user_id,
                     inputs=list(record.inputs), max_files=self.settings.max_output_files,
                     max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir,
-                    listing=result.files)
+                    listing=result.files, baseline=rt.baseline() if rt is not None else None)
                 await self.files.deleted_in_sandbox(record.session_id, outputs.deleted)
+            if rt is not None:
+                await rt.checkpoint(result.files, outputs.stored if outputs is not None else [])
+            ok = True
         except ExecutorError as exc:
             raise ExecutorFailed("the sandbox failed; try again", retry_after=1) from exc
         finally:
-            await self._abandon(record, lease, request_id)
+            if rt is not None:
+                await rt.end(ok=ok)
+                await self._end(record, request_id)
+            else:
+                await self._abandon(record, lease, request_id)
         state = None
         if record.lang == "py" and self.state is not None:
             session = Session(record.session_id, tenant, 0.0)
@@ -411,7 +406,9 @@ class ProgrammaticService:
             artifact_delivery=delivery_failure(outputs),
             has_state=state.has_state if state is not None else None,
             state_size=state.state_size if state is not None else None,
-            state_errors=list(state.errors) if state is not None else None)
+            state_errors=list(state.errors) if state is not None else None,
+            runtime_session_id=record.runtime.runtime_session_id if record.runtime else None,
+            runtime_status=record.runtime.status if record.runtime else None)
 
     # -- cancel -----------------------------------------------------------------------
 
@@ -435,7 +432,7 @@ class ProgrammaticService:
             lease = await self.backend.resume(found.location, found.session_id, tenant,
                                               _MARGIN)
             if lease is not None:
-                await self.backend.release(lease)
+                await self._free(record, lease)
             await self._end(record, request_id)
         elif found.location:
             # A running step (verified to be this session's sandbox still) ends with

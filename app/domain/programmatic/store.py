@@ -21,6 +21,7 @@ import valkey.asyncio as valkey
 from valkey.exceptions import ValkeyError
 
 from ...errors import ServiceUnavailable
+from ...runtime_sessions import RuntimeRef
 from ...storage import FileMeta
 from ..files.service import InputFile
 
@@ -40,9 +41,11 @@ class RunRecord:
     timeout: float
     inputs: tuple[InputFile, ...]
     #: ``X-LibreChat-Code-Workspace-ID`` and ``workspace_instance_id`` (recorded only:
-    #: nothing is kept per workspace until runtime sessions exist).
+    #: nothing is kept per workspace yet).
     workspace_id: str | None = None
     workspace_instance_id: str | None = None
+    #: The runtime session the run goes on in (the ``stateful`` profile with a hint).
+    runtime: RuntimeRef | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps({
@@ -50,6 +53,7 @@ class RunRecord:
             "lang": self.lang, "user_id": self.user_id, "tools": list(self.tools),
             "timeout": self.timeout, "workspace_id": self.workspace_id,
             "workspace_instance_id": self.workspace_instance_id,
+            "runtime": self.runtime.to_json() if self.runtime is not None else None,
             "inputs": [[item.path, orjson.loads(item.meta.to_json())] for item in self.inputs]})
 
     @classmethod
@@ -57,7 +61,9 @@ class RunRecord:
         raw: dict[str, Any] = orjson.loads(data)
         inputs = tuple(InputFile(path, FileMeta.from_json(orjson.dumps(meta)))
                        for path, meta in raw.pop("inputs"))
-        return cls(**{**raw, "tools": tuple(raw["tools"]), "inputs": inputs})
+        runtime = raw.pop("runtime", None)
+        return cls(**{**raw, "tools": tuple(raw["tools"]), "inputs": inputs,
+                      "runtime": RuntimeRef.from_json(runtime) if runtime else None})
 
 
 @attrs.frozen

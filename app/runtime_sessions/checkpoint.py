@@ -1,0 +1,191 @@
+"""Checkpoints of a runtime session's workspace in the object store, by manifest.
+
+Layout under the tenant (``rt`` is no session id: ids are 21 characters)::
+
+    <tenant>/rt/<runtime id>/blobs/<sha256>          content-addressed bytes
+    <tenant>/rt/<runtime id>/manifests/<generation>  {generation, created_at, files}
+
+(manifests are JSON without a ``.json`` suffix: the ``FILE_TTL`` sweep reads those as
+files' metadata).
+
+``files`` maps each work-dir path to ``{sha256, size, source, read_only}``, where
+``source`` is ``{"blob": sha256}`` or ``{"file": {"session_id", "id"}}`` for bytes
+already stored as a session file (an output of an execution, or a primed input): those
+are never stored twice, and a blob already stored is not uploaded again. Only what
+changed since the previous manifest is looked at. Manifests are immutable; the
+record's ``generation`` (written last, in Valkey) is the commit point, so a crash
+half-way leaves the previous checkpoint in force.
+
+``restore`` fills a fresh sandbox from a manifest. A file source that is gone (deleted
+by its owner since) is left out and logged; a manifest that cannot be read is
+``CheckpointLost`` (the service then answers ``reset``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import obstore
+import orjson
+from obstore.exceptions import BaseError, NotFoundError
+from obstore.store import ObjectStore
+
+from ..executor import ExecutorClient
+from ..storage import FileStore, StorageUnavailable
+
+__all__ = ["CheckpointLost", "Checkpoints", "Entry", "Manifest"]
+
+logger = logging.getLogger(__name__)
+
+_STORE_ERRORS = (BaseError, OSError)
+
+#: A manifest: work-dir path → entry.
+Manifest = dict[str, "Entry"]
+
+
+class CheckpointLost(Exception):
+    """The manifest of a runtime session's last good checkpoint cannot be read."""
+
+
+@attrs.frozen
+class Entry:
+    """One file of a checkpointed workspace."""
+
+    sha256: str
+    size: int
+    #: ``{"blob": sha256}`` or ``{"file": {"session_id": ..., "id": ...}}``.
+    source: dict[str, Any]
+    read_only: bool = False
+
+
+def _root(tenant: str, runtime_id: str) -> str:
+    return f"{tenant}/rt/{runtime_id}"
+
+
+class Checkpoints:
+    """Writes, reads and restores manifests and their blobs."""
+
+    def __init__(self, store: ObjectStore, files: FileStore, tmp_dir: Path) -> None:
+        self._store = store
+        self._files = files
+        self._tmp_dir = tmp_dir
+
+    async def load(self, tenant: str, runtime_id: str, generation: int) -> Manifest:
+        """The manifest of ``generation`` (0: the empty one)."""
+        if generation <= 0:
+            return {}
+        path = f"{_root(tenant, runtime_id)}/manifests/{generation}"
+        try:
+            result = await obstore.get_async(self._store, path)
+            data = orjson.loads(bytes(await result.bytes_async()))
+            return {name: Entry(**fields) for name, fields in data["files"].items()}
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise CheckpointLost(f"manifest {generation} of {runtime_id} is gone") from exc
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CheckpointLost(f"manifest {generation} of {runtime_id} is malformed") from exc
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+
+    async def save(self, tenant: str, runtime_id: str, generation: int,
+                   manifest: Mapping[str, Entry]) -> None:
+        body = orjson.dumps({"generation": generation, "created_at": time.time(),
+                             "files": {name: attrs.asdict(entry)
+                                       for name, entry in manifest.items()}})
+        path = f"{_root(tenant, runtime_id)}/manifests/{generation}"
+        try:
+            await obstore.put_async(self._store, path, body)
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store write failed: {exc}", retry_after=2) from exc
+
+    async def put_blob(self, tenant: str, runtime_id: str, sha256: str,
+                       executor: ExecutorClient, path: str) -> bool:
+        """Copy a work-dir file into the blob of its sha256 (unless it is there);
+        False when the file is no longer a regular file or its bytes differ."""
+        key = f"{_root(tenant, runtime_id)}/blobs/{sha256}"
+        try:
+            await obstore.head_async(self._store, key)
+            return True
+        except (NotFoundError, FileNotFoundError):
+            pass
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir, prefix="checkpoint-")
+        try:
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as handle:
+                async with executor.open_file(path) as chunks:
+                    if chunks is None:
+                        return False
+                    async for chunk in chunks:
+                        digest.update(chunk)
+                        handle.write(chunk)
+            if digest.hexdigest() != sha256:
+                return False
+            try:
+                await obstore.put_async(self._store, key, Path(tmp_name))
+            except _STORE_ERRORS as exc:
+                raise StorageUnavailable(f"object store write failed: {exc}",
+                                         retry_after=2) from exc
+        finally:
+            os.unlink(tmp_name)
+        return True
+
+    async def _stream(self, tenant: str, runtime_id: str,
+                      entry: Entry) -> tuple[int, AsyncIterator[bytes]] | None:
+        if "blob" in entry.source:
+            key = f"{_root(tenant, runtime_id)}/blobs/{entry.source['blob']}"
+            return entry.size, self._blob_chunks(key)
+        ref = entry.source.get("file") or {}
+        meta = await self._files.get_meta(tenant, str(ref.get("session_id", "")),
+                                          str(ref.get("id", "")))
+        if meta is None:
+            return None
+        return meta.size, self._files.stream(meta)
+
+    async def _blob_chunks(self, key: str) -> AsyncIterator[bytes]:
+        try:
+            result = await obstore.get_async(self._store, key)
+            async for chunk in result.stream(min_chunk_size=1 << 20):
+                yield bytes(chunk)
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+
+    async def restore(self, executor: ExecutorClient, tenant: str, runtime_id: str,
+                      manifest: Mapping[str, Entry], skip: Mapping[str, str] | None = None,
+                      ) -> Manifest:
+        """Stream each file of ``manifest`` into the sandbox (but those whose sha256
+        ``skip`` already gives); the manifest of what was placed."""
+        placed: Manifest = {}
+        for path, entry in manifest.items():
+            if skip is not None and skip.get(path) == entry.sha256:
+                placed[path] = entry
+                continue
+            source = await self._stream(tenant, runtime_id, entry)
+            if source is None:
+                logger.warning("checkpointed file is gone from the store; left out",
+                               extra={"runtime_session_id": runtime_id, "path": path})
+                continue
+            size, chunks = source
+            await executor.put_file(path, size, chunks)
+            placed[path] = entry
+        return placed
+
+    async def delete_all(self, tenant: str, runtime_id: str) -> None:
+        """Remove every manifest and blob of a runtime session (it ended)."""
+        try:
+            async for batch in obstore.list(self._store, f"{_root(tenant, runtime_id)}/"):
+                for item in batch:
+                    await obstore.delete_async(self._store, item["path"])
+        except (NotFoundError, FileNotFoundError):
+            return
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store delete failed: {exc}") from exc
+

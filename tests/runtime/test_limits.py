@@ -1,0 +1,150 @@
+"""The limits of runtime sessions, each on both sides: kept sandboxes per tenant and in
+total (over a cap the least recently used one is checkpointed-and-released, never a
+refusal, and its next call is ``restored`` with nothing lost), one execution at a time
+per runtime session (others wait, up to ``QUEUE_TIMEOUT``, then 429
+``runtime_session_busy``), the idle TTL and the maximum age (waited for by watching
+the backend, never by timing assertions)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.runtime_sessions.records import record_key
+from app.settings import RuntimeSessionSettings
+from tests.conftest import OTHER_KEY, RunningApp, stop_app
+
+from .conftest import kept, kept_of, run, stateful_app, wait_until_released
+
+MARK = "open('/mnt/data/mark.txt','w').write('{hint}')\nprint('ok')"
+CHECK = "print(open('/mnt/data/mark.txt').read())"
+
+
+@pytest.fixture(scope="module")
+def capped_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
+               valkey_url: str) -> Iterator[RunningApp]:
+    """Two kept sandboxes per tenant, three in all; a short queue timeout."""
+    running, server, thread = stateful_app(
+        tmp_path_factory, runtime_dir, valkey_url,
+        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=2, total=3),
+        queue_timeout=3)
+    yield running
+    stop_app(server, thread)
+
+
+def _end_all(app: RunningApp) -> None:
+    for info in kept(app):
+        app.run(app.app.state.backend.drop(info.location))
+
+
+def test_the_tenant_cap(capped_api: RunningApp) -> None:
+    _end_all(capped_api)
+    ids = {hint: run(capped_api, hint, MARK.format(hint=hint))["runtime_session_id"]
+           for hint in ("t-one", "t-two")}
+    # at the cap: both kept, both reused
+    assert len(kept(capped_api, "default")) == 2
+    for hint in ("t-one", "t-two"):
+        assert run(capped_api, hint, CHECK)["runtime_status"] == "reused"
+    # over it: the least recently used (t-one) is released, nobody is refused
+    third = run(capped_api, "t-three", MARK.format(hint="t-three"))
+    assert third["runtime_status"] == "created"
+    assert len(kept(capped_api, "default")) == 2
+    assert kept_of(capped_api, ids["t-one"]) == []
+    again = run(capped_api, "t-one", CHECK)
+    assert (again["runtime_status"], again["stdout"]) == ("restored", "t-one\n")
+
+
+def test_the_total_cap(capped_api: RunningApp) -> None:
+    _end_all(capped_api)
+    mine = [run(capped_api, hint, MARK.format(hint=hint))["runtime_session_id"]
+            for hint in ("all-a", "all-b")]
+    theirs = run(capped_api, "all-c", MARK.format(hint="all-c"), key=OTHER_KEY)
+    assert len(kept(capped_api)) == 3  # at the total cap: all kept
+    assert run(capped_api, "all-a", CHECK)["runtime_status"] == "reused"
+    # a fourth (the other tenant's second: under its own cap) goes over the total
+    run(capped_api, "all-d", MARK.format(hint="all-d"), key=OTHER_KEY)
+    assert len(kept(capped_api)) == 3
+    assert kept_of(capped_api, mine[1]) == []  # all-b was the least recently used
+    assert kept_of(capped_api, mine[0]) and kept_of(capped_api, theirs["runtime_session_id"])
+    again = run(capped_api, "all-b", CHECK)
+    assert (again["runtime_status"], again["stdout"]) == ("restored", "all-b\n")
+
+
+def test_one_execution_at_a_time_the_second_waits(capped_api: RunningApp) -> None:
+    run(capped_api, "serial", "open('/mnt/data/order.txt','w').write('')")
+    answers: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: answers.update(first=run(capped_api, "serial", (
+        "import time\ntime.sleep(1.5)\nopen('/mnt/data/order.txt','a').write('first,')"))))
+    thread.start()
+    _wait_for_lock(capped_api, "serial")  # the first holds the runtime session
+    second = run(capped_api, "serial", "open('/mnt/data/order.txt','a').write('second')\n"
+                                       "print(open('/mnt/data/order.txt').read())")
+    thread.join()
+    assert answers["first"]["status"] == "ok"
+    assert second["runtime_status"] == "reused"
+    assert second["stdout"] == "first,second\n"  # it ran after the first had ended
+
+
+def test_busy_beyond_the_queue_timeout_is_a_429(capped_api: RunningApp) -> None:
+    run(capped_api, "busy", "print(1)")
+    answers: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: answers.update(
+        first=run(capped_api, "busy", "import time\ntime.sleep(8)\nprint('slow')")))
+    thread.start()
+    _wait_for_lock(capped_api, "busy")
+    refused = run(capped_api, "busy", "print(2)", expect=429)
+    thread.join()
+    assert refused["error"] == "runtime_session_busy" and refused["retry_after_seconds"] >= 1
+    assert answers["first"]["stdout"] == "slow\n"
+
+
+def _wait_for_lock(app: RunningApp, hint: str) -> None:
+    """Until an execution of the runtime session holds its lock (bounded)."""
+    client, key = app.app.state.valkey, f"k8si:rt:lock:{record_key('default', hint)[8:]}"
+    for _ in range(600):
+        if app.run(client.exists(key)):
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError("the first execution never took the lock")
+
+
+# -- the idle TTL and the maximum age ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def short_lived_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
+                    valkey_url: str) -> Iterator[RunningApp]:
+    running, server, thread = stateful_app(
+        tmp_path_factory, runtime_dir, valkey_url,
+        RuntimeSessionSettings(idle_ttl=6, max_age=12, per_tenant=8, total=16))
+    yield running
+    stop_app(server, thread)
+
+
+def test_the_idle_ttl(short_lived_api: RunningApp) -> None:
+    first = run(short_lived_api, "idle", MARK.format(hint="idle"))
+    assert run(short_lived_api, "idle", CHECK)["runtime_status"] == "reused"  # within it
+    wait_until_released(short_lived_api, first["runtime_session_id"])  # past it
+    again = run(short_lived_api, "idle", CHECK)
+    assert (again["runtime_status"], again["stdout"]) == ("restored", "idle\n")
+
+
+def test_the_maximum_age(short_lived_api: RunningApp) -> None:
+    first = run(short_lived_api, "aged", MARK.format(hint="aged"))
+    statuses = []
+    # used more often than the idle TTL: reused until the maximum age ends the sandbox
+    while True:
+        answer = run(short_lived_api, "aged", CHECK)
+        statuses.append(answer["runtime_status"])
+        assert answer["stdout"] == "aged\n"
+        if answer["runtime_status"] != "reused":
+            break
+        assert len(statuses) < 200
+        wait_or_released = kept_of(short_lived_api, first["runtime_session_id"])
+        if wait_or_released:
+            threading.Event().wait(1.0)
+    assert statuses[0] == "reused" and statuses[-1] == "restored"
