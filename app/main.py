@@ -24,6 +24,7 @@ from litestar.types import ControllerRouterHandler
 
 from . import __version__
 from .admission import Admission
+from .after_response import AfterResponse
 from .auth import V1_PREFIX, Authenticator, AuthMiddleware, KeyRing, RequestGate
 from .backends import SandboxBackend, create_backend
 from .console import console_router
@@ -166,7 +167,9 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
                         Router(V1_PREFIX, route_handlers=api_handlers, include_in_schema=False)],
         lifespan=[lifespan],
         # The expected execution profile is checked before authentication and admission.
-        middleware=[DrainOnRefusal(), ExecutionProfiles(settings.execution_profiles),
+        # Deferred work (recycling sandboxes) runs once each response is sent.
+        middleware=[AfterResponse(), DrainOnRefusal(),
+                    ExecutionProfiles(settings.execution_profiles),
                     AuthMiddleware(authenticator, gate)],
         before_send=[advertise_profile(settings.execution_profiles)],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]

@@ -39,7 +39,7 @@ def failing_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
     data = tmp_path_factory.mktemp("delivery")
     running, server, thread = start_app(make_settings(data, runtime_dir, valkey_url))
     store = FailingPuts(data / "objects")  # where the app's own store keeps its files
-    running.app.state.file_service.files = store
+    running.app.state.file_service.objects = store
     yield running, store
     stop_app(server, thread)
 

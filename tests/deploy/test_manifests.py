@@ -236,7 +236,8 @@ def test_every_configured_variable_is_one_the_api_reads(overlay: list[Obj]) -> N
     """A misspelt key in config.env or secrets.env would be silently ignored."""
     import app.settings
 
-    source = Path(app.settings.__file__).read_text()
+    source = "".join(path.read_text()
+                     for path in Path(app.settings.__file__).parent.glob("*.py"))
     secret = next(o for o in find(overlay, "Secret")
                   if o["metadata"]["name"].startswith("k8si-api-secrets-"))
     keys = set(config_data(overlay)) | set(secret.get("data") or {})

@@ -95,7 +95,7 @@ def test_checkpoints_store_no_bytes_twice(stateful_api: RunningApp) -> None:
     assert len(blobs) == 1 and blobs[0].stat().st_size == 2 * 1024 * 1024
     assert [p.name for p in (root / "manifests").iterdir()] == ["1"]
     # the FILE_TTL sweep walks the store: checkpoints are no files' metadata to it
-    assert stateful_api.run(stateful_api.app.state.file_service.files.expire(1e9)) == []
+    assert stateful_api.run(stateful_api.app.state.file_service.objects.expire(1e9)) == []
     drop(stateful_api, first["runtime_session_id"])
     again = run(stateful_api, "conv-blobs", "import os\nprint(sorted(os.listdir('/mnt/data')),"
                                            " os.path.getsize('/mnt/data/big.bin'))")
@@ -169,7 +169,7 @@ def failing_reads(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
         tmp_path_factory, runtime_dir, valkey_url,
         RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16))
     store = FailingReads(running.settings.data_dir / "objects")
-    running.app.state.file_service.files = store
+    running.app.state.file_service.objects = store
     yield running, store
     stop_app(server, thread)
 

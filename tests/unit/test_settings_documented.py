@@ -1,6 +1,6 @@
 """The README's configuration tables against the settings object, both ways.
 
-Every default is stated once, on its field in ``app/settings.py``; the README states
+Every default is stated once, on its field in ``app/settings/``; the README states
 it again for readers, so this test holds the two together: setting a variable to the
 value the README gives as its default must change nothing, and every variable the
 settings read must be documented.
@@ -86,4 +86,4 @@ def test_every_variable_the_settings_read_is_documented() -> None:
     families = [family for family in _FAMILIES if f"`{family}<LANG>`" in text]
     missing = sorted(name for name in env.asked if name not in documented
                      and not any(name.startswith(family) for family in families))
-    assert not missing, f"read by app/settings.py but not in README's tables: {missing}"
+    assert not missing, f"read by app/settings but not in README's tables: {missing}"

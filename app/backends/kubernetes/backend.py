@@ -24,6 +24,7 @@ import attrs
 
 from sidecar.contract import LANGUAGES
 
+from ...after_response import defer
 from ...errors import NoCapacity, RuntimeSessionsUnsupported, ServiceUnavailable
 from ...executor import ExecutorClient, ExecutorError
 from ...executor.programmatic import cancel_run
@@ -221,8 +222,8 @@ class KubernetesBackend:
 
     async def release(self, lease: SandboxLease) -> None:
         held = self._held.pop(lease.sandbox_id, None)
-        if held is not None:
-            self._tasks.spawn(self._delete(held))
+        if held is not None:  # deleted once the answer is sent, as the local backend does
+            defer(lambda: self._tasks.spawn(self._delete(held)))
 
     # -- paused programmatic runs: any replica resumes them by the pod's UID ----------
 

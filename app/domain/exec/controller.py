@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Any, cast
 
 from litestar import Controller, Request, Response, post
-from litestar.background_tasks import BackgroundTask
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent
 
-from ...after_response import Deferred
 from ...auth import Principal
 from ...errors import UnsupportedMediaType, error_responses
 from ...ids import is_valid_id, new_id
@@ -60,16 +58,15 @@ class ExecController(Controller):
         headers = {"X-Request-ID": request_id}
         interval = exec_service.settings.exec_keepalive_interval
         profile = served_profile(request.scope)
-        with Deferred() as deferred:  # the sandbox is recycled once the answer is sent
-            if interval <= 0:
-                result = await exec_service.execute(request.user, data, request_id,
-                                                    profile=profile)
-                return Response(result, headers=headers,
-                                background=BackgroundTask(deferred.run))
-            answer = await answer_with_keepalive(
-                lambda acquired: exec_service.execute(request.user, data, request_id,
-                                                      on_acquired=acquired, profile=profile),
-                interval=interval, headers=headers, after_response=deferred.run)
+        # The used sandbox is recycled once the answer is sent (``AfterResponse``).
+        if interval <= 0:
+            result = await exec_service.execute(request.user, data, request_id,
+                                                profile=profile)
+            return Response(result, headers=headers)
+        answer = await answer_with_keepalive(
+            lambda acquired: exec_service.execute(request.user, data, request_id,
+                                                  on_acquired=acquired, profile=profile),
+            interval=interval, headers=headers)
         return cast("Response[ExecResponse]", answer)
 
     @post("/stream", status_code=200, guards=[require_json],

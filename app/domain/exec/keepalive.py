@@ -22,7 +22,6 @@ from typing import Any
 
 import orjson
 from litestar import Response
-from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 from litestar.serialization import encode_json
 
@@ -41,7 +40,6 @@ Run = Callable[[Callable[[], None]], Awaitable[ExecResponse]]
 
 
 async def answer_with_keepalive(run: Run, *, interval: float, headers: dict[str, str],
-                                after_response: Callable[[], Awaitable[None]],
                                 ) -> Response[Any]:
     """The ``/exec`` answer: plain JSON when the run is quick, else whitespace first."""
     started = time.monotonic()
@@ -62,10 +60,9 @@ async def answer_with_keepalive(run: Run, *, interval: float, headers: dict[str,
         task.cancel()
         raise
     if task.done():  # a quick run, or an error before the run: its own status code
-        return Response(task.result(), headers=headers,
-                        background=BackgroundTask(after_response))
+        return Response(task.result(), headers=headers)
     return Stream(_body(task, interval), media_type="application/json", status_code=200,
-                  headers=headers, background=BackgroundTask(after_response))
+                  headers=headers)
 
 
 async def _body(task: asyncio.Future[ExecResponse],

@@ -81,6 +81,19 @@ class _Validated:
     timeout: float
 
 
+@attrs.frozen
+class _Job:
+    """One ``/exec`` request on its way through the service (what every step reads)."""
+
+    principal: Principal
+    request: ExecRequest
+    request_id: str
+    valid: _Validated
+    received: float  # time.monotonic() at receipt
+    listener: OutputListener | None = None
+    on_acquired: Callable[[], None] | None = None
+
+
 @attrs.define
 class _Record:
     """What the recent-executions list will say about this execution."""
@@ -157,7 +170,7 @@ class ExecService:
                                               request.user_id, request.entity_id)
         wanted = request.session_id
         if session.is_new and wanted and is_valid_id(wanted) and (
-                await self.files.files.list_session(principal.tenant, wanted)
+                await self.files.objects.list_session(principal.tenant, wanted)
                 or (self.state is not None and await self.state.exists(principal.tenant, wanted))):
             # The session's record expired but its files or state did not: still the caller's.
             return await self.sessions.adopt(principal.tenant, wanted), None
@@ -211,24 +224,23 @@ class ExecService:
             session, recording = run.session, None
         else:
             session, recording = await self._session(principal, request)
+        job = _Job(principal, request, request_id, valid, received, listener, on_acquired)
         try:
-            return await self._execute_in(
-                session, recording, principal=principal, request=request,
-                request_id=request_id, listener=listener, valid=valid, received=received,
-                on_acquired=on_acquired, run=run)
+            return await self._execute_in(job, session, recording, run)
         except BaseException:
             _abandon(recording)
             if run is not None and not run.ended:  # failed before its sandbox was used
                 await run.end(ok=False)
             raise
 
-    async def _execute_in(self, session: Session, recording: asyncio.Task[None] | None, *,
-                          principal: Principal, request: ExecRequest, request_id: str,
-                          listener: OutputListener | None, valid: _Validated,
-                          received: float, on_acquired: Callable[[], None] | None = None,
-                          run: RuntimeRun | None = None) -> ExecResponse:
+    async def _execute_in(self, job: _Job, session: Session,
+                          recording: asyncio.Task[None] | None,
+                          run: RuntimeRun | None) -> ExecResponse:
         """The execution in its session (``recording``: its record, still being written;
         ``run``: its runtime session, whose sandbox is already claimed)."""
+        principal, request, request_id, valid = job.principal, job.request, job.request_id, \
+            job.valid
+        listener, on_acquired = job.listener, job.on_acquired
         lap("prepare", language=valid.lang, session_id=session.id)
         state = self.state if valid.lang == "py" else None
         # Checked against its signature here, before any sandbox is involved.
@@ -245,7 +257,7 @@ class ExecService:
             await self.backend.acquire(valid.lang, session.id, principal.tenant)
         acquired = time.monotonic()
         lap("acquire", pool_hit=lease.pool_hit)
-        record = _Record(request_id, principal.tenant, session.id, valid.lang, received,
+        record = _Record(request_id, principal.tenant, session.id, valid.lang, job.received,
                          streamed=listener is not None, pool_hit=lease.pool_hit)
         try:
             if listener is not None:
@@ -253,9 +265,9 @@ class ExecService:
             if on_acquired is not None:
                 on_acquired()
             if run is not None:
-                await run.stage_in(self.files.files, inputs)
+                await run.stage_in(self.files.objects, inputs)
             else:
-                await stage_in(lease.executor, self.files.files, inputs)
+                await stage_in(lease.executor, self.files.objects, inputs)
             lap("stage_in")
             result = await self._run_code(lease.executor, listener, dict(
                 lang=valid.lang, code=valid.code, args=valid.args, timeout=valid.timeout,

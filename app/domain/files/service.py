@@ -113,7 +113,8 @@ class FileService:
 
     def __init__(self, files: FileStore, sessions: SessionStore, file_ttl: int = 0,
                  quotas: TenantQuotas | None = None) -> None:
-        self.files = files
+        #: The files' bytes and metadata in the object store.
+        self.objects = files
         self.sessions = sessions
         self.file_ttl = file_ttl
         self.quotas = quotas
@@ -123,7 +124,7 @@ class FileService:
         if self.quotas is not None:
             await self.quotas.reserve(meta.tenant, meta.size)
         try:
-            return await self.files.put(meta, source)
+            return await self.objects.put(meta, source)
         except BaseException:
             if self.quotas is not None:
                 await self.quotas.release(meta.tenant, meta.size)
@@ -133,7 +134,7 @@ class FileService:
         """Note a use of the file, so ``FILE_TTL`` counts from now."""
         if self.file_ttl <= 0:
             return meta
-        return await self.files.touch(meta, min_interval=self.file_ttl / 10)
+        return await self.objects.touch(meta, min_interval=self.file_ttl / 10)
 
     async def upload(self, principal: Principal, form: MultipartForm,
                      user_id: str | None) -> tuple[Session, list[UploadResult]]:
@@ -146,7 +147,7 @@ class FileService:
         # name is a directory of one of them, or under one as if it were a directory,
         # is refused -- the session's work dir could not hold both.
         names = ([] if session.is_new else
-                 [meta.name for meta in await self.files.list_session(principal.tenant,
+                 [meta.name for meta in await self.objects.list_session(principal.tenant,
                                                                       session.id)])
         results = []
         for part in form.files:
@@ -185,7 +186,7 @@ class FileService:
     async def get(self, principal: Principal, session_id: str, file_id: str) -> FileMeta:
         check_id(session_id, "session id")
         check_id(file_id, "file id")
-        meta = await self.files.get_meta(principal.tenant, session_id, file_id)
+        meta = await self.objects.get_meta(principal.tenant, session_id, file_id)
         if meta is None:
             raise NotFound("no such file")
         return meta
@@ -198,14 +199,14 @@ class FileService:
 
     async def list_session(self, principal: Principal, session_id: str) -> list[FileMeta]:
         check_id(session_id, "session id")
-        return await self.files.list_session(principal.tenant, session_id)
+        return await self.objects.list_session(principal.tenant, session_id)
 
     def stream(self, meta: FileMeta) -> AsyncIterator[bytes]:
-        return self.files.stream(meta)
+        return self.objects.stream(meta)
 
     async def delete(self, principal: Principal, session_id: str, file_id: str) -> None:
         meta = await self.get(principal, session_id, file_id)
-        await self.files.delete(meta)
+        await self.objects.delete(meta)
         if self.quotas is not None:
             await self.quotas.release(meta.tenant, meta.size)
 
@@ -228,7 +229,7 @@ class FileService:
         """
         chosen: dict[str, InputFile] = {}
         if not session.is_new:
-            for meta in await self.files.list_session(principal.tenant, session.id):
+            for meta in await self.objects.list_session(principal.tenant, session.id):
                 chosen[meta.name] = InputFile(meta.name, meta)  # oldest first: newest wins
             # What the code of an earlier execution deleted stays out (unless referenced)
             chosen = {path: item for path, item in chosen.items()
@@ -263,7 +264,7 @@ class FileService:
             if item.meta.session_id != session_id or item.meta.deleted_in_sandbox:
                 continue  # another session's file: its own session still places it
             try:
-                await self.files.update_meta(attrs.evolve(item.meta, deleted_in_sandbox=True))
+                await self.objects.update_meta(attrs.evolve(item.meta, deleted_in_sandbox=True))
             except StorageUnavailable as exc:
                 logger.warning("deleted input not marked", extra={
                     "session_id": session_id, "file_id": item.meta.id, "detail": exc.message})

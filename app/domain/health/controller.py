@@ -41,7 +41,7 @@ class HealthController(Controller):
         except (ValkeyError, OSError) as exc:
             services["valkey"] = {"status": "unhealthy", "error": str(exc)}
         try:
-            await file_service.files.ping()
+            await file_service.objects.ping()
             services["object_store"] = {"status": "healthy"}
         except StorageUnavailable as exc:
             services["object_store"] = {"status": "unhealthy", "error": exc.message}

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 from litestar import Controller, Request, Response, post
-from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from ...after_response import Deferred
 from ...auth import Principal
 from ...errors import error_responses
 from ...profiles import served_profile
@@ -64,16 +62,15 @@ class ProgrammaticController(Controller):
                                    data.workspace_instance_id)
         interval = programmatic_service.settings.exec_keepalive_interval
         profile = served_profile(request.scope)
-        with Deferred() as deferred:  # a released sandbox is recycled once answered
-            if interval <= 0:
-                result = await programmatic_service.run(request.user, data, request_id,
-                                                        workspace=workspace, profile=profile)
-                return Response(result, background=BackgroundTask(deferred.run))
-            run = cast("Run", lambda acquired: programmatic_service.run(
-                request.user, data, request_id, on_acquired=acquired, workspace=workspace,
-                profile=profile))
-            answer = await answer_with_keepalive(run, interval=interval, headers={},
-                                                 after_response=deferred.run)
+        # A released sandbox is recycled once the answer is sent (``AfterResponse``).
+        if interval <= 0:
+            result = await programmatic_service.run(request.user, data, request_id,
+                                                    workspace=workspace, profile=profile)
+            return Response(result)
+        run = cast("Run", lambda acquired: programmatic_service.run(
+            request.user, data, request_id, on_acquired=acquired, workspace=workspace,
+            profile=profile))
+        answer = await answer_with_keepalive(run, interval=interval, headers={})
         return cast("Response[ProgrammaticResponse]", answer)
 
     @post("/cancel", status_code=200, responses=error_responses(409),

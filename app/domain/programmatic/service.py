@@ -135,9 +135,9 @@ class ProgrammaticService:
         async def first(lease: SandboxLease) -> ProgrammaticStep:
             await self.runs.save_run(record, self.config.max_lifetime)
             if rt is not None:
-                await rt.stage_in(self.files.files, inputs)
+                await rt.stage_in(self.files.objects, inputs)
             else:
-                await stage_in(lease.executor, self.files.files, inputs)
+                await stage_in(lease.executor, self.files.objects, inputs)
             return await start_run(
                 lease.executor, lang=lang, code=code, args=[], timeout=timeout,
                 request_id=request_id or record.run_id, transport_timeout=timeout + _MARGIN,
@@ -171,7 +171,7 @@ class ProgrammaticService:
             return session
         session = await self.sessions.resolve(tenant, wanted, request.user_id, request.entity_id)
         if session.is_new and wanted and is_valid_id(wanted) and (
-                await self.files.files.list_session(tenant, wanted)
+                await self.files.objects.list_session(tenant, wanted)
                 or (self.state is not None and await self.state.exists(tenant, wanted))):
             return await self.sessions.adopt(tenant, wanted)  # its record expired, not its data
         return session
