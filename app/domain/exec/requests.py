@@ -5,10 +5,14 @@ visible marker, and the plain line a timeout or an OOM adds to ``stderr``."""
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
 from ...errors import BadRequest, PayloadTooLarge
+from ...storage import FileMeta
+from .staging import WORKDIR
 
-__all__ = ["cut_output", "limit_notice", "normalize_args", "normalize_timeout", "with_notice"]
+__all__ = ["cut_output", "file_entry", "limit_notice", "normalize_args", "normalize_timeout",
+           "with_notice"]
 
 _MAX_ARGS = 256
 _MAX_ARGS_BYTES = 64 * 1024
@@ -71,3 +75,14 @@ def with_notice(stderr: str, notice: str | None) -> str:
         return stderr
     separator = "\n" if stderr and not stderr.endswith("\n") else ""
     return f"{stderr}{separator}{notice}\n"
+
+
+def file_entry(meta: FileMeta, inherited: bool = False) -> dict[str, Any]:
+    """A stored output (or an inherited read-only input) as the answer's ``files`` list it."""
+    entry: dict[str, Any] = {
+        "id": meta.id, "name": meta.name, "path": f"{WORKDIR}/{meta.name}",
+        "storage_session_id": meta.session_id, "session_id": meta.session_id,
+        "size": meta.size, "content_type": meta.content_type, "inherited": inherited}
+    if meta.modified_from is not None:
+        entry["modified_from"] = meta.modified_from
+    return entry

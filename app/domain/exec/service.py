@@ -41,36 +41,26 @@ from ...metrics import Metrics, lap, note_phase, timed
 from ...runtime_sessions import RuntimeRun, RuntimeSessions
 from ...sessions import Session, SessionStore
 from ...settings import Settings
-from ...storage import FileMeta
 from ..files.service import FileService
 from ..state import StateService
 from ..state.schemas import StateOutcome
 from .recent import ExecutionRecord, RecentExecutions
 from .requests import (
     cut_output,
+    file_entry,
     limit_notice,
     normalize_args,
     normalize_timeout,
     with_notice,
 )
 from .schemas import ExecRequest, ExecResponse
-from .staging import WORKDIR, OutputFiles, delivery_failure, stage_in, stage_out
+from .staging import OutputFiles, delivery_failure, stage_in, stage_out
 
 __all__ = ["ExecService", "OutputListener"]
 
 logger = logging.getLogger(__name__)
 
 _ENTITY_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
-
-
-def _file_entry(meta: FileMeta, inherited: bool = False) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "id": meta.id, "name": meta.name, "path": f"{WORKDIR}/{meta.name}",
-        "storage_session_id": meta.session_id, "session_id": meta.session_id,
-        "size": meta.size, "content_type": meta.content_type, "inherited": inherited}
-    if meta.modified_from is not None:
-        entry["modified_from"] = meta.modified_from
-    return entry
 
 
 @attrs.frozen
@@ -166,15 +156,19 @@ class ExecService:
         if not request.session_id and not request.entity_id:
             session = self.sessions.fresh(principal.tenant)
             return session, asyncio.create_task(self.sessions.record(session))
-        session = await self.sessions.resolve(principal.tenant, request.session_id,
-                                              request.user_id, request.entity_id)
-        wanted = request.session_id
-        if session.is_new and wanted and is_valid_id(wanted) and (
-                await self.files.objects.list_session(principal.tenant, wanted)
-                or (self.state is not None and await self.state.exists(principal.tenant, wanted))):
-            # The session's record expired but its files or state did not: still the caller's.
-            return await self.sessions.adopt(principal.tenant, wanted), None
-        return session, None
+        return await self.session_for(principal.tenant, request.session_id, request.user_id,
+                                      request.entity_id), None
+
+    async def session_for(self, tenant: str, session_id: str | None, user_id: str | None,
+                          entity_id: str | None) -> Session:
+        """The caller's own session, else the latest of (user, entity), else a new one; a
+        session whose record expired but whose files or state did not is adopted back."""
+        session = await self.sessions.resolve(tenant, session_id, user_id, entity_id)
+        if session.is_new and session_id and is_valid_id(session_id) and (
+                await self.files.objects.list_session(tenant, session_id)
+                or (self.state is not None and await self.state.exists(tenant, session_id))):
+            return await self.sessions.adopt(tenant, session_id)
+        return session
 
     async def _validate(self, request: ExecRequest, tenant: str) -> _Validated:
         language = resolve_language(request.lang)
@@ -193,7 +187,7 @@ class ExecService:
         if request.entity_id is not None and not _ENTITY_ID.fullmatch(request.entity_id):
             raise BadRequest("entity_id must be 1-40 characters of [A-Za-z0-9_-]")
         timeout = normalize_timeout(request.timeout, self.settings.default_execution_time,
-                                    self._max_timeout(tenant))
+                                    self.max_timeout(tenant))
         return _Validated(language.code, request.code, normalize_args(request.args), timeout)
 
     def _memory_mb(self, tenant: str) -> int:
@@ -201,7 +195,7 @@ class ExecService:
         own = self.settings.tenants.limits(tenant).max_memory_mb
         return own if 0 < own < self.settings.max_memory_mb else self.settings.max_memory_mb
 
-    def _max_timeout(self, tenant: str) -> int:
+    def max_timeout(self, tenant: str) -> int:
         """``MAX_EXECUTION_TIME``, or the tenant's own (lower) maximum."""
         own = self.settings.tenants.limits(tenant).max_timeout
         return min(own, self.settings.max_execution_time) if own > 0 \
@@ -377,8 +371,8 @@ class ExecService:
             stdout=cut_output(result.stdout, limit, result.stdout_truncated),
             stderr=with_notice(cut_output(result.stderr, limit, result.stderr_truncated),
                                 notice),
-            files=[_file_entry(meta) for meta in outputs.stored]
-            + [_file_entry(meta, inherited=True) for meta in outputs.inherited],
+            files=[file_entry(meta) for meta in outputs.stored]
+            + [file_entry(meta, inherited=True) for meta in outputs.inherited],
             skipped_files=outputs.skipped,
             deleted_files=[item.path for item in outputs.deleted],
             artifact_delivery=delivery_failure(outputs),

@@ -35,19 +35,19 @@ from ...backends import SandboxLease
 from ...errors import BadRequest, ExecutorFailed, LanguageUnavailable, PayloadTooLarge
 from ...executor import ExecutorError
 from ...executor.programmatic import ProgrammaticStep, continue_run, start_run
-from ...ids import is_valid_id, new_id
+from ...ids import new_id
 from ...sessions import Session
 from ...settings import Settings
-from ..exec.requests import cut_output, limit_notice, normalize_timeout
-from ..exec.service import ExecService, _file_entry
-from ..exec.staging import delivery_failure, stage_in, stage_out
+from ..exec.requests import normalize_timeout
+from ..exec.service import ExecService
+from ..exec.staging import stage_in, stage_out
+from .answers import ended, paused
 from .failures import run_failure
-from .schemas import ProgrammaticRequest, ProgrammaticResponse, ToolCallOut
+from .schemas import ProgrammaticRequest, ProgrammaticResponse
 from .store import RequestRecord, RunRecord, RunStore
 from .tokens import Continuation, ContinuationTokens, TokenRefused
 from .wire import failed as _failed
 from .wire import tool_names, wire_results
-from .wire import with_notice as _with_notice
 from .workspace import Workspace
 
 __all__ = ["ProgrammaticService"]
@@ -68,6 +68,7 @@ class ProgrammaticService:
     def __init__(self, settings: Settings, exec_service: ExecService, runs: RunStore,
                  tokens: ContinuationTokens) -> None:
         self.settings = settings
+        self.exec = exec_service
         self.runtime = exec_service.runtime
         self.config = settings.programmatic
         self.backend = exec_service.backend
@@ -110,7 +111,7 @@ class ProgrammaticService:
             raise BadRequest("code must not contain NUL bytes")
         tools = tool_names(request.tools, lang, allow_none=workspace is not None)
         timeout = normalize_timeout(request.timeout, self.settings.default_execution_time,
-                                    self._max_timeout(principal.tenant))
+                                    self.exec.max_timeout(principal.tenant))
         rt = (await self.runtime.begin(principal.tenant, hint, lang)
               if hint is not None and self.runtime is not None else None)
         try:
@@ -156,11 +157,6 @@ class ProgrammaticService:
             raise LanguageUnavailable(f"{language.name} is not available here: {status.reason}")
         return language.code
 
-    def _max_timeout(self, tenant: str) -> int:
-        own = self.settings.tenants.limits(tenant).max_timeout
-        maximum = self.settings.max_execution_time
-        return min(own, maximum) if own > 0 else maximum
-
     async def _session(self, principal: Principal, request: ProgrammaticRequest) -> Session:
         tenant, wanted = principal.tenant, request.session_id
         if request.entity_id is not None and not _ENTITY_ID.fullmatch(request.entity_id):
@@ -169,12 +165,7 @@ class ProgrammaticService:
             session = self.sessions.fresh(tenant)
             await self.sessions.record(session)
             return session
-        session = await self.sessions.resolve(tenant, wanted, request.user_id, request.entity_id)
-        if session.is_new and wanted and is_valid_id(wanted) and (
-                await self.files.objects.list_session(tenant, wanted)
-                or (self.state is not None and await self.state.exists(tenant, wanted))):
-            return await self.sessions.adopt(tenant, wanted)  # its record expired, not its data
-        return session
+        return await self.exec.session_for(tenant, wanted, request.user_id, request.entity_id)
 
     # -- the next steps ---------------------------------------------------------------
 
@@ -347,14 +338,7 @@ class ProgrammaticService:
                 await self._free(record, resumed)
             await self._end(record, request_id)
             return _failed(record.session_id, "the run was cancelled")
-        result, limit = outcome.result, self.settings.response_output_limit
-        return ProgrammaticResponse(
-            status="tool_call_required", session_id=record.session_id,
-            continuation_token=token,
-            tool_calls=[ToolCallOut(call.id, call.name, call.input)
-                        for call in outcome.tool_calls],
-            stdout=cut_output(result.stdout, limit, result.stdout_truncated),
-            stderr=cut_output(result.stderr, limit, result.stderr_truncated))
+        return paused(record, outcome, token, output_limit=self.settings.response_output_limit)
 
     async def _finish(self, record: RunRecord, lease: SandboxLease,
                       outcome: ProgrammaticStep, request_id: str | None,
@@ -390,25 +374,9 @@ class ProgrammaticService:
             session = Session(record.session_id, tenant, 0.0)
             previous = await self.state.for_execution(tenant, session)
             state = await self.state.after_execution(tenant, record.session_id, result, previous)
-        limit = self.settings.response_output_limit
-        stderr = _with_notice(result.stderr, limit_notice(result.status, record.timeout,
-                                                          self.settings.max_memory_mb))
-        files = [] if outputs is None else [
-            *(_file_entry(meta) for meta in outputs.stored),
-            *(_file_entry(meta, inherited=True) for meta in outputs.inherited)]
-        return ProgrammaticResponse(
-            status="completed" if failure is None else "error", session_id=record.session_id,
-            stdout=cut_output(result.stdout, limit, result.stdout_truncated),
-            stderr=cut_output(stderr, limit, result.stderr_truncated),
-            files=files, error=failure,
-            skipped_files=outputs.skipped if outputs is not None else [],
-            deleted_files=[item.path for item in outputs.deleted] if outputs is not None else [],
-            artifact_delivery=delivery_failure(outputs),
-            has_state=state.has_state if state is not None else None,
-            state_size=state.state_size if state is not None else None,
-            state_errors=list(state.errors) if state is not None else None,
-            runtime_session_id=record.runtime.runtime_session_id if record.runtime else None,
-            runtime_status=record.runtime.status if record.runtime else None)
+        return ended(record, outcome, failure, outputs, state,
+                     output_limit=self.settings.response_output_limit,
+                     memory_mb=self.settings.max_memory_mb)
 
     # -- cancel -----------------------------------------------------------------------
 
