@@ -295,7 +295,9 @@ class RuntimeSessions:
 
     async def _fresh(self, language: str, session_id: str, tenant: str) -> SandboxLease:
         """A new sandbox, asked to stay for further executions before its first."""
-        lease = await self.backend.acquire(language, session_id, tenant)
+        # the claim's lease is the hard end of a kept sandbox (a pod's activeDeadlineSeconds)
+        lease = await self.backend.acquire(language, session_id, tenant,
+                                           lease_seconds=self.settings.runtime_sessions.max_age)
         try:
             await lease.executor.keep()
         except ExecutorError as exc:
