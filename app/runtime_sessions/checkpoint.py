@@ -8,7 +8,7 @@ Layout under the tenant (``rt`` is no session id: ids are 21 characters)::
 (manifests are JSON without a ``.json`` suffix: the ``FILE_TTL`` sweep reads those as
 files' metadata).
 
-``files`` maps each work-dir path to ``{sha256, size, source, read_only}``, where
+``files`` maps each work-dir path to ``{sha256, size, source, read_only, primed}``, where
 ``source`` is ``{"blob": sha256}`` or ``{"file": {"session_id", "id"}}`` for bytes
 already stored as a session file (an output of an execution, or a primed input): those
 are never stored twice, and a blob already stored is not uploaded again. Only what
@@ -64,6 +64,9 @@ class Entry:
     #: ``{"blob": sha256}`` or ``{"file": {"session_id": ..., "id": ...}}``.
     source: dict[str, Any]
     read_only: bool = False
+    #: The id of the input last placed at this path (kept while the code changes the
+    #: file in place): that input delivered again is not placed over the changes.
+    primed: str = ""
 
 
 def _root(tenant: str, runtime_id: str) -> str:

@@ -370,7 +370,8 @@ class ProgrammaticService:
                 outputs = await stage_out(
                     lease.executor, self.files.store, tenant=tenant,
                     session_id=record.session_id, user_id=record.user_id,
-                    inputs=list(record.inputs), max_files=self.settings.max_output_files,
+                    inputs=rt.output_inputs(list(record.inputs)) if rt is not None
+                    else list(record.inputs), max_files=self.settings.max_output_files,
                     max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir,
                     listing=result.files, baseline=rt.baseline() if rt is not None else None)
                 await self.files.deleted_in_sandbox(record.session_id, outputs.deleted)
