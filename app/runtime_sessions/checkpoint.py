@@ -16,6 +16,9 @@ changed since the previous manifest is looked at. Manifests are immutable; the
 record's ``generation`` (written last, in Valkey) is the commit point, so a crash
 half-way leaves the previous checkpoint in force.
 
+Manifests before the previous one, and blobs the last two do not reference, are pruned
+after each checkpoint (``prune``); ending a runtime session deletes all (``delete_all``).
+
 ``restore`` fills a fresh sandbox from a manifest. A file source that is gone (deleted
 by its owner since) is left out and logged; a manifest that cannot be read is
 ``CheckpointLost`` (the service then answers ``reset``).
@@ -180,6 +183,32 @@ class Checkpoints:
             await executor.put_file(path, size, chunks)
             placed[path] = entry
         return placed
+
+    async def prune(self, tenant: str, runtime_id: str, generation: int,
+                    kept: list[Mapping[str, Entry]]) -> int:
+        """After ``generation`` was saved: delete the manifests before the previous one,
+        and every blob none of ``kept`` (the last two manifests) references; the number
+        of objects deleted."""
+        root = _root(tenant, runtime_id)
+        referenced = {entry.source["blob"] for manifest in kept for entry in manifest.values()
+                      if "blob" in entry.source}
+        doomed = []
+        try:
+            async for batch in obstore.list(self._store, f"{root}/"):
+                for item in batch:
+                    path = str(item["path"])
+                    kind, _, name = path[len(root) + 1:].partition("/")
+                    if (kind == "manifests" and name.isdigit()
+                            and int(name) < generation - 1) or (
+                            kind == "blobs" and name not in referenced):
+                        doomed.append(path)
+            for path in doomed:
+                await obstore.delete_async(self._store, path)
+        except (NotFoundError, FileNotFoundError):
+            pass
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store prune failed: {exc}") from exc
+        return len(doomed)
 
     async def delete_all(self, tenant: str, runtime_id: str) -> None:
         """Remove every manifest and blob of a runtime session (it ended)."""

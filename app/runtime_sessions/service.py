@@ -151,7 +151,13 @@ class RuntimeRun:
                                   "detail": str(exc)[:500]})
             self.broken = True
             return
-        self.generation, self.manifest = generation, manifest
+        previous, self.generation, self.manifest = self.manifest, generation, manifest
+        try:
+            await self.service.checkpoints.prune(self.record.tenant, self.record.id,
+                                                 generation, [previous, manifest])
+        except StorageUnavailable as exc:  # garbage left for the next prune
+            logger.warning("old checkpoints not pruned", extra={
+                "runtime_session_id": self.record.id, "detail": exc.message[:500]})
 
     async def _manifest(self, listing: list[dict[str, Any]],
                         stored: Mapping[str, FileMeta]) -> Manifest:

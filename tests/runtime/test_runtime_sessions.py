@@ -234,3 +234,17 @@ def test_an_input_changed_in_place_is_not_placed_over_again(stateful_api: Runnin
     assert third["runtime_status"] == "restored"
     assert third["stdout"] == "a\nb\nc\n\n"
     assert [f["name"] for f in third["files"]] == ["log.csv"]
+
+
+def test_old_checkpoints_and_unreferenced_blobs_are_pruned(stateful_api: RunningApp) -> None:
+    big = "open('/mnt/data/big.bin','wb').write(b'{c}' * (2 * 1024 * 1024))"
+    first = run(stateful_api, "conv-prune", big.format(c="x"))
+    root = stateful_api.settings.data_dir / "objects" / "default" / "rt" / \
+        first["runtime_session_id"]
+    run(stateful_api, "conv-prune", big.format(c="y"))  # a second blob; both referenced
+    assert len(list((root / "blobs").iterdir())) == 2
+    run(stateful_api, "conv-prune", "import os\nos.remove('/mnt/data/big.bin')")
+    assert len(list((root / "blobs").iterdir())) == 1  # the x one: in no kept manifest
+    run(stateful_api, "conv-prune", "print(1)")
+    assert list((root / "blobs").iterdir()) == []
+    assert sorted(p.name for p in (root / "manifests").iterdir()) == ["3", "4"]
