@@ -89,7 +89,8 @@ class ProgrammaticService:
             request_id = None  # not a usable key: the run just cannot be cancelled by it
         if request.continuation_token is not None:
             return await self._continue(principal, request, request_id, on_acquired)
-        hint = request.runtime_session_hint if profile == "stateful" else None
+        hint = None if profile != "stateful" else (  # an attached workspace's own, first
+            workspace.runtime_hint() if workspace is not None else request.runtime_session_hint)
         return await self._start(principal, request, request_id, on_acquired, workspace,
                                  hint=hint)
 
