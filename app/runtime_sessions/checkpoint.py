@@ -31,7 +31,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from obstore.store import ObjectStore
 
 from ..executor import ExecutorClient
 from ..storage import FileStore, StorageUnavailable
+from ..tenants import TenantQuotas
 
 __all__ = ["CheckpointLost", "Checkpoints", "Entry", "Manifest"]
 
@@ -79,10 +80,13 @@ def _root(tenant: str, runtime_id: str) -> str:
 class Checkpoints:
     """Writes, reads and restores manifests and their blobs."""
 
-    def __init__(self, store: ObjectStore, files: FileStore, tmp_dir: Path) -> None:
+    def __init__(self, store: ObjectStore, files: FileStore, tmp_dir: Path,
+                 quotas: TenantQuotas | None = None) -> None:
         self._store = store
         self._files = files
         self._tmp_dir = tmp_dir
+        #: Blobs count against the tenant's storage quota like files (``QuotaExceeded``).
+        self._quotas = quotas
 
     async def load(self, tenant: str, runtime_id: str, generation: int) -> Manifest:
         """The manifest of ``generation`` (0: the empty one)."""
@@ -112,9 +116,10 @@ class Checkpoints:
             raise StorageUnavailable(f"object store write failed: {exc}", retry_after=2) from exc
 
     async def put_blob(self, tenant: str, runtime_id: str, sha256: str,
-                       executor: ExecutorClient, path: str) -> bool:
-        """Copy a work-dir file into the blob of its sha256 (unless it is there);
-        False when the file is no longer a regular file or its bytes differ."""
+                       executor: ExecutorClient, *, path: str, size: int) -> bool:
+        """Copy a work-dir file into the blob of its sha256 (unless it is there), counted
+        against the tenant's quota (``QuotaExceeded``); False when the file is no longer a
+        regular file or its bytes differ."""
         key = f"{_root(tenant, runtime_id)}/blobs/{sha256}"
         try:
             await obstore.head_async(self._store, key)
@@ -123,6 +128,9 @@ class Checkpoints:
             pass
         except _STORE_ERRORS as exc:
             raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+        if self._quotas is not None:
+            await self._quotas.reserve(tenant, size)
+        stored = False
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir, prefix="checkpoint-")
         try:
             digest = hashlib.sha256()
@@ -140,8 +148,11 @@ class Checkpoints:
             except _STORE_ERRORS as exc:
                 raise StorageUnavailable(f"object store write failed: {exc}",
                                          retry_after=2) from exc
+            stored = True
         finally:
             os.unlink(tmp_name)
+            if not stored and self._quotas is not None:
+                await self._quotas.release(tenant, size)
         return True
 
     async def _stream(self, tenant: str, runtime_id: str,
@@ -192,32 +203,33 @@ class Checkpoints:
         root = _root(tenant, runtime_id)
         referenced = {entry.source["blob"] for manifest in kept for entry in manifest.values()
                       if "blob" in entry.source}
-        doomed = []
+        return await self._delete(tenant, root, lambda kind, name: (
+            kind == "manifests" and name.isdigit() and int(name) < generation - 1) or (
+            kind == "blobs" and name not in referenced))
+
+    async def _delete(self, tenant: str, root: str,
+                      doomed: Callable[[str, str], bool]) -> int:
+        """Delete the objects under ``root`` that ``doomed(kind, name)`` picks, giving a
+        blob's size back to the tenant's quota; the number deleted."""
+        picked: list[tuple[str, int, bool]] = []
         try:
             async for batch in obstore.list(self._store, f"{root}/"):
                 for item in batch:
                     path = str(item["path"])
                     kind, _, name = path[len(root) + 1:].partition("/")
-                    if (kind == "manifests" and name.isdigit()
-                            and int(name) < generation - 1) or (
-                            kind == "blobs" and name not in referenced):
-                        doomed.append(path)
-            for path in doomed:
+                    if doomed(kind, name):
+                        picked.append((path, int(item["size"]), kind == "blobs"))
+            for path, size, blob in picked:
                 await obstore.delete_async(self._store, path)
+                if blob and self._quotas is not None:
+                    await self._quotas.release(tenant, size)
         except (NotFoundError, FileNotFoundError):
             pass
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store prune failed: {exc}") from exc
-        return len(doomed)
+            raise StorageUnavailable(f"object store delete failed: {exc}") from exc
+        return len(picked)
 
     async def delete_all(self, tenant: str, runtime_id: str) -> None:
         """Remove every manifest and blob of a runtime session (it ended)."""
-        try:
-            async for batch in obstore.list(self._store, f"{_root(tenant, runtime_id)}/"):
-                for item in batch:
-                    await obstore.delete_async(self._store, item["path"])
-        except (NotFoundError, FileNotFoundError):
-            return
-        except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store delete failed: {exc}") from exc
+        await self._delete(tenant, _root(tenant, runtime_id), lambda kind, name: True)
 

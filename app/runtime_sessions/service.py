@@ -32,6 +32,7 @@ from ..ids import new_id
 from ..sessions import Session, SessionStore
 from ..settings import Settings
 from ..storage import FileMeta, FileStore, StorageUnavailable
+from ..tenants import QuotaExceeded
 from .checkpoint import CheckpointLost, Checkpoints, Entry, Manifest
 from .records import RuntimeRecord, RuntimeRecords, record_key
 
@@ -141,9 +142,10 @@ class RuntimeRun:
             generation = self.generation + 1
             await self.service.checkpoints.save(self.record.tenant, self.record.id,
                                                 generation, manifest)
-        except StorageUnavailable as exc:
+        except (StorageUnavailable, QuotaExceeded) as exc:
             logger.warning("checkpoint failed; the previous one stays in force", extra={
-                "runtime_session_id": self.record.id, "detail": exc.message[:500]})
+                "runtime_session_id": self.record.id, "error": exc.code,
+                "detail": exc.message[:500]})
             return
         except ExecutorError as exc:
             logger.warning("checkpoint failed: the sandbox did not give its files back",
@@ -185,7 +187,7 @@ class RuntimeRun:
             elif output is not None and output.sha256 == sha256:
                 manifest[path] = Entry(sha256, size, _file_source(output), primed=placed)
             elif sha256 and await checkpoints.put_blob(self.record.tenant, self.record.id,
-                                                       sha256, executor, path):
+                                                       sha256, executor, path=path, size=size):
                 manifest[path] = Entry(sha256, size, {"blob": sha256}, primed=placed)
         listed = {str(item["name"]): str(item["sha256"]) for item in listing}
         for path, entry in read_only.items():

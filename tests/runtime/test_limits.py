@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
+from app.runtime_sessions.operators import end
 from app.runtime_sessions.records import record_key
-from app.settings import RuntimeSessionSettings
+from app.settings import RuntimeSessionSettings, TenantLimits, TenantSettings
 from tests.conftest import OTHER_KEY, RunningApp, stop_app
 
-from .conftest import kept, kept_of, run, stateful_app, wait_until_released
+from .conftest import drop, kept, kept_of, run, stateful_app, wait_until_released
 
 MARK = "open('/mnt/data/mark.txt','w').write('{hint}')\nprint('ok')"
 CHECK = "print(open('/mnt/data/mark.txt').read())"
@@ -148,3 +149,47 @@ def test_the_maximum_age(short_lived_api: RunningApp) -> None:
         if wait_or_released:
             threading.Event().wait(1.0)
     assert statuses[0] == "reused" and statuses[-1] == "restored"
+
+
+# -- checkpoint blobs count against the tenant's storage quota ---------------------------
+
+
+@pytest.fixture(scope="module")
+def quota_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
+              valkey_url: str) -> Iterator[RunningApp]:
+    """A storage quota of 3 MiB per tenant."""
+    running, server, thread = stateful_app(
+        tmp_path_factory, runtime_dir, valkey_url,
+        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16),
+        tenants=TenantSettings(defaults=TenantLimits(0, 0, 3 * 1024 * 1024, 0, 0, 0),
+                               auth_failures_per_window=0))
+    yield running
+    stop_app(server, thread)
+
+
+BIG = "open('/mnt/data/big.bin','wb').write(b'{c}' * ({mib} * 1024 * 1024))"
+
+
+def _usage(app: RunningApp) -> int:
+    quotas = app.app.state.quotas
+    used: tuple[int, int] = app.run(quotas.usage("default"))
+    return used[0]
+
+
+def test_checkpoint_blobs_count_against_the_storage_quota(quota_api: RunningApp) -> None:
+    before = _usage(quota_api)
+    # within the quota: the 2 MiB file (over MAX_OUTPUT_FILE_SIZE, so no output) is a blob
+    first = run(quota_api, "quota-conv", BIG.format(c="a", mib=2))
+    assert _usage(quota_api) == before + 2 * 1024 * 1024
+    # past it: another 2 MiB blob is refused; the answer is still the code's, and the
+    # previous checkpoint stays in force
+    second = run(quota_api, "quota-conv", BIG.format(c="b", mib=2) + "\nprint('ran')")
+    assert (second["status"], second["stdout"]) == ("ok", "ran\n")
+    assert _usage(quota_api) == before + 2 * 1024 * 1024
+    drop(quota_api, first["runtime_session_id"])
+    back = run(quota_api, "quota-conv", "print(open('/mnt/data/big.bin','rb').read(1))")
+    assert (back["runtime_status"], back["stdout"]) == ("restored", "b'a'\n")
+    # ending the runtime session gives the bytes back
+    assert quota_api.run(end(quota_api.app.state.exec_service.runtime,
+                             first["runtime_session_id"]))
+    assert _usage(quota_api) == before
