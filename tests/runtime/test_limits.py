@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from app.runtime_sessions.operators import end
 from app.runtime_sessions.records import record_key
 from app.settings import RuntimeSessionSettings, TenantLimits, TenantSettings
-from tests.conftest import OTHER_KEY, RunningApp, stop_app
+from tests.conftest import OTHER_KEY, RunningApp, free_port, start_app, stop_app
 
 from .conftest import drop, kept, kept_of, run, stateful_app, wait_until_released
 
@@ -193,3 +194,22 @@ def test_checkpoint_blobs_count_against_the_storage_quota(quota_api: RunningApp)
     assert quota_api.run(end(quota_api.app.state.exec_service.runtime,
                              first["runtime_session_id"]))
     assert _usage(quota_api) == before
+
+
+def test_an_api_restart_loses_no_workspace(tmp_path_factory: pytest.TempPathFactory,
+                                           runtime_dir: Path, valkey_url: str) -> None:
+    """The local backend's kept sandboxes end with its process; the records and
+    checkpoints do not: the next call after a restart is restored."""
+    limits = RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16)
+    running, server, thread = stateful_app(tmp_path_factory, runtime_dir, valkey_url, limits)
+    try:
+        made = run(running, "restart-conv", MARK.format(hint="restart-conv"))
+    finally:
+        stop_app(server, thread)
+    again, server, thread = start_app(attrs.evolve(running.settings, port=free_port()))
+    try:
+        after = run(again, "restart-conv", CHECK)
+        assert (after["runtime_status"], after["stdout"]) == ("restored", "restart-conv\n")
+        assert after["runtime_session_id"] == made["runtime_session_id"]
+    finally:
+        stop_app(server, thread)
