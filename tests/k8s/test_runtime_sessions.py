@@ -82,3 +82,29 @@ def test_a_kept_pod_past_its_idle_lease_is_reaped(
                   message="the idle kept pod reaped")
     again = run(app, "k8s-idle", "cat /mnt/data/k.txt", lang="bash")
     assert (again["runtime_status"], again["stdout"]) == ("restored", "kept\n")
+
+
+def test_a_programmatic_run_in_a_runtime_session_spans_replicas(
+        kube: Namespace, k8s_app_factory: AppFactory, tmp_path: Path) -> None:
+    store = tmp_path / "objects"
+    first, second = _replica(k8s_app_factory, store), _replica(k8s_app_factory, store)
+    kube.wait_for(lambda: ready_warm(kube) >= 2, timeout=90, message="warm pods")
+    made = run(first, "k8s-ptc", "echo 40 > /mnt/data/n.txt; echo $HOSTNAME", lang="bash")
+    pod_name = made["stdout"].strip()
+    headers = {"X-CodeAPI-Expected-Profile": "stateful"}
+    with first.client() as http:
+        paused = http.post("/exec/programmatic", headers=headers, json={
+            "lang": "bash", "runtime_session_hint": "k8s-ptc",
+            "tools": [{"name": "add", "parameters": {"type": "object"}}],
+            "code": "n=$(cat /mnt/data/n.txt)\nx=$(add \"{\\\"a\\\": $n, \\\"b\\\": 2}\")\n"
+                    "echo $x > /mnt/data/x.txt; echo $x $HOSTNAME"}).json()
+    assert paused["status"] == "tool_call_required", paused
+    with second.client() as http:  # the next round on another replica
+        done = http.post("/exec/programmatic", headers=headers, json={
+            "continuation_token": paused["continuation_token"],
+            "tool_results": [{"call_id": paused["tool_calls"][0]["id"], "result": 42}]}).json()
+    assert done["status"] == "completed", done
+    assert done["stdout"].split() == ["42", pod_name]  # in the kept pod
+    assert done["runtime_status"] == "reused"
+    after = run(second, "k8s-ptc", "cat /mnt/data/x.txt", lang="bash")
+    assert (after["runtime_status"], after["stdout"]) == ("reused", "42\n")
