@@ -20,7 +20,7 @@ from app.runtime_sessions.records import record_key
 from app.settings import RuntimeSessionSettings, TenantLimits, TenantSettings
 from tests.conftest import OTHER_KEY, RunningApp, free_port, start_app, stop_app
 
-from .conftest import drop, kept, kept_of, run, stateful_app, wait_until_released
+from .conftest import EXPECTED, drop, kept, kept_of, run, stateful_app, wait_until_released
 
 MARK = "open('/mnt/data/mark.txt','w').write('{hint}')\nprint('ok')"
 CHECK = "print(open('/mnt/data/mark.txt').read())"
@@ -213,3 +213,28 @@ def test_an_api_restart_loses_no_workspace(tmp_path_factory: pytest.TempPathFact
         assert after["runtime_session_id"] == made["runtime_session_id"]
     finally:
         stop_app(server, thread)
+
+
+def test_a_busy_runtime_session_is_never_the_caps_victim(capped_api: RunningApp) -> None:
+    """Over the tenant cap the least recently used kept sandbox is released, unless its
+    runtime session is executing (here: a programmatic run paused, holding it): the next
+    one is released instead."""
+    _end_all(capped_api)
+    ids = {hint: run(capped_api, hint, MARK.format(hint=hint))["runtime_session_id"]
+           for hint in ("busy-a", "busy-b")}
+    headers = {EXPECTED: "stateful"}
+    with capped_api.client() as http:
+        paused = http.post("/exec/programmatic", headers=headers, json={
+            "runtime_session_hint": "busy-a", "code": "print(await add(a=1, b=1))",
+            "tools": [{"name": "add", "parameters": {"type": "object"}}]}).json()
+    assert paused["status"] == "tool_call_required", paused
+    run(capped_api, "busy-b", CHECK)  # busy-a is now the least recently used
+    run(capped_api, "busy-c", MARK.format(hint="busy-c"))  # over the cap
+    assert kept_of(capped_api, ids["busy-b"]) == []  # released instead of busy-a
+    with capped_api.client() as http:
+        done = http.post("/exec/programmatic", headers=headers, json={
+            "continuation_token": paused["continuation_token"],
+            "tool_results": [{"call_id": paused["tool_calls"][0]["id"], "result": 2}]}).json()
+    assert (done["status"], done["runtime_status"]) == ("completed", "reused"), done
+    again = run(capped_api, "busy-b", CHECK)
+    assert (again["runtime_status"], again["stdout"]) == ("restored", "busy-b\n")
