@@ -123,7 +123,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
             settings, backend,
             RuntimeRecords(client, settings.runtime_sessions.max_age + 86400,
                            lock_seconds=execution_lease + 300),
-            Checkpoints(object_store, files, tmp_dir), sessions)
+            Checkpoints(object_store, files, tmp_dir, quotas), sessions)
             if "stateful" in settings.execution_profiles else None)
         app.state.update(
             admin_service=AdminService(client, backend, recent),

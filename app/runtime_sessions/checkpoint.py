@@ -8,13 +8,16 @@ Layout under the tenant (``rt`` is no session id: ids are 21 characters)::
 (manifests are JSON without a ``.json`` suffix: the ``FILE_TTL`` sweep reads those as
 files' metadata).
 
-``files`` maps each work-dir path to ``{sha256, size, source, read_only}``, where
+``files`` maps each work-dir path to ``{sha256, size, source, read_only, primed}``, where
 ``source`` is ``{"blob": sha256}`` or ``{"file": {"session_id", "id"}}`` for bytes
 already stored as a session file (an output of an execution, or a primed input): those
 are never stored twice, and a blob already stored is not uploaded again. Only what
 changed since the previous manifest is looked at. Manifests are immutable; the
 record's ``generation`` (written last, in Valkey) is the commit point, so a crash
 half-way leaves the previous checkpoint in force.
+
+Manifests before the previous one, and blobs the last two do not reference, are pruned
+after each checkpoint (``prune``); ending a runtime session deletes all (``delete_all``).
 
 ``restore`` fills a fresh sandbox from a manifest. A file source that is gone (deleted
 by its owner since) is left out and logged; a manifest that cannot be read is
@@ -28,7 +31,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ from obstore.store import ObjectStore
 
 from ..executor import ExecutorClient
 from ..storage import FileStore, StorageUnavailable
+from ..tenants import TenantQuotas
 
 __all__ = ["CheckpointLost", "Checkpoints", "Entry", "Manifest"]
 
@@ -64,6 +68,9 @@ class Entry:
     #: ``{"blob": sha256}`` or ``{"file": {"session_id": ..., "id": ...}}``.
     source: dict[str, Any]
     read_only: bool = False
+    #: The id of the input last placed at this path (kept while the code changes the
+    #: file in place): that input delivered again is not placed over the changes.
+    primed: str = ""
 
 
 def _root(tenant: str, runtime_id: str) -> str:
@@ -73,10 +80,13 @@ def _root(tenant: str, runtime_id: str) -> str:
 class Checkpoints:
     """Writes, reads and restores manifests and their blobs."""
 
-    def __init__(self, store: ObjectStore, files: FileStore, tmp_dir: Path) -> None:
+    def __init__(self, store: ObjectStore, files: FileStore, tmp_dir: Path,
+                 quotas: TenantQuotas | None = None) -> None:
         self._store = store
         self._files = files
         self._tmp_dir = tmp_dir
+        #: Blobs count against the tenant's storage quota like files (``QuotaExceeded``).
+        self._quotas = quotas
 
     async def load(self, tenant: str, runtime_id: str, generation: int) -> Manifest:
         """The manifest of ``generation`` (0: the empty one)."""
@@ -106,9 +116,10 @@ class Checkpoints:
             raise StorageUnavailable(f"object store write failed: {exc}", retry_after=2) from exc
 
     async def put_blob(self, tenant: str, runtime_id: str, sha256: str,
-                       executor: ExecutorClient, path: str) -> bool:
-        """Copy a work-dir file into the blob of its sha256 (unless it is there);
-        False when the file is no longer a regular file or its bytes differ."""
+                       executor: ExecutorClient, *, path: str, size: int) -> bool:
+        """Copy a work-dir file into the blob of its sha256 (unless it is there), counted
+        against the tenant's quota (``QuotaExceeded``); False when the file is no longer a
+        regular file or its bytes differ."""
         key = f"{_root(tenant, runtime_id)}/blobs/{sha256}"
         try:
             await obstore.head_async(self._store, key)
@@ -117,6 +128,9 @@ class Checkpoints:
             pass
         except _STORE_ERRORS as exc:
             raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+        if self._quotas is not None:
+            await self._quotas.reserve(tenant, size)
+        stored = False
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir, prefix="checkpoint-")
         try:
             digest = hashlib.sha256()
@@ -134,8 +148,11 @@ class Checkpoints:
             except _STORE_ERRORS as exc:
                 raise StorageUnavailable(f"object store write failed: {exc}",
                                          retry_after=2) from exc
+            stored = True
         finally:
             os.unlink(tmp_name)
+            if not stored and self._quotas is not None:
+                await self._quotas.release(tenant, size)
         return True
 
     async def _stream(self, tenant: str, runtime_id: str,
@@ -178,14 +195,41 @@ class Checkpoints:
             placed[path] = entry
         return placed
 
-    async def delete_all(self, tenant: str, runtime_id: str) -> None:
-        """Remove every manifest and blob of a runtime session (it ended)."""
+    async def prune(self, tenant: str, runtime_id: str, generation: int,
+                    kept: list[Mapping[str, Entry]]) -> int:
+        """After ``generation`` was saved: delete the manifests before the previous one,
+        and every blob none of ``kept`` (the last two manifests) references; the number
+        of objects deleted."""
+        root = _root(tenant, runtime_id)
+        referenced = {entry.source["blob"] for manifest in kept for entry in manifest.values()
+                      if "blob" in entry.source}
+        return await self._delete(tenant, root, lambda kind, name: (
+            kind == "manifests" and name.isdigit() and int(name) < generation - 1) or (
+            kind == "blobs" and name not in referenced))
+
+    async def _delete(self, tenant: str, root: str,
+                      doomed: Callable[[str, str], bool]) -> int:
+        """Delete the objects under ``root`` that ``doomed(kind, name)`` picks, giving a
+        blob's size back to the tenant's quota; the number deleted."""
+        picked: list[tuple[str, int, bool]] = []
         try:
-            async for batch in obstore.list(self._store, f"{_root(tenant, runtime_id)}/"):
+            async for batch in obstore.list(self._store, f"{root}/"):
                 for item in batch:
-                    await obstore.delete_async(self._store, item["path"])
+                    path = str(item["path"])
+                    kind, _, name = path[len(root) + 1:].partition("/")
+                    if doomed(kind, name):
+                        picked.append((path, int(item["size"]), kind == "blobs"))
+            for path, size, blob in picked:
+                await obstore.delete_async(self._store, path)
+                if blob and self._quotas is not None:
+                    await self._quotas.release(tenant, size)
         except (NotFoundError, FileNotFoundError):
-            return
+            pass
         except _STORE_ERRORS as exc:
             raise StorageUnavailable(f"object store delete failed: {exc}") from exc
+        return len(picked)
+
+    async def delete_all(self, tenant: str, runtime_id: str) -> None:
+        """Remove every manifest and blob of a runtime session (it ended)."""
+        await self._delete(tenant, _root(tenant, runtime_id), lambda kind, name: True)
 

@@ -1,13 +1,13 @@
 """Runtime-session records in Valkey: the record, the LRU of kept sandboxes, the lock.
 
-- ``k8si:rt:<tenant>:<sha256(hint)>`` → the record (JSON). A hint is only ever looked
+- ``k8si:rt:rec:<tenant>:<sha256(hint)>`` → the record (JSON). A hint is only ever looked
   up with the caller's tenant: two tenants with one hint have two runtime sessions,
   and another tenant's hint reads as unknown. TTL: the maximum age plus a day (the
   record outlives its sandbox, so the next call can restore).
 - ``k8si:rt:lru`` and ``k8si:rt:lru:<tenant>``: record keys of runtime sessions that
   have a kept sandbox, scored by last use (the caps read them). The record and both
   sets change together in one ``MULTI``/``EXEC``.
-- ``k8si:rt:lock:<tenant>:<sha256(hint)>``: one execution at a time per runtime
+- ``k8si:rt:lock:rec:<tenant>:<sha256(hint)>``: one execution at a time per runtime
   session (``SET NX PX`` with a random token, released by compare-and-delete; also
   covers its creation). Others poll with a growing pause up to ``QUEUE_TIMEOUT``,
   then 429 ``runtime_session_busy``.
@@ -34,6 +34,8 @@ from ..errors import RuntimeSessionBusy, ServiceUnavailable
 __all__ = ["RuntimeRecord", "RuntimeRecords"]
 
 _PREFIX = "k8si:rt:"
+#: Records under their own prefix: no tenant name can make one collide with a lock or LRU.
+_RECORDS = f"{_PREFIX}rec:"
 _LRU = "k8si:rt:lru"
 _FIRST_POLL, _MAX_POLL = 0.01, 0.25
 #: Releases the lock only if it is still ours (compare-and-delete).
@@ -50,7 +52,7 @@ return 0
 
 def record_key(tenant: str, hint: str) -> str:
     digest = hashlib.sha256(hint.encode()).hexdigest()
-    return f"{_PREFIX}{tenant}:{digest}"
+    return f"{_RECORDS}{tenant}:{digest}"
 
 
 def _lock_key(key: str) -> str:
@@ -155,7 +157,7 @@ class RuntimeRecords:
 
     async def forget(self, key: str) -> None:
         """Take a key whose record is gone out of the LRU sets."""
-        tenant = key[len(_PREFIX):].rpartition(":")[0]
+        tenant = key[len(_RECORDS):].rpartition(":")[0]
         try:
             await self._client.zrem(_LRU, key)
             await self._client.zrem(_tenant_lru(tenant), key)
@@ -166,11 +168,8 @@ class RuntimeRecords:
         """Every runtime session's record (the operator's listing)."""
         records = []
         try:
-            async for key in self._client.scan_iter(match=f"{_PREFIX}*", count=200):
-                name = key.decode()
-                if name.startswith((f"{_PREFIX}lock:", _LRU)):
-                    continue
-                record = await self.get_by_key(name)
+            async for key in self._client.scan_iter(match=f"{_RECORDS}*", count=200):
+                record = await self.get_by_key(key.decode())
                 if record is not None:
                     records.append(record)
         except ValkeyError as exc:

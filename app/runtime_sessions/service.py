@@ -32,6 +32,7 @@ from ..ids import new_id
 from ..sessions import Session, SessionStore
 from ..settings import Settings
 from ..storage import FileMeta, FileStore, StorageUnavailable
+from ..tenants import QuotaExceeded
 from .checkpoint import CheckpointLost, Checkpoints, Entry, Manifest
 from .records import RuntimeRecord, RuntimeRecords, record_key
 
@@ -104,14 +105,28 @@ class RuntimeRun:
         return {path: (entry.sha256, entry.size) for path, entry in self.manifest.items()}
 
     async def stage_in(self, store: FileStore, inputs: list[InputFile]) -> None:
-        """Place the request's inputs, but those the workspace already holds as they are."""
+        """Place the request's inputs, but not one the workspace already holds: the same
+        bytes, or the same input placed before and changed in place by the code since
+        (LibreChat sends a conversation's files with every call: its changes stay). A
+        read-only input is always placed again (its original bytes)."""
         for item in inputs:
             entry = self.manifest.get(item.path)
             self.primed[item.path] = item.meta
-            if entry is not None and entry.sha256 == item.meta.sha256:
+            if entry is not None and not item.meta.read_only and (
+                    entry.sha256 == item.meta.sha256 or entry.primed == item.meta.id):
                 continue
             await self.lease.executor.put_file(item.path, item.meta.size,
                                                store.stream(item.meta))
+
+    def _changed_in_place(self, item: InputFile) -> bool:
+        entry = self.manifest.get(item.path)
+        return (entry is not None and not item.meta.read_only
+                and entry.primed == item.meta.id and entry.sha256 != item.meta.sha256)
+
+    def output_inputs(self, inputs: list[InputFile]) -> list[InputFile]:
+        """The inputs ``stage_out`` compares against: one not placed because the code
+        changed it in place earlier is judged against the workspace's baseline instead."""
+        return [item for item in inputs if not self._changed_in_place(item)]
 
     async def checkpoint(self, listing: list[dict[str, Any]] | None,
                          stored: list[FileMeta]) -> None:
@@ -127,9 +142,10 @@ class RuntimeRun:
             generation = self.generation + 1
             await self.service.checkpoints.save(self.record.tenant, self.record.id,
                                                 generation, manifest)
-        except StorageUnavailable as exc:
+        except (StorageUnavailable, QuotaExceeded) as exc:
             logger.warning("checkpoint failed; the previous one stays in force", extra={
-                "runtime_session_id": self.record.id, "detail": exc.message[:500]})
+                "runtime_session_id": self.record.id, "error": exc.code,
+                "detail": exc.message[:500]})
             return
         except ExecutorError as exc:
             logger.warning("checkpoint failed: the sandbox did not give its files back",
@@ -137,13 +153,20 @@ class RuntimeRun:
                                   "detail": str(exc)[:500]})
             self.broken = True
             return
-        self.generation, self.manifest = generation, manifest
+        previous, self.generation, self.manifest = self.manifest, generation, manifest
+        try:
+            await self.service.checkpoints.prune(self.record.tenant, self.record.id,
+                                                 generation, [previous, manifest])
+        except StorageUnavailable as exc:  # garbage left for the next prune
+            logger.warning("old checkpoints not pruned", extra={
+                "runtime_session_id": self.record.id, "detail": exc.message[:500]})
 
     async def _manifest(self, listing: list[dict[str, Any]],
                         stored: Mapping[str, FileMeta]) -> Manifest:
         checkpoints, executor = self.service.checkpoints, self.lease.executor
         manifest: Manifest = {}
-        read_only = {path: Entry(m.sha256, m.size, _file_source(m), read_only=True)
+        read_only = {path: Entry(m.sha256, m.size, _file_source(m), read_only=True,
+                                 primed=m.id)
                      for path, m in self.primed.items() if m.read_only}
         read_only.update({path: entry for path, entry in self.manifest.items()
                           if entry.read_only and path not in self.primed})
@@ -155,15 +178,17 @@ class RuntimeRun:
                 continue  # put back below: edits of read-only inputs are never kept
             previous, primed, output = (self.manifest.get(path), self.primed.get(path),
                                         stored.get(path))
+            placed = primed.id if primed is not None else (
+                previous.primed if previous is not None else "")
             if previous is not None and previous.sha256 == sha256:
-                manifest[path] = previous
+                manifest[path] = attrs.evolve(previous, primed=placed)
             elif primed is not None and primed.sha256 == sha256:
-                manifest[path] = Entry(sha256, size, _file_source(primed))
+                manifest[path] = Entry(sha256, size, _file_source(primed), primed=placed)
             elif output is not None and output.sha256 == sha256:
-                manifest[path] = Entry(sha256, size, _file_source(output))
+                manifest[path] = Entry(sha256, size, _file_source(output), primed=placed)
             elif sha256 and await checkpoints.put_blob(self.record.tenant, self.record.id,
-                                                       sha256, executor, path):
-                manifest[path] = Entry(sha256, size, {"blob": sha256})
+                                                       sha256, executor, path=path, size=size):
+                manifest[path] = Entry(sha256, size, {"blob": sha256}, primed=placed)
         listed = {str(item["name"]): str(item["sha256"]) for item in listing}
         for path, entry in read_only.items():
             if listed.get(path) != entry.sha256:  # changed or removed: the original again
@@ -295,7 +320,9 @@ class RuntimeSessions:
 
     async def _fresh(self, language: str, session_id: str, tenant: str) -> SandboxLease:
         """A new sandbox, asked to stay for further executions before its first."""
-        lease = await self.backend.acquire(language, session_id, tenant)
+        # the claim's lease is the hard end of a kept sandbox (a pod's activeDeadlineSeconds)
+        lease = await self.backend.acquire(language, session_id, tenant,
+                                           lease_seconds=self.settings.runtime_sessions.max_age)
         try:
             await lease.executor.keep()
         except ExecutorError as exc:

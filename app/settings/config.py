@@ -29,8 +29,7 @@ __all__ = ["EXECUTION_PROFILES", "Settings"]
 
 #: Every execution profile (``X-CodeAPI-Expected-Profile``; see ``app/profiles.py``).
 EXECUTION_PROFILES = ("default", "stateful")
-#: The profiles this code can serve (``stateful``: runtime sessions, on the local
-#: backend; ``from_env`` refuses it with the Kubernetes backend, which keeps no sandboxes).
+#: The profiles this code can serve (``stateful``: runtime sessions).
 _SERVABLE_PROFILES = ("default", "stateful")
 
 
@@ -48,7 +47,7 @@ def _check_profiles(_: object, __: object, value: tuple[str, ...]) -> None:
 
 def _profiles(env: Mapping[str, str], backend: str) -> tuple[str, ...]:
     """``EXECUTION_PROFILES``; unset: both on the local backend, ``default`` on Kubernetes
-    (which keeps no sandboxes between executions yet)."""
+    (where kept pods are opt-in: ``default,stateful``)."""
     raw = env.get("EXECUTION_PROFILES", "").strip() or (
         "default,stateful" if backend == "local" else "default")
     return tuple(dict.fromkeys(p.strip().lower() for p in raw.split(",") if p.strip()))
@@ -238,9 +237,6 @@ class Settings:
             execution_profiles=_profiles(env, backend),
             runtime_sessions=RuntimeSessionSettings.from_env(env),
         )
-        if backend == "kubernetes" and "stateful" in settings.execution_profiles:
-            raise SettingsError("EXECUTION_PROFILES: 'stateful' cannot be served with "
-                                "EXECUTION_BACKEND=kubernetes yet (it keeps no sandboxes)")
         if settings.default_execution_time > settings.max_execution_time:
             raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")
         return settings

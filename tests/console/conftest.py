@@ -28,9 +28,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
 @pytest.fixture(scope="session")
 def console_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
                 valkey_url: str) -> Iterator[RunningApp]:
-    """An API whose operator key is ``ADMIN_KEY``, with warm Python and Bash pools."""
+    """An API whose operator key is ``ADMIN_KEY``, with warm Python and Bash pools (and
+    runtime sessions: the operator page lists them)."""
     settings = make_settings(tmp_path_factory.mktemp("console"), runtime_dir, valkey_url,
-                             admin_api_keys=(ADMIN_KEY,), pool_sizes={"py": 1, "bash": 1})
+                             admin_api_keys=(ADMIN_KEY,), pool_sizes={"py": 1, "bash": 1},
+                             execution_profiles=("default", "stateful"))
     running, server, thread = start_app(settings)
     yield running
     stop_app(server, thread)

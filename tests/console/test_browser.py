@@ -153,3 +153,20 @@ def test_stop_ends_the_run_and_frees_the_sandbox(console_api: RunningApp, page: 
 def test_the_operator_page_refuses_other_keys(console_api: RunningApp, page: Any) -> None:
     open_page(page, console_api, "/console/operator", API_KEY)
     wait_text(page, "#state", "not an admin key")
+
+
+def test_the_operator_page_lists_and_ends_a_runtime_session(
+        console_api: RunningApp, page: Any, artifacts: Path) -> None:
+    with console_api.client() as http:
+        made = http.post("/exec", json={"lang": "py", "runtime_session_hint": "console-conv",
+                                        "code": "open('/mnt/data/c.txt','w').write('c')"},
+                         headers={"X-CodeAPI-Expected-Profile": "stateful"}).json()
+    assert made["runtime_status"] == "created", made
+    open_page(page, console_api, "/console/operator", ADMIN_KEY)
+    wait_text(page, "#runtime tbody", "console-conv")
+    row = page.locator("#runtime tbody tr", has_text="console-conv")
+    assert "yes" in row.inner_text() and made["runtime_session_id"] in row.inner_text()
+    page.screenshot(path=artifacts / "operator-runtime-sessions.png", full_page=True)
+    row.locator("button").click()
+    page.wait_for_function(
+        "() => !document.querySelector('#runtime tbody').textContent.includes('console-conv')")

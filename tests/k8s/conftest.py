@@ -35,7 +35,9 @@ def k8s_app_factory(tmp_path: Path, runtime_dir: Path, valkey_url: str,
     running: list[tuple[Any, Any]] = []
 
     def start(pool_sizes: dict[str, int] | None = None, *,
-              kubeconfig: Path | None = None, **kube_settings: Any) -> RunningApp:
+              kubeconfig: Path | None = None, app_settings: dict[str, Any] | None = None,
+              **kube_settings: Any) -> RunningApp:
+        """``app_settings``: more of the replica's ``Settings`` (e.g. a shared store)."""
         config = KubernetesSettings(kubeconfig=str(kubeconfig or kube.kubeconfig_path),
                                     namespace=kube.namespace,
                                     **{"reap_interval": 1, "lease_seconds": 120,
@@ -45,7 +47,7 @@ def k8s_app_factory(tmp_path: Path, runtime_dir: Path, valkey_url: str,
                                  state=StateSettings(hmac_key=_SHARED_KEY),
                                  execution_backend="kubernetes",
                                  pool_sizes=pool_sizes if pool_sizes is not None else {"bash": 2},
-                                 kubernetes=config)
+                                 kubernetes=config, **(app_settings or {}))
         app, server, thread = start_app(settings)
         running.append((server, thread))
         return app

@@ -99,3 +99,25 @@ def test_the_programmatic_tools_go_on_in_the_conversations_sandbox(
     # checkpoint into a bash sandbox
     assert answer["artifact"]["runtime_status"] == ("restored" if bash else "reused")
     assert answer["artifact"]["runtime_session_id"] == made["artifact"]["runtime_session_id"]
+
+
+def test_an_attached_workspace_is_a_runtime_session_of_its_own(
+        stateful_api: RunningApp, librechat: LibreChatClient) -> None:
+    """The bash tool with a workspace (``/exec/programmatic``, ``tools: []``, the header):
+    its files persist in the workspace's runtime session, across conversations."""
+    workspace = {"workspaceId": "project-w", "workspaceInstanceId": "b" * 64}
+
+    def bash(hint: str, command: str) -> dict[str, Any]:
+        answer: dict[str, Any] = librechat.run(
+            "exec", base_url=stateful_api.base_url, api_key=API_KEY, bash=True,
+            params={**STATEFUL, **workspace, "runtimeSessionHint": hint},
+            args={"command": command})
+        assert answer["ok"], answer
+        return answer
+
+    made = bash("thread-w1", "echo v1 > /mnt/data/notes.txt; echo made")
+    assert made["artifact"]["runtime_status"] == "created"
+    later = bash("thread-w2", "cat /mnt/data/notes.txt")  # another conversation
+    assert later["content"].startswith("stdout:\nv1"), later
+    assert later["artifact"]["runtime_status"] == "reused"
+    assert later["artifact"]["runtime_session_id"] == made["artifact"]["runtime_session_id"]

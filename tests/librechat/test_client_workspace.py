@@ -1,6 +1,7 @@
 """The real ``@librechat/agents`` bash tool with an attached workspace: it posts
 ``/exec/programmatic`` with ``tools: []`` and ``X-LibreChat-Code-Workspace-ID``; we run
-the command (as an ordinary run, until runtime sessions exist)."""
+the command (as an ordinary run with the default profile; with ``stateful`` it is a
+runtime session of its own: ``test_client_runtime_sessions.py``)."""
 
 from __future__ import annotations
 

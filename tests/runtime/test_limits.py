@@ -12,13 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
+from app.runtime_sessions.operators import end
 from app.runtime_sessions.records import record_key
-from app.settings import RuntimeSessionSettings
-from tests.conftest import OTHER_KEY, RunningApp, stop_app
+from app.settings import RuntimeSessionSettings, TenantLimits, TenantSettings
+from tests.conftest import OTHER_KEY, RunningApp, free_port, start_app, stop_app
 
-from .conftest import kept, kept_of, run, stateful_app, wait_until_released
+from .conftest import EXPECTED, drop, kept, kept_of, run, stateful_app, wait_until_released
 
 MARK = "open('/mnt/data/mark.txt','w').write('{hint}')\nprint('ok')"
 CHECK = "print(open('/mnt/data/mark.txt').read())"
@@ -148,3 +150,91 @@ def test_the_maximum_age(short_lived_api: RunningApp) -> None:
         if wait_or_released:
             threading.Event().wait(1.0)
     assert statuses[0] == "reused" and statuses[-1] == "restored"
+
+
+# -- checkpoint blobs count against the tenant's storage quota ---------------------------
+
+
+@pytest.fixture(scope="module")
+def quota_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
+              valkey_url: str) -> Iterator[RunningApp]:
+    """A storage quota of 3 MiB per tenant."""
+    running, server, thread = stateful_app(
+        tmp_path_factory, runtime_dir, valkey_url,
+        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16),
+        tenants=TenantSettings(defaults=TenantLimits(0, 0, 3 * 1024 * 1024, 0, 0, 0),
+                               auth_failures_per_window=0))
+    yield running
+    stop_app(server, thread)
+
+
+BIG = "open('/mnt/data/big.bin','wb').write(b'{c}' * ({mib} * 1024 * 1024))"
+
+
+def _usage(app: RunningApp) -> int:
+    quotas = app.app.state.quotas
+    used: tuple[int, int] = app.run(quotas.usage("default"))
+    return used[0]
+
+
+def test_checkpoint_blobs_count_against_the_storage_quota(quota_api: RunningApp) -> None:
+    before = _usage(quota_api)
+    # within the quota: the 2 MiB file (over MAX_OUTPUT_FILE_SIZE, so no output) is a blob
+    first = run(quota_api, "quota-conv", BIG.format(c="a", mib=2))
+    assert _usage(quota_api) == before + 2 * 1024 * 1024
+    # past it: another 2 MiB blob is refused; the answer is still the code's, and the
+    # previous checkpoint stays in force
+    second = run(quota_api, "quota-conv", BIG.format(c="b", mib=2) + "\nprint('ran')")
+    assert (second["status"], second["stdout"]) == ("ok", "ran\n")
+    assert _usage(quota_api) == before + 2 * 1024 * 1024
+    drop(quota_api, first["runtime_session_id"])
+    back = run(quota_api, "quota-conv", "print(open('/mnt/data/big.bin','rb').read(1))")
+    assert (back["runtime_status"], back["stdout"]) == ("restored", "b'a'\n")
+    # ending the runtime session gives the bytes back
+    assert quota_api.run(end(quota_api.app.state.exec_service.runtime,
+                             first["runtime_session_id"]))
+    assert _usage(quota_api) == before
+
+
+def test_an_api_restart_loses_no_workspace(tmp_path_factory: pytest.TempPathFactory,
+                                           runtime_dir: Path, valkey_url: str) -> None:
+    """The local backend's kept sandboxes end with its process; the records and
+    checkpoints do not: the next call after a restart is restored."""
+    limits = RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16)
+    running, server, thread = stateful_app(tmp_path_factory, runtime_dir, valkey_url, limits)
+    try:
+        made = run(running, "restart-conv", MARK.format(hint="restart-conv"))
+    finally:
+        stop_app(server, thread)
+    again, server, thread = start_app(attrs.evolve(running.settings, port=free_port()))
+    try:
+        after = run(again, "restart-conv", CHECK)
+        assert (after["runtime_status"], after["stdout"]) == ("restored", "restart-conv\n")
+        assert after["runtime_session_id"] == made["runtime_session_id"]
+    finally:
+        stop_app(server, thread)
+
+
+def test_a_busy_runtime_session_is_never_the_caps_victim(capped_api: RunningApp) -> None:
+    """Over the tenant cap the least recently used kept sandbox is released, unless its
+    runtime session is executing (here: a programmatic run paused, holding it): the next
+    one is released instead."""
+    _end_all(capped_api)
+    ids = {hint: run(capped_api, hint, MARK.format(hint=hint))["runtime_session_id"]
+           for hint in ("busy-a", "busy-b")}
+    headers = {EXPECTED: "stateful"}
+    with capped_api.client() as http:
+        paused = http.post("/exec/programmatic", headers=headers, json={
+            "runtime_session_hint": "busy-a", "code": "print(await add(a=1, b=1))",
+            "tools": [{"name": "add", "parameters": {"type": "object"}}]}).json()
+    assert paused["status"] == "tool_call_required", paused
+    run(capped_api, "busy-b", CHECK)  # busy-a is now the least recently used
+    run(capped_api, "busy-c", MARK.format(hint="busy-c"))  # over the cap
+    assert kept_of(capped_api, ids["busy-b"]) == []  # released instead of busy-a
+    with capped_api.client() as http:
+        done = http.post("/exec/programmatic", headers=headers, json={
+            "continuation_token": paused["continuation_token"],
+            "tool_results": [{"call_id": paused["tool_calls"][0]["id"], "result": 2}]}).json()
+    assert (done["status"], done["runtime_status"]) == ("completed", "reused"), done
+    again = run(capped_api, "busy-b", CHECK)
+    assert (again["runtime_status"], again["stdout"]) == ("restored", "busy-b\n")

@@ -214,3 +214,37 @@ def test_the_stream_runs_in_the_runtime_session_too(stateful_api: RunningApp) ->
     result = next(event.data for event in streamed.events if event.name == "result")
     assert result["stdout"] == "streamed\n" and result["runtime_status"] == "reused"
     assert result["runtime_session_id"] == first["runtime_session_id"]
+
+
+def test_an_input_changed_in_place_is_not_placed_over_again(stateful_api: RunningApp) -> None:
+    """LibreChat sends a conversation's files with every call: the code's changes to one
+    stay, and it is no output again unless changed again."""
+    data = upload(stateful_api, "log.csv", b"a\n")
+    first = run(stateful_api, "conv-inplace", "open('/mnt/data/log.csv','a').write('b\\n')",
+                files=[data])
+    [changed] = first["files"]
+    assert changed["name"] == "log.csv" and changed["modified_from"]["id"] == data["id"]
+    second = run(stateful_api, "conv-inplace", "print(open('/mnt/data/log.csv').read())",
+                 files=[data])
+    assert second["runtime_status"] == "reused"
+    assert second["stdout"] == "a\nb\n\n" and second["files"] == []
+    drop(stateful_api, first["runtime_session_id"])
+    third = run(stateful_api, "conv-inplace", "open('/mnt/data/log.csv','a').write('c\\n')\n"
+                "print(open('/mnt/data/log.csv').read())", files=[data])
+    assert third["runtime_status"] == "restored"
+    assert third["stdout"] == "a\nb\nc\n\n"
+    assert [f["name"] for f in third["files"]] == ["log.csv"]
+
+
+def test_old_checkpoints_and_unreferenced_blobs_are_pruned(stateful_api: RunningApp) -> None:
+    big = "open('/mnt/data/big.bin','wb').write(b'{c}' * (2 * 1024 * 1024))"
+    first = run(stateful_api, "conv-prune", big.format(c="x"))
+    root = stateful_api.settings.data_dir / "objects" / "default" / "rt" / \
+        first["runtime_session_id"]
+    run(stateful_api, "conv-prune", big.format(c="y"))  # a second blob; both referenced
+    assert len(list((root / "blobs").iterdir())) == 2
+    run(stateful_api, "conv-prune", "import os\nos.remove('/mnt/data/big.bin')")
+    assert len(list((root / "blobs").iterdir())) == 1  # the x one: in no kept manifest
+    run(stateful_api, "conv-prune", "print(1)")
+    assert list((root / "blobs").iterdir()) == []
+    assert sorted(p.name for p in (root / "manifests").iterdir()) == ["3", "4"]

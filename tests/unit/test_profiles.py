@@ -29,16 +29,16 @@ def test_profiles_that_cannot_be_served_stop_start_up(raw: str, message: str) ->
         Settings.from_env({"EXECUTION_PROFILES": raw})
 
 
-def test_stateful_is_served_by_the_local_backend_only() -> None:
+def test_stateful_is_opt_in_on_kubernetes() -> None:
     assert Settings.from_env({"EXECUTION_PROFILES": "default,stateful"}
                              ).execution_profiles == ("default", "stateful")
     assert Settings.from_env({"EXECUTION_PROFILES": "stateful"}).execution_profiles == (
         "stateful",)
-    for raw in ("stateful", "default,stateful"):
-        with pytest.raises(SettingsError, match="cannot be served with EXECUTION_BACKEND"):
-            Settings.from_env({"EXECUTION_PROFILES": raw, "EXECUTION_BACKEND": "kubernetes"})
     assert Settings.from_env({"EXECUTION_BACKEND": "kubernetes"}).execution_profiles == (
         "default",)
+    assert Settings.from_env({"EXECUTION_BACKEND": "kubernetes",
+                              "EXECUTION_PROFILES": "default,stateful"}
+                             ).execution_profiles == ("default", "stateful")
 
 
 def test_the_runtime_session_limits_are_settings() -> None:

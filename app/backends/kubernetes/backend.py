@@ -25,7 +25,7 @@ import attrs
 from sidecar.contract import LANGUAGES
 
 from ...after_response import defer
-from ...errors import NoCapacity, RuntimeSessionsUnsupported, ServiceUnavailable
+from ...errors import NoCapacity, ServiceUnavailable
 from ...executor import ExecutorClient, ExecutorError
 from ...executor.programmatic import cancel_run
 from ...settings import Settings
@@ -46,6 +46,7 @@ from .client import DEPLOYMENTS, JOBS, PODS, KubeClient, KubeError
 from .jobs import JobRunner
 from .pools import PoolScaler
 from .reaper import lease_expired, maintain
+from .runtime import keep_patch, kept_info, kept_selector, runtime_matches
 from .templates import LABEL_COMPONENT, LABEL_LANGUAGE, LABEL_STATE, PodTemplates
 
 __all__ = ["KubernetesBackend"]
@@ -74,19 +75,12 @@ def _unavailable(action: str, exc: KubeError) -> ServiceUnavailable:
     return ServiceUnavailable("the Kubernetes API is unavailable", retry_after=2)
 
 
-#: Runtime sessions need kept pods (labelled claimed pods, see
-#: ``notes/issue21-runtime-sessions.md``), not built on this backend yet; the settings
-#: refuse ``EXECUTION_PROFILES=stateful`` with it, so this is only a safety net.
-_NO_RUNTIME_SESSIONS = ("The selected worker does not provide a stateful workspace: "
-                        "the Kubernetes backend keeps no sandboxes between executions yet")
-
-
 class KubernetesBackend:
     """Sandboxes as pods of a Kubernetes cluster (``EXECUTION_BACKEND=kubernetes``)."""
 
     name = "kubernetes"
     #: Whether ``keep``/``reclaim`` work here (runtime sessions, the ``stateful`` profile).
-    keeps_sandboxes = False
+    keeps_sandboxes = True
 
     def __init__(self, settings: Settings, client: KubeClient | None = None) -> None:
         self.settings = settings
@@ -326,21 +320,74 @@ class KubernetesBackend:
 
     # -- health -------------------------------------------------------------------
 
-    # -- runtime sessions (the ``stateful`` profile): not on this backend yet ----------
+    # -- runtime sessions (the ``stateful`` profile): kept pods (``runtime.py``) ------
 
     async def keep(self, lease: SandboxLease, key: RuntimeKey, idle_seconds: float,
                    ends_at: float) -> str:
-        raise RuntimeSessionsUnsupported(_NO_RUNTIME_SESSIONS)
+        assert self.client is not None
+        held = self._held.pop(lease.sandbox_id, None)
+        if held is None:
+            raise ServiceUnavailable("the sandbox to keep is no longer claimed", retry_after=1)
+        resource = PODS if held.kind == "pod" else JOBS
+        try:
+            obj = await self.client.get(resource, held.name)
+            await self.client.json_patch(resource, held.name, keep_patch(
+                obj, key, min(time.time() + idle_seconds, ends_at), ends_at, self.replica))
+        except KubeError as exc:
+            self._tasks.spawn(self._delete(held))
+            raise _unavailable("keep", exc) from exc
+        await held.executor.close()
+        return held.location()
 
     async def reclaim(self, location: str, key: RuntimeKey,
                       lease_seconds: int | None = None) -> SandboxLease | None:
-        raise RuntimeSessionsUnsupported(_NO_RUNTIME_SESSIONS)
+        assert self.client is not None
+        live = await self._live(location, key.session_id, key.tenant)
+        if live is None or not runtime_matches(live[3], key):
+            return None
+        kind, name, host, obj = live
+        seconds = lease_seconds or self.config.lease_seconds
+        try:
+            await self.client.json_patch(PODS if kind == "pod" else JOBS, name,
+                                         lease_patch(seconds, self.replica, paused=False))
+        except KubeError as exc:
+            if exc.status in (404, 422):  # deleted meanwhile (a reaper, a cap)
+                return None
+            raise _unavailable("reclaim", exc) from exc
+        held = _Held(kind, name, ExecutorClient(f"http://{host}:{self.config.executor_port}"),
+                     location.split("/")[3])
+        self._held[f"{kind}/{name}"] = held
+        labels = obj.get("metadata", {}).get("labels") or {}
+        return SandboxLease(sandbox_id=f"{kind}/{name}", language=labels.get(LABEL_LANGUAGE, ""),
+                            session_id=key.session_id,
+                            executor_address=str(held.executor.address),
+                            executor=held.executor, pool_hit=True)
 
     async def runtime_sandboxes(self, tenant: str | None = None) -> list[KeptInfo]:
-        return []  # nothing is ever kept here
+        assert self.client is not None
+        try:
+            listed = await self.client.list_objects(PODS, labelSelector=kept_selector(tenant))
+        except KubeError as exc:
+            raise _unavailable("list kept", exc) from exc
+        now = time.time()
+        return [info for pod in listed.get("items", [])
+                if (info := kept_info(pod, now)) is not None]
 
     async def drop(self, location: str) -> bool:
-        return False
+        assert self.client is not None
+        kind, name = [*location.split("/"), "", ""][:2]
+        if kind not in ("pod", "job") or not name:
+            return False
+        try:
+            if kind == "pod":
+                await self.client.delete(PODS, name)
+            else:
+                await self.client.delete(JOBS, name, propagation="Background")
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise _unavailable("drop", exc) from exc
+        return True
 
     async def health(self) -> dict[str, Any]:
         if self.client is None:

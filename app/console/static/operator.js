@@ -1,4 +1,5 @@
-/* K8sInterpreter operator page: polls GET /admin/overview (admin keys only). */
+/* K8sInterpreter operator page: polls GET /admin/overview and GET /admin/runtime-sessions
+   (admin keys only); a runtime session can be ended (DELETE /admin/runtime-sessions/{id}). */
 "use strict";
 
 (() => {
@@ -60,10 +61,30 @@
     ]));
   }
 
+  const seconds = (value) => (value >= 3600 ? `${(value / 3600).toFixed(1)} h`
+    : value >= 60 ? `${Math.round(value / 60)} min` : `${Math.round(value)} s`);
+
+  function renderRuntime(rows) {
+    $("runtime-total").textContent = `${rows.length}`;
+    fill("runtime", rows.map((r) => {
+      const end = el("button", { type: "button", text: "end" });
+      end.addEventListener("click", async () => {
+        end.disabled = true;
+        await K8SI.api(`/admin/runtime-sessions/${r.runtime_session_id}`, { method: "DELETE" });
+        refresh();
+      });
+      return [r.tenant, r.hint, r.language ?? "-", seconds(r.age_seconds),
+        seconds(r.idle_seconds),
+        r.workspace_bytes == null ? "-" : K8SI.formatBytes(r.workspace_bytes),
+        r.kept ? "yes" : "no", el("code", { text: r.runtime_session_id }), end];
+    }));
+  }
+
   async function refresh() {
     if (!K8SI.apiKey()) return;
     try {
       render(await apiJson("/admin/overview?limit=50"));
+      renderRuntime(await apiJson("/admin/runtime-sessions"));
       $("state").textContent = "live";
       $("state").className = "status ok";
       $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;

@@ -278,7 +278,8 @@ class ExecService:
                 await recording
             outputs = await stage_out(
                 lease.executor, self.files.store, tenant=principal.tenant,
-                session_id=session.id, user_id=request.user_id, inputs=inputs,
+                session_id=session.id, user_id=request.user_id,
+                inputs=run.output_inputs(inputs) if run is not None else inputs,
                 max_files=self.settings.max_output_files,
                 max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir,
                 listing=result.files, baseline=run.baseline() if run is not None else None)

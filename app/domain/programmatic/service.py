@@ -90,7 +90,8 @@ class ProgrammaticService:
             request_id = None  # not a usable key: the run just cannot be cancelled by it
         if request.continuation_token is not None:
             return await self._continue(principal, request, request_id, on_acquired)
-        hint = request.runtime_session_hint if profile == "stateful" else None
+        hint = None if profile != "stateful" else (  # an attached workspace's own, first
+            workspace.runtime_hint() if workspace is not None else request.runtime_session_hint)
         return await self._start(principal, request, request_id, on_acquired, workspace,
                                  hint=hint)
 
@@ -354,7 +355,8 @@ class ProgrammaticService:
                 outputs = await stage_out(
                     lease.executor, self.files.store, tenant=tenant,
                     session_id=record.session_id, user_id=record.user_id,
-                    inputs=list(record.inputs), max_files=self.settings.max_output_files,
+                    inputs=rt.output_inputs(list(record.inputs)) if rt is not None
+                    else list(record.inputs), max_files=self.settings.max_output_files,
                     max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir,
                     listing=result.files, baseline=rt.baseline() if rt is not None else None)
                 await self.files.deleted_in_sandbox(record.session_id, outputs.deleted)

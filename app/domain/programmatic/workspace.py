@@ -7,13 +7,16 @@ optionally, ``workspace_instance_id`` in the body (64 lowercase hex characters, 
 client's ``WORKSPACE_INSTANCE_ID_PATTERN``: the conversation's instance of it). Either
 malformed is a 400 ``invalid_workspace``; an instance id without a workspace too.
 
-Until runtime sessions exist (issue #21) nothing is kept for a workspace: the call runs
+With the ``stateful`` profile the call runs in the workspace's runtime session (its
+key: the tenant and ``runtime_hint``, from the workspace and its instance, in place of
+the conversation's ``runtime_session_hint``): its files persist there. Otherwise it runs
 as an ordinary programmatic run in a fresh sandbox (its files through ``files`` and the
-session, as always), and the workspace is recorded with the run (its record and logs).
+session, as always). Either way the workspace is recorded with the run (record, logs).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import attrs
@@ -39,6 +42,11 @@ class Workspace:
 
     id: str
     instance_id: str | None = None
+
+    def runtime_hint(self) -> str:
+        """Its runtime session's hint: ``ws:<id>[:<instance>]`` (hashed past 128 chars)."""
+        raw = f"ws:{self.id}:{self.instance_id}" if self.instance_id else f"ws:{self.id}"
+        return raw if len(raw) <= 128 else f"ws:{hashlib.sha256(raw.encode()).hexdigest()}"
 
 
 def read_workspace(header: str | None, instance_id: object) -> Workspace | None:
