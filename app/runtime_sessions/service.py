@@ -26,7 +26,12 @@ import attrs
 from ..backends import SandboxBackend
 from ..backends.base import RuntimeKey, SandboxLease
 from ..domain.files.service import InputFile
-from ..errors import ExecutorFailed, InvalidRuntimeSessionHint, RuntimeSessionsUnsupported
+from ..errors import (
+    ExecutorFailed,
+    InvalidRuntimeSessionHint,
+    RuntimeSessionsUnsupported,
+    ServiceUnavailable,
+)
 from ..executor import ExecutorError
 from ..ids import new_id
 from ..sessions import Session, SessionStore
@@ -210,10 +215,15 @@ class RuntimeRun:
         try:
             if ok and not self.broken:
                 limits = service.settings.runtime_sessions
-                location = await service.backend.keep(
-                    self.lease, self.key, limits.idle_ttl, self.sandbox_since + limits.max_age)
-                record, kept = attrs.evolve(record, location=location), True
-            else:
+                try:
+                    location = await service.backend.keep(
+                        self.lease, self.key, limits.idle_ttl,
+                        self.sandbox_since + limits.max_age)
+                    record, kept = attrs.evolve(record, location=location), True
+                except ServiceUnavailable as exc:  # the code ran: its checkpoint stands
+                    logger.warning("kept sandbox lost while being kept", extra={
+                        "runtime_session_id": record.id, "detail": exc.message[:500]})
+            if not kept:
                 await service.backend.release(self.lease)
             record = attrs.evolve(record, sandbox_since=self.sandbox_since if kept else 0.0)
             await service.records.save(record)

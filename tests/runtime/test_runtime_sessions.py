@@ -11,6 +11,7 @@ from pathlib import Path
 import obstore
 import pytest
 
+from app.errors import ServiceUnavailable
 from app.settings import RuntimeSessionSettings
 from app.storage import FileMeta, FileStore, StorageUnavailable, create_object_store
 from tests.conftest import OTHER_KEY, RunningApp, stop_app
@@ -248,3 +249,25 @@ def test_old_checkpoints_and_unreferenced_blobs_are_pruned(stateful_api: Running
     run(stateful_api, "conv-prune", "print(1)")
     assert list((root / "blobs").iterdir()) == []
     assert sorted(p.name for p in (root / "manifests").iterdir()) == ["3", "4"]
+
+
+def test_a_sandbox_lost_while_being_kept_loses_nothing(
+        failing_reads: tuple[RunningApp, FailingReads]) -> None:
+    """The backend failing to keep the sandbox after the run (an apiserver error, the pod
+    gone): the answer is the code's, and its checkpoint stands for the next call."""
+    app, _ = failing_reads
+    backend = app.app.state.backend
+
+    async def failing_keep(*args: object, **kwargs: object) -> str:
+        raise ServiceUnavailable("injected: the sandbox could not be kept")
+
+    backend.keep = failing_keep  # the seam, for this one call
+    try:
+        first = run(app, "conv-keep-fails", "open('/mnt/data/k.txt','w').write('kept')\n"
+                                            "print('ran')")
+    finally:
+        del backend.keep
+    assert (first["status"], first["stdout"]) == ("ok", "ran\n")
+    assert kept_of(app, first["runtime_session_id"]) == []
+    after = run(app, "conv-keep-fails", "print(open('/mnt/data/k.txt').read())")
+    assert (after["runtime_status"], after["stdout"]) == ("restored", "kept\n")
