@@ -21,7 +21,7 @@ from pathlib import Path
 
 from app.backends.local.runtime import ensure_runtime
 
-from . import figures, kernel, kube, state, zygotes
+from . import figures, kernel, kube, runtime_sessions, state, zygotes
 from .load import LoadResult, closed_loop, percentile
 from .report import Row, ms, render_text, write_markdown
 from .service import Process, cold_start, factory, runtime_dir, start_naive, start_service
@@ -236,6 +236,7 @@ def run(options: Options) -> list[Row]:
                     slowest - p50 <= 1.0),
             ]
             rows += state.rows(state.measure(service, python, quick))
+            rows += runtime_sessions.rows(service, p50, quick)
         finally:
             service.stop()
 
