@@ -96,9 +96,13 @@ class SandboxBackend(Protocol):
         """Availability and version of every language of the table."""
 
     async def acquire(self, language: str, session_id: str, tenant: str = "",
-                      lease_seconds: int | None = None) -> SandboxLease:
+                      lease_seconds: int | None = None,
+                      deadline_seconds: int | None = None) -> SandboxLease:
         """A fresh sandbox, ready to execute; raises ``NoCapacity`` when none can be had.
-        ``lease_seconds``: how long the claim may last at most (else the backend's own)."""
+        ``lease_seconds``: how long the claim lasts unless renewed (else the backend's
+        own): a crashed replica's claim is reaped after it. ``deadline_seconds``: the hard
+        end of the sandbox when it may be renewed beyond the lease (a runtime session's
+        maximum age, a programmatic run's lifetime)."""
 
     async def release(self, lease: SandboxLease) -> None:
         """Give a sandbox back: it is destroyed (off the caller's critical path)."""

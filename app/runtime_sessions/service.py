@@ -330,9 +330,12 @@ class RuntimeSessions:
 
     async def _fresh(self, language: str, session_id: str, tenant: str) -> SandboxLease:
         """A new sandbox, asked to stay for further executions before its first."""
-        # the claim's lease is the hard end of a kept sandbox (a pod's activeDeadlineSeconds)
-        lease = await self.backend.acquire(language, session_id, tenant,
-                                           lease_seconds=self.settings.runtime_sessions.max_age)
+        # The claim's ordinary lease (a replica that dies during the first execution
+        # leaves it to the reaper soon); the maximum age is the hard end (a pod's
+        # activeDeadlineSeconds), the idle lease is set once the sandbox is kept.
+        lease = await self.backend.acquire(
+            language, session_id, tenant,
+            deadline_seconds=self.settings.runtime_sessions.max_age)
         try:
             await lease.executor.keep()
         except ExecutorError as exc:

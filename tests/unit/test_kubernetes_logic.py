@@ -58,6 +58,20 @@ def test_claim_patch_tests_then_replaces_and_records_the_lease() -> None:
     assert 600 + 120 <= deadline <= 600 + 120 + 5, "the deadline counts from the pod's start"
 
 
+@pytest.mark.parametrize(("deadline", "hard_end"), [(None, 120), (60, 120), (7200, 7200)])
+def test_a_claim_keeps_its_lease_short_and_its_hard_end_apart(deadline: int | None,
+                                                              hard_end: int) -> None:
+    """A runtime session (or programmatic run) may live up to its deadline, but a replica
+    that dies during its first execution leaves it to the reaper after the lease."""
+    claim = ClaimRequest(session_id="s" * 21, tenant="acme", replica="r1", lease_seconds=120,
+                         deadline_seconds=deadline)
+    ops = claim_patch(pod(started=time.time()), claim)
+    expires = next(float(op["value"]) for op in ops if op["path"].endswith("expires-at"))
+    assert time.time() + 110 <= expires <= time.time() + 121
+    active = next(op["value"] for op in ops if op["path"] == "/spec/activeDeadlineSeconds")
+    assert hard_end <= active <= hard_end + 5
+
+
 @pytest.mark.parametrize("value", ["-starts-with-dash", "ends_", "x" * 80, "ok"])
 def test_label_values_are_always_valid(value: str) -> None:
     assert LABEL_VALUE.fullmatch(label_value("s", value))

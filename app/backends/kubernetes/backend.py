@@ -141,12 +141,14 @@ class KubernetesBackend:
     # -- the seam -----------------------------------------------------------------
 
     async def acquire(self, language: str, session_id: str, tenant: str = "",
-                      lease_seconds: int | None = None) -> SandboxLease:
+                      lease_seconds: int | None = None,
+                      deadline_seconds: int | None = None) -> SandboxLease:
         if self.client is None or self._scaler is None or self._jobs is None:
             raise ServiceUnavailable("the Kubernetes backend has not started")
         claim = ClaimRequest(session_id=session_id, tenant=tenant or "default",
                              replica=self.replica,
-                             lease_seconds=lease_seconds or self.config.lease_seconds)
+                             lease_seconds=lease_seconds or self.config.lease_seconds,
+                             deadline_seconds=deadline_seconds)
         try:
             pod = (await self._claim_warm(language, claim)
                    if self.settings.pool_size(language) > 0 else None)

@@ -47,7 +47,14 @@ class ClaimRequest:
     session_id: str
     tenant: str
     replica: str
+    #: The lease the reaper honours (``expires-at``), renewed as the work goes on.
     lease_seconds: int
+    #: The hard end (``activeDeadlineSeconds``, crash-safe); None: the lease.
+    deadline_seconds: int | None = None
+
+    @property
+    def hard_end_seconds(self) -> int:
+        return max(self.lease_seconds, self.deadline_seconds or 0)
 
 
 def pointer(key: str) -> str:
@@ -108,7 +115,7 @@ def claim_patch(pod: dict[str, Any], claim: ClaimRequest) -> list[dict[str, Any]
     # A hard, crash-safe lease: the kubelet ends the pod even if every replica died.
     # The deadline counts from the pod's start, not from the claim.
     ops.append({"op": "add", "path": "/spec/activeDeadlineSeconds",
-                "value": _age(pod, now) + claim.lease_seconds})
+                "value": _age(pod, now) + claim.hard_end_seconds})
     return ops
 
 

@@ -55,7 +55,7 @@ class JobRunner:
                        ANNOTATION_CLAIMED_BY: claim.replica,
                        ANNOTATION_SESSION: claim.session_id, ANNOTATION_TENANT: claim.tenant}
         await self.client.create(JOBS, self.templates.job(name, lang, labels, annotations,
-                                                          claim.lease_seconds))
+                                                          claim.hard_end_seconds))
         try:
             pod = await asyncio.wait_for(self._ready_pod(name), timeout=timeout)
         except BaseException:

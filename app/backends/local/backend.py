@@ -235,7 +235,8 @@ class LocalBackend:
             note_phase("queue", time.perf_counter() - queued)
 
     async def acquire(self, language: str, session_id: str, tenant: str = "",
-                      lease_seconds: int | None = None) -> SandboxLease:
+                      lease_seconds: int | None = None,
+                      deadline_seconds: int | None = None) -> SandboxLease:
         await self._take_slot()
         try:
             pool = self._pools[language]

@@ -132,7 +132,7 @@ class ProgrammaticService:
                            workspace_instance_id=workspace.instance_id if workspace else None,
                            runtime=rt.ref() if rt is not None else None)
         lease = rt.lease if rt is not None else await self.backend.acquire(
-            lang, session.id, principal.tenant, lease_seconds=self.config.max_lifetime)
+            lang, session.id, principal.tenant, deadline_seconds=self.config.max_lifetime)
 
         async def first(lease: SandboxLease) -> ProgrammaticStep:
             await self.runs.save_run(record, self.config.max_lifetime)
