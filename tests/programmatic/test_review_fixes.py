@@ -17,8 +17,8 @@ import httpx
 import orjson
 import pytest
 
-from app.backends.kubernetes.backend import _unavailable
 from app.backends.kubernetes.client import KubeError
+from app.backends.kubernetes.held import unavailable
 from app.domain.exec.keepalive import _payload
 from app.domain.programmatic.service import ProgrammaticService
 from app.errors import ServiceUnavailable
@@ -228,7 +228,7 @@ def test_continue_timeouts_are_bounded() -> None:
 
 
 def test_apiserver_words_stay_in_the_log() -> None:
-    error = _unavailable("resume", KubeError(403, "Forbidden", "secret internals"))
+    error = unavailable("resume", KubeError(403, "Forbidden", "secret internals"))
     assert error.message == "the Kubernetes API is unavailable"
     assert "secret internals" not in error.message
 

@@ -20,33 +20,25 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
-
 from sidecar.contract import LANGUAGES
 
-from ...after_response import defer
 from ...errors import NoCapacity, ServiceUnavailable
 from ...executor import ExecutorClient, ExecutorError
-from ...executor.programmatic import cancel_run
 from ...settings import Settings
-from ..base import KeptInfo, LanguageStatus, PoolStatus, RuntimeKey, SandboxLease
+from ..base import LanguageStatus, PoolStatus, SandboxLease
 from ..tasks import BackgroundTasks
 from .claims import (
-    LABEL_SESSION,
-    LABEL_TENANT,
     ClaimRequest,
     claim_patch,
     is_ready,
-    label_value,
-    lease_patch,
     shuffled_candidates,
     warm_selector,
 )
-from .client import DEPLOYMENTS, JOBS, PODS, KubeClient, KubeError
+from .client import DEPLOYMENTS, PODS, KubeClient, KubeError
+from .held import Held, HeldPods, unavailable
 from .jobs import JobRunner
 from .pools import PoolScaler
-from .reaper import lease_expired, maintain
-from .runtime import keep_patch, kept_info, kept_selector, runtime_matches
+from .reaper import maintain
 from .templates import LABEL_COMPONENT, LABEL_LANGUAGE, LABEL_STATE, PodTemplates
 
 __all__ = ["KubernetesBackend"]
@@ -54,28 +46,7 @@ __all__ = ["KubernetesBackend"]
 logger = logging.getLogger(__name__)
 
 
-@attrs.frozen
-class _Held:
-    """What this replica must delete when a lease is released."""
-
-    kind: str  # "pod" or "job"
-    name: str
-    executor: ExecutorClient
-    #: The sandbox pod's UID (a Job's pod's): a location names it, not just its IP.
-    uid: str = ""
-
-    def location(self) -> str:
-        host = str(self.executor.address).removeprefix("http://").rpartition(":")[0]
-        return f"{self.kind}/{self.name}/{host}/{self.uid}"
-
-
-def _unavailable(action: str, exc: KubeError) -> ServiceUnavailable:
-    """A plain 503 for the client; the apiserver's own words go to the log only."""
-    logger.warning("Kubernetes API call failed", extra={"action": action, "error": str(exc)})
-    return ServiceUnavailable("the Kubernetes API is unavailable", retry_after=2)
-
-
-class KubernetesBackend:
+class KubernetesBackend(HeldPods):
     """Sandboxes as pods of a Kubernetes cluster (``EXECUTION_BACKEND=kubernetes``)."""
 
     name = "kubernetes"
@@ -88,7 +59,7 @@ class KubernetesBackend:
         self.templates = PodTemplates(self.config)
         self.replica = f"{socket.gethostname()[:40]}-{secrets.token_hex(3)}"
         self.client = client
-        self._held: dict[str, _Held] = {}
+        self._held: dict[str, Held] = {}
         self._versions: dict[str, str | None] = {}
         self._tasks = BackgroundTasks(logger)
         self._scaler: PoolScaler | None = None
@@ -153,11 +124,11 @@ class KubernetesBackend:
             pod = (await self._claim_warm(language, claim)
                    if self.settings.pool_size(language) > 0 else None)
         except KubeError as exc:
-            raise _unavailable("claim", exc) from exc
+            raise unavailable("claim", exc) from exc
         if pod is not None:
             self.stats["pool_hits"] += 1
             name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
-            held = _Held("pod", name, ExecutorClient(f"http://{ip}:{self.config.executor_port}"),
+            held = Held("pod", name, ExecutorClient(f"http://{ip}:{self.config.executor_port}"),
                          str(pod["metadata"].get("uid", "")))
             hit = True
         else:
@@ -174,7 +145,7 @@ class KubernetesBackend:
             except KubeError as exc:
                 raise ServiceUnavailable(f"could not start a {language} Job: {exc}",
                                          retry_after=2) from exc
-            held = _Held("job", name, ExecutorClient(f"http://{ip}:{self.config.executor_port}"),
+            held = Held("job", name, ExecutorClient(f"http://{ip}:{self.config.executor_port}"),
                          uid)
             hit = False
             try:
@@ -216,180 +187,7 @@ class KubernetesBackend:
             logger.warning("version probe failed", extra={"language": language,
                                                           "error": str(exc)})
 
-    async def release(self, lease: SandboxLease) -> None:
-        held = self._held.pop(lease.sandbox_id, None)
-        if held is not None:  # deleted once the answer is sent, as the local backend does
-            defer(lambda: self._tasks.spawn(self._delete(held)))
-
-    # -- paused programmatic runs: any replica resumes them by the pod's UID ----------
-
-    def locate(self, lease: SandboxLease) -> str:
-        held = self._held.get(lease.sandbox_id)
-        return held.location() if held is not None else ""
-
-    async def hold(self, lease: SandboxLease, seconds: float) -> str:
-        assert self.client is not None
-        held = self._held.pop(lease.sandbox_id, None)
-        if held is None:
-            raise ServiceUnavailable("the paused sandbox is no longer claimed", retry_after=1)
-        try:
-            await self.client.json_patch(PODS if held.kind == "pod" else JOBS, held.name,
-                                         lease_patch(seconds, self.replica, paused=True))
-        except KubeError as exc:
-            self._tasks.spawn(self._delete(held))
-            raise _unavailable("hold", exc) from exc
-        await held.executor.close()
-        return held.location()
-
-    async def _live(self, location: str, session_id: str, tenant: str,
-                    ) -> tuple[str, str, str, dict[str, Any]] | None:
-        """(kind, name, host, the claimed object) when ``location`` still names this
-        session's and tenant's sandbox: the very pod (its UID) at that IP, Running, not
-        being deleted, under a lease that has not ended; None otherwise."""
-        assert self.client is not None
-        kind, name, host, uid = [*location.split("/"), "", "", "", ""][:4]
-        if kind not in ("pod", "job") or not name or not host or not uid:
-            return None
-        try:
-            obj = await self.client.get(PODS if kind == "pod" else JOBS, name)
-            if kind == "pod":
-                pods = [obj]
-            else:
-                listed = await self.client.list_objects(PODS, labelSelector=f"job-name={name}")
-                pods = listed.get("items", [])
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise _unavailable("resume", exc) from exc
-        metadata = obj.get("metadata", {})
-        labels = metadata.get("labels") or {}
-        if (metadata.get("deletionTimestamp") or lease_expired(obj, time.time())
-                or labels.get(LABEL_SESSION) != label_value("s", session_id)
-                or labels.get(LABEL_TENANT) != label_value("t", tenant or "default")
-                or (kind == "pod" and labels.get(LABEL_STATE) != "claimed")):
-            return None
-        for pod in pods:
-            pod_meta, status = pod.get("metadata", {}), pod.get("status", {})
-            if (pod_meta.get("uid") == uid and not pod_meta.get("deletionTimestamp")
-                    and status.get("phase") == "Running" and status.get("podIP") == host
-                    and (kind == "pod" or (pod_meta.get("labels") or {}).get("job-name")
-                         == name)):
-                return kind, name, host, obj
-        return None
-
-    async def resume(self, location: str, session_id: str, tenant: str,
-                     seconds: float) -> SandboxLease | None:
-        assert self.client is not None
-        live = await self._live(location, session_id, tenant)
-        if live is None:
-            return None
-        kind, name, host, obj = live
-        try:
-            await self.client.json_patch(PODS if kind == "pod" else JOBS, name,
-                                         lease_patch(seconds, self.replica, paused=False))
-        except KubeError as exc:
-            raise _unavailable("resume", exc) from exc
-        held = _Held(kind, name, ExecutorClient(f"http://{host}:{self.config.executor_port}"),
-                     location.split("/")[3])
-        self._held[f"{kind}/{name}"] = held
-        labels = obj.get("metadata", {}).get("labels") or {}
-        return SandboxLease(sandbox_id=f"{kind}/{name}", language=labels.get(LABEL_LANGUAGE, ""),
-                            session_id=session_id, executor_address=str(held.executor.address),
-                            executor=held.executor, pool_hit=kind == "pod")
-
-    async def cancel_program(self, location: str, session_id: str, tenant: str) -> bool:
-        """Stop the programmatic run in the sandbox at ``location`` once it is verified to
-        be that session's pod still; False when it is not (or had no run)."""
-        live = await self._live(location, session_id, tenant)
-        if live is None:
-            return False
-        executor = ExecutorClient(f"http://{live[2]}:{self.config.executor_port}")
-        try:
-            return await cancel_run(executor)
-        except ExecutorError as exc:
-            logger.info("cancel: the executor did not answer", extra={"error": str(exc)})
-            return False
-        finally:
-            await executor.close()
-
-    async def _delete(self, held: _Held) -> None:
-        assert self.client is not None
-        await held.executor.close()
-        if held.kind == "pod":
-            await self.client.delete(PODS, held.name)  # never relabelled back to warm
-        else:
-            await self.client.delete(JOBS, held.name, propagation="Background")
-
     # -- health -------------------------------------------------------------------
-
-    # -- runtime sessions (the ``stateful`` profile): kept pods (``runtime.py``) ------
-
-    async def keep(self, lease: SandboxLease, key: RuntimeKey, idle_seconds: float,
-                   ends_at: float) -> str:
-        assert self.client is not None
-        held = self._held.pop(lease.sandbox_id, None)
-        if held is None:
-            raise ServiceUnavailable("the sandbox to keep is no longer claimed", retry_after=1)
-        resource = PODS if held.kind == "pod" else JOBS
-        try:
-            obj = await self.client.get(resource, held.name)
-            await self.client.json_patch(resource, held.name, keep_patch(
-                obj, key, min(time.time() + idle_seconds, ends_at), ends_at, self.replica))
-        except KubeError as exc:
-            self._tasks.spawn(self._delete(held))
-            raise _unavailable("keep", exc) from exc
-        await held.executor.close()
-        return held.location()
-
-    async def reclaim(self, location: str, key: RuntimeKey,
-                      lease_seconds: int | None = None) -> SandboxLease | None:
-        assert self.client is not None
-        live = await self._live(location, key.session_id, key.tenant)
-        if live is None or not runtime_matches(live[3], key):
-            return None
-        kind, name, host, obj = live
-        seconds = lease_seconds or self.config.lease_seconds
-        try:
-            await self.client.json_patch(PODS if kind == "pod" else JOBS, name,
-                                         lease_patch(seconds, self.replica, paused=False))
-        except KubeError as exc:
-            if exc.status in (404, 422):  # deleted meanwhile (a reaper, a cap)
-                return None
-            raise _unavailable("reclaim", exc) from exc
-        held = _Held(kind, name, ExecutorClient(f"http://{host}:{self.config.executor_port}"),
-                     location.split("/")[3])
-        self._held[f"{kind}/{name}"] = held
-        labels = obj.get("metadata", {}).get("labels") or {}
-        return SandboxLease(sandbox_id=f"{kind}/{name}", language=labels.get(LABEL_LANGUAGE, ""),
-                            session_id=key.session_id,
-                            executor_address=str(held.executor.address),
-                            executor=held.executor, pool_hit=True)
-
-    async def runtime_sandboxes(self, tenant: str | None = None) -> list[KeptInfo]:
-        assert self.client is not None
-        try:
-            listed = await self.client.list_objects(PODS, labelSelector=kept_selector(tenant))
-        except KubeError as exc:
-            raise _unavailable("list kept", exc) from exc
-        now = time.time()
-        return [info for pod in listed.get("items", [])
-                if (info := kept_info(pod, now)) is not None]
-
-    async def drop(self, location: str) -> bool:
-        assert self.client is not None
-        kind, name = [*location.split("/"), "", ""][:2]
-        if kind not in ("pod", "job") or not name:
-            return False
-        try:
-            if kind == "pod":
-                await self.client.delete(PODS, name)
-            else:
-                await self.client.delete(JOBS, name, propagation="Background")
-        except KubeError as exc:
-            if exc.status == 404:
-                return False
-            raise _unavailable("drop", exc) from exc
-        return True
 
     async def health(self) -> dict[str, Any]:
         if self.client is None:

@@ -1,0 +1,241 @@
+"""Pods held by a claim: released, paused between programmatic steps, kept for a
+runtime session — and found again, by any replica, from a location alone.
+
+``HeldPods`` is the part of ``KubernetesBackend`` (``backend.py``) that deals with a
+sandbox after its claim: ``release`` deletes it after the answer; ``hold``/``resume``
+pause and resume a programmatic run (the pod's lease annotations, ``k8si.io/paused``);
+``keep``/``reclaim``/``runtime_sandboxes``/``drop`` keep a runtime session's pod
+(labels and patches of ``runtime.py``). A location names the pod's kind, name, IP
+and UID, and ``_live`` checks all of them (and the labels, phase and deletion) against
+the apiserver before a replica talks to the pod.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import attrs
+
+from ...after_response import defer
+from ...errors import ServiceUnavailable
+from ...executor import ExecutorClient, ExecutorError
+from ...executor.programmatic import cancel_run
+from ...settings import KubernetesSettings
+from ..base import KeptInfo, RuntimeKey, SandboxLease
+from ..tasks import BackgroundTasks
+from .claims import LABEL_SESSION, LABEL_TENANT, label_value, lease_patch
+from .client import JOBS, PODS, KubeClient, KubeError
+from .reaper import lease_expired
+from .runtime import keep_patch, kept_info, kept_selector, runtime_matches
+from .templates import LABEL_LANGUAGE, LABEL_STATE
+
+__all__ = ["Held", "HeldPods", "unavailable"]
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class Held:
+    """What this replica must delete when a lease is released."""
+
+    kind: str  # "pod" or "job"
+    name: str
+    executor: ExecutorClient
+    #: The sandbox pod's UID (a Job's pod's): a location names it, not just its IP.
+    uid: str = ""
+
+    def location(self) -> str:
+        host = str(self.executor.address).removeprefix("http://").rpartition(":")[0]
+        return f"{self.kind}/{self.name}/{host}/{self.uid}"
+
+
+def unavailable(action: str, exc: KubeError) -> ServiceUnavailable:
+    """A plain 503 for the client; the apiserver's own words go to the log only."""
+    logger.warning("Kubernetes API call failed", extra={"action": action, "error": str(exc)})
+    return ServiceUnavailable("the Kubernetes API is unavailable", retry_after=2)
+
+
+class HeldPods:
+    """Releasing, pausing, keeping and finding again the pods this backend claimed."""
+
+    client: KubeClient | None
+    config: KubernetesSettings
+    replica: str
+    _held: dict[str, Held]
+    _tasks: BackgroundTasks
+
+    async def release(self, lease: SandboxLease) -> None:
+        held = self._held.pop(lease.sandbox_id, None)
+        if held is not None:  # deleted once the answer is sent, as the local backend does
+            defer(lambda: self._tasks.spawn(self._delete(held)))
+
+    # -- paused programmatic runs: any replica resumes them by the pod's UID ----------
+
+    def locate(self, lease: SandboxLease) -> str:
+        held = self._held.get(lease.sandbox_id)
+        return held.location() if held is not None else ""
+
+    async def hold(self, lease: SandboxLease, seconds: float) -> str:
+        assert self.client is not None
+        held = self._held.pop(lease.sandbox_id, None)
+        if held is None:
+            raise ServiceUnavailable("the paused sandbox is no longer claimed", retry_after=1)
+        try:
+            await self.client.json_patch(PODS if held.kind == "pod" else JOBS, held.name,
+                                         lease_patch(seconds, self.replica, paused=True))
+        except KubeError as exc:
+            self._tasks.spawn(self._delete(held))
+            raise unavailable("hold", exc) from exc
+        await held.executor.close()
+        return held.location()
+
+    async def _live(self, location: str, session_id: str, tenant: str,
+                    ) -> tuple[str, str, str, dict[str, Any]] | None:
+        """(kind, name, host, the claimed object) when ``location`` still names this
+        session's and tenant's sandbox: the very pod (its UID) at that IP, Running, not
+        being deleted, under a lease that has not ended; None otherwise."""
+        assert self.client is not None
+        kind, name, host, uid = [*location.split("/"), "", "", "", ""][:4]
+        if kind not in ("pod", "job") or not name or not host or not uid:
+            return None
+        try:
+            obj = await self.client.get(PODS if kind == "pod" else JOBS, name)
+            if kind == "pod":
+                pods = [obj]
+            else:
+                listed = await self.client.list_objects(PODS, labelSelector=f"job-name={name}")
+                pods = listed.get("items", [])
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise unavailable("resume", exc) from exc
+        metadata = obj.get("metadata", {})
+        labels = metadata.get("labels") or {}
+        if (metadata.get("deletionTimestamp") or lease_expired(obj, time.time())
+                or labels.get(LABEL_SESSION) != label_value("s", session_id)
+                or labels.get(LABEL_TENANT) != label_value("t", tenant or "default")
+                or (kind == "pod" and labels.get(LABEL_STATE) != "claimed")):
+            return None
+        for pod in pods:
+            pod_meta, status = pod.get("metadata", {}), pod.get("status", {})
+            if (pod_meta.get("uid") == uid and not pod_meta.get("deletionTimestamp")
+                    and status.get("phase") == "Running" and status.get("podIP") == host
+                    and (kind == "pod" or (pod_meta.get("labels") or {}).get("job-name")
+                         == name)):
+                return kind, name, host, obj
+        return None
+
+    async def resume(self, location: str, session_id: str, tenant: str,
+                     seconds: float) -> SandboxLease | None:
+        assert self.client is not None
+        live = await self._live(location, session_id, tenant)
+        if live is None:
+            return None
+        kind, name, host, obj = live
+        try:
+            await self.client.json_patch(PODS if kind == "pod" else JOBS, name,
+                                         lease_patch(seconds, self.replica, paused=False))
+        except KubeError as exc:
+            raise unavailable("resume", exc) from exc
+        held = Held(kind, name, ExecutorClient(f"http://{host}:{self.config.executor_port}"),
+                     location.split("/")[3])
+        self._held[f"{kind}/{name}"] = held
+        labels = obj.get("metadata", {}).get("labels") or {}
+        return SandboxLease(sandbox_id=f"{kind}/{name}", language=labels.get(LABEL_LANGUAGE, ""),
+                            session_id=session_id, executor_address=str(held.executor.address),
+                            executor=held.executor, pool_hit=kind == "pod")
+
+    async def cancel_program(self, location: str, session_id: str, tenant: str) -> bool:
+        """Stop the programmatic run in the sandbox at ``location`` once it is verified to
+        be that session's pod still; False when it is not (or had no run)."""
+        live = await self._live(location, session_id, tenant)
+        if live is None:
+            return False
+        executor = ExecutorClient(f"http://{live[2]}:{self.config.executor_port}")
+        try:
+            return await cancel_run(executor)
+        except ExecutorError as exc:
+            logger.info("cancel: the executor did not answer", extra={"error": str(exc)})
+            return False
+        finally:
+            await executor.close()
+
+    async def _delete(self, held: Held) -> None:
+        assert self.client is not None
+        await held.executor.close()
+        if held.kind == "pod":
+            await self.client.delete(PODS, held.name)  # never relabelled back to warm
+        else:
+            await self.client.delete(JOBS, held.name, propagation="Background")
+
+    # -- runtime sessions (the ``stateful`` profile): kept pods (``runtime.py``) ------
+
+    async def keep(self, lease: SandboxLease, key: RuntimeKey, idle_seconds: float,
+                   ends_at: float) -> str:
+        assert self.client is not None
+        held = self._held.pop(lease.sandbox_id, None)
+        if held is None:
+            raise ServiceUnavailable("the sandbox to keep is no longer claimed", retry_after=1)
+        resource = PODS if held.kind == "pod" else JOBS
+        try:
+            obj = await self.client.get(resource, held.name)
+            await self.client.json_patch(resource, held.name, keep_patch(
+                obj, key, min(time.time() + idle_seconds, ends_at), ends_at, self.replica))
+        except KubeError as exc:
+            self._tasks.spawn(self._delete(held))
+            raise unavailable("keep", exc) from exc
+        await held.executor.close()
+        return held.location()
+
+    async def reclaim(self, location: str, key: RuntimeKey,
+                      lease_seconds: int | None = None) -> SandboxLease | None:
+        assert self.client is not None
+        live = await self._live(location, key.session_id, key.tenant)
+        if live is None or not runtime_matches(live[3], key):
+            return None
+        kind, name, host, obj = live
+        seconds = lease_seconds or self.config.lease_seconds
+        try:
+            await self.client.json_patch(PODS if kind == "pod" else JOBS, name,
+                                         lease_patch(seconds, self.replica, paused=False))
+        except KubeError as exc:
+            if exc.status in (404, 422):  # deleted meanwhile (a reaper, a cap)
+                return None
+            raise unavailable("reclaim", exc) from exc
+        held = Held(kind, name, ExecutorClient(f"http://{host}:{self.config.executor_port}"),
+                     location.split("/")[3])
+        self._held[f"{kind}/{name}"] = held
+        labels = obj.get("metadata", {}).get("labels") or {}
+        return SandboxLease(sandbox_id=f"{kind}/{name}", language=labels.get(LABEL_LANGUAGE, ""),
+                            session_id=key.session_id,
+                            executor_address=str(held.executor.address),
+                            executor=held.executor, pool_hit=True)
+
+    async def runtime_sandboxes(self, tenant: str | None = None) -> list[KeptInfo]:
+        assert self.client is not None
+        try:
+            listed = await self.client.list_objects(PODS, labelSelector=kept_selector(tenant))
+        except KubeError as exc:
+            raise unavailable("list kept", exc) from exc
+        now = time.time()
+        return [info for pod in listed.get("items", [])
+                if (info := kept_info(pod, now)) is not None]
+
+    async def drop(self, location: str) -> bool:
+        assert self.client is not None
+        kind, name = [*location.split("/"), "", ""][:2]
+        if kind not in ("pod", "job") or not name:
+            return False
+        try:
+            if kind == "pod":
+                await self.client.delete(PODS, name)
+            else:
+                await self.client.delete(JOBS, name, propagation="Background")
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise unavailable("drop", exc) from exc
+        return True
+
