@@ -3,8 +3,9 @@
 ``harden_executor`` runs once at start-up. ``ChildLimits.apply`` runs in the forked
 child between fork and exec: new session, umask 077, ``no_new_privs``,
 ``oom_score_adj`` 1000 so the OOM killer picks user code first (a failure to set it
-fails the start), rlimits, default signal dispositions. Standard library only
-(ctypes for prctl).
+fails the start), rlimits, default signal dispositions. And reading how a run ended
+against its limits: the memory cgroup's OOM-kill counter (``oom_kill_count``) and the
+wait status (``exit_fields``). Standard library only (ctypes for prctl).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import resource
 import signal
 from dataclasses import dataclass
 
-__all__ = ["ChildLimits", "harden_executor"]
+__all__ = ["ChildLimits", "exit_fields", "harden_executor", "oom_kill_count"]
 
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
@@ -77,3 +78,26 @@ class ChildLimits:
         if self.address_space_bytes is not None:
             limit = self.address_space_bytes
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def oom_kill_count(cgroup_dir: str | None) -> int | None:
+    """OOM kills recorded for this sandbox's memory cgroup (v2 or v1); None if unknown."""
+    if not cgroup_dir:
+        return None
+    for name in ("memory.events", "memory.oom_control"):
+        try:
+            with open(os.path.join(cgroup_dir, name)) as handle:
+                for line in handle:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except OSError:
+            continue
+    return None
+
+
+def exit_fields(status: int) -> tuple[int | None, str | None]:
+    """A wait status as the result's (exit code, signal name): one of them is None."""
+    if os.WIFSIGNALED(status):
+        return None, signal.Signals(os.WTERMSIG(status)).name
+    return os.WEXITSTATUS(status), None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import signal
 import socket
 import subprocess
 import threading
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .capture import Capture, OutputListener, capture, reap_later
 from .languages import Language, java_layout
-from .limits import ChildLimits
+from .limits import ChildLimits, exit_fields, oom_kill_count
 from .protocol import ExecuteRequest, ExecuteResult
 from .state import StateExchange
 
@@ -331,7 +330,7 @@ class Runner:
         result.status = "timeout" if compiled.timed_out else "error"
         result.message = ("Compilation time limit exceeded" if compiled.timed_out
                           else "Compilation failed")
-        result.exit_code, result.signal = _exit_fields(compiled.exit_status)
+        result.exit_code, result.signal = exit_fields(compiled.exit_status)
         # Compilers such as tsc report on stdout: all of it is diagnostics.
         diagnostics = bytes(compiled.stdout) + bytes(compiled.stderr)
         result.stderr = diagnostics.decode("utf-8", "replace")
@@ -342,7 +341,7 @@ class Runner:
         return result
 
     def _result(self, result: ExecuteResult, capture: Capture) -> ExecuteResult:
-        result.exit_code, result.signal = _exit_fields(capture.exit_status)
+        result.exit_code, result.signal = exit_fields(capture.exit_status)
         result.stdout = capture.stdout.decode("utf-8", "replace")
         result.stderr = capture.stderr.decode("utf-8", "replace")
         result.stdout_truncated = capture.truncated == "stdout"
@@ -390,25 +389,3 @@ class Runner:
             processes=self.config.processes,
             address_space_bytes=self.config.address_space_bytes,
         )
-
-
-def oom_kill_count(cgroup_dir: str | None) -> int | None:
-    """OOM kills recorded for this sandbox's memory cgroup (v2 or v1); None if unknown."""
-    if not cgroup_dir:
-        return None
-    for name in ("memory.events", "memory.oom_control"):
-        try:
-            with open(os.path.join(cgroup_dir, name)) as handle:
-                for line in handle:
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill":
-                        return int(value)
-        except OSError:
-            continue
-    return None
-
-
-def _exit_fields(status: int) -> tuple[int | None, str | None]:
-    if os.WIFSIGNALED(status):
-        return None, signal.Signals(os.WTERMSIG(status)).name
-    return os.WEXITSTATUS(status), None
