@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from app.settings import RuntimeSessionSettings
-from tests.conftest import API_KEY, RunningApp, stop_app
-from tests.runtime.conftest import drop, kept_of, stateful_app
+from tests.conftest import API_KEY, RunningApp
+from tests.runtime.conftest import drop, kept_of, serving, stateful_app
 
 from .client import LibreChatClient
 
@@ -23,11 +23,9 @@ STATEFUL = {"statefulSessions": True, "executionProfile": "stateful",
 @pytest.fixture(scope="module")
 def stateful_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
                  valkey_url: str) -> Iterator[RunningApp]:
-    running, server, thread = stateful_app(
+    yield from serving(stateful_app(
         tmp_path_factory, runtime_dir, valkey_url,
-        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=4, total=8))
-    yield running
-    stop_app(server, thread)
+        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=4, total=8)))
 
 
 def _call(librechat: LibreChatClient, app: RunningApp, code: str,

@@ -26,15 +26,22 @@ def stateful_app(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path, va
     return start_app(settings)
 
 
+def serving(started: tuple[RunningApp, Any, Any]) -> Iterator[RunningApp]:
+    """A started app, stopped afterwards (for fixtures: ``yield from serving(...)``)."""
+    running, server, thread = started
+    try:
+        yield running
+    finally:
+        stop_app(server, thread)
+
+
 @pytest.fixture(scope="module")
 def stateful_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
                  valkey_url: str) -> Iterator[RunningApp]:
     """Generous limits: nothing is released while a test runs."""
-    running, server, thread = stateful_app(
+    yield from serving(stateful_app(
         tmp_path_factory, runtime_dir, valkey_url,
-        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16))
-    yield running
-    stop_app(server, thread)
+        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16)))
 
 
 def run(app: RunningApp, hint: str | None, code: str, *, key: str = API_KEY,

@@ -20,7 +20,16 @@ from app.runtime_sessions.records import record_key
 from app.settings import RuntimeSessionSettings, TenantLimits, TenantSettings
 from tests.conftest import OTHER_KEY, RunningApp, free_port, start_app, stop_app
 
-from .conftest import EXPECTED, drop, kept, kept_of, run, stateful_app, wait_until_released
+from .conftest import (
+    EXPECTED,
+    drop,
+    kept,
+    kept_of,
+    run,
+    serving,
+    stateful_app,
+    wait_until_released,
+)
 
 MARK = "open('/mnt/data/mark.txt','w').write('{hint}')\nprint('ok')"
 CHECK = "print(open('/mnt/data/mark.txt').read())"
@@ -30,12 +39,10 @@ CHECK = "print(open('/mnt/data/mark.txt').read())"
 def capped_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
                valkey_url: str) -> Iterator[RunningApp]:
     """Two kept sandboxes per tenant, three in all; a short queue timeout."""
-    running, server, thread = stateful_app(
+    yield from serving(stateful_app(
         tmp_path_factory, runtime_dir, valkey_url,
         RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=2, total=3),
-        queue_timeout=3)
-    yield running
-    stop_app(server, thread)
+        queue_timeout=3))
 
 
 def _end_all(app: RunningApp) -> None:
@@ -120,11 +127,9 @@ def _wait_for_lock(app: RunningApp, hint: str) -> None:
 @pytest.fixture(scope="module")
 def short_lived_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
                     valkey_url: str) -> Iterator[RunningApp]:
-    running, server, thread = stateful_app(
+    yield from serving(stateful_app(
         tmp_path_factory, runtime_dir, valkey_url,
-        RuntimeSessionSettings(idle_ttl=6, max_age=12, per_tenant=8, total=16))
-    yield running
-    stop_app(server, thread)
+        RuntimeSessionSettings(idle_ttl=6, max_age=12, per_tenant=8, total=16)))
 
 
 def test_the_idle_ttl(short_lived_api: RunningApp) -> None:
@@ -159,13 +164,11 @@ def test_the_maximum_age(short_lived_api: RunningApp) -> None:
 def quota_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
               valkey_url: str) -> Iterator[RunningApp]:
     """A storage quota of 3 MiB per tenant."""
-    running, server, thread = stateful_app(
+    yield from serving(stateful_app(
         tmp_path_factory, runtime_dir, valkey_url,
         RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16),
         tenants=TenantSettings(defaults=TenantLimits(0, 0, 3 * 1024 * 1024, 0, 0, 0),
-                               auth_failures_per_window=0))
-    yield running
-    stop_app(server, thread)
+                               auth_failures_per_window=0)))
 
 
 BIG = "open('/mnt/data/big.bin','wb').write(b'{c}' * ({mib} * 1024 * 1024))"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from app.settings import RuntimeSessionSettings
-from tests.conftest import API_KEY, REPO, RunningApp, stop_app
+from tests.conftest import API_KEY, REPO, RunningApp
 
-from .conftest import kept_of, run, stateful_app
+from .conftest import kept_of, run, serving, stateful_app
 
 ADMIN_KEY = "admin-key-runtime-0123456789"
 
@@ -23,12 +23,10 @@ ADMIN_KEY = "admin-key-runtime-0123456789"
 @pytest.fixture(scope="module")
 def admin_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
               valkey_url: str) -> Iterator[RunningApp]:
-    running, server, thread = stateful_app(
+    yield from serving(stateful_app(
         tmp_path_factory, runtime_dir, valkey_url,
         RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16),
-        admin_api_keys=(ADMIN_KEY,))
-    yield running
-    stop_app(server, thread)
+        admin_api_keys=(ADMIN_KEY,)))
 
 
 def _k8si(app: RunningApp, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from app.settings import RuntimeSessionSettings
-from tests.conftest import RunningApp, stop_app
+from tests.conftest import RunningApp
 
-from .conftest import EXPECTED, kept_of, run, stateful_app
+from .conftest import EXPECTED, kept_of, run, serving, stateful_app
 
 TOOLS = [{"name": "add", "parameters": {"type": "object"}}]
 
@@ -22,12 +22,10 @@ TOOLS = [{"name": "add", "parameters": {"type": "object"}}]
 @pytest.fixture(scope="module")
 def ptc_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
             valkey_url: str) -> Iterator[RunningApp]:
-    running, server, thread = stateful_app(
+    yield from serving(stateful_app(
         tmp_path_factory, runtime_dir, valkey_url,
         RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16),
-        queue_timeout=2)
-    yield running
-    stop_app(server, thread)
+        queue_timeout=2))
 
 
 def _post(app: RunningApp, body: dict[str, Any], request_id: str | None = None,
