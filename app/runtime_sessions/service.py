@@ -15,10 +15,11 @@ and a busy one is skipped). The record is written and the lock released last.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import attrs
@@ -294,7 +295,7 @@ class RuntimeSessions:
         elif record.location:  # another language: the workspace moves through its checkpoint
             await self.backend.drop(record.location)
         lease = await self._fresh(language, session.id, tenant)
-        try:
+        async with self._released_on_failure(lease):
             try:
                 manifest = await self.checkpoints.load(tenant, record.id, record.generation)
                 status = "restored"
@@ -304,12 +305,6 @@ class RuntimeSessions:
                 manifest, status = {}, "reset"
                 record = attrs.evolve(record, generation=0)
             manifest = await self.checkpoints.restore(lease.executor, tenant, record.id, manifest)
-        except ExecutorError as exc:
-            await self.backend.release(lease)
-            raise ExecutorFailed("the sandbox failed; try again", retry_after=1) from exc
-        except BaseException:
-            await self.backend.release(lease)
-            raise
         return RuntimeRun(self, record, token, lease, session, status, manifest, now)
 
     async def resume(self, ref: RuntimeRef, lease: SandboxLease,
@@ -336,15 +331,22 @@ class RuntimeSessions:
         lease = await self.backend.acquire(
             language, session_id, tenant,
             deadline_seconds=self.settings.runtime_sessions.max_age)
-        try:
+        async with self._released_on_failure(lease):
             await lease.executor.keep()
+        return lease
+
+    @contextlib.asynccontextmanager
+    async def _released_on_failure(self, lease: SandboxLease) -> AsyncIterator[None]:
+        """A sandbox being made ready is given back if that fails (a 503 for the client
+        when its executor did)."""
+        try:
+            yield
         except ExecutorError as exc:
             await self.backend.release(lease)
             raise ExecutorFailed("the sandbox failed; try again", retry_after=1) from exc
         except BaseException:
             await self.backend.release(lease)
             raise
-        return lease
 
     async def enforce_caps(self, record: RuntimeRecord) -> None:
         """Release the least recently used kept sandboxes beyond the caps (never the one

@@ -133,19 +133,26 @@ class HeldPods:
         live = await self._live(location, session_id, tenant)
         if live is None:
             return None
-        kind, name, host, obj = live
+        kind, name, _, _ = live
         try:
             await self.client.json_patch(PODS if kind == "pod" else JOBS, name,
                                          lease_patch(seconds, self.replica, paused=False))
         except KubeError as exc:
             raise unavailable("resume", exc) from exc
+        return self._hold_again(live, location, session_id, pool_hit=kind == "pod")
+
+    def _hold_again(self, live: tuple[str, str, str, dict[str, Any]], location: str,
+                    session_id: str, *, pool_hit: bool) -> SandboxLease:
+        """This replica holds the object ``_live`` found for ``location`` again."""
+        kind, name, host, obj = live
+        uid = location.split("/")[3]
         held = Held(kind, name, ExecutorClient(f"http://{host}:{self.config.executor_port}"),
-                     location.split("/")[3])
+                    uid)
         self._held[f"{kind}/{name}"] = held
         labels = obj.get("metadata", {}).get("labels") or {}
         return SandboxLease(sandbox_id=f"{kind}/{name}", language=labels.get(LABEL_LANGUAGE, ""),
                             session_id=session_id, executor_address=str(held.executor.address),
-                            executor=held.executor, pool_hit=kind == "pod")
+                            executor=held.executor, pool_hit=pool_hit)
 
     async def cancel_program(self, location: str, session_id: str, tenant: str) -> bool:
         """Stop the programmatic run in the sandbox at ``location`` once it is verified to
@@ -195,7 +202,7 @@ class HeldPods:
         live = await self._live(location, key.session_id, key.tenant)
         if live is None or not runtime_matches(live[3], key):
             return None
-        kind, name, host, obj = live
+        kind, name, _, _ = live
         seconds = lease_seconds or self.config.lease_seconds
         try:
             await self.client.json_patch(PODS if kind == "pod" else JOBS, name,
@@ -204,14 +211,7 @@ class HeldPods:
             if exc.status in (404, 422):  # deleted meanwhile (a reaper, a cap)
                 return None
             raise unavailable("reclaim", exc) from exc
-        held = Held(kind, name, ExecutorClient(f"http://{host}:{self.config.executor_port}"),
-                     location.split("/")[3])
-        self._held[f"{kind}/{name}"] = held
-        labels = obj.get("metadata", {}).get("labels") or {}
-        return SandboxLease(sandbox_id=f"{kind}/{name}", language=labels.get(LABEL_LANGUAGE, ""),
-                            session_id=key.session_id,
-                            executor_address=str(held.executor.address),
-                            executor=held.executor, pool_hit=True)
+        return self._hold_again(live, location, key.session_id, pool_hit=True)
 
     async def runtime_sandboxes(self, tenant: str | None = None) -> list[KeptInfo]:
         assert self.client is not None
