@@ -8,6 +8,7 @@ the backend, never by timing assertions)."""
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,12 @@ def test_the_maximum_age(short_lived_api: RunningApp) -> None:
 # -- checkpoint blobs count against the tenant's storage quota ---------------------------
 
 
+#: A tenant of this test's own: the suite's Valkey is shared, and other tests' files
+#: count against the default tenant's storage.
+QUOTA_TENANT = f"quota{uuid.uuid4().hex[:12]}"
+QUOTA_KEY = "quota-tenant-key-0123456789"
+
+
 @pytest.fixture(scope="module")
 def quota_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
               valkey_url: str) -> Iterator[RunningApp]:
@@ -167,6 +174,7 @@ def quota_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
     yield from serving(stateful_app(
         tmp_path_factory, runtime_dir, valkey_url,
         RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16),
+        api_keys=(f"{QUOTA_TENANT}:{QUOTA_KEY}",),
         tenants=TenantSettings(defaults=TenantLimits(0, 0, 3 * 1024 * 1024, 0, 0, 0),
                                auth_failures_per_window=0)))
 
@@ -176,22 +184,25 @@ BIG = "open('/mnt/data/big.bin','wb').write(b'{c}' * ({mib} * 1024 * 1024))"
 
 def _usage(app: RunningApp) -> int:
     quotas = app.app.state.quotas
-    used: tuple[int, int] = app.run(quotas.usage("default"))
+    used: tuple[int, int] = app.run(quotas.usage(QUOTA_TENANT))
     return used[0]
 
 
 def test_checkpoint_blobs_count_against_the_storage_quota(quota_api: RunningApp) -> None:
     before = _usage(quota_api)
+    assert before == 0  # a tenant of its own: nothing else counts here
     # within the quota: the 2 MiB file (over MAX_OUTPUT_FILE_SIZE, so no output) is a blob
-    first = run(quota_api, "quota-conv", BIG.format(c="a", mib=2))
+    first = run(quota_api, "quota-conv", BIG.format(c="a", mib=2), key=QUOTA_KEY)
     assert _usage(quota_api) == before + 2 * 1024 * 1024
     # past it: another 2 MiB blob is refused; the answer is still the code's, and the
     # previous checkpoint stays in force
-    second = run(quota_api, "quota-conv", BIG.format(c="b", mib=2) + "\nprint('ran')")
+    second = run(quota_api, "quota-conv", BIG.format(c="b", mib=2) + "\nprint('ran')",
+                 key=QUOTA_KEY)
     assert (second["status"], second["stdout"]) == ("ok", "ran\n")
     assert _usage(quota_api) == before + 2 * 1024 * 1024
     drop(quota_api, first["runtime_session_id"])
-    back = run(quota_api, "quota-conv", "print(open('/mnt/data/big.bin','rb').read(1))")
+    back = run(quota_api, "quota-conv", "print(open('/mnt/data/big.bin','rb').read(1))",
+               key=QUOTA_KEY)
     assert (back["runtime_status"], back["stdout"]) == ("restored", "b'a'\n")
     # ending the runtime session gives the bytes back
     assert quota_api.run(end(quota_api.app.state.exec_service.runtime,
