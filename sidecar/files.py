@@ -114,23 +114,30 @@ class WorkDir:
                 finally:
                     os.close(sub)
 
-    def open_regular(self, relative: str) -> tuple[int, int]:
-        """(fd, size) of a regular file; 404 for anything else, links included."""
+    def _parent(self, relative: str) -> tuple[int, str]:
+        """(an fd of the existing directory holding ``relative``, its last segment): each
+        segment checked by the name rules, no link followed; 404 when it is not there."""
         parts = relative.split("/")
         if len(parts) > self.max_depth:
             raise FileError(404, "no such file")
         for part in parts:
             validate_name(part)
         dir_fd = os.open(self.path, _OPEN_DIR)
-        try:
-            for part in parts[:-1]:
-                try:
-                    next_fd = os.open(part, _OPEN_DIR, dir_fd=dir_fd)
-                except OSError as exc:
-                    raise FileError(404, "no such file") from exc
+        for part in parts[:-1]:
+            try:
+                next_fd = os.open(part, _OPEN_DIR, dir_fd=dir_fd)
+            except OSError as exc:
                 os.close(dir_fd)
-                dir_fd = next_fd
-            fd = _open_if_regular(parts[-1], dir_fd)
+                raise FileError(404, "no such file") from exc
+            os.close(dir_fd)
+            dir_fd = next_fd
+        return dir_fd, parts[-1]
+
+    def open_regular(self, relative: str) -> tuple[int, int]:
+        """(fd, size) of a regular file; 404 for anything else, links included."""
+        dir_fd, name = self._parent(relative)
+        try:
+            fd = _open_if_regular(name, dir_fd)
         finally:
             os.close(dir_fd)
         if fd is None:
@@ -140,28 +147,16 @@ class WorkDir:
     def remove(self, relative: str) -> None:
         """Remove one file, link, FIFO... (never following it); 404 if absent, 409 for a
         directory (a kept sandbox's restore of read-only inputs, ``DELETE /files``)."""
-        parts = relative.split("/")
-        if len(parts) > self.max_depth:
-            raise FileError(404, "no such file")
-        for part in parts:
-            validate_name(part)
-        dir_fd = os.open(self.path, _OPEN_DIR)
+        dir_fd, name = self._parent(relative)
         try:
-            for part in parts[:-1]:
-                try:
-                    next_fd = os.open(part, _OPEN_DIR, dir_fd=dir_fd)
-                except OSError as exc:
-                    raise FileError(404, "no such file") from exc
-                os.close(dir_fd)
-                dir_fd = next_fd
             try:
-                info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except FileNotFoundError as exc:
                 raise FileError(404, "no such file") from exc
             if stat.S_ISDIR(info.st_mode):
-                raise FileError(409, f"{parts[-1]!r} is a directory")
+                raise FileError(409, f"{name!r} is a directory")
             try:
-                os.unlink(parts[-1], dir_fd=dir_fd)
+                os.unlink(name, dir_fd=dir_fd)
             except FileNotFoundError as exc:
                 raise FileError(404, "no such file") from exc
         finally:

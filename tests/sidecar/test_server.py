@@ -104,9 +104,11 @@ def _executor(tmp_path: Path, runtime_dir: Path, *extra: str) -> tuple[subproces
          "--preload", "json", "--env", f"PATH={runtime_dir / 'python' / 'bin'}:/usr/bin:/bin",
          "--env", f"HOME={tmp_path}", *extra],
         cwd=REPO, stderr=subprocess.DEVNULL)
-    for _ in range(3000):
+    for _ in range(3000):  # bound and listening (the file appears before listen())
         if sock.exists():
-            break
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                if probe.connect_ex(str(sock)) == 0:
+                    break
         time.sleep(0.01)
     return process, sock
 
