@@ -125,6 +125,15 @@ def stop_app(server: uvicorn.Server, thread: threading.Thread) -> None:
     thread.join(timeout=60)
 
 
+def serving(started: tuple[RunningApp, uvicorn.Server, threading.Thread]) -> Iterator[RunningApp]:
+    """A started app, stopped afterwards (for fixtures: ``yield from serving(start_app(...))``)."""
+    running, server, thread = started
+    try:
+        yield running
+    finally:
+        stop_app(server, thread)
+
+
 def make_settings(data_dir: Path, runtime: Path, valkey_url: str, **overrides: Any) -> Settings:
     base = Settings(
         port=free_port(), api_keys=(API_KEY, f"other:{OTHER_KEY}"), data_dir=data_dir,

@@ -350,15 +350,19 @@ class ExecutorClient:
         except TransportError as exc:
             raise ExecutorError(f"executor unreachable during stage-out: {exc}") from exc
 
-    async def read_file(self, name: str) -> bytes | None:
-        """A file's bytes, or None when it is not a regular file of the work dir."""
-        status, content = await self._fetch("GET", f"/files/{quote(name, safe='/')}")
+    async def _file_request(self, method: str, path: str, doing: str) -> bytes | None:
+        """``method`` on one work-dir file: its answer's body, None for a 404."""
+        status, content = await self._fetch(method, f"/files/{quote(path, safe='/')}")
         if status == 404:
             return None
         if status != 200:
-            raise ExecutorError(f"executor answered {status}: "
+            raise ExecutorError(f"executor answered {status}{doing}: "
                                 f"{content[:2000].decode(errors='replace')}")
         return content
+
+    async def read_file(self, name: str) -> bytes | None:
+        """A file's bytes, or None when it is not a regular file of the work dir."""
+        return await self._file_request("GET", name, "")
 
     async def keep(self) -> None:
         """Make this (fresh) sandbox a kept one: it accepts further executions, each a new
@@ -367,10 +371,4 @@ class ExecutorClient:
 
     async def delete_file(self, path: str) -> bool:
         """Remove one file of the work dir (never following a link); False if absent."""
-        status, content = await self._fetch("DELETE", f"/files/{quote(path, safe='/')}")
-        if status == 404:
-            return False
-        if status != 200:
-            raise ExecutorError(f"executor answered {status} deleting {path!r}: "
-                                f"{content[:2000].decode(errors='replace')}")
-        return True
+        return await self._file_request("DELETE", path, f" deleting {path!r}") is not None

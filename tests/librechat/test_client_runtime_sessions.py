@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from app.settings import RuntimeSessionSettings
-from tests.conftest import API_KEY, RunningApp
-from tests.runtime.conftest import drop, kept_of, serving, stateful_app
+from tests.conftest import API_KEY, RunningApp, serving
+from tests.runtime.conftest import drop, kept_of, stateful_app
 
 from .client import LibreChatClient
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningApp, make_settings, start_app, stop_app, wait_for_factory
+from tests.conftest import RunningApp, make_settings, serving, start_app, wait_for_factory
 
 from .helpers import drive
 
@@ -18,9 +18,7 @@ def zygote_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
                valkey_url: str) -> Iterator[RunningApp]:
     settings = make_settings(tmp_path_factory.mktemp("ptc-zygote"), runtime_dir, valkey_url,
                              sandbox_factory="zygote", pool_sizes={"py": 1})
-    running, server, thread = start_app(settings)
-    yield running
-    stop_app(server, thread)
+    yield from serving(start_app(settings))
 
 
 def test_rounds_in_a_zygote_sandbox(zygote_api: RunningApp) -> None:

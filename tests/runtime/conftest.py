@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from app.settings import RuntimeSessionSettings
-from tests.conftest import API_KEY, RunningApp, make_settings, start_app, stop_app
+from tests.conftest import API_KEY, RunningApp, make_settings, serving, start_app
 
 EXPECTED = "X-CodeAPI-Expected-Profile"
 
@@ -24,15 +24,6 @@ def stateful_app(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path, va
                              execution_profiles=("default", "stateful"),
                              runtime_sessions=limits, **overrides)
     return start_app(settings)
-
-
-def serving(started: tuple[RunningApp, Any, Any]) -> Iterator[RunningApp]:
-    """A started app, stopped afterwards (for fixtures: ``yield from serving(...)``)."""
-    running, server, thread = started
-    try:
-        yield running
-    finally:
-        stop_app(server, thread)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 from app.runtime_sessions.operators import end
 from app.runtime_sessions.records import record_key
 from app.settings import RuntimeSessionSettings, TenantLimits, TenantSettings
-from tests.conftest import OTHER_KEY, RunningApp, free_port, start_app, stop_app
+from tests.conftest import OTHER_KEY, RunningApp, free_port, serving, start_app, stop_app
 
 from .conftest import (
     EXPECTED,
@@ -27,7 +27,6 @@ from .conftest import (
     kept,
     kept_of,
     run,
-    serving,
     stateful_app,
     wait_until_released,
 )

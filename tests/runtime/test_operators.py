@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from app.settings import RuntimeSessionSettings
-from tests.conftest import API_KEY, REPO, RunningApp
+from tests.conftest import API_KEY, REPO, RunningApp, serving
 
-from .conftest import kept_of, run, serving, stateful_app
+from .conftest import kept_of, run, stateful_app
 
 ADMIN_KEY = "admin-key-runtime-0123456789"
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from app.settings import RuntimeSessionSettings
-from tests.conftest import RunningApp
+from tests.conftest import RunningApp, serving
 
-from .conftest import EXPECTED, kept_of, run, serving, stateful_app
+from .conftest import EXPECTED, kept_of, run, stateful_app
 
 TOOLS = [{"name": "add", "parameters": {"type": "object"}}]
 

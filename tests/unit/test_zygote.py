@@ -18,6 +18,7 @@ from tests.conftest import (
     SECRET_ENV,
     RunningApp,
     make_settings,
+    serving,
     start_app,
     stop_app,
     wait_for_factory,
@@ -84,9 +85,7 @@ def zygote_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
                valkey_url: str) -> Iterator[RunningApp]:
     settings = make_settings(tmp_path_factory.mktemp("zygote"), runtime_dir, valkey_url,
                              sandbox_factory="zygote", pool_sizes={"py": 1})
-    running, server, thread = start_app(settings)
-    yield running
-    stop_app(server, thread)
+    yield from serving(start_app(settings))
 
 
 def test_zygote_sandboxes_hold_the_sandbox_posture(zygote_api: RunningApp) -> None:

@@ -19,7 +19,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,8 @@ class SandboxFactory:
 
     # -- the zygotes -----------------------------------------------------------------
 
-    async def start_zygotes(self, on_retired: Any = None) -> None:
+    async def start_zygotes(self,
+                            on_retired: Callable[[Generation], None] | None = None) -> None:
         """Start the first zygote, or settle on nsjail with the reason (logged)."""
         settings = self.settings
         reason = (unavailable_reason(self.cgroups) if settings.sandbox_factory == "zygote"

@@ -221,12 +221,6 @@ class ZygoteGenerations:
             logger.info("zygote stopped: retired and drained",
                         extra={"generation": generation.number})
 
-    def in_service(self) -> list[Generation]:
-        """Every generation whose zygote runs: bound, spare and draining."""
-        spare = self._spare_generation()
-        found = [*self._current.values(), *self._draining]
-        return found + ([spare] if spare is not None and spare not in found else [])
-
     def any_factory(self) -> ZygoteFactory | None:
         """A running zygote (the spare first), for what any one of them can tell."""
         spare = self._spare_generation()
