@@ -11,10 +11,13 @@ is watched through a pidfd. When it ends, times out, floods or is abandoned, the
 ``kill(-1, SIGKILL)`` (a ``setsid`` double-forked daemon dies too), then reaps.
 
 A ``done_fd`` (the warm Python worker's status pipe) may report the end earlier:
-the worker has closed its stdout and stderr and is exiting, its status and usage
-in the report. As PID 1, the executor then sweeps the rest, waits until no other
-process is alive, reads the pipes to their end, and answers without waiting for
-the kernel to tear the worker down; ``reap_later`` collects it afterwards.
+the worker has closed its stdout and stderr and stopped itself (``SIGSTOP``), its
+status and usage in the report. As PID 1, the executor then stops every process of
+the namespace (``kill(-1, SIGSTOP)``: nothing of the user's runs or writes any more),
+waits until each is stopped or dead, reads the pipes to their end and answers; the
+sweep that kills them (``reap_later``) comes after the answer. Tearing down the
+~100 MB worker takes the kernel a millisecond or two of CPU: done before the answer,
+on two cores it delayed it by as much (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Capture", "Done", "OutputListener", "Streams", "capture", "finish", "kill_tree",
-           "read_done", "reap_later"]
+__all__ = ["Capture", "Done", "OutputListener", "Streams", "capture", "finish", "freeze_all",
+           "kill_tree", "read_done", "reap_later"]
 
 _READ_CHUNK = 65536
 
@@ -63,7 +66,8 @@ class Capture:
     cpu_time: float = 0.0
     max_rss: int = 0
     wall_time: float = 0.0
-    #: The program reported its end and is still exiting: ``reap_later`` collects it.
+    #: The program reported its end and was stopped, not killed: ``reap_later`` kills
+    #: and collects it after the answer.
     unreaped: int | None = None
 
 
@@ -141,8 +145,9 @@ def capture(process: subprocess.Popen[bytes], timeout: float, started: float, ca
                 if key.fd == pidfd:
                     exited = True
                 elif key.fd == done_fd:
-                    selector.unregister(done_fd)
-                    done = read_done(done_fd)
+                    done, still_open = read_done(done_fd)
+                    if not still_open:
+                        selector.unregister(done_fd)
                 elif key.fd == hangup:
                     assert listener is not None
                     if listener.hung_up():
@@ -167,8 +172,7 @@ def finish(process: subprocess.Popen[bytes], result: Capture, streams: Streams,
     try:
         if done is not None and not exited:
             result.wall_time = time.monotonic() - started
-            kill_tree(process.pid)
-            _await_the_rest(process.pid)
+            freeze_all()
             result.exit_status = done.status << 8
             result.cpu_time, result.max_rss = done.cpu, done.max_rss * 1024
             result.unreaped = process.pid
@@ -212,58 +216,83 @@ class Done:
     max_rss: int
 
 
-def read_done(fd: int) -> Done | None:
-    """The "done" line, or None when it is missing or malformed (the exit is awaited)."""
+def read_done(fd: int) -> tuple[Done | None, bool]:
+    """The "done" report if what could be read ends with a valid one, and whether the
+    fd is still open (at its end, or on an error, the exit is awaited instead).
+
+    Only the last line counts: a program that wrote something else there first (it is
+    the user's process) does not hide the worker's own report behind it.
+    """
     try:
-        report = json.loads(os.read(fd, 4096))
+        data = os.read(fd, 4096)
+    except OSError:
+        return None, False
+    if not data:
+        return None, False
+    try:
+        report = json.loads(data.rstrip(b"\n").rpartition(b"\n")[2])
         status, cpu, max_rss = report["done"], report["cpu"], report["max_rss"]
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
+    except (ValueError, TypeError, KeyError):
+        return None, True
     # ``type(...) is`` keeps booleans out (they are ints to ``isinstance``).
     if not (type(status) is int and type(max_rss) is int and type(cpu) in (int, float)
             and 0 <= status <= 255 and 0 <= cpu < 1e9 and 0 <= max_rss < 1 << 50):
-        return None
-    return Done(status, float(cpu), max_rss)
+        return None, True
+    return Done(status, float(cpu), max_rss), True
 
 
-def _await_the_rest(worker: int, grace: float = 2.0) -> None:
-    """As PID 1 after the sweep: wait until every process but the exiting worker is dead.
+def freeze_all(grace: float = 2.0) -> None:
+    """As PID 1: stop every other process of the namespace and wait until each one is
+    stopped or dead (a stopped process runs no code and writes nothing).
 
-    Dead means a zombie or gone (a zombie has closed its files), so the pipes end and
-    nothing writes to the work dir any more. Bounded in time; the sweep is repeated.
+    Bounded in time: a process that cannot stop within ``grace`` (one waiting for a
+    ``vfork`` child, say) is killed instead, and the wait is for the dead.
     """
+    if not _settle(signal.SIGSTOP, _STOPPED_OR_DEAD, grace):
+        _settle(signal.SIGKILL, _DEAD, grace)
+
+
+_STOPPED_OR_DEAD = (b"T", b"t", b"Z", b"X")
+_DEAD = (b"Z", b"X")
+
+
+def _settle(signum: int, states: tuple[bytes, ...], grace: float) -> bool:
+    """Send ``signum`` to every other process until each is in one of ``states``
+    (repeated: a process may fork meanwhile); False when ``grace`` ran out."""
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):  # no child left to collect
-            while os.waitpid(-1, os.WNOHANG)[0] not in (0, worker):
-                pass
-        if not _alive_besides(worker):
-            return
-        _kill_all_but_self()
+    while True:
+        with contextlib.suppress(ProcessLookupError):  # nothing else is left
+            os.kill(-1, signum)
+        if _all_in(states):
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.0005)
 
 
-def _alive_besides(worker: int) -> bool:
-    """A process of this namespace other than PID 1 and ``worker`` is not yet dead."""
+def _all_in(states: tuple[bytes, ...]) -> bool:
+    """Every process of this namespace but PID 1 is in one of ``states``."""
     try:
         pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
     except OSError:
-        return True  # cannot tell: the caller waits out its grace period
+        return False  # cannot tell: the caller waits out its grace period
     for pid in pids:
-        if pid in (1, worker):
+        if pid == 1:
             continue
         try:
             with open(f"/proc/{pid}/stat", "rb") as handle:
                 state = handle.read().rpartition(b")")[2].split()[0]
         except (OSError, IndexError):
             continue  # gone meanwhile
-        if state not in (b"Z", b"X"):
-            return True
-    return False
+        if state not in states:
+            return False
+    return True
 
 
 def reap_later(pid: int) -> None:
-    """Collect a worker that reported its end (blocking until its exit is over)."""
+    """After the answer: kill what ``freeze_all`` stopped (the worker that reported its
+    end, and anything left of the program) and collect it, blocking until its exit is over."""
+    kill_tree(pid)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
     _reap_orphans()

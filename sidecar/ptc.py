@@ -317,8 +317,9 @@ class ProgrammaticRun:
                 if key.fd == self.pidfd:
                     return True, None, None
                 if key.fd == self.done_fd:
-                    selector.unregister(key.fd)
-                    done = read_done(key.fd)
+                    done, still_open = read_done(key.fd)
+                    if not still_open:
+                        selector.unregister(key.fd)
                     if done is not None:
                         return False, done, None
                 elif key.data is not None:

@@ -9,9 +9,11 @@ the way ``python3 main.py`` would (uncaught exception: traceback and exit status
 
 When the program is over (output flushed, ``atexit`` run), the worker closes its
 stdout and stderr and reports ``{"done": status, "cpu", "max_rss"}`` on the status fd
-(kept as a close-on-exec fd numbered 100 or more) before ``os._exit``: the executor
-can answer while the kernel still tears the ~100 MB process down. A program that
-writes there itself only ends its own run early, as exiting would.
+(kept as a close-on-exec fd numbered 100 or more); with ``--stop-after-done`` (its
+executor is PID 1 and sweeps the namespace) it then stops itself rather than exit,
+and the executor kills it after answering: the kernel's teardown of the ~100 MB
+process is then off the answer's path. A program that writes there itself only ends
+its own run early, as exiting would.
 
 Python state (``sidecar/pystate.py``): the blob is restored into the fresh
 namespace before the code runs; afterwards (also after ``sys.exit`` and, when
@@ -23,7 +25,8 @@ With ``--calibrate`` (a calibration sandbox, ``sidecar/prefault.py``) the worker
 writes which pages it wrote between "ready" and "done" to ``prefault.WORKER_PAGES_FILE``
 beside the program.
 
-Usage: ``python3 pywarm.py STATUS_FD WORKDIR PRELOAD[,PRELOAD...] [MPL_SEED_DIR] [--calibrate]``
+Usage: ``python3 pywarm.py STATUS_FD WORKDIR PRELOAD[,PRELOAD...] [MPL_SEED_DIR] [--calibrate]
+[--stop-after-done] [--tools-fd=N]``
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -157,8 +161,10 @@ class _Calibration:
 
 def main() -> None:
     calibration = _Calibration() if "--calibrate" in sys.argv else None
+    stop_after_done = "--stop-after-done" in sys.argv
     tools_fd = _tools_fd(sys.argv)
-    argv = [arg for arg in sys.argv if arg != "--calibrate" and not arg.startswith("--tools-fd=")]
+    argv = [arg for arg in sys.argv if arg not in ("--calibrate", "--stop-after-done")
+            and not arg.startswith("--tools-fd=")]
     status_fd, workdir = int(argv[1]), argv[2]
     preload = [m for m in argv[3].split(",") if m]
     if len(argv) > 4:
@@ -217,7 +223,8 @@ def main() -> None:
         else:
             pystate.capture(module.__dict__, state, problems, timings)
     _finish(exit_, module.__dict__, done_fd,
-            (lambda: calibration.write(path)) if calibration is not None else None)
+            (lambda: calibration.write(path)) if calibration is not None else None,
+            stop_after_done=stop_after_done)
 
 
 def _exit_status(exit_: SystemExit | None) -> int:
@@ -233,7 +240,8 @@ def _exit_status(exit_: SystemExit | None) -> int:
 
 
 def _finish(exit_: SystemExit | None, namespace: dict[str, Any], done_fd: int,
-            before_done: Callable[[], None] | None = None) -> None:
+            before_done: Callable[[], None] | None = None, *,
+            stop_after_done: bool = False) -> None:
     """End the process as ``python3`` would, without tearing the libraries down.
 
     What a program can observe of the interpreter's shutdown is kept: non-daemon
@@ -241,7 +249,9 @@ def _finish(exit_: SystemExit | None, namespace: dict[str, Any], done_fd: int,
     released (so files it left open are flushed and closed) and the standard streams
     are flushed (a failed flush exits with 120, as python3 does). The rest of the
     shutdown (tearing down numpy, pandas, matplotlib: about 0.1 s) is skipped with
-    ``os._exit``, after the "done" report (see the module docstring).
+    ``os._exit``, after the "done" report; with ``stop_after_done`` the worker stops
+    after the report and its executor kills it once it has answered (see the
+    module docstring).
     """
     status = _exit_status(exit_)
     threading = sys.modules.get("threading")
@@ -258,12 +268,14 @@ def _finish(exit_: SystemExit | None, namespace: dict[str, Any], done_fd: int,
             status = 120 if status == 0 else status
     if before_done is not None:
         before_done()
-    _report_done(done_fd, status)
+    if _report_done(done_fd, status) and stop_after_done:
+        os.kill(os.getpid(), signal.SIGSTOP)
     os._exit(status)
 
 
-def _report_done(done_fd: int, status: int) -> None:
-    """Close stdout and stderr (their pipes end here), then tell the executor."""
+def _report_done(done_fd: int, status: int) -> bool:
+    """Close stdout and stderr (their pipes end here), then tell the executor; False
+    when the report could not be written (the executor then waits for the exit)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
@@ -271,8 +283,11 @@ def _report_done(done_fd: int, status: int) -> None:
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     done = {"done": status, "cpu": cpu, "max_rss": max(own.ru_maxrss, children.ru_maxrss)}
-    with contextlib.suppress(OSError):  # the program closed it: the executor waits for the exit
+    try:
         os.write(done_fd, json.dumps(done).encode() + b"\n")
+    except OSError:  # the program closed it: the executor waits for the exit
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -91,6 +91,8 @@ class Runner:
             argv.append(self.config.mpl_seed_dir)
         if self.config.calibrate:
             argv.append("--calibrate")
+        if os.getpid() == 1:  # this executor sweeps the namespace (``capture.freeze_all``)
+            argv.append("--stop-after-done")
         self._worker = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=self.config.workdir, env=self._env(), pass_fds=(write_fd, tools.fileno()),
