@@ -14,10 +14,11 @@ A ``done_fd`` (the warm Python worker's status pipe) may report the end earlier:
 the worker has closed its stdout and stderr and stopped itself (``SIGSTOP``), its
 status and usage in the report. As PID 1, the executor then stops every process of
 the namespace (``kill(-1, SIGSTOP)``: nothing of the user's runs or writes any more),
-waits until each is stopped or dead, reads the pipes to their end and answers; the
-sweep that kills them (``reap_later``) comes after the answer. Tearing down the
-~100 MB worker takes the kernel a millisecond or two of CPU: done before the answer,
-on two cores it delayed it by as much (see BENCHMARKS.md).
+waits until each is stopped or dead, reads the pipes to their end and answers; what
+it stopped is killed after the answer (the sandbox's destruction, or ``reap_later``
+before a kept sandbox's next run). Tearing down the ~100 MB worker takes the kernel a
+millisecond or two of CPU: done before the answer, on two cores it delayed it by as
+much (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ class Capture:
     cpu_time: float = 0.0
     max_rss: int = 0
     wall_time: float = 0.0
-    #: The program reported its end and was stopped, not killed: ``reap_later`` kills
-    #: and collects it after the answer.
+    #: The program reported its end and was stopped, not killed: killed after the
+    #: answer (``reap_later``, or the sandbox's destruction).
     unreaped: int | None = None
 
 
@@ -290,8 +291,9 @@ def _all_in(states: tuple[bytes, ...]) -> bool:
 
 
 def reap_later(pid: int) -> None:
-    """After the answer: kill what ``freeze_all`` stopped (the worker that reported its
-    end, and anything left of the program) and collect it, blocking until its exit is over."""
+    """Before a kept sandbox's next run: kill what ``freeze_all`` stopped (the worker
+    that reported its end, anything left of the program) and collect it, blocking
+    until its exit is over."""
     kill_tree(pid)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)

@@ -303,8 +303,8 @@ class Runner:
         self.warm_up()
 
     def reap(self) -> None:
-        """Collect a worker that reported its end before its exit was over (after the
-        answer was sent: the kernel's teardown of it is then off the critical path)."""
+        """Kill and collect a worker that reported its end and was stopped (a kept
+        sandbox, before its next run; a single-use sandbox leaves it to its destruction)."""
         if self._unreaped is not None:
             reap_later(self._unreaped)
             self._unreaped = None

@@ -19,6 +19,10 @@ runtime session, ``kept.py``): then each ``/execute`` is a new process of the sa
 sandbox, ``/mnt/data`` kept, the scratch space wiped in between; a ``/execute`` that
 arrives while the sandbox is still being made ready (or a programmatic run is paused
 in it) waits for it (up to ``KEPT_WAIT`` seconds, then 409).
+
+What a finished run leaves stopped (``capture.freeze_all``: the warm worker that
+reported its end) is killed by the sandbox's destruction right after the answer, or,
+in a kept sandbox, before its next run: never while the answer is on its way.
 """
 
 from __future__ import annotations
@@ -212,10 +216,6 @@ class _Handler(FileRoutes):
         result.files = self._listing()
         return result
 
-    def _reap_in_background(self) -> None:
-        """Collect the finished worker without holding up this connection's next request."""
-        threading.Thread(target=self.server.runner.reap, name="reap", daemon=True).start()
-
     def _execute(self) -> None:
         request = self._begin_execute()
         if request is None:
@@ -235,8 +235,6 @@ class _Handler(FileRoutes):
         finally:
             self._end_run(paused=result is not None and result.status == "tool_call_required")
         self._send_json(200, result.to_json())
-        if not self.server.kept:
-            self._reap_in_background()
 
     def _end_run(self, paused: bool = False) -> None:
         """The run is over: an ordinary sandbox is done; a kept one is made ready for
@@ -274,8 +272,6 @@ class _Handler(FileRoutes):
         if self.server.kept and result.status != "tool_call_required":
             self._end_run()  # the programmatic run is over: ready for the next run
         self._send_json(200, result.to_json())
-        if not self.server.kept:
-            self._reap_in_background()
 
     def _execute_stream(self) -> None:
         """Like ``_execute``, answered as NDJSON lines while the program runs."""
@@ -308,5 +304,3 @@ class _Handler(FileRoutes):
                 wall_time=result.wall_time, streamed=True)
             lines.send({"result": result.to_json()})
         lines.close()
-        if not self.server.kept:
-            self._reap_in_background()
