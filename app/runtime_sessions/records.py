@@ -22,14 +22,13 @@ import hashlib
 import random
 import secrets
 import time
-from typing import Any
 
 import attrs
-import orjson
 import valkey.asyncio as valkey
 from valkey.exceptions import ValkeyError
 
 from ..errors import RuntimeSessionBusy, ServiceUnavailable
+from ..records import JsonRecord
 
 __all__ = ["RuntimeRecord", "RuntimeRecords"]
 
@@ -64,7 +63,7 @@ def _tenant_lru(tenant: str) -> str:
 
 
 @attrs.frozen
-class RuntimeRecord:
+class RuntimeRecord(JsonRecord):
     """One runtime session: whose, where its kept sandbox is, its last good checkpoint."""
 
     id: str
@@ -86,14 +85,6 @@ class RuntimeRecord:
     def key(self) -> str:
         return record_key(self.tenant, self.hint)
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(attrs.asdict(self))
-
-    @classmethod
-    def from_json(cls, data: bytes) -> RuntimeRecord:
-        fields: dict[str, Any] = orjson.loads(data)
-        known = {a.name for a in attrs.fields(cls)}
-        return cls(**{k: v for k, v in fields.items() if k in known})
 
 
 class RuntimeRecords:

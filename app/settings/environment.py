@@ -2,7 +2,7 @@
 
 A value that cannot be parsed stops start-up with a ``SettingsError`` naming the
 variable; an unset or empty variable takes the field's default, stated once on the
-field (``from_env`` reads it from a default instance).
+field (``fields.py`` passes it in).
 """
 
 from __future__ import annotations

@@ -20,11 +20,11 @@ from typing import Any
 
 import attrs
 import obstore
-import orjson
 from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import LocalStore, ObjectStore, from_url
 
 from ..errors import ServiceUnavailable
+from ..records import JsonRecord
 
 __all__ = ["FileMeta", "FileStore", "StorageUnavailable", "create_object_store"]
 
@@ -40,7 +40,7 @@ class StorageUnavailable(ServiceUnavailable):
 
 
 @attrs.frozen
-class FileMeta:
+class FileMeta(JsonRecord):
     """Everything known about one stored file besides its bytes."""
 
     id: str
@@ -68,14 +68,6 @@ class FileMeta:
     def etag(self) -> str:
         return f'"{self.sha256[:32]}"'
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(attrs.asdict(self))
-
-    @classmethod
-    def from_json(cls, data: bytes) -> FileMeta:
-        fields: dict[str, Any] = orjson.loads(data)
-        known = {a.name for a in attrs.fields(cls)}
-        return cls(**{k: v for k, v in fields.items() if k in known})
 
 
 def create_object_store(url: str | None, local_root: Path,

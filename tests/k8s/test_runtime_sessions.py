@@ -27,6 +27,14 @@ def _replica(factory: AppFactory, store: Path, idle_ttl: int = 600) -> RunningAp
                                                    per_tenant=4, total=8)})
 
 
+def _two_replicas(kube: Namespace, factory: AppFactory,
+                  store: Path) -> tuple[RunningApp, RunningApp]:
+    """Two replicas sharing one object store, once both have a warm pod."""
+    first, second = _replica(factory, store), _replica(factory, store)
+    kube.wait_for(lambda: ready_warm(kube) >= 2, timeout=90, message="warm pods")
+    return first, second
+
+
 def _kept_pods(kube: Namespace) -> list[dict[str, Any]]:
     return [pod for pod in kube.objects("pods", label_selector=RUNTIME)
             if not pod["metadata"].get("deletionTimestamp")]
@@ -34,9 +42,7 @@ def _kept_pods(kube: Namespace) -> list[dict[str, Any]]:
 
 def test_a_runtime_session_moves_between_replicas_and_survives_its_pod(
         kube: Namespace, k8s_app_factory: AppFactory, tmp_path: Path) -> None:
-    store = tmp_path / "objects"
-    first, second = _replica(k8s_app_factory, store), _replica(k8s_app_factory, store)
-    kube.wait_for(lambda: ready_warm(kube) >= 2, timeout=90, message="warm pods")
+    first, second = _two_replicas(kube, k8s_app_factory, tmp_path / "objects")
 
     made = run(first, "k8s-conv", "echo 'x,y' > /mnt/data/a.csv; echo $HOSTNAME", lang="bash")
     assert made["runtime_status"] == "created", made
@@ -86,9 +92,7 @@ def test_a_kept_pod_past_its_idle_lease_is_reaped(
 
 def test_a_programmatic_run_in_a_runtime_session_spans_replicas(
         kube: Namespace, k8s_app_factory: AppFactory, tmp_path: Path) -> None:
-    store = tmp_path / "objects"
-    first, second = _replica(k8s_app_factory, store), _replica(k8s_app_factory, store)
-    kube.wait_for(lambda: ready_warm(kube) >= 2, timeout=90, message="warm pods")
+    first, second = _two_replicas(kube, k8s_app_factory, tmp_path / "objects")
     made = run(first, "k8s-ptc", "echo 40 > /mnt/data/n.txt; echo $HOSTNAME", lang="bash")
     pod_name = made["stdout"].strip()
     headers = {"X-CodeAPI-Expected-Profile": "stateful"}

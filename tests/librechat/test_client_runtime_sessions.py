@@ -4,15 +4,13 @@ persisting without re-injection, and a killed sandbox restored from its checkpoi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
-from app.settings import RuntimeSessionSettings
-from tests.conftest import API_KEY, RunningApp, serving
-from tests.runtime.conftest import drop, kept_of, stateful_app
+from tests.conftest import API_KEY, RunningApp
+from tests.runtime.conftest import GENEROUS, drop, kept_of, stateful_api_fixture
 
 from .client import LibreChatClient
 
@@ -20,12 +18,7 @@ STATEFUL = {"statefulSessions": True, "executionProfile": "stateful",
             "runtimeSessionHint": "thread-0123456789abcdef"}
 
 
-@pytest.fixture(scope="module")
-def stateful_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
-                 valkey_url: str) -> Iterator[RunningApp]:
-    yield from serving(stateful_app(
-        tmp_path_factory, runtime_dir, valkey_url,
-        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=4, total=8)))
+stateful_api = stateful_api_fixture(attrs.evolve(GENEROUS, per_tenant=4, total=8))
 
 
 def _call(librechat: LibreChatClient, app: RunningApp, code: str,

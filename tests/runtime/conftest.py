@@ -4,7 +4,7 @@ local sandboxes, the real local object store), with limits chosen per module."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,12 @@ from tests.conftest import API_KEY, RunningApp, make_settings, serving, start_ap
 EXPECTED = "X-CodeAPI-Expected-Profile"
 
 
+#: Generous limits: nothing is released while a test runs.
+GENEROUS = RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16)
+
+
 def stateful_app(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path, valkey_url: str,
-                 limits: RuntimeSessionSettings, **overrides: Any,
+                 limits: RuntimeSessionSettings = GENEROUS, **overrides: Any,
                  ) -> tuple[RunningApp, Any, Any]:
     data = tmp_path_factory.mktemp("runtime")
     settings = make_settings(data, runtime_dir, valkey_url,
@@ -26,13 +30,21 @@ def stateful_app(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path, va
     return start_app(settings)
 
 
-@pytest.fixture(scope="module")
-def stateful_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
-                 valkey_url: str) -> Iterator[RunningApp]:
-    """Generous limits: nothing is released while a test runs."""
-    yield from serving(stateful_app(
-        tmp_path_factory, runtime_dir, valkey_url,
-        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16)))
+def stateful_api_fixture(limits: RuntimeSessionSettings = GENEROUS,
+                         **overrides: Any) -> Callable[..., Iterator[RunningApp]]:
+    """A module's fixture: the API serving ``stateful`` with these limits (and other
+    settings), started once for the module (``name = stateful_api_fixture(...)``)."""
+
+    @pytest.fixture(scope="module")
+    def api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
+            valkey_url: str) -> Iterator[RunningApp]:
+        yield from serving(stateful_app(tmp_path_factory, runtime_dir, valkey_url, limits,
+                                        **overrides))
+
+    return api
+
+
+stateful_api = stateful_api_fixture()
 
 
 def run(app: RunningApp, hint: str | None, code: str, *, key: str = API_KEY,

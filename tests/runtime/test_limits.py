@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,17 @@ import pytest
 
 from app.runtime_sessions.operators import end
 from app.runtime_sessions.records import record_key
-from app.settings import RuntimeSessionSettings, TenantLimits, TenantSettings
-from tests.conftest import OTHER_KEY, RunningApp, free_port, serving, start_app, stop_app
+from app.settings import TenantLimits, TenantSettings
+from tests.conftest import OTHER_KEY, RunningApp, free_port, start_app, stop_app
 
 from .conftest import (
     EXPECTED,
+    GENEROUS,
     drop,
     kept,
     kept_of,
     run,
+    stateful_api_fixture,
     stateful_app,
     wait_until_released,
 )
@@ -35,14 +36,9 @@ MARK = "open('/mnt/data/mark.txt','w').write('{hint}')\nprint('ok')"
 CHECK = "print(open('/mnt/data/mark.txt').read())"
 
 
-@pytest.fixture(scope="module")
-def capped_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
-               valkey_url: str) -> Iterator[RunningApp]:
-    """Two kept sandboxes per tenant, three in all; a short queue timeout."""
-    yield from serving(stateful_app(
-        tmp_path_factory, runtime_dir, valkey_url,
-        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=2, total=3),
-        queue_timeout=3))
+#: Two kept sandboxes per tenant, three in all; a short queue timeout.
+capped_api = stateful_api_fixture(attrs.evolve(GENEROUS, per_tenant=2, total=3),
+                                  queue_timeout=3)
 
 
 def _end_all(app: RunningApp) -> None:
@@ -124,12 +120,7 @@ def _wait_for_lock(app: RunningApp, hint: str) -> None:
 # -- the idle TTL and the maximum age ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def short_lived_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
-                    valkey_url: str) -> Iterator[RunningApp]:
-    yield from serving(stateful_app(
-        tmp_path_factory, runtime_dir, valkey_url,
-        RuntimeSessionSettings(idle_ttl=6, max_age=12, per_tenant=8, total=16)))
+short_lived_api = stateful_api_fixture(attrs.evolve(GENEROUS, idle_ttl=6, max_age=12))
 
 
 def test_the_idle_ttl(short_lived_api: RunningApp) -> None:
@@ -166,16 +157,11 @@ QUOTA_TENANT = f"quota{uuid.uuid4().hex[:12]}"
 QUOTA_KEY = "quota-tenant-key-0123456789"
 
 
-@pytest.fixture(scope="module")
-def quota_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
-              valkey_url: str) -> Iterator[RunningApp]:
-    """A storage quota of 3 MiB per tenant."""
-    yield from serving(stateful_app(
-        tmp_path_factory, runtime_dir, valkey_url,
-        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16),
-        api_keys=(f"{QUOTA_TENANT}:{QUOTA_KEY}",),
-        tenants=TenantSettings(defaults=TenantLimits(0, 0, 3 * 1024 * 1024, 0, 0, 0),
-                               auth_failures_per_window=0)))
+#: A storage quota of 3 MiB per tenant.
+quota_api = stateful_api_fixture(
+    api_keys=(f"{QUOTA_TENANT}:{QUOTA_KEY}",),
+    tenants=TenantSettings(defaults=TenantLimits(0, 0, 3 * 1024 * 1024, 0, 0, 0),
+                           auth_failures_per_window=0))
 
 
 BIG = "open('/mnt/data/big.bin','wb').write(b'{c}' * ({mib} * 1024 * 1024))"
@@ -213,8 +199,7 @@ def test_an_api_restart_loses_no_workspace(tmp_path_factory: pytest.TempPathFact
                                            runtime_dir: Path, valkey_url: str) -> None:
     """The local backend's kept sandboxes end with its process; the records and
     checkpoints do not: the next call after a restart is restored."""
-    limits = RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16)
-    running, server, thread = stateful_app(tmp_path_factory, runtime_dir, valkey_url, limits)
+    running, server, thread = stateful_app(tmp_path_factory, runtime_dir, valkey_url)
     try:
         made = run(running, "restart-conv", MARK.format(hint="restart-conv"))
     finally:

@@ -7,26 +7,15 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
+from tests.conftest import API_KEY, REPO, RunningApp
 
-from app.settings import RuntimeSessionSettings
-from tests.conftest import API_KEY, REPO, RunningApp, serving
-
-from .conftest import kept_of, run, stateful_app
+from .conftest import kept_of, run, stateful_api_fixture
 
 ADMIN_KEY = "admin-key-runtime-0123456789"
 
 
-@pytest.fixture(scope="module")
-def admin_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
-              valkey_url: str) -> Iterator[RunningApp]:
-    yield from serving(stateful_app(
-        tmp_path_factory, runtime_dir, valkey_url,
-        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16),
-        admin_api_keys=(ADMIN_KEY,)))
+admin_api = stateful_api_fixture(admin_api_keys=(ADMIN_KEY,))
 
 
 def _k8si(app: RunningApp, *args: str) -> subprocess.CompletedProcess[str]:

@@ -5,27 +5,16 @@ sandbox is dropped and the next call restores the last checkpoint."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.conftest import RunningApp
 
-from app.settings import RuntimeSessionSettings
-from tests.conftest import RunningApp, serving
-
-from .conftest import EXPECTED, kept_of, run, stateful_app
+from .conftest import EXPECTED, kept_of, run, stateful_api_fixture
 
 TOOLS = [{"name": "add", "parameters": {"type": "object"}}]
 
 
-@pytest.fixture(scope="module")
-def ptc_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
-            valkey_url: str) -> Iterator[RunningApp]:
-    yield from serving(stateful_app(
-        tmp_path_factory, runtime_dir, valkey_url,
-        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16),
-        queue_timeout=2))
+ptc_api = stateful_api_fixture(queue_timeout=2)
 
 
 def _post(app: RunningApp, body: dict[str, Any], request_id: str | None = None,

@@ -12,7 +12,6 @@ import obstore
 import pytest
 
 from app.errors import ServiceUnavailable
-from app.settings import RuntimeSessionSettings
 from app.storage import FileMeta, FileStore, StorageUnavailable, create_object_store
 from tests.conftest import OTHER_KEY, RunningApp, stop_app
 from tests.stream.helpers import stream_exec
@@ -166,9 +165,7 @@ class FailingReads(FileStore):
 @pytest.fixture(scope="module")
 def failing_reads(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
                   valkey_url: str) -> Iterator[tuple[RunningApp, FailingReads]]:
-    running, server, thread = stateful_app(
-        tmp_path_factory, runtime_dir, valkey_url,
-        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16))
+    running, server, thread = stateful_app(tmp_path_factory, runtime_dir, valkey_url)
     store = FailingReads(running.settings.data_dir / "objects")
     running.app.state.file_service.objects = store
     yield running, store

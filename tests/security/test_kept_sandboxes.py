@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from app.settings import RuntimeSessionSettings
 from tests.conftest import OTHER_KEY, RunningApp, stop_app, wait_for_factory
 from tests.runtime.conftest import run, stateful_app
 from tests.security.conftest import FACTORIES
@@ -28,10 +27,8 @@ pytestmark = [pytest.mark.attack("isolation and secrets"), pytest.mark.sandbox]
 def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
              runtime_dir: Path, valkey_url: str) -> Iterator[RunningApp]:
     factory = str(request.param)
-    running, server, thread = stateful_app(
-        tmp_path_factory, runtime_dir, valkey_url,
-        RuntimeSessionSettings(idle_ttl=600, max_age=3600, per_tenant=8, total=16),
-        sandbox_factory=factory)
+    running, server, thread = stateful_app(tmp_path_factory, runtime_dir, valkey_url,
+                                           sandbox_factory=factory)
     try:
         wait_for_factory(running, factory)
         yield running

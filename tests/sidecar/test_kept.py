@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from sidecar.kept import scratch_dirs, wipe
 
@@ -20,92 +23,88 @@ from .test_server import _call, _executor
 PY = {"lang": "py"}
 
 
-def test_an_ordinary_sandbox_stays_single_use(tmp_path: Path, runtime_dir: Path) -> None:
+@pytest.fixture
+def executor(tmp_path: Path, runtime_dir: Path) -> Iterator[Path]:
+    """A fresh executor (its work dir ``tmp_path / "work"``); its socket. Killed after."""
     process, sock = _executor(tmp_path, runtime_dir)
     try:
-        assert _call(sock, "POST", "/execute", {**PY, "code": "print(1)"})[0] == 200
-        status, body = _call(sock, "POST", "/execute", {**PY, "code": "print(2)"})
-        assert status == 409 and "one execution" in body["message"]
-        # and it cannot be made a kept one afterwards
-        status, body = _call(sock, "POST", "/keep")
-        assert status == 409 and "only a fresh one" in body["message"]
+        yield sock
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.fixture
+def kept(executor: Path) -> Path:
+    """A fresh executor made a kept one (``POST /keep``); its socket."""
+    assert _call(executor, "POST", "/keep") == (200, {"kept": True})
+    return executor
+
+
+def test_an_ordinary_sandbox_stays_single_use(executor: Path) -> None:
+    assert _call(executor, "POST", "/execute", {**PY, "code": "print(1)"})[0] == 200
+    status, body = _call(executor, "POST", "/execute", {**PY, "code": "print(2)"})
+    assert status == 409 and "one execution" in body["message"]
+    # and it cannot be made a kept one afterwards
+    status, body = _call(executor, "POST", "/keep")
+    assert status == 409 and "only a fresh one" in body["message"]
 
 
 def test_a_kept_sandbox_runs_again_with_its_work_dir_and_a_clean_scratch(
-        tmp_path: Path, runtime_dir: Path) -> None:
-    process, sock = _executor(tmp_path, runtime_dir)
-    try:
-        assert _call(sock, "POST", "/keep") == (200, {"kept": True})
-        assert _call(sock, "GET", "/health?wait=60")[1]["kept"] is True
-        status, first = _call(sock, "POST", "/execute", {**PY, "code": (
-            "import os\nopen('a.csv', 'w').write('x,y\\n1,2\\n')\n"
-            "open(os.path.join(os.environ['HOME'], 'build', 'scratch'), 'w').write('s')\n"
-            "print(os.getpid())")})
-        assert status == 200 and first["status"] == "ok", first
-        assert [f["name"] for f in first["files"]] == ["a.csv"]
-        status, second = _call(sock, "POST", "/execute", {**PY, "code": (
-            "import os\nprint(open('a.csv').read().splitlines()[1])\n"
-            "print(os.path.exists(os.path.join(os.environ['HOME'], 'build', 'scratch')))\n"
-            "print(os.getpid())")})
-        assert status == 200 and second["status"] == "ok", second
-        line, scratch, pid = second["stdout"].splitlines()
-        assert line == "1,2" and scratch == "False"
-        assert pid != first["stdout"].strip()  # a new process of the same sandbox
-        # a failing program, then another run
-        status, third = _call(sock, "POST", "/execute", {**PY, "code": "raise SystemExit(3)"})
-        assert status == 200 and third["exit_code"] == 3
-        status, fourth = _call(sock, "POST", "/execute", {**PY, "code": "print('still')"})
-        assert (status, fourth["stdout"]) == (200, "still\n")
-    finally:
-        process.kill()
-        process.wait()
+        kept: Path) -> None:
+    assert _call(kept, "GET", "/health?wait=60")[1]["kept"] is True
+    status, first = _call(kept, "POST", "/execute", {**PY, "code": (
+        "import os\nopen('a.csv', 'w').write('x,y\\n1,2\\n')\n"
+        "open(os.path.join(os.environ['HOME'], 'build', 'scratch'), 'w').write('s')\n"
+        "print(os.getpid())")})
+    assert status == 200 and first["status"] == "ok", first
+    assert [f["name"] for f in first["files"]] == ["a.csv"]
+    status, second = _call(kept, "POST", "/execute", {**PY, "code": (
+        "import os\nprint(open('a.csv').read().splitlines()[1])\n"
+        "print(os.path.exists(os.path.join(os.environ['HOME'], 'build', 'scratch')))\n"
+        "print(os.getpid())")})
+    assert status == 200 and second["status"] == "ok", second
+    line, scratch, pid = second["stdout"].splitlines()
+    assert line == "1,2" and scratch == "False"
+    assert pid != first["stdout"].strip()  # a new process of the same sandbox
+    # a failing program, then another run
+    status, third = _call(kept, "POST", "/execute", {**PY, "code": "raise SystemExit(3)"})
+    assert status == 200 and third["exit_code"] == 3
+    status, fourth = _call(kept, "POST", "/execute", {**PY, "code": "print('still')"})
+    assert (status, fourth["stdout"]) == (200, "still\n")
 
 
 def test_a_kept_sandbox_runs_a_programmatic_run_then_more(
-        tmp_path: Path, runtime_dir: Path) -> None:
-    process, sock = _executor(tmp_path, runtime_dir)
-    try:
-        assert _call(sock, "POST", "/keep")[0] == 200
-        status, paused = _call(sock, "POST", "/execute", {**PY, "tools": ["add"], "code": (
-            "open('p.txt', 'w').write('p')\nprint(await add(a=1, b=2))")})
-        assert (status, paused["status"]) == (200, "tool_call_required"), paused
-        call = paused["tool_calls"][0]
-        status, done = _call(sock, "POST", "/execute/continue", {
-            "tool_results": [{"id": call["id"], "ok": True, "result": 3}]})
-        assert (status, done["status"], done["stdout"]) == (200, "ok", "3\n"), done
-        status, after = _call(sock, "POST", "/execute", {**PY, "code": (
-            "print(open('p.txt').read())")})
-        assert (status, after["stdout"]) == (200, "p\n"), after
-    finally:
-        process.kill()
-        process.wait()
+        kept: Path) -> None:
+    status, paused = _call(kept, "POST", "/execute", {**PY, "tools": ["add"], "code": (
+        "open('p.txt', 'w').write('p')\nprint(await add(a=1, b=2))")})
+    assert (status, paused["status"]) == (200, "tool_call_required"), paused
+    call = paused["tool_calls"][0]
+    status, done = _call(kept, "POST", "/execute/continue", {
+        "tool_results": [{"id": call["id"], "ok": True, "result": 3}]})
+    assert (status, done["status"], done["stdout"]) == (200, "ok", "3\n"), done
+    status, after = _call(kept, "POST", "/execute", {**PY, "code": (
+        "print(open('p.txt').read())")})
+    assert (status, after["stdout"]) == (200, "p\n"), after
 
 
 def test_delete_removes_one_file_never_following_links(
-        tmp_path: Path, runtime_dir: Path) -> None:
-    process, sock = _executor(tmp_path, runtime_dir)
+        executor: Path, tmp_path: Path) -> None:
     work, outside = tmp_path / "work", tmp_path / "outside.txt"
     outside.write_text("keep me")
-    try:
-        (work / "a.csv").write_text("1")
-        (work / "sub").mkdir()
-        (work / "sub" / "b.txt").write_text("2")
-        (work / "link").symlink_to(outside)
-        assert _call(sock, "DELETE", "/files/a.csv") == (200, {"removed": True})
-        assert _call(sock, "DELETE", "/files/sub/b.txt")[0] == 200
-        assert _call(sock, "DELETE", "/files/link")[0] == 200
-        assert not (work / "a.csv").exists() and not (work / "sub" / "b.txt").exists()
-        assert not (work / "link").is_symlink() and outside.read_text() == "keep me"
-        assert _call(sock, "DELETE", "/files/a.csv")[0] == 404
-        assert _call(sock, "DELETE", "/files/sub")[0] == 409
-        assert _call(sock, "DELETE", "/files/..%2Fetc")[0] in (400, 404)
-        assert _call(sock, "DELETE", "/nothing")[0] == 404
-    finally:
-        process.kill()
-        process.wait()
+    (work / "a.csv").write_text("1")
+    (work / "sub").mkdir()
+    (work / "sub" / "b.txt").write_text("2")
+    (work / "link").symlink_to(outside)
+    assert _call(executor, "DELETE", "/files/a.csv") == (200, {"removed": True})
+    assert _call(executor, "DELETE", "/files/sub/b.txt")[0] == 200
+    assert _call(executor, "DELETE", "/files/link")[0] == 200
+    assert not (work / "a.csv").exists() and not (work / "sub" / "b.txt").exists()
+    assert not (work / "link").is_symlink() and outside.read_text() == "keep me"
+    assert _call(executor, "DELETE", "/files/a.csv")[0] == 404
+    assert _call(executor, "DELETE", "/files/sub")[0] == 409
+    assert _call(executor, "DELETE", "/files/..%2Fetc")[0] in (400, 404)
+    assert _call(executor, "DELETE", "/nothing")[0] == 404
 
 
 def test_wipe_removes_locked_trees_and_links_not_their_targets(tmp_path: Path) -> None:

@@ -55,18 +55,13 @@ class ExecController(Controller):
                       exec_service: NamedDependency[ExecService]) -> Response[ExecResponse]:
         supplied = request.headers.get("x-request-id", "")
         request_id = supplied if is_valid_id(supplied) else new_id()
-        headers = {"X-Request-ID": request_id}
-        interval = exec_service.settings.exec_keepalive_interval
         profile = served_profile(request.scope)
         # The used sandbox is recycled once the answer is sent (``AfterResponse``).
-        if interval <= 0:
-            result = await exec_service.execute(request.user, data, request_id,
-                                                profile=profile)
-            return Response(result, headers=headers)
         answer = await answer_with_keepalive(
             lambda acquired: exec_service.execute(request.user, data, request_id,
                                                   on_acquired=acquired, profile=profile),
-            interval=interval, headers=headers)
+            interval=exec_service.settings.exec_keepalive_interval,
+            headers={"X-Request-ID": request_id})
         return cast("Response[ExecResponse]", answer)
 
     @post("/stream", status_code=200, guards=[require_json],

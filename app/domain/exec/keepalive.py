@@ -9,7 +9,9 @@ error found before the run starts (validation, session, files, capacity) keeps i
 own status code. A service error after the status went out becomes the body: the
 contract's ``{"error", "message"}``, with the message also in ``stderr`` for clients
 that only show the program's output. The client leaving cancels the execution: the
-executor kills the program and the sandbox is released.
+executor kills the program and the sandbox is released. With an interval of 0 the
+answer is always plain JSON, sent when the run ends. ``/exec`` and
+``/exec/programmatic`` answer through it alike.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from litestar.response import Stream
 from litestar.serialization import encode_json
 
 from ...errors import ServiceError
-from .schemas import ExecResponse
 
 __all__ = ["KEEPALIVE_AFTER", "answer_with_keepalive"]
 
@@ -35,13 +36,21 @@ logger = logging.getLogger(__name__)
 #: Seconds of a request before whitespace may start (once a sandbox is claimed).
 KEEPALIVE_AFTER = 2.0
 
-#: Runs the execution; calls its argument once a sandbox is claimed.
-Run = Callable[[Callable[[], None]], Awaitable[ExecResponse]]
+#: Runs the execution; calls its argument once a sandbox is claimed. Its answer is a
+#: response schema (``ExecResponse``, ``ProgrammaticResponse``).
+Run = Callable[[Callable[[], None]], Awaitable[object]]
+
+
+def _nothing() -> None:
+    """No whitespace to start: nobody waits for the claim."""
 
 
 async def answer_with_keepalive(run: Run, *, interval: float, headers: dict[str, str],
                                 ) -> Response[Any]:
-    """The ``/exec`` answer: plain JSON when the run is quick, else whitespace first."""
+    """The answer: plain JSON when the run is quick (or ``interval`` is 0), else
+    whitespace first."""
+    if interval <= 0:
+        return Response(await run(_nothing), headers=headers)
     started = time.monotonic()
     claimed = asyncio.Event()
     task = asyncio.ensure_future(run(claimed.set))
@@ -65,7 +74,7 @@ async def answer_with_keepalive(run: Run, *, interval: float, headers: dict[str,
                   headers=headers)
 
 
-async def _body(task: asyncio.Future[ExecResponse],
+async def _body(task: asyncio.Future[object],
                 interval: float) -> AsyncGenerator[bytes, None]:
     try:
         yield b" "
@@ -79,7 +88,7 @@ async def _body(task: asyncio.Future[ExecResponse],
             task.cancel()
 
 
-def _payload(task: asyncio.Future[ExecResponse]) -> bytes:
+def _payload(task: asyncio.Future[object]) -> bytes:
     try:
         return encode_json(task.result())
     except ServiceError as exc:

@@ -12,7 +12,7 @@ from ...auth import Principal
 from ...errors import error_responses
 from ...profiles import served_profile
 from ..exec.controller import require_json
-from ..exec.keepalive import Run, answer_with_keepalive
+from ..exec.keepalive import answer_with_keepalive
 from .schemas import CancelRequest, CancelResponse, ProgrammaticRequest, ProgrammaticResponse
 from .service import ProgrammaticService
 from .workspace import WORKSPACE_HEADER, read_workspace
@@ -60,17 +60,13 @@ class ProgrammaticController(Controller):
         request_id = request.headers.get(REQUEST_ID_HEADER)
         workspace = read_workspace(request.headers.get(WORKSPACE_HEADER),
                                    data.workspace_instance_id)
-        interval = programmatic_service.settings.exec_keepalive_interval
         profile = served_profile(request.scope)
         # A released sandbox is recycled once the answer is sent (``AfterResponse``).
-        if interval <= 0:
-            result = await programmatic_service.run(request.user, data, request_id,
-                                                    workspace=workspace, profile=profile)
-            return Response(result)
-        run = cast("Run", lambda acquired: programmatic_service.run(
-            request.user, data, request_id, on_acquired=acquired, workspace=workspace,
-            profile=profile))
-        answer = await answer_with_keepalive(run, interval=interval, headers={})
+        answer = await answer_with_keepalive(
+            lambda acquired: programmatic_service.run(
+                request.user, data, request_id, on_acquired=acquired, workspace=workspace,
+                profile=profile),
+            interval=programmatic_service.settings.exec_keepalive_interval, headers={})
         return cast("Response[ProgrammaticResponse]", answer)
 
     @post("/cancel", status_code=200, responses=error_responses(409),

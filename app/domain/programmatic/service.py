@@ -10,6 +10,8 @@ Between steps nothing lives in this process. The paused sandbox stays claimed by
 the backend under a lease of ``PTC_LEASE_SECONDS`` (``hold``) and is reaped when it
 ends; the run's record and the token's single use are in Valkey (``store.py``); the
 signed token (``tokens.py``) says where the sandbox is, so any replica resumes it.
+A run that fails, is refused or is cancelled has its sandbox freed and is forgotten
+by ``teardown.py``.
 Outputs and Python state are handled as in ``/exec`` when the run completes.
 
 With the ``stateful`` profile and a ``runtime_session_hint`` the run goes on in that
@@ -45,6 +47,7 @@ from .answers import ended, paused
 from .failures import run_failure
 from .schemas import ProgrammaticRequest, ProgrammaticResponse
 from .store import RequestRecord, RunRecord, RunStore
+from .teardown import MARGIN, RunTeardown
 from .tokens import Continuation, ContinuationTokens, TokenRefused
 from .wire import failed as _failed
 from .wire import tool_names, wire_results
@@ -56,8 +59,6 @@ logger = logging.getLogger(__name__)
 
 _ENTITY_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-#: What the executor's step may take beyond its timeout (the answer, state, files).
-_MARGIN = 60
 
 Step = Callable[[SandboxLease], Awaitable[ProgrammaticStep]]
 
@@ -77,6 +78,7 @@ class ProgrammaticService:
         self.state = exec_service.state
         self.runs = runs
         self.tokens = tokens
+        self.teardown = RunTeardown(self.backend, self.runtime, runs)
         self.tmp_dir = settings.data_dir / "tmp"
 
     async def run(self, principal: Principal, request: ProgrammaticRequest,
@@ -142,7 +144,7 @@ class ProgrammaticService:
                 await stage_in(lease.executor, self.files.objects, inputs)
             return await start_run(
                 lease.executor, lang=lang, code=code, args=[], timeout=timeout,
-                request_id=request_id or record.run_id, transport_timeout=timeout + _MARGIN,
+                request_id=request_id or record.run_id, transport_timeout=timeout + MARGIN,
                 tools=tools, max_rounds=self.config.max_rounds,
                 state=previous.blob if previous is not None else None,
                 capture=state.capture() if state is not None else None)
@@ -180,26 +182,26 @@ class ProgrammaticService:
         except TokenRefused as exc:
             return _failed(None, str(exc))
         cancelled = await self.runs.cancelled(token.run_id)
-        if not await self.runs.use_nonce(token.nonce, self.config.lease_seconds + _MARGIN):
+        if not await self.runs.use_nonce(token.nonce, self.config.lease_seconds + MARGIN):
             return _failed(token.session_id, "the run was cancelled" if cancelled
                            else "this continuation token was already used")
         if cancelled:  # its cancel did not get to free the sandbox: it is freed here
-            await self._destroy_paused(token, await self.runs.load_run(token.run_id))
+            await self.teardown.destroy_paused(token, await self.runs.load_run(token.run_id))
             return _failed(token.session_id, "the run was cancelled")
         # The token is used: whatever refuses the run now also frees its sandbox.
         record = await self.runs.load_run(token.run_id)
         if record is None or record.tenant != principal.tenant:
-            await self._destroy_paused(token)
+            await self.teardown.destroy_paused(token)
             return _failed(token.session_id, "the paused run is gone")
         if await self.runs.cancelled(token.run_id):
-            await self._destroy_paused(token, record)
+            await self.teardown.destroy_paused(token, record)
             return _failed(token.session_id, "the run was cancelled")
         # The step's lease covers the rest of the run (its stage-out too): a replica that
         # dies mid-step leaves it to the pod's hard deadline, as a first step does.
         lease = await self.backend.resume(token.location, token.session_id, token.tenant,
                                           self.config.max_lifetime)
         if lease is None:
-            await self._end(record)
+            await self.teardown.end(record)
             return _failed(token.session_id, "the paused run is gone: its lease ended and "
                                              "its sandbox was reaped")
         if record.runtime is not None and self.runtime is not None:  # the step's hold on it
@@ -211,24 +213,11 @@ class ProgrammaticService:
 
         async def follow(lease: SandboxLease) -> ProgrammaticStep:
             return await continue_run(lease.executor, results, timeout=record.timeout,
-                                      transport_timeout=record.timeout + _MARGIN,
+                                      transport_timeout=record.timeout + MARGIN,
                                       tools=record.tools)
 
         return await self._step(record, lease, request_id, token.round + 1, follow,
                                 acquired=acquired)
-
-    async def _destroy_paused(self, token: Continuation, record: RunRecord | None = None,
-                              ) -> None:
-        """Free the sandbox of a paused run whose token this request used (and refused)."""
-        lease = await self.backend.resume(token.location, token.session_id, token.tenant,
-                                          _MARGIN)
-        if lease is not None:
-            await self._free(record, lease)
-        if record is not None:
-            await self._end(record)
-        else:
-            await self.runs.end_run(token.run_id)
-            await self.runs.unpause(token.tenant, token.run_id)
 
     async def _step(self, record: RunRecord, lease: SandboxLease, request_id: str | None,
                     round_: int, step: Step, *, acquired: Callable[[], None] | None,
@@ -243,13 +232,13 @@ class ProgrammaticService:
                     self.backend.locate(lease)), self.config.max_lifetime)
             outcome = await step(lease)
         except ExecutorError as exc:
-            await self._abandon(record, lease, request_id)
+            await self.teardown.abandon(record, lease, request_id)
             logger.warning("programmatic run failed in its sandbox", extra={
                 "run_id": record.run_id, "session_id": record.session_id,
                 "detail": str(exc)[:2000]})
             raise ExecutorFailed("the sandbox failed; try again", retry_after=1) from exc
         except BaseException:
-            await self._abandon(record, lease, request_id)
+            await self.teardown.abandon(record, lease, request_id)
             raise
         logger.info("programmatic step", extra={
             "run_id": record.run_id, "tenant": record.tenant, "session_id": record.session_id,
@@ -268,36 +257,11 @@ class ProgrammaticService:
         try:
             cancelled = await self.runs.cancelled(record.run_id)
         except BaseException:
-            await self._abandon(record, lease, request_id)
+            await self.teardown.abandon(record, lease, request_id)
             raise
         if cancelled:
-            await self._abandon(record, lease, request_id)
+            await self.teardown.abandon(record, lease, request_id)
         return cancelled
-
-    async def _end(self, record: RunRecord, request_id: str | None = None) -> None:
-        """The run is over: its record, its paused count and its request id go."""
-        await self.runs.end_run(record.run_id)
-        await self.runs.unpause(record.tenant, record.run_id)
-        if request_id is not None:
-            await self.runs.forget_request(record.tenant, request_id)
-
-    async def _abandon(self, record: RunRecord, lease: SandboxLease,
-                       request_id: str | None = None) -> None:
-        await self._free(record, lease)
-        await self._end(record, request_id)
-
-    async def _free(self, record: RunRecord | None, lease: SandboxLease) -> None:
-        """Release a run's sandbox; a runtime session's is dropped and its lock released
-        (its next call restores the last checkpoint)."""
-        run = (await self.runtime.resume(record.runtime, lease, list(record.inputs))
-               if record is not None and record.runtime is not None
-               and self.runtime is not None else None)
-        if run is not None:
-            await run.end(ok=False)
-            return
-        await self.backend.release(lease)
-        if record is not None and record.runtime is not None and self.runtime is not None:
-            await self.runtime.records.unlock(record.runtime.key, record.runtime.token)
 
     def _paused_cap(self, tenant: str) -> int:
         own = self.config.max_paused_per_tenant
@@ -310,16 +274,16 @@ class ProgrammaticService:
             counted = await self.runs.pause(record.tenant, record.run_id,
                                             self._paused_cap(record.tenant), seconds)
             if not counted:
-                await self._abandon(record, lease, request_id)
+                await self.teardown.abandon(record, lease, request_id)
                 return _failed(record.session_id, "too many paused runs for this tenant: a "
                                                   "paused run holds a sandbox (its "
                                                   "concurrency limit counts them)")
             location = await self.backend.hold(lease, seconds)
             if record.runtime is not None and self.runtime is not None:  # over the pause
                 await self.runtime.records.extend(record.runtime.key, record.runtime.token,
-                                                  seconds + _MARGIN)
+                                                  seconds + MARGIN)
         except BaseException:
-            await self._abandon(record, lease, request_id)
+            await self.teardown.abandon(record, lease, request_id)
             raise
         nonce = new_id()
         token = self.tokens.issue(Continuation(
@@ -331,13 +295,9 @@ class ProgrammaticService:
                 record.run_id, record.session_id, lease.executor_address, location, nonce),
                 self.config.max_lifetime)
         if await self.runs.cancelled(record.run_id) and await self.runs.use_nonce(
-                nonce, seconds + _MARGIN):
+                nonce, seconds + MARGIN):
             # Cancelled while it paused (the cancel may have missed the nonce): free it.
-            resumed = await self.backend.resume(location, record.session_id, record.tenant,
-                                                _MARGIN)
-            if resumed is not None:
-                await self._free(record, resumed)
-            await self._end(record, request_id)
+            await self.teardown.abandon_paused(record, location, request_id)
             return _failed(record.session_id, "the run was cancelled")
         return paused(record, outcome, token, output_limit=self.settings.response_output_limit)
 
@@ -368,9 +328,9 @@ class ProgrammaticService:
         finally:
             if rt is not None:
                 await rt.end(ok=ok)
-                await self._end(record, request_id)
+                await self.teardown.end(record, request_id)
             else:
-                await self._abandon(record, lease, request_id)
+                await self.teardown.abandon(record, lease, request_id)
         state = None
         if record.lang == "py" and self.state is not None:
             session = Session(record.session_id, tenant, 0.0)
@@ -397,13 +357,9 @@ class ProgrammaticService:
             return False
         await self.runs.cancel(found.run_id, self.config.max_lifetime)
         if found.nonce is not None and found.location is not None and await self.runs.use_nonce(
-                found.nonce, self.config.lease_seconds + _MARGIN):
+                found.nonce, self.config.lease_seconds + MARGIN):
             # It was paused: nobody else can resume it now; it is destroyed here.
-            lease = await self.backend.resume(found.location, found.session_id, tenant,
-                                              _MARGIN)
-            if lease is not None:
-                await self._free(record, lease)
-            await self._end(record, request_id)
+            await self.teardown.abandon_paused(record, found.location, request_id)
         elif found.location:
             # A running step (verified to be this session's sandbox still) ends with
             # "Cancelled"; its replica releases the sandbox. A step not started yet sees
