@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 
 from .files import FileError, WorkDir
+from .request_head import HeadError, read_head
 
 __all__ = ["FileRoutes"]
 
@@ -34,6 +35,30 @@ class FileRoutes(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server: _FileServer  # type: ignore[assignment]
+    raw_requestline: bytes  # set by ``handle_one_request`` (not in the stubs)
+
+    def parse_request(self) -> bool:
+        """The request's head, read by ``request_head`` (not the ``email`` parser);
+        False, with the error answered, for a head the executor does not serve."""
+        self.command = None  # type: ignore[assignment]  # (set in case of an error)
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        if not self.requestline.strip():
+            return False
+        try:
+            head = read_head(self.raw_requestline, self.rfile)
+        except HeadError as exc:
+            self.request_version = "HTTP/1.0"  # a status line, then the connection closes
+            self.send_error(exc.status, str(exc))
+            return False
+        self.command, self.path, self.request_version = head.method, head.target, head.version
+        self.headers = head.headers
+        self.close_connection = not head.keep_alive
+        if (self.headers.get("Expect", "").lower() == "100-continue"
+                and self.request_version == "HTTP/1.1"):
+            return self.handle_expect_100()
+        return True
 
     def _send_json(self, status: int, body: Any) -> None:
         """The answer in one write, head and body together (the client wakes once), and

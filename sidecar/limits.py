@@ -4,7 +4,7 @@
 child between fork and exec: new session, umask 077, ``no_new_privs``,
 ``oom_score_adj`` 1000 so the OOM killer picks user code first (a failure to set it
 fails the start), rlimits, default signal dispositions. And reading how a run ended
-against its limits: the memory cgroup's OOM-kill counter (``oom_kill_count``) and the
+against its limits: the memory cgroup's OOM-kill counter (``OomCounter``) and the
 wait status (``exit_fields``). Standard library only (ctypes for prctl).
 """
 
@@ -17,7 +17,7 @@ import resource
 import signal
 from dataclasses import dataclass
 
-__all__ = ["ChildLimits", "exit_fields", "harden_executor", "oom_kill_count"]
+__all__ = ["ChildLimits", "OomCounter", "exit_fields", "harden_executor"]
 
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
@@ -80,20 +80,34 @@ class ChildLimits:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def oom_kill_count(cgroup_dir: str | None) -> int | None:
-    """OOM kills recorded for this sandbox's memory cgroup (v2 or v1); None if unknown."""
-    if not cgroup_dir:
-        return None
-    for name in ("memory.events", "memory.oom_control"):
+class OomCounter:
+    """OOM kills recorded for this sandbox's memory cgroup (v2 ``memory.events`` or v1
+    ``memory.oom_control``). The file is opened once, each count is one ``pread``: the
+    end of every run reads it on the way to the answer."""
+
+    def __init__(self, cgroup_dir: str | None) -> None:
+        self._fd: int | None = None
+        for name in ("memory.events", "memory.oom_control") if cgroup_dir else ():
+            try:
+                self._fd = os.open(os.path.join(cgroup_dir or "", name),
+                                   os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            break
+
+    def count(self) -> int | None:
+        """The kills so far; None if unknown (no cgroup, or it cannot be read)."""
+        if self._fd is None:
+            return None
         try:
-            with open(os.path.join(cgroup_dir, name)) as handle:
-                for line in handle:
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill":
-                        return int(value)
+            data = os.pread(self._fd, 4096, 0)
         except OSError:
-            continue
-    return None
+            return None
+        for line in data.splitlines():
+            key, _, value = line.partition(b" ")
+            if key == b"oom_kill" and value.strip().isdigit():
+                return int(value)
+        return None
 
 
 def exit_fields(status: int) -> tuple[int | None, str | None]:

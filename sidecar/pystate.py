@@ -1,8 +1,8 @@
-"""Python session state inside the sandbox: restore a namespace, capture it again.
+"""Python session state inside the sandbox: capturing a namespace (restoring one is
+``pyrestore``).
 
 This module runs in the warm interpreter (``pywarm``), in the user's own process and
-under the user's limits: it is the only place where a state blob is ever unpickled.
-The executor and the API treat blobs as opaque bytes.
+under the user's limits. The executor and the API treat blobs as opaque bytes.
 
 Blob format: one version byte (``FORMAT_VERSION``), then an lz4 frame of a
 cloudpickle of ``{"namespace": {name: value}, "modules": {alias: module name}}``.
@@ -15,12 +15,8 @@ is every value trial-pickled on its own, into a sink that counts and compresses
 without keeping anything and stops at the size caps, so a value that cannot be kept
 (generator, frame, lock, socket, a file inside a value, too large) is named in the
 report instead of failing the run, and the survivors are pickled together. Either
-way the kept values are pickled in one call, so shared references survive.
-
-Restore (before the user's code): the frame is decompressed incrementally under a
-cap on the decompressed size (a declared content size above the cap is refused
-before anything is decompressed); functions of ``__main__`` get the new namespace as
-their globals, so a global reassigned later is seen by them.
+way the kept values are pickled in one call, so shared references survive. The
+outcome is written last, as a small JSON report beside the blob.
 
 cloudpickle and lz4 come from the sandbox's Python runtime; without them state is
 reported as unavailable. Standard library otherwise.
@@ -28,7 +24,6 @@ reported as unavailable. Standard library otherwise.
 
 from __future__ import annotations
 
-import builtins
 import importlib
 import io
 import json
@@ -39,16 +34,13 @@ import socket
 import sys
 import time
 import types
-from collections.abc import Callable
 from typing import Any, BinaryIO
 
-__all__ = ["FORMAT_VERSION", "capture", "preload", "report", "restore"]
+__all__ = ["FORMAT_VERSION", "LZ4_MAGIC", "capture", "report"]
 
 FORMAT_VERSION = 1
 LZ4_MAGIC = b"\x04\x22\x4d\x18"
 _MAX_PROBLEMS = 200
-_READ_CHUNK = 4 * 1024 * 1024
-_REHEARSED: list[bool] = []  # not empty once preload() rehearsed in this process image
 
 
 class StateUnavailable(RuntimeError):
@@ -68,32 +60,6 @@ def _libraries() -> tuple[Any, Any]:
         return importlib.import_module("cloudpickle"), importlib.import_module("lz4.frame")
     except ImportError as exc:
         raise StateUnavailable(f"Python state needs cloudpickle and lz4: {exc}") from exc
-
-
-def preload() -> list[str]:
-    """Import the state libraries before the sandbox is claimed; failures as text.
-
-    Then capture and restore a small namespace once (in memory, nothing kept): the
-    first pickling of a DataFrame in a process costs ~1 ms more than the next (lazy
-    set-up), better spent before the claim. Once per process image: the forks of a
-    zygote that rehearsed skip it (~8 ms of CPU per sandbox).
-    """
-    try:
-        cloudpickle, lz4f = _libraries()
-    except StateUnavailable as exc:
-        return [str(exc)]
-    if _REHEARSED:
-        return []
-    sample: dict[str, Any] = {"n": 1, "text": "x", "items": [1.5, 2.5], "f": lambda: 0}
-    pandas = sys.modules.get("pandas")
-    if pandas is not None:
-        sample["frame"] = pandas.DataFrame({"x": [1.0, 2.0], "y": [1, 2]})
-    buffer = io.BytesIO()
-    sink = _Sink(lz4f, 1 << 24, 1 << 24, buffer)
-    _dump(_pickler(cloudpickle), {"namespace": sample, "modules": {}}, sink)
-    _restore(memoryview(buffer.getvalue()), {}, 1 << 24)
-    _REHEARSED.append(True)
-    return []
 
 
 def _problem(name: str, value: object, error: str) -> dict[str, str]:
@@ -156,7 +122,13 @@ class _Sink:
         self._emit(self._compressor.flush())
 
 
+_PICKLERS: dict[int, type] = {}  # one class per cloudpickle module (made once)
+
+
 def _pickler(cloudpickle: Any) -> type:
+    if id(cloudpickle) in _PICKLERS:
+        return _PICKLERS[id(cloudpickle)]
+
     class _Pickler(cloudpickle.CloudPickler):  # type: ignore[misc]
         """Refuses file objects anywhere in the value, not only at the top."""
 
@@ -165,7 +137,7 @@ def _pickler(cloudpickle: Any) -> type:
                 raise pickle.PicklingError(f"{type(obj).__name__} objects are not kept")
             return super().reducer_override(obj)
 
-    return _Pickler
+    return _PICKLERS.setdefault(id(cloudpickle), _Pickler)
 
 
 def _dump(pickler: type, value: object, sink: _Sink) -> None:
@@ -197,9 +169,6 @@ def capture(namespace: dict[str, Any], config: dict[str, Any],
 
 def _capture(namespace: dict[str, Any], config: dict[str, Any],
              problems: list[dict[str, str]]) -> str:
-    cloudpickle, lz4f = _libraries()
-    pickling = _Pickling(_pickler(cloudpickle), lz4f, int(config["max_raw_bytes"]),
-                         _compressed_cap(int(config["max_bytes"])))
     modules: dict[str, str] = {}
     candidates: dict[str, Any] = {}
     for name, value in list(namespace.items()):
@@ -217,6 +186,9 @@ def _capture(namespace: dict[str, Any], config: dict[str, Any],
         candidates[name] = value
     if not candidates and not modules:
         return "empty"
+    cloudpickle, lz4f = _libraries()
+    pickling = _Pickling(_pickler(cloudpickle), lz4f, int(config["max_raw_bytes"]),
+                         _compressed_cap(int(config["max_bytes"])))
     # The common case in one pass: everything pickles, together, within the caps.
     if pickling.write(config["blob_path"], {"namespace": candidates, "modules": modules}) is None:
         return "captured"
@@ -282,124 +254,15 @@ def report(config: dict[str, Any], status: str, problems: list[dict[str, str]],
     body = {"status": status, "errors": problems[:_MAX_PROBLEMS],
             "more_errors": max(0, len(problems) - _MAX_PROBLEMS),
             "seconds": {step: round(value, 6) for step, value in (timings or {}).items()}}
-    path = config["report_path"]
+    data = json.dumps(body).encode()
     try:
-        _unlink(path)
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(body, handle)
+        _unlink(config["report_path"])
+        fd = os.open(config["report_path"], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                     0o600)
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
     except OSError as exc:  # /tmp full, or the user's code took the path: nothing is kept
         sys.stderr.write(f"[state] the session's variables were not saved: {_describe(exc)}\n")
-
-
-# -- restore ----------------------------------------------------------------------
-
-
-class _CappedReader:
-    """A file for the unpickler over an lz4 frame, decompressed as it is read.
-
-    No ``readinto``: the unpickler then asks ``read(n)`` for a large object, and ``n``
-    is checked against the cap before anything is decompressed for it.
-    """
-
-    def __init__(self, lz4f: Any, frame: memoryview, cap: int) -> None:
-        self._decompressor = lz4f.LZ4FrameDecompressor()
-        self._input: memoryview | bytes = frame
-        self._buffer = bytearray()
-        self._produced = 0
-        self._cap = cap
-
-    def _more(self, want: int) -> bool:
-        if self._decompressor.eof:
-            return False
-        if self._decompressor.needs_input and not self._input:
-            raise StateRefused("the state is truncated")
-        chunk = self._decompressor.decompress(self._input, max_length=max(want, 65536))
-        self._input = b""
-        self._produced += len(chunk)
-        if self._produced > self._cap:
-            raise StateTooLarge(f"the state decompresses to more than {self._cap} bytes")
-        self._buffer += chunk
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if size < 0:
-            size = self._cap + 1
-        if self._produced - len(self._buffer) + size > self._cap:
-            raise StateTooLarge(f"the state decompresses to more than {self._cap} bytes")
-        while len(self._buffer) < size and self._more(min(size - len(self._buffer),
-                                                          _READ_CHUNK)):
-            pass
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
-    def readline(self) -> bytes:
-        while b"\n" not in self._buffer and self._more(65536):
-            pass
-        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
-        data = bytes(self._buffer[:end])
-        del self._buffer[:end]
-        return data
-
-
-def _loader(cloudpickle: Any, reader: _CappedReader, namespace: dict[str, Any]) -> Any:
-    make_function: Callable[..., Any] = cloudpickle.cloudpickle._make_function
-
-    def rebind(code: Any, globals_: dict[str, Any], *rest: Any) -> Any:
-        # Functions of the user's module see the session's namespace, not a copy.
-        if globals_.get("__name__") == "__main__":
-            globals_ = namespace
-        return make_function(code, globals_, *rest)
-
-    class _Loader(pickle.Unpickler):
-        def find_class(self, module: str, name: str) -> Any:
-            if (module, name) == ("cloudpickle.cloudpickle", "_make_function"):
-                return rebind
-            return super().find_class(module, name)
-
-    # Only ever here, inside the session's own sandbox, on the session's own state.
-    return _Loader(reader).load()
-
-
-def restore(blob: memoryview, namespace: dict[str, Any], max_raw: int) -> list[dict[str, str]]:
-    """Fill ``namespace`` from ``blob``; on any failure it is left as it was."""
-    if not len(blob):
-        return []
-    before = dict(namespace)
-    try:
-        return _restore(blob, namespace, max_raw)
-    except Exception as exc:  # noqa: BLE001 - whatever the blob does, the run goes on without it
-        namespace.clear()
-        namespace.update(before)
-        message = f"the session's saved variables could not be restored: {_describe(exc)}"
-        sys.stderr.write(f"[state] {message}\n")
-        return [_state_problem(message)]
-
-
-def _restore(blob: memoryview, namespace: dict[str, Any], max_raw: int) -> list[dict[str, str]]:
-    cloudpickle, lz4f = _libraries()
-    if blob[0] != FORMAT_VERSION:
-        raise StateRefused(f"unknown state format version {blob[0]}")
-    frame = blob[1:]
-    if bytes(frame[:4]) != LZ4_MAGIC:
-        raise StateRefused("the state is not an lz4 frame")
-    declared = int(lz4f.get_frame_info(frame).get("content_size") or 0)
-    if declared > max_raw:
-        raise StateTooLarge(f"the state declares {declared} bytes, more than {max_raw}")
-    payload = _loader(cloudpickle, _CappedReader(lz4f, frame, max_raw), namespace)
-    if not (isinstance(payload, dict) and isinstance(payload.get("namespace"), dict)
-            and isinstance(payload.get("modules"), dict)):
-        raise StateRefused("the blob does not hold a namespace")
-    problems: list[dict[str, str]] = []
-    for alias, module_name in payload["modules"].items():
-        if not (isinstance(alias, str) and isinstance(module_name, str)):
-            continue
-        try:
-            namespace[alias] = sys.modules.get(module_name) or importlib.import_module(
-                module_name)
-        except ImportError as exc:
-            problems.append({"name": alias[:200], "type": "module",
-                             "error": f"could not be imported again: {_describe(exc)}"[:500]})
-    namespace.update({k: v for k, v in payload["namespace"].items() if isinstance(k, str)})
-    namespace["__builtins__"] = builtins  # as in any __main__ (cloudpickle set its dict)
-    return problems

@@ -15,11 +15,12 @@ and the executor kills it after answering: the kernel's teardown of the ~100 MB
 process is then off the answer's path. A program that writes there itself only ends
 its own run early, as exiting would.
 
-Python state (``sidecar/pystate.py``): the blob is restored into the fresh
-namespace before the code runs; afterwards (also after ``sys.exit`` and, when
+Python state: the blob is restored into the fresh namespace before the code runs
+(``sidecar/pyrestore.py``); afterwards (also after ``sys.exit`` and, when
 ``state.on_error`` is set, after an uncaught exception) the namespace is captured
-into ``state.blob_path`` and the outcome written to ``state.report_path``. Both
-happen here, in the user's process, under the same limits as the code.
+into ``state.blob_path`` and the outcome written to ``state.report_path``
+(``sidecar/pystate.py``). Both happen here, in the user's process, under the same
+limits as the code.
 
 With ``--calibrate`` (a calibration sandbox, ``sidecar/prefault.py``) the worker also
 writes which pages it wrote between "ready" and "done" to ``prefault.WORKER_PAGES_FILE``
@@ -50,9 +51,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sidecar import pystate
-else:  # run as a script from the sidecar directory: a top-level module there
+    from sidecar import pyrestore, pystate
+else:  # run as a script from the sidecar directory: top-level modules there
     pystate = importlib.import_module("pystate")
+    pyrestore = importlib.import_module("pyrestore")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: The status fd moves to the first free fd from here (the program's own start at 3).
@@ -169,7 +171,7 @@ def main() -> None:
     preload = [m for m in argv[3].split(",") if m]
     if len(argv) > 4:
         _seed_matplotlib_cache(argv[4])
-    failed = _preload(preload) + pystate.preload()
+    failed = _preload(preload) + pyrestore.preload()
     # What the imports made lives as long as the process: no collection walks it again
     # (the user's collections and the one at exit stay cheap).
     gc.freeze()
@@ -211,7 +213,7 @@ def main() -> None:
     timings: dict[str, float] = {}
     if state and len(blob):
         began = time.perf_counter()
-        problems = pystate.restore(blob, module.__dict__, int(state["max_raw_bytes"]))
+        problems = pyrestore.restore(blob, module.__dict__, int(state["max_raw_bytes"]))
         timings["restore"] = time.perf_counter() - began
     del blob  # the blob's memory goes back before the user's code runs
     program = None if tools is None else functools.partial(

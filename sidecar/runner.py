@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .capture import Capture, OutputListener, capture, reap_later
 from .languages import Language, java_layout
-from .limits import ChildLimits, exit_fields, oom_kill_count
+from .limits import ChildLimits, OomCounter, exit_fields
 from .protocol import ExecuteRequest, ExecuteResult
 from .state import StateExchange
 
@@ -72,6 +72,7 @@ class Runner:
         self._warm_error: str | None = None
         self._worker_cpu = 0.0
         self._oom_baseline: int | None = None
+        self._oom = OomCounter(config.cgroup_dir)
         self._pages_before: set[int] | None = None
         self.warm_failures: list[str] = []
 
@@ -140,7 +141,7 @@ class Runner:
                                 f"before it was ready: {detail}")
             raise WarmUpError(self._warm_error)
         status = json.loads(line)
-        self._oom_baseline = oom_kill_count(self.config.cgroup_dir)
+        self._oom_baseline = self._oom.count()
         self._worker_cpu = float(status["cpu"])
         self.warm_failures = list(status.get("failed", []))
         # Anything the imports printed is not the user's output.
@@ -192,7 +193,7 @@ class Runner:
 
         result = ExecuteResult(request_id=request.request_id)
         if self._oom_baseline is None:  # read at warm-up for Python: off the hot path
-            self._oom_baseline = oom_kill_count(self.config.cgroup_dir)
+            self._oom_baseline = self._oom.count()
         if self.language.compile is not None:
             compiled = self._run([part.format(**values) for part in self.language.compile],
                                  self.config.compile_timeout)
@@ -370,7 +371,7 @@ class Runner:
         return result
 
     def _out_of_memory(self, result: ExecuteResult) -> bool:
-        kills = oom_kill_count(self.config.cgroup_dir)
+        kills = self._oom.count()
         if kills is not None:
             return kills > (self._oom_baseline or 0)
         if self.config.address_space_bytes is None or result.exit_code == 0:

@@ -101,7 +101,7 @@ def _preload(modules: list[str]) -> list[str]:
     if os.path.isdir(seed) and not os.path.exists(config_dir):
         shutil.copytree(seed, config_dir)
     os.environ["MPLCONFIGDIR"] = config_dir
-    sys.path.insert(0, f"{OPT}/sidecar")  # pywarm imports pystate as a top-level module
+    sys.path.insert(0, f"{OPT}/sidecar")  # pywarm imports pystate, pyrestore as top-level modules
     try:
         for name in _EXECUTOR_MODULES:
             importlib.import_module(name)
@@ -113,7 +113,7 @@ def _preload(modules: list[str]) -> list[str]:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 (an optional library, missing or broken)
             failed.append(f"{name}: {type(exc).__name__}: {exc}")
-    failed += sys.modules["pystate"].preload()  # its rehearsal, once for every worker
+    failed += sys.modules["pyrestore"].preload()  # its rehearsal, once for every worker
     _forget_matplotlib_dirs()
     return failed
 

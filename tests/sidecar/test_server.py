@@ -141,3 +141,36 @@ def test_an_ordinary_sandbox_reports_no_calibration(tmp_path: Path, runtime_dir:
     finally:
         process.kill()
         process.wait()
+
+
+def _raw(sock_path: Path, data: bytes) -> bytes:
+    """Send ``data`` as it is; everything the executor answers until it closes."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(30)
+        conn.connect(str(sock_path))
+        conn.sendall(data)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_request_heads_read_without_the_email_parser(tmp_path: Path, runtime_dir: Path) -> None:
+    """The executor's own head reader (``request_head``): bad heads get the standard
+    handler's answers and close; good ones keep the connection for the next request."""
+    process, sock = _executor(tmp_path, runtime_dir)
+    try:
+        for head, status in ((b"GET /health HTTP/2.0\r\n\r\n", b"505"),
+                             (b"GET /health\r\n\r\n", b"400"),
+                             (b"GET /health HTTP/1.1\r\nbad header\r\n\r\n", b"400"),
+                             (b"GET /health HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", b"431")):
+            assert _raw(sock, head).split(b" ", 2)[1] == status, head
+        # Two requests on one connection (keep-alive), the second one closing it.
+        answers = _raw(sock, b"GET /health?wait=60 HTTP/1.1\r\nHost: s\r\n\r\n"
+                             b"GET /files HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert answers.count(b"HTTP/1.1 200 OK") == 2, answers
+        status, result = _call(sock, "POST", "/execute", {"lang": "py", "code": "print(1)"})
+        assert (status, result["stdout"]) == (200, "1\n")
+    finally:
+        process.kill()
+        process.wait()

@@ -134,19 +134,11 @@ class LocalSandbox:
 
     async def start(self) -> None:
         """Launch the sandbox and wait until its executor is ready."""
-        self.directory.mkdir(mode=0o700)
-        if self._factory is None:
-            write_etc(self.directory / "etc", self.uid)
+        # The file system work in a thread: the event loop goes on serving meanwhile.
+        self._cgroups = await asyncio.to_thread(self._prepare)
         listener = self._bind()
         try:
             os.set_inheritable(listener.fileno(), True)
-            if self._cgroup_manager.available:
-                # tmpfs pages are charged to the writer's cgroup: the work dir and /tmp
-                # get their own budget on top of the program's memory.
-                budget = self.config.memory_bytes + self.config.workdir_bytes \
-                    + self.config.tmp_bytes
-                self._cgroups = await asyncio.to_thread(
-                    self._cgroup_manager.create, self.id, budget, self.config.max_processes)
             await self._spawn(listener)
         finally:
             listener.close()  # the sandbox holds its own copy of the listening socket
@@ -161,6 +153,26 @@ class LocalSandbox:
             # Cancelled (e.g. shutdown) while starting: never leave the process behind.
             await asyncio.shield(self.destroy())
             raise
+
+    def _prepare(self) -> SandboxCgroups | None:
+        """The sandbox's directory, its identity files and its cgroups (blocking)."""
+        self.directory.mkdir(mode=0o700)
+        if self._factory is None:
+            write_etc(self.directory / "etc", self.uid)
+        else:  # one set of identity files per uid, shared by its zygote sandboxes
+            etc_dir = self._zygote_etc_dir()
+            if not (etc_dir / "hostname").exists():
+                (self.config.root_dir / "mnt").mkdir(mode=0o700, exist_ok=True)
+                write_etc(etc_dir, self.uid)
+        if not self._cgroup_manager.available:
+            return None
+        # tmpfs pages are charged to the writer's cgroup: the work dir and /tmp get their
+        # own budget on top of the program's memory.
+        budget = self.config.memory_bytes + self.config.workdir_bytes + self.config.tmp_bytes
+        return self._cgroup_manager.create(self.id, budget, self.config.max_processes)
+
+    def _zygote_etc_dir(self) -> Path:
+        return self.config.root_dir / "etc" / str(self.uid)
 
     def _bind(self) -> socket.socket:
         """The executor's listening socket, bound here and passed into the sandbox."""
@@ -208,12 +220,10 @@ class LocalSandbox:
         assert self._factory is not None
         runtime = self.config.runtime
         # Shared by every zygote sandbox: the mount point of its root (each mounts its own
-        # there, in its own mount namespace) and one set of identity files per uid.
+        # there, in its own mount namespace) and one set of identity files per uid, both
+        # made by ``_prepare``.
         root = self.config.root_dir / "mnt"
-        etc_dir = self.config.root_dir / "etc" / str(self.uid)
-        if not (etc_dir / "hostname").exists():
-            root.mkdir(mode=0o700, exist_ok=True)
-            write_etc(etc_dir, self.uid)
+        etc_dir = self._zygote_etc_dir()
         request = {
             "root": str(root), "hostname": self.hostname, "uid": self.uid,
             "cgroup_procs": [str(path) for path in cgroups.procs_files],
