@@ -169,8 +169,8 @@ def test_request_heads_read_without_the_email_parser(tmp_path: Path, runtime_dir
         answers = _raw(sock, b"GET /health?wait=60 HTTP/1.1\r\nHost: s\r\n\r\n"
                              b"GET /files HTTP/1.1\r\nConnection: close\r\n\r\n")
         assert answers.count(b"HTTP/1.1 200 OK") == 2, answers
-        status, result = _call(sock, "POST", "/execute", {"lang": "py", "code": "print(1)"})
-        assert (status, result["stdout"]) == (200, "1\n")
+        code, result = _call(sock, "POST", "/execute", {"lang": "py", "code": "print(1)"})
+        assert (code, result["stdout"]) == (200, "1\n")
     finally:
         process.kill()
         process.wait()
