@@ -154,6 +154,33 @@ def test_zygote_sandboxes_copy_their_calibrated_pages_before_the_claim(
         assert (again["status"], again["stdout"]) == ("ok", "4\n")
 
 
+def test_a_sandbox_made_without_prefault_leaves_its_pages_shared(
+        zygote_api: RunningApp) -> None:
+    """``make(prefault=False)`` (an on-demand sandbox, or a refill while every core runs
+    an execution): the planned pages stay the zygote's; with ``prefault=True`` they are
+    the sandbox's own before it is ready."""
+    backend = zygote_api.app.state.backend
+    assert isinstance(backend, LocalBackend)
+    wait_for_factory(zygote_api, "zygote")
+    deadline = time.monotonic() + 60
+    while not zygote_api.run(backend.health())["prefault_pages"]:
+        assert time.monotonic() < deadline, "no calibration"
+        time.sleep(0.1)
+    shares = {}
+    for prefault in (False, True):
+        sandbox = zygote_api.run(backend.factory.make("py", None, prefault=prefault))
+        try:
+            generation = backend.factory.generation_of(sandbox)
+            assert generation is not None and generation.factory.prefault is not None
+            assert sandbox.pid is not None
+            mapped, owned = _owned(sandbox.pid, generation.factory.prefault["executor"])
+            assert mapped, prefault
+            shares[prefault] = owned / mapped
+        finally:
+            zygote_api.run(backend.factory.destroy(sandbox))
+    assert shares[True] >= 0.8 and shares[False] < shares[True] / 2, shares
+
+
 def test_without_prefault_no_calibration_runs(tmp_path: Path, runtime_dir: Path,
                                              valkey_url: str) -> None:
     settings = make_settings(tmp_path, runtime_dir, valkey_url, sandbox_factory="zygote",

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -73,6 +74,7 @@ class LocalBackend:
         self._paused = PausedSandboxes(self._expired)  # programmatic runs between steps
         self._kept = KeptSandboxes(self._kept_expired)  # runtime sessions between runs
         self._slots = asyncio.Semaphore(settings.max_concurrent_executions)
+        self._cores = len(os.sched_getaffinity(0))
         self._tasks = BackgroundTasks(logger)
         self._probe: asyncio.Task[dict[str, LanguageStatus]] | None = None
         self._stopping = False
@@ -180,7 +182,7 @@ class LocalBackend:
     async def _add_warm(self, code: str) -> None:
         pool = self._pools[code]
         try:
-            sandbox = await self.factory.make(code, pool.tenant)
+            sandbox = await self.factory.make(code, pool.tenant, prefault=self._cpu_to_spare())
         except (SandboxStartError, NoCapacity, ServiceUnavailable):
             logger.exception("warm sandbox failed to start", extra={"language": code})
             return
@@ -190,6 +192,12 @@ class LocalBackend:
             await self.factory.destroy(sandbox)
             return
         pool.ready.append(sandbox)
+
+    def _cpu_to_spare(self) -> bool:
+        """Fewer executions running than cores: a warm sandbox may spend CPU now (its
+        pre-faulting) to answer faster later. With every core busy that CPU would be
+        taken from the executions themselves (throughput before latency)."""
+        return len(self._claimed) < self._cores
 
     def _take_warm(self, pool: _Pool, tenant: str) -> LocalSandbox | None:
         """A live warm sandbox this tenant may use; else, if the warm ones are all other

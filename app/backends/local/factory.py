@@ -164,8 +164,11 @@ class SandboxFactory:
         finally:
             self._free_uids.append(uid)
 
-    async def make(self, language: str, tenant: str | None) -> LocalSandbox:
-        """A started sandbox for ``tenant`` (None: a warm one for whoever claims it)."""
+    async def make(self, language: str, tenant: str | None, *,
+                   prefault: bool = False) -> LocalSandbox:
+        """A started sandbox for ``tenant`` (None: a warm one for whoever claims it).
+        ``prefault``: a zygote sandbox copies the calibration's pages before it is ready
+        (~1 ms less for its request, a few ms more CPU now)."""
         if self.config is None:
             raise ServiceUnavailable("the local backend has not started")
         if not self._free_uids:
@@ -179,7 +182,7 @@ class SandboxFactory:
                                extra={"error": str(exc), "language": language})
         factory = generation.factory if generation is not None else None
         sandbox = LocalSandbox(secrets.token_hex(8), language, self.config, self.cgroups,
-                               self._free_uids.popleft(), factory=factory)
+                               self._free_uids.popleft(), factory=factory, prefault=prefault)
         if generation is not None:
             self._generation_of[sandbox.id] = generation
         self.stats["sandbox_starts"] += 1

@@ -66,7 +66,8 @@ class LocalSandbox:
                  cgroups: CgroupManager, uid: int, *,
                  tcp_address: tuple[str, int] | None = None,
                  extra_env: Mapping[str, str] | None = None,
-                 factory: ZygoteFactory | None = None, calibrate: bool = False) -> None:
+                 factory: ZygoteFactory | None = None, calibrate: bool = False,
+                 prefault: bool = True) -> None:
         self.id = sandbox_id
         self.language = language
         self.config = config
@@ -77,6 +78,8 @@ class LocalSandbox:
         self.address = (f"http://{tcp_address[0]}:{tcp_address[1]}" if tcp_address
                         else f"unix:{self.socket_path}")
         self.extra_env = dict(extra_env or {})
+        #: A zygote sandbox copies the calibration's pages before it is ready.
+        self.prefault = prefault
         self.hostname = self.extra_env.get("HOSTNAME", "sandbox")
         self.uid = uid
         self._cgroup_manager = cgroups
@@ -235,7 +238,7 @@ class LocalSandbox:
                 venv=runtime.venv, mpl_cache=runtime.mpl_cache, cgroup_memory=cgroups.memory)}
         with (self.directory / "executor.log").open("wb") as log_file:
             self.pid, self._pidfd = await self._factory.spawn(
-                request, [listener.fileno(), log_file.fileno()])
+                request, [listener.fileno(), log_file.fileno()], prefault=self.prefault)
 
     def _log_tail(self, limit: int = 2000) -> str:
         try:

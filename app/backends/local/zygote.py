@@ -117,11 +117,14 @@ class ZygoteFactory:
         reply: dict[str, Any] = json.loads(data)
         return reply, received
 
-    async def spawn(self, request: dict[str, Any], fds: list[int]) -> tuple[int, int]:
-        """A new sandbox: its parent's pid and a pidfd of it (the caller closes it)."""
+    async def spawn(self, request: dict[str, Any], fds: list[int], *,
+                    prefault: bool = True) -> tuple[int, int]:
+        """A new sandbox: its parent's pid and a pidfd of it (the caller closes it).
+        ``prefault``: it copies the calibration's pages, if there are any, before it is
+        ready."""
         if self._socket is None:
             raise ZygoteError("the zygote is not running")
-        if self.prefault is not None:
+        if prefault and self.prefault is not None:
             request = {**request, "prefault": self.prefault}
         async with self._lock:
             reply, received = await asyncio.to_thread(
