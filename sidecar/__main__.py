@@ -7,6 +7,7 @@ language has one, and serves the executor contract until the sandbox is destroye
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import socket
 import sys
@@ -21,7 +22,11 @@ DEFAULT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "
                "LC_ALL": "C.UTF-8", "TMPDIR": "/tmp"}
 
 
-def _parse_args(argv: list[str]) -> argparse.Namespace:
+@functools.lru_cache(maxsize=8)
+def parse_args(argv: tuple[str, ...]) -> argparse.Namespace:
+    """The command line, parsed once per distinct ``argv``: a zygote parses its
+    sandboxes' command line before it forks them (``sidecar/zygote/server.py``), so no
+    sandbox spends ~2 ms building and running argparse. Callers only read the result."""
     parser = argparse.ArgumentParser(prog="sidecar", description=__doc__)
     parser.add_argument("--lang", required=True, choices=sorted(LANGUAGES))
     where = parser.add_mutually_exclusive_group(required=True)
@@ -86,7 +91,7 @@ def _listener(args: argparse.Namespace) -> socket.socket:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(tuple(sys.argv[1:] if argv is None else argv))
     harden_executor()
     if os.getpid() != 1:
         log("warning", message="not PID 1 of a sandbox: a timeout kills the program's "

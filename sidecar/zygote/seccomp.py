@@ -9,15 +9,17 @@ program to the kernel. Standard library only: it runs inside the zygote
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import struct
 
 from sidecar.seccomp_policy import DENIED, bpf_program
 
-__all__ = ["DENIED", "install", "program", "supported"]
+__all__ = ["DENIED", "install", "prepare", "program", "supported"]
 
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def supported() -> bool:
@@ -30,17 +32,28 @@ def program() -> list[tuple[int, int, int, int]]:
     return bpf_program()
 
 
-def install() -> None:
-    """Install the filter on the calling (single-threaded) process; needs no_new_privs."""
+class _Prog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+@functools.cache
+def _packed() -> tuple[int, ctypes.Array[ctypes.c_char]]:
+    """The program's length and its packed instructions: built once, in the zygote
+    (``prepare``), so no sandbox builds it again."""
     instructions = program()
     raw = b"".join(struct.pack("=HBBI", *ins) for ins in instructions)
-    buffer = ctypes.create_string_buffer(raw)
+    return len(instructions), ctypes.create_string_buffer(raw)
 
-    class _Prog(ctypes.Structure):
-        _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
-    prog = _Prog(len(instructions), ctypes.cast(buffer, ctypes.c_void_p))
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+def prepare() -> None:
+    """Build the packed program now (the zygote, before it forks any sandbox)."""
+    _packed()
+
+
+def install() -> None:
+    """Install the filter on the calling (single-threaded) process; needs no_new_privs."""
+    length, buffer = _packed()
+    prog = _Prog(length, ctypes.cast(buffer, ctypes.c_void_p))
+    if _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"seccomp: {os.strerror(errno)}")

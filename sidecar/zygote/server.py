@@ -17,9 +17,11 @@ forks a child that joins the sandbox's cgroups, unshares mount, PID, network, IP
 and cgroup namespaces and forks PID 1 of the new PID namespace; the child stays as its
 parent and exits with it. PID 1 builds the sandbox (``jail``) and runs the executor
 (``sidecar.__main__.main``) with the warm worker forked from it (``worker``): no
-interpreter start, no library import. A request may carry the calibration's pages
-(``prefault``, learnt by the API's calibration; see ``sidecar/prefault.py``), which both
-copy right after that fork. The reply carries a pidfd of the child. Every process dies
+interpreter start, no library import, and the executor's command line already parsed
+here (the same for every sandbox alike). The API sends the calibration's pages once (a
+``prefault_plan`` message, learnt by the API's calibration; see
+``sidecar/prefault.py``); a spawn request with ``"prefault": true`` has both copy them
+right after that fork. The reply carries a pidfd of the child. Every process dies
 with its parent (``PR_SET_PDEATHSIG``): the sandbox with the child, the child with the
 zygote, the zygote with the API. Standard library only (plus the sidecar and the
 preloaded libraries).
@@ -39,7 +41,7 @@ import sys
 import traceback
 from typing import Any
 
-from . import jail, worker
+from . import jail, seccomp, worker
 
 __all__ = ["BOOT", "main", "stage1"]
 
@@ -148,17 +150,27 @@ def _move_high(fds: list[int]) -> list[int]:
     return moved
 
 
-def _prefault_pages(request: dict[str, Any]) -> dict[str, list[list[int]]]:
-    """The calibration's pages (``sidecar/prefault.py``) the spawn request carries."""
+def _prefault_plan(pages: Any) -> dict[str, list[list[int]]]:
+    """The calibration's pages (``sidecar/prefault.py``), sent once by the API."""
     from sidecar import prefault
 
-    pages = request.get("prefault") or {}
     if not isinstance(pages, dict):
         raise ValueError("prefault must be {\"executor\": ranges, \"worker\": ranges}")
     return {side: prefault.parse_ranges(pages.get(side, [])) for side in ("executor", "worker")}
 
 
-def _sandbox(request: dict[str, Any], listen_fd: int, log_fd: int) -> None:
+def _warm_executor_args(argv: list[str]) -> None:
+    """Parse the executor's command line here, once for all sandboxes alike (memoized
+    by ``sidecar.__main__.parse_args``): a fork finds it parsed. A bad one is left for
+    the sandbox to fail on."""
+    from sidecar.__main__ import parse_args
+
+    with contextlib.suppress(Exception, SystemExit), contextlib.redirect_stderr(None):
+        parse_args(tuple(argv))
+
+
+def _sandbox(request: dict[str, Any], listen_fd: int, log_fd: int,
+             pages: dict[str, list[list[int]]]) -> None:
     """PID 1 of the new namespaces: become the sandbox, then serve as its executor."""
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
@@ -169,14 +181,14 @@ def _sandbox(request: dict[str, Any], listen_fd: int, log_fd: int) -> None:
     os.dup2(null, 0)
     os.close(null)
     os.environ.clear()
-    worker.install(_prefault_pages(request))
+    worker.install(pages)
     from sidecar.__main__ import main as executor
 
     sys.argv = ["sidecar", *request["argv"]]
     executor(list(request["argv"]))
 
 
-def _pid1(request: dict[str, Any], fds: list[int]) -> None:
+def _pid1(request: dict[str, Any], fds: list[int], pages: dict[str, list[list[int]]]) -> None:
     """PID 1 of a new PID namespace: cgroups, the other namespaces, then the sandbox."""
     jail.prctl(1, 9)  # PR_SET_PDEATHSIG: die with the zygote
     os.close(CONTROL_FD)
@@ -185,11 +197,13 @@ def _pid1(request: dict[str, Any], fds: list[int]) -> None:
         with open(procs, "w") as handle:
             handle.write("0")  # this process
     jail.unshare(jail.CLONE_FLAGS & ~jail.CLONE_NEWPID)
-    _sandbox(request, listen_fd, log_fd)
+    _sandbox(request, listen_fd, log_fd, pages)
 
 
-def _spawn(request: dict[str, Any], fds: list[int], own_pid_ns: int) -> tuple[int, int]:
+def _spawn(request: dict[str, Any], fds: list[int], own_pid_ns: int,
+           pages: dict[str, list[list[int]]]) -> tuple[int, int]:
     """Fork straight into a new PID namespace: the child is its PID 1."""
+    _warm_executor_args(list(request["argv"]))
     sys.stdout.flush()
     sys.stderr.flush()
     jail.unshare(jail.CLONE_NEWPID)  # for the next child only
@@ -201,7 +215,7 @@ def _spawn(request: dict[str, Any], fds: list[int], own_pid_ns: int) -> tuple[in
             jail.setns(own_pid_ns, jail.CLONE_NEWPID)  # children after it: back in ours
     if pid == 0:
         try:
-            _pid1(request, fds)
+            _pid1(request, fds, pages)
         except BaseException:  # noqa: BLE001 (a fork never returns into the zygote)
             with contextlib.suppress(Exception):
                 traceback.print_exc()
@@ -216,11 +230,13 @@ def main() -> None:
     control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=CONTROL_FD)
     config = json.loads(control.recv(_MAX_MESSAGE))
     failed = _preload(list(config.get("preload", [])))
+    seccomp.prepare()  # the filter's program, built once for every sandbox
     gc.freeze()  # the imports stay shared with every fork: no collection touches them
     os.setpriority(os.PRIO_PROCESS, 0, 0)  # sandboxes run at the normal priority
     control.send(json.dumps({"ready": True, "failed": failed, "pid": os.getpid()}).encode())
     control.settimeout(1.0)
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    plan: dict[str, list[list[int]]] = {}
     while True:
         _reap()
         try:
@@ -230,7 +246,13 @@ def main() -> None:
         if not data:
             return  # the API closed its end
         try:
-            pid, pidfd = _spawn(json.loads(data), fds, own_pid_ns)
+            request = json.loads(data)
+            if "prefault_plan" in request:  # the calibration's pages, for every later spawn
+                plan = _prefault_plan(request["prefault_plan"])
+                control.send(json.dumps({"ok": True}).encode())
+                continue
+            pid, pidfd = _spawn(request, fds, own_pid_ns,
+                                plan if request.get("prefault") else {})
         except Exception as exc:  # noqa: BLE001 (reported to the API; the zygote goes on)
             control.send(json.dumps({"ok": False, "error": repr(exc)}).encode())
             continue

@@ -144,8 +144,9 @@ class SandboxFactory:
                 async with self.uid() as uid:
                     sandbox = LocalSandbox(secrets.token_hex(8), "py", self.config,
                                            self.cgroups, uid, factory=factory, calibrate=True)
-                    factory.prefault = await calibrate(
-                        sandbox, StateCapture.configured(self.settings.state))
+                    plan = await calibrate(sandbox, StateCapture.configured(self.settings.state))
+                if plan is not None:
+                    await factory.use_prefault(plan)
         except BaseException:
             await factory.stop()
             raise

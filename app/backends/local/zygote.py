@@ -117,6 +117,20 @@ class ZygoteFactory:
         reply: dict[str, Any] = json.loads(data)
         return reply, received
 
+    async def use_prefault(self, plan: dict[str, list[list[int]]]) -> None:
+        """Hand the zygote the calibration's pages, once: every later spawn asked to
+        pre-fault copies them."""
+        if self._socket is None:
+            raise ZygoteError("the zygote is not running")
+        async with self._lock:
+            reply, received = await asyncio.to_thread(
+                self._exchange, json.dumps({"prefault_plan": plan}).encode(), [])
+        for fd in received:
+            os.close(fd)
+        if not reply.get("ok"):
+            raise ZygoteError(f"the zygote refused the pre-fault plan: {reply.get('error')}")
+        self.prefault = plan
+
     async def spawn(self, request: dict[str, Any], fds: list[int], *,
                     prefault: bool = True) -> tuple[int, int]:
         """A new sandbox: its parent's pid and a pidfd of it (the caller closes it).
@@ -125,7 +139,7 @@ class ZygoteFactory:
         if self._socket is None:
             raise ZygoteError("the zygote is not running")
         if prefault and self.prefault is not None:
-            request = {**request, "prefault": self.prefault}
+            request = {**request, "prefault": True}
         async with self._lock:
             reply, received = await asyncio.to_thread(
                 self._exchange, json.dumps(request).encode(), fds)
