@@ -20,6 +20,7 @@ import attrs
 
 from ..base import KeptInfo, RuntimeKey, SandboxLease
 from .sandbox import LocalSandbox
+from .timed import TimedSandboxes
 
 __all__ = ["KeptSandboxes"]
 
@@ -37,44 +38,35 @@ class _Kept:
     timer: asyncio.TimerHandle
 
 
-class KeptSandboxes:
+class KeptSandboxes(TimedSandboxes[_Kept]):
     """Kept sandboxes by id."""
 
     def __init__(self, on_expire: Callable[[LocalSandbox], None]) -> None:
-        self._kept: dict[str, _Kept] = {}
+        super().__init__(on_expire)
         self._since: dict[str, float] = {}  # sandbox id -> first kept (survives reclaims)
-        self._on_expire = on_expire
-
-    def __len__(self) -> int:
-        return len(self._kept)
 
     def keep(self, sandbox: LocalSandbox, lease: SandboxLease, key: RuntimeKey,
              idle_seconds: float, ends_at: float) -> None:
         now = time.time()
         idle_until = min(now + idle_seconds, ends_at)
-        timer = asyncio.get_running_loop().call_later(
-            max(idle_until - now, 0.0), self._expire, sandbox.id)
         since = self._since.setdefault(sandbox.id, now)
-        self._kept[sandbox.id] = _Kept(sandbox, lease, key, since, idle_until, ends_at, timer)
+        self._entries[sandbox.id] = _Kept(sandbox, lease, key, since, idle_until, ends_at,
+                                          self._timer(sandbox.id, idle_until - now))
 
-    def _expire(self, sandbox_id: str) -> None:
-        kept = self._kept.pop(sandbox_id, None)
+    def _expired(self, sandbox_id: str, entry: _Kept) -> None:
         self._since.pop(sandbox_id, None)
-        if kept is not None:
-            reason = "max_age" if time.time() >= kept.ends_at else "idle"
-            logger.info("kept sandbox released: its lease ended", extra={
-                "sandbox_id": sandbox_id, "tenant": kept.key.tenant, "reason": reason,
-                "runtime_session_id": kept.key.runtime_session_id})
-            self._on_expire(kept.sandbox)
+        reason = "max_age" if time.time() >= entry.ends_at else "idle"
+        logger.info("kept sandbox released: its lease ended", extra={
+            "sandbox_id": sandbox_id, "tenant": entry.key.tenant, "reason": reason,
+            "runtime_session_id": entry.key.runtime_session_id})
 
     def take(self, sandbox_id: str, key: RuntimeKey) -> tuple[LocalSandbox, SandboxLease] | None:
         """The kept sandbox and its lease, no longer kept; None unless it is this key's
         (tenant, runtime session and session all match) and its lease has not ended."""
-        kept = self._kept.get(sandbox_id)
+        kept = self._entries.get(sandbox_id)
         if kept is None or kept.key != key:
             return None
-        del self._kept[sandbox_id]
-        kept.timer.cancel()
+        self._pop(sandbox_id)
         if time.time() >= kept.idle_until:  # the timer is due but has not run yet
             self._since.pop(sandbox_id, None)
             self._on_expire(kept.sandbox)
@@ -87,28 +79,18 @@ class KeptSandboxes:
 
     def drop(self, sandbox_id: str) -> LocalSandbox | None:
         """Stop keeping one; the sandbox is returned for destruction."""
-        kept = self._kept.pop(sandbox_id, None)
         self._since.pop(sandbox_id, None)
-        if kept is None:
-            return None
-        kept.timer.cancel()
-        return kept.sandbox
+        kept = self._pop(sandbox_id)
+        return kept.sandbox if kept is not None else None
 
     def infos(self, tenant: str | None = None) -> list[KeptInfo]:
         return [KeptInfo(location=sandbox_id, key=kept.key, language=kept.lease.language,
                          kept_since=kept.kept_since, idle_until=kept.idle_until,
                          ends_at=kept.ends_at)
-                for sandbox_id, kept in self._kept.items()
+                for sandbox_id, kept in self._entries.items()
                 if tenant is None or kept.key.tenant == tenant]
-
-    def sandboxes(self) -> list[LocalSandbox]:
-        return [kept.sandbox for kept in self._kept.values()]
 
     def clear(self) -> list[LocalSandbox]:
         """Forget every kept sandbox (shutdown); they are returned for destruction."""
-        for kept in self._kept.values():
-            kept.timer.cancel()
-        sandboxes = self.sandboxes()
-        self._kept.clear()
         self._since.clear()
-        return sandboxes
+        return super().clear()

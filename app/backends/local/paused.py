@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import attrs
 
 from ..base import SandboxLease
 from .sandbox import LocalSandbox
+from .timed import TimedSandboxes
 
 __all__ = ["PausedSandboxes"]
 
@@ -30,49 +30,26 @@ class _Held:
     timer: asyncio.TimerHandle
 
 
-class PausedSandboxes:
+class PausedSandboxes(TimedSandboxes[_Held]):
     """Held sandboxes by id."""
 
-    def __init__(self, on_expire: Callable[[LocalSandbox], None]) -> None:
-        self._held: dict[str, _Held] = {}
-        self._on_expire = on_expire
-
-    def __len__(self) -> int:
-        return len(self._held)
-
     def hold(self, sandbox: LocalSandbox, lease: SandboxLease, seconds: float) -> None:
-        timer = asyncio.get_running_loop().call_later(seconds, self._expire, sandbox.id)
-        self._held[sandbox.id] = _Held(sandbox, lease, timer)
+        self._entries[sandbox.id] = _Held(sandbox, lease, self._timer(sandbox.id, seconds))
 
-    def _expire(self, sandbox_id: str) -> None:
-        held = self._held.pop(sandbox_id, None)
-        if held is not None:
-            logger.info("paused sandbox reaped: its lease ended",
-                        extra={"sandbox_id": sandbox_id, "session_id": held.lease.session_id})
-            self._on_expire(held.sandbox)
+    def _expired(self, sandbox_id: str, entry: _Held) -> None:
+        logger.info("paused sandbox reaped: its lease ended",
+                    extra={"sandbox_id": sandbox_id, "session_id": entry.lease.session_id})
 
     def take(self, sandbox_id: str, session_id: str) -> tuple[LocalSandbox, SandboxLease] | None:
         """The held sandbox and its lease, no longer held; None unless it is this session's."""
-        held = self._held.get(sandbox_id)
-        if held is None or held.lease.session_id != session_id:
+        if self.peek(sandbox_id, session_id) is None:
             return None
-        del self._held[sandbox_id]
-        held.timer.cancel()
+        held = self._pop(sandbox_id)
+        assert held is not None
         return held.sandbox, held.lease
 
     def peek(self, sandbox_id: str, session_id: str) -> LocalSandbox | None:
         """The held sandbox, still held; None unless it is this session's."""
-        held = self._held.get(sandbox_id)
+        held = self._entries.get(sandbox_id)
         return held.sandbox if held is not None and held.lease.session_id == session_id \
             else None
-
-    def sandboxes(self) -> list[LocalSandbox]:
-        return [held.sandbox for held in self._held.values()]
-
-    def clear(self) -> list[LocalSandbox]:
-        """Forget every held sandbox (shutdown); they are returned for destruction."""
-        for held in self._held.values():
-            held.timer.cancel()
-        sandboxes = self.sandboxes()
-        self._held.clear()
-        return sandboxes
