@@ -118,16 +118,23 @@ def _owned(pid: int, ranges: list[list[int]]) -> tuple[int, int]:
     return mapped, owned
 
 
+def _calibrated(running: RunningApp) -> LocalBackend:
+    """The backend, once its zygote runs and the calibration's pages are known."""
+    backend = running.app.state.backend
+    assert isinstance(backend, LocalBackend)
+    wait_for_factory(running, "zygote")
+    deadline = time.monotonic() + 60
+    while not running.run(backend.health())["prefault_pages"]:
+        assert time.monotonic() < deadline, "no calibration"
+        time.sleep(0.1)
+    return backend
+
+
 def test_zygote_sandboxes_copy_their_calibrated_pages_before_the_claim(
         zygote_api: RunningApp) -> None:
     """The calibration found the pages a request writes; warm sandboxes own them already."""
-    backend = zygote_api.app.state.backend
-    assert isinstance(backend, LocalBackend)
-    wait_for_factory(zygote_api, "zygote")
+    backend = _calibrated(zygote_api)
     deadline = time.monotonic() + 60
-    while not zygote_api.run(backend.health())["prefault_pages"]:
-        assert time.monotonic() < deadline, "no calibration"
-        time.sleep(0.1)
     while not backend.warm("py"):
         assert time.monotonic() < deadline, "no warm sandbox"
         time.sleep(0.1)
@@ -159,13 +166,7 @@ def test_a_sandbox_made_without_prefault_leaves_its_pages_shared(
     """``make(prefault=False)`` (an on-demand sandbox, or a refill while every core runs
     an execution): the planned pages stay the zygote's; with ``prefault=True`` they are
     the sandbox's own before it is ready."""
-    backend = zygote_api.app.state.backend
-    assert isinstance(backend, LocalBackend)
-    wait_for_factory(zygote_api, "zygote")
-    deadline = time.monotonic() + 60
-    while not zygote_api.run(backend.health())["prefault_pages"]:
-        assert time.monotonic() < deadline, "no calibration"
-        time.sleep(0.1)
+    backend = _calibrated(zygote_api)
     shares = {}
     for prefault in (False, True):
         sandbox = zygote_api.run(backend.factory.make("py", None, prefault=prefault))

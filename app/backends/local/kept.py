@@ -11,7 +11,6 @@ restores it (``runtime_status: restored``). ``clear`` at shutdown does the same 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import attrs
 
 from ..base import KeptInfo, RuntimeKey, SandboxLease
 from .sandbox import LocalSandbox
-from .timed import TimedSandboxes
+from .timed import Held, TimedSandboxes
 
 __all__ = ["KeptSandboxes"]
 
@@ -28,14 +27,11 @@ logger = logging.getLogger(__name__)
 
 
 @attrs.frozen
-class _Kept:
-    sandbox: LocalSandbox
-    lease: SandboxLease
+class _Kept(Held):
     key: RuntimeKey
     kept_since: float
     idle_until: float
     ends_at: float
-    timer: asyncio.TimerHandle
 
 
 class KeptSandboxes(TimedSandboxes[_Kept]):
@@ -50,8 +46,9 @@ class KeptSandboxes(TimedSandboxes[_Kept]):
         now = time.time()
         idle_until = min(now + idle_seconds, ends_at)
         since = self._since.setdefault(sandbox.id, now)
-        self._entries[sandbox.id] = _Kept(sandbox, lease, key, since, idle_until, ends_at,
-                                          self._timer(sandbox.id, idle_until - now))
+        self._entries[sandbox.id] = _Kept(
+            sandbox=sandbox, lease=lease, timer=self._timer(sandbox.id, idle_until - now),
+            key=key, kept_since=since, idle_until=idle_until, ends_at=ends_at)
 
     def _expired(self, sandbox_id: str, entry: _Kept) -> None:
         self._since.pop(sandbox_id, None)

@@ -9,34 +9,24 @@ comes back.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-
-import attrs
 
 from ..base import SandboxLease
 from .sandbox import LocalSandbox
-from .timed import TimedSandboxes
+from .timed import Held, TimedSandboxes
 
 __all__ = ["PausedSandboxes"]
 
 logger = logging.getLogger(__name__)
 
 
-@attrs.frozen
-class _Held:
-    sandbox: LocalSandbox
-    lease: SandboxLease
-    timer: asyncio.TimerHandle
-
-
-class PausedSandboxes(TimedSandboxes[_Held]):
+class PausedSandboxes(TimedSandboxes[Held]):
     """Held sandboxes by id."""
 
     def hold(self, sandbox: LocalSandbox, lease: SandboxLease, seconds: float) -> None:
-        self._entries[sandbox.id] = _Held(sandbox, lease, self._timer(sandbox.id, seconds))
+        self._entries[sandbox.id] = Held(sandbox, lease, self._timer(sandbox.id, seconds))
 
-    def _expired(self, sandbox_id: str, entry: _Held) -> None:
+    def _expired(self, sandbox_id: str, entry: Held) -> None:
         logger.info("paused sandbox reaped: its lease ended",
                     extra={"sandbox_id": sandbox_id, "session_id": entry.lease.session_id})
 

@@ -12,26 +12,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
+
+import attrs
 
 from ..base import SandboxLease
 from .sandbox import LocalSandbox
 
-__all__ = ["TimedSandboxes"]
+__all__ = ["Held", "TimedSandboxes"]
 
 
-class _Entry(Protocol):
-    @property
-    def sandbox(self) -> LocalSandbox: ...
+@attrs.frozen
+class Held:
+    """One sandbox held: its lease and the timer that ends it (subclasses add more)."""
 
-    @property
-    def lease(self) -> SandboxLease: ...
-
-    @property
-    def timer(self) -> asyncio.TimerHandle: ...
+    sandbox: LocalSandbox
+    lease: SandboxLease
+    timer: asyncio.TimerHandle
 
 
-E = TypeVar("E", bound=_Entry)
+E = TypeVar("E", bound=Held)
 
 
 class TimedSandboxes(Generic[E]):
