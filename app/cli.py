@@ -47,6 +47,7 @@ def _banner(settings: Settings, key: str, source: str) -> str:
 
 def serve(settings: Settings) -> None:
     import atexit
+    import gc
     import time
 
     import uvicorn
@@ -64,7 +65,13 @@ def serve(settings: Settings) -> None:
     # obstore's async runtime can abort the interpreter at exit (a shutdown race);
     # a short pause at exit avoids it (see shared/spec/libraries.md).
     atexit.register(time.sleep, 0.1)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+    app = create_app(settings)
+    # What the imports and the app made lives as long as the process: out of the
+    # collector's reach, a full collection during a request walks only what requests
+    # made (~25 ms of pause otherwise, a P99 of its own).
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(app, host=settings.host, port=settings.port,
                 timeout_keep_alive=120, log_config=None, access_log=False,
                 # the peer address is the client: forwarded headers are not trusted
                 proxy_headers=False)

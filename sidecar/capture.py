@@ -261,6 +261,7 @@ def _settle(signum: int, states: tuple[bytes, ...], grace: float) -> bool:
     """Send ``signum`` to every other process until each is in one of ``states``
     (repeated: a process may fork meanwhile); False when ``grace`` ran out."""
     deadline = time.monotonic() + grace
+    pause = 0.00005  # the worker stops itself at once: short waits first
     while True:
         with contextlib.suppress(ProcessLookupError):  # nothing else is left
             os.kill(-1, signum)
@@ -268,7 +269,8 @@ def _settle(signum: int, states: tuple[bytes, ...], grace: float) -> bool:
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.0005)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.002)
 
 
 def _all_in(states: tuple[bytes, ...]) -> bool:
