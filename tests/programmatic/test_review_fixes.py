@@ -9,17 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
+from litestar.response import Stream
 
 from app.backends.kubernetes.client import KubeError
 from app.backends.kubernetes.held import unavailable
-from app.domain.exec.keepalive import _payload
+from app.domain.exec import keepalive
 from app.domain.programmatic.service import ProgrammaticService
 from app.errors import ServiceUnavailable
 from app.executor.programmatic import parse_step
@@ -208,16 +208,25 @@ def test_an_input_json_cannot_carry_ends_the_run() -> None:
 
 # -- the small ones ---------------------------------------------------------------------
 
-def test_a_late_keepalive_error_says_error() -> None:
-    async def failed() -> Any:
+def test_a_late_keepalive_error_says_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service error after the whitespace began is the body: the contract's error."""
+    monkeypatch.setattr(keepalive, "KEEPALIVE_AFTER", 0.0)
+
+    async def run(claimed: Callable[[], None]) -> Any:
+        claimed()
+        await asyncio.sleep(0.05)
         raise ServiceUnavailable("gone", retry_after=1)
 
-    async def payload() -> bytes:
-        task = asyncio.ensure_future(failed())
-        await asyncio.wait({task})
-        return _payload(task)
+    async def body() -> bytes:
+        response = await keepalive.answer_with_keepalive(run, interval=0.01, headers={})
+        assert isinstance(response, Stream) and isinstance(response.iterator, AsyncIterator)
+        return b"".join([chunk async for chunk in response.iterator if isinstance(chunk, bytes)])
 
-    assert orjson.loads(asyncio.run(payload()))["status"] == "error"
+    data = asyncio.run(body())
+    assert data.startswith(b" ")
+    answer = json.loads(data)
+    assert (answer["status"], answer["error"], answer["stderr"]) == (
+        "error", "service_unavailable", "gone"), answer
 
 
 def test_continue_timeouts_are_bounded() -> None:
