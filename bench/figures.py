@@ -23,7 +23,7 @@ from .load import Connection, LoadResult, closed_loop, percentile
 from .service import API_KEY, SECOND_KEY, Process
 
 __all__ = ["CpuSplit", "Flood", "Latencies", "bare", "cpu_split", "flood", "phase_means",
-           "pool_ready", "scrape", "throughput", "warm_latency"]
+           "pool_ready", "quiet", "scrape", "throughput", "warm_latency"]
 
 HEADERS = {"X-API-Key": API_KEY}
 #: A second tenant's key (``second``), for the per-tenant zygote figures.
@@ -130,6 +130,20 @@ def _machine_busy() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def quiet(max_busy: float = 0.25, window: float = 0.5, timeout: float = 30.0) -> bool:
+    """Wait until the machine is quiet: in one ``window`` its cores were busy at most
+    ``max_busy`` of the time (a service's start-up work, such as a zygote importing the
+    data stack at a low priority, is over). False if it never was within ``timeout``."""
+    cores = os.cpu_count() or 1
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        before = _machine_busy()
+        time.sleep(window)
+        if (_machine_busy() - before) / (window * cores) <= max_busy:
+            return True
+    return False
 
 
 def _self_cpu() -> float:

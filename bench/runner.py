@@ -156,6 +156,11 @@ def run(options: Options) -> list[Row]:
         try:
             service.wait_health()
             figures.pool_ready(service, timeout=180)
+            # The targets are for a quiet machine: the service's own start-up work (the
+            # spare zygote's imports, at a low priority) over, then a few requests
+            # not counted (first-use costs of the API's code paths).
+            figures.quiet()
+            figures.warm_latency(service, figures.PRINT, 20, 30)
             before = figures.scrape(service)
             warm = figures.warm_latency(service, figures.PRINT, 100 if quick else 300,
                                         45 if quick else 120)
