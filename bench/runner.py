@@ -159,7 +159,7 @@ def run(options: Options) -> list[Row]:
             # The targets are for a quiet machine: the service's own start-up work (the
             # spare zygote's imports, at a low priority) over, then a few requests
             # not counted (first-use costs of the API's code paths).
-            figures.quiet()
+            quiet = figures.quiet()
             figures.warm_latency(service, figures.PRINT, 20, 30)
             before = figures.scrape(service)
             warm = figures.warm_latency(service, figures.PRINT, 100 if quick else 300,
@@ -170,7 +170,8 @@ def run(options: Options) -> list[Row]:
             pandas = figures.warm_latency(service, figures.PANDAS, 20 if quick else 60,
                                           30 if quick else 60)
             p50, p99, pd50 = warm.p(_P50), warm.p(_P99), pandas.p(_P50)
-            misses = (f" ({len(warm.values)} runs, {warm.misses} pool misses)")
+            misses = (f" ({len(warm.values)} runs, {warm.misses} pool misses"
+                      f"{'' if quiet else '; the machine was never quiet before them'})")
             rows += [
                 Row("warm `/exec` print(1), P50" + misses, ms(p50), f"bare spawn {ms(spawn50)}",
                     f"{p50 / spawn50:.2f}x", "<= 0.3x", p50 <= 0.3 * spawn50),

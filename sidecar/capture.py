@@ -263,8 +263,7 @@ def _settle(signum: int, states: tuple[bytes, ...], grace: float) -> bool:
     deadline = time.monotonic() + grace
     pause = 0.00005  # the worker stops itself at once: short waits first
     while True:
-        with contextlib.suppress(ProcessLookupError):  # nothing else is left
-            os.kill(-1, signum)
+        _signal_all_but_self(signum)
         if _all_in(states):
             return True
         if time.monotonic() >= deadline:
@@ -306,7 +305,7 @@ def kill_tree(pid: int) -> None:
     """Kill the program and everything it started, daemons included."""
     if os.getpid() == 1:
         # PID 1 of the sandbox's namespace: -1 reaches every other process in it.
-        _kill_all_but_self()
+        _signal_all_but_self(signal.SIGKILL)
         return
     # Outside a sandbox (development only) the session is the best reach there is.
     with contextlib.suppress(ProcessLookupError):  # the group is already gone
@@ -324,10 +323,11 @@ def _reap_orphans(grace: float = 2.0) -> None:
         except ChildProcessError:
             return
         if pid == 0:
-            _kill_all_but_self()
+            _signal_all_but_self(signal.SIGKILL)
             time.sleep(0.005)
 
 
-def _kill_all_but_self() -> None:
+def _signal_all_but_self(signum: int) -> None:
+    """As PID 1: ``signum`` to every other process of the namespace."""
     with contextlib.suppress(ProcessLookupError):  # nothing else is left in the namespace
-        os.kill(-1, signal.SIGKILL)
+        os.kill(-1, signum)

@@ -67,7 +67,7 @@ class LocalSandbox:
                  tcp_address: tuple[str, int] | None = None,
                  extra_env: Mapping[str, str] | None = None,
                  factory: ZygoteFactory | None = None, calibrate: bool = False,
-                 prefault: bool = True) -> None:
+                 prefault: bool = False) -> None:
         self.id = sandbox_id
         self.language = language
         self.config = config

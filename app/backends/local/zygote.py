@@ -117,14 +117,18 @@ class ZygoteFactory:
         reply: dict[str, Any] = json.loads(data)
         return reply, received
 
-    async def use_prefault(self, plan: dict[str, list[list[int]]]) -> None:
-        """Hand the zygote the calibration's pages, once: every later spawn asked to
-        pre-fault copies them."""
+    async def _ask(self, message: dict[str, Any],
+                   fds: list[int]) -> tuple[dict[str, Any], list[int]]:
+        """One message to the zygote and its reply (with the fds it sent), one at a time."""
         if self._socket is None:
             raise ZygoteError("the zygote is not running")
         async with self._lock:
-            reply, received = await asyncio.to_thread(
-                self._exchange, json.dumps({"prefault_plan": plan}).encode(), [])
+            return await asyncio.to_thread(self._exchange, json.dumps(message).encode(), fds)
+
+    async def use_prefault(self, plan: dict[str, list[list[int]]]) -> None:
+        """Hand the zygote the calibration's pages, once: every later spawn asked to
+        pre-fault copies them."""
+        reply, received = await self._ask({"prefault_plan": plan}, [])
         for fd in received:
             os.close(fd)
         if not reply.get("ok"):
@@ -132,17 +136,13 @@ class ZygoteFactory:
         self.prefault = plan
 
     async def spawn(self, request: dict[str, Any], fds: list[int], *,
-                    prefault: bool = True) -> tuple[int, int]:
+                    prefault: bool) -> tuple[int, int]:
         """A new sandbox: its parent's pid and a pidfd of it (the caller closes it).
         ``prefault``: it copies the calibration's pages, if there are any, before it is
         ready."""
-        if self._socket is None:
-            raise ZygoteError("the zygote is not running")
         if prefault and self.prefault is not None:
             request = {**request, "prefault": True}
-        async with self._lock:
-            reply, received = await asyncio.to_thread(
-                self._exchange, json.dumps(request).encode(), fds)
+        reply, received = await self._ask(request, fds)
         if not reply.get("ok") or not received:
             for fd in received:
                 os.close(fd)
