@@ -44,7 +44,7 @@ from .domain.state import StateController, StateService, StateSigner, StateStore
 from .errors import exception_handlers
 from .jwt_auth import JwtConfig
 from .metrics import Metrics, install_log_context
-from .paths import socket_dir
+from .paths import scratch_dir
 from .profiles import ExecutionProfiles, advertise_profile
 from .refusals import DrainOnRefusal
 from .runtime_sessions import Checkpoints, RuntimeRecords, RuntimeSessions
@@ -100,8 +100,8 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         embedded = None
         url = settings.valkey_url
         if url is None:
-            embedded = EmbeddedValkey(settings.data_dir / "valkey",
-                                      socket_dir(settings.data_dir) / "valkey.sock")
+            scratch = scratch_dir(settings.data_dir, settings.scratch_path)
+            embedded = EmbeddedValkey(settings.data_dir / "valkey", scratch / "valkey.sock")
             await embedded.start()
             url = embedded.url
         client = connect(url)
@@ -156,6 +156,8 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
             await client.aclose()
             if embedded is not None:
                 await embedded.stop()
+            with contextlib.suppress(OSError):  # left as it is if something is still in it
+                scratch_dir(settings.data_dir, settings.scratch_path).rmdir()
 
     # The API's routes, served at the root and again under /v1 (the base URL of
     # LibreChat's documentation ends in /v1); the schema documents /v1 as a server.

@@ -116,6 +116,9 @@ class Settings:
     #: The local backend's Python runtime (a virtual environment) and its caches;
     #: ``None`` means ``<data_dir>/runtime``.
     runtime_path: Path | None = optional_path("RUNTIME_DIR", absolute=True)
+    #: The unix sockets and the sandboxes' directories (``app/paths.py``); ``None``: a
+    #: private directory on ``/dev/shm`` (a tmpfs), else in the temporary directory.
+    scratch_path: Path | None = optional_path("SCRATCH_DIR", absolute=True)
     #: ``None``: a local directory (``<data_dir>/objects``); else e.g. ``s3://bucket``.
     object_store_url: str | None = optional_text("OBJECT_STORE_URL")
     #: obstore configuration for a remote store (endpoint, region, credentials).
@@ -166,7 +169,6 @@ class Settings:
     @property
     def runtime_dir(self) -> Path:
         return self.runtime_path or self.data_dir / "runtime"
-
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.paths import socket_dir
+from app.paths import scratch_dir
 from sidecar import languages
 from tests.conftest import free_port, make_settings, start_app, stop_app
 
@@ -48,6 +48,7 @@ def test_missing_toolchain_is_reported_not_a_crash(
 def test_k8si_serve_from_the_readme(tmp_path: Path, runtime_dir: Path) -> None:
     """`k8si serve` with embedded defaults: generated key, embedded Valkey, print(1)."""
     port = free_port()
+    scratch = scratch_dir(tmp_path / "data")  # where the service puts it (made here first)
     env = {k: v for k, v in os.environ.items() if k not in ("API_KEYS", "VALKEY_URL")}
     env.update(DATA_DIR=str(tmp_path / "data"), RUNTIME_DIR=str(runtime_dir),
                POD_POOL_PY="1")
@@ -79,7 +80,8 @@ def test_k8si_serve_from_the_readme(tmp_path: Path, runtime_dir: Path) -> None:
         assert response.status_code == 200, response.text
         assert response.json()["stdout"] == "1\n"
         assert (tmp_path / "data" / "api-key").read_text().strip() == key
-        assert (socket_dir(tmp_path / "data") / "valkey.sock").exists()
+        assert (scratch / "valkey.sock").exists()
+        assert any((scratch / "sandboxes").iterdir())  # the warm sandbox's directory
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -87,5 +89,5 @@ def test_k8si_serve_from_the_readme(tmp_path: Path, runtime_dir: Path) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
     assert process.returncode == 0, "".join(output)
-    # a clean shutdown leaves no sandbox behind
-    assert not any((tmp_path / "data" / "sandboxes").iterdir())
+    # a clean shutdown leaves no sandbox behind, nor its scratch directory (in memory)
+    assert not scratch.exists()

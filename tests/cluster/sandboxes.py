@@ -23,7 +23,7 @@ from app.backends.local.cgroups import CgroupManager
 from app.backends.local.nsjail import locate_nsjail
 from app.backends.local.runtime import ensure_runtime
 from app.backends.local.sandbox import LocalSandbox, SandboxConfig
-from app.paths import socket_dir
+from app.paths import scratch_dir
 
 from .podspec import ExecutorSpec
 
@@ -64,7 +64,7 @@ class SandboxFactory:
                     sidecar_dir=Path(sidecar.__file__).parent, runtime=runtime,
                     memory_bytes=512 * _MiB, max_processes=128, workdir_bytes=64 * _MiB,
                     tmp_bytes=64 * _MiB, max_output_bytes=_MiB, compile_timeout=60,
-                    preload=DEFAULT_PRELOAD, socket_dir=socket_dir(self.root),
+                    preload=DEFAULT_PRELOAD, socket_dir=scratch_dir(self.root),
                     setpriv=Path(found) if (found := shutil.which("setpriv")) else None)
             return self._config
 

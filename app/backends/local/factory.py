@@ -28,7 +28,7 @@ from sidecar.contract import EXECUTOR_DIR
 from ...errors import NoCapacity, ServiceUnavailable
 from ...executor import StateCapture
 from ...metrics import SandboxObserver
-from ...paths import socket_dir
+from ...paths import scratch_dir
 from ...settings import Settings
 from .calibration import calibrate
 from .cgroups import CgroupManager
@@ -53,7 +53,9 @@ class SandboxFactory:
     def __init__(self, settings: Settings, instance: str) -> None:
         self.settings = settings
         self.cgroups = CgroupManager(instance)
-        self.root = settings.data_dir / "sandboxes"
+        #: The sandboxes' directories (and what zygote sandboxes share), in the scratch dir.
+        self.scratch = scratch_dir(settings.data_dir, settings.scratch_path)
+        self.root = self.scratch / "sandboxes"
         if os.geteuid() == 0:
             # Root maps each sandbox to a uid of its own, so RLIMIT_NPROC is per sandbox.
             base = 2_000_000 + (int(instance, 16) % 100_000) * 1000
@@ -87,7 +89,7 @@ class SandboxFactory:
             max_output_bytes=settings.max_output_size,
             compile_timeout=settings.compile_timeout, preload=settings.python_preload,
             setpriv=Path(found) if (found := shutil.which("setpriv")) else None,
-            socket_dir=socket_dir(settings.data_dir),
+            socket_dir=self.scratch,
         )
         if self.config.setpriv is None:
             logger.warning("setpriv not found: sandboxes outlive a crash of this process "
@@ -136,7 +138,7 @@ class SandboxFactory:
         runtime = self.config.runtime
         factory = ZygoteFactory(venv=runtime.venv, sidecar_dir=self.config.sidecar_dir,
                                 mpl_cache=runtime.mpl_cache, preload=self.config.preload,
-                                log_path=self.root.parent / "zygote.log",
+                                log_path=self.settings.data_dir / "zygote.log",
                                 setpriv=self.config.setpriv)
         try:
             await factory.start()
@@ -240,9 +242,9 @@ class SandboxFactory:
             **self.stats}
 
     async def stop(self) -> None:
+        """Stop the zygotes; the sandboxes' directory (each sandbox's own are gone by now,
+        with their sandboxes; what zygote sandboxes shared with them) is removed."""
         if self.generations is not None:
             await self.generations.stop()
-            # what every zygote sandbox shared: the root's mount point, identity files
-            for shared in ("mnt", "etc"):
-                await asyncio.to_thread(shutil.rmtree, self.root / shared, True)
+        await asyncio.to_thread(shutil.rmtree, self.root, True)
         await asyncio.to_thread(self.cgroups.close)
