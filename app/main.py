@@ -47,7 +47,7 @@ from .metrics import Metrics, install_log_context
 from .paths import scratch_dir
 from .profiles import ExecutionProfiles, advertise_profile
 from .refusals import DrainOnRefusal
-from .runtime_sessions import Checkpoints, RuntimeRecords, RuntimeSessions
+from .runtime_sessions import Checkpoints, RuntimeRecords, RuntimeSessions, run_orphan_sweep
 from .sessions import SessionStore
 from .settings import Settings
 from .storage import FileStore, create_object_store
@@ -140,6 +140,10 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         gate.attach(Admission(client, settings, lease=execution_lease), KeyStore(client))
         await backend.start()
         tasks = [asyncio.create_task(state_service.run_archiver())]
+        if runtime is not None:  # checkpoints of sessions whose record expired
+            tasks.append(asyncio.create_task(run_orphan_sweep(
+                runtime.records, runtime.checkpoints,
+                settings.runtime_sessions.sweep_interval)))
         if settings.file_ttl > 0:
             tasks.append(asyncio.create_task(run_expiry(
                 files, settings.file_ttl,

@@ -73,8 +73,9 @@ def rss_mb(pid: int) -> float:
 
 def valkey_mb(server_pid: int) -> float:
     for child in psutil.Process(server_pid).children(recursive=True):
-        if "valkey-server" in child.name():
-            return child.memory_info().rss / 2**20
+        with contextlib.suppress(psutil.Error):  # a sandbox may end while it is looked at
+            if "valkey-server" in child.name():
+                return child.memory_info().rss / 2**20
     return float("nan")
 
 
@@ -83,8 +84,8 @@ def zygotes(server_pid: int) -> tuple[int, float]:
     mark = "sidecar.zygote import server"
     found = []
     for child in psutil.Process(server_pid).children(recursive=True):
-        parent = child.parent()
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(psutil.Error):  # a sandbox may end while it is looked at
+            parent = child.parent()
             if mark in " ".join(child.cmdline()) and (
                     parent is None or mark not in " ".join(parent.cmdline())):
                 found.append(child)

@@ -3,6 +3,7 @@
 from .checkpoint import CheckpointLost, Checkpoints
 from .records import RuntimeRecord, RuntimeRecords
 from .service import HINT, RuntimeRef, RuntimeRun, RuntimeSessions
+from .sweep import run_orphan_sweep, sweep_orphans
 
 __all__ = ["HINT", "CheckpointLost", "Checkpoints", "RuntimeRecord", "RuntimeRecords",
-           "RuntimeRef", "RuntimeRun", "RuntimeSessions"]
+           "RuntimeRef", "RuntimeRun", "RuntimeSessions", "run_orphan_sweep", "sweep_orphans"]

@@ -229,6 +229,21 @@ class Checkpoints:
             raise StorageUnavailable(f"object store delete failed: {exc}") from exc
         return len(picked)
 
+    async def stored(self) -> dict[tuple[str, str], float]:
+        """Every runtime session with objects in the store: ``(tenant, runtime id)`` ->
+        when its newest object was written (epoch seconds). One listing of the store."""
+        newest: dict[tuple[str, str], float] = {}
+        try:
+            async for batch in obstore.list(self._store):
+                for item in batch:
+                    parts = str(item["path"]).split("/")
+                    if len(parts) >= 4 and parts[1] == "rt":
+                        key, written = (parts[0], parts[2]), item["last_modified"].timestamp()
+                        newest[key] = max(newest.get(key, 0.0), written)
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store list failed: {exc}") from exc
+        return newest
+
     async def delete_all(self, tenant: str, runtime_id: str) -> None:
         """Remove every manifest and blob of a runtime session (it ended)."""
         await self._delete(tenant, _root(tenant, runtime_id), lambda kind, name: True)

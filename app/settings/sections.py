@@ -49,6 +49,8 @@ class RuntimeSessionSettings(Declared):
     #: used one is checkpointed and released (never a refusal).
     per_tenant: int = integer("RUNTIME_SESSIONS_PER_TENANT", 4, minimum=1)
     total: int = integer("RUNTIME_SESSIONS_TOTAL", 32, minimum=1)
+    #: Seconds between two sweeps of orphaned checkpoints (sessions whose record is gone).
+    sweep_interval: int = integer("RUNTIME_SESSION_SWEEP_INTERVAL", 900, minimum=10)
 
 
 @attrs.frozen

@@ -1,0 +1,62 @@
+"""Orphaned checkpoints: deleted in the background, their bytes given back to the quota.
+
+A runtime session's record lives in Valkey with a TTL (``RUNTIME_SESSION_MAX_AGE``
+plus a day, renewed by use); its checkpoints live in the object store. Ending a
+session deletes both, but a session left unused until its record expires (the usual
+end) would leave its manifests and blobs behind for ever, counted against its
+tenant's storage quota. Every ``RUNTIME_SESSION_SWEEP_INTERVAL`` seconds one replica
+(the one that takes the sweep's lock: a blob's bytes are given back once) deletes the
+checkpoints of every runtime session that has no record and nothing written for
+``GRACE_SECONDS`` (a new session's first objects may be stored just before its
+record is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..errors import ServiceUnavailable
+from .checkpoint import Checkpoints
+from .records import SWEEP_LOCK, RuntimeRecords
+
+__all__ = ["GRACE_SECONDS", "run_orphan_sweep", "sweep_orphans"]
+
+logger = logging.getLogger(__name__)
+
+#: A runtime session without a record is swept only once nothing of it is this recent.
+GRACE_SECONDS = 3600.0
+
+
+async def sweep_orphans(records: RuntimeRecords, checkpoints: Checkpoints,
+                        grace_seconds: float = GRACE_SECONDS) -> list[tuple[str, str]]:
+    """Delete the orphaned checkpoints; the ``(tenant, runtime id)`` swept (none when
+    another replica holds the sweep's lock)."""
+    token = await records.try_lock(SWEEP_LOCK)
+    if token is None:
+        return []
+    try:
+        stored = await checkpoints.stored()
+        live = {(record.tenant, record.id) for record in await records.all_records()}
+        cutoff = time.time() - grace_seconds
+        orphans = [key for key, newest in stored.items() if key not in live and newest < cutoff]
+        for tenant, runtime_id in orphans:
+            await checkpoints.delete_all(tenant, runtime_id)
+            logger.info("orphaned runtime session checkpoints deleted",
+                        extra={"tenant": tenant, "runtime_session_id": runtime_id})
+        return orphans
+    finally:
+        await records.unlock(SWEEP_LOCK, token)
+
+
+async def run_orphan_sweep(records: RuntimeRecords, checkpoints: Checkpoints,
+                           interval_seconds: float) -> None:
+    """Sweep every ``interval_seconds`` until cancelled; a failed sweep is logged and
+    tried again at the next interval."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            await sweep_orphans(records, checkpoints)
+        except ServiceUnavailable as exc:  # Valkey or the object store (StorageUnavailable)
+            logger.warning("orphaned checkpoint sweep failed", extra={"error": exc.message})
