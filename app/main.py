@@ -43,6 +43,7 @@ from .domain.programmatic import (
 from .domain.state import StateController, StateService, StateSigner, StateStore, load_key
 from .errors import exception_handlers
 from .jwt_auth import JwtConfig
+from .leases import SweepLease
 from .metrics import Metrics, install_log_context
 from .paths import scratch_dir
 from .profiles import ExecutionProfiles, advertise_profile
@@ -51,7 +52,7 @@ from .runtime_sessions import Checkpoints, RuntimeRecords, RuntimeSessions, run_
 from .sessions import SessionStore
 from .settings import Settings
 from .storage import FileStore, create_object_store
-from .storage.expiry import run_expiry
+from .storage.expiry import run_expiry, sweep_interval
 from .storage.state_archive import StateArchive
 from .tenants import KeyStore, TenantQuotas
 from .valkey import EmbeddedValkey, connect
@@ -141,12 +142,15 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         await backend.start()
         tasks = [asyncio.create_task(state_service.run_archiver())]
         if runtime is not None:  # checkpoints of sessions whose record expired
+            interval = settings.runtime_sessions.sweep_interval
             tasks.append(asyncio.create_task(run_orphan_sweep(
                 runtime.records, runtime.checkpoints,
-                settings.runtime_sessions.sweep_interval)))
-        if settings.file_ttl > 0:
+                SweepLease(client, "checkpoints", seconds=max(interval, 600)), interval)))
+        if settings.file_ttl > 0:  # one replica at a time: a file's bytes given back once
             tasks.append(asyncio.create_task(run_expiry(
                 files, settings.file_ttl,
+                SweepLease(client, "files", seconds=max(int(sweep_interval(settings.file_ttl)),
+                                                        600)),
                 lambda meta: quotas.release(meta.tenant, meta.size))))
         try:
             yield

@@ -30,13 +30,11 @@ from valkey.exceptions import ValkeyError
 from ..errors import RuntimeSessionBusy, ServiceUnavailable
 from ..records import JsonRecord
 
-__all__ = ["SWEEP_LOCK", "RuntimeRecord", "RuntimeRecords"]
+__all__ = ["RuntimeRecord", "RuntimeRecords"]
 
 _PREFIX = "k8si:rt:"
 #: Records under their own prefix: no tenant name can make one collide with a lock or LRU.
 _RECORDS = f"{_PREFIX}rec:"
-#: Held (``try_lock``) by the replica sweeping orphaned checkpoints (``sweep.py``).
-SWEEP_LOCK = f"{_PREFIX}orphan-sweep"
 _LRU = "k8si:rt:lru"
 _FIRST_POLL, _MAX_POLL = 0.01, 0.25
 #: Releases the lock only if it is still ours (compare-and-delete).

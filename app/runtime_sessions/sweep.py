@@ -5,7 +5,8 @@ plus a day, renewed by use); its checkpoints live in the object store. Ending a
 session deletes both, but a session left unused until its record expires (the usual
 end) would leave its manifests and blobs behind for ever, counted against its
 tenant's storage quota. Every ``RUNTIME_SESSION_SWEEP_INTERVAL`` seconds one replica
-(the one that takes the sweep's lock: a blob's bytes are given back once) deletes the
+(the one that holds the sweep's lease, ``app/leases.py``: a blob's bytes are given back
+once) deletes the
 checkpoints of every runtime session that has no record and nothing written for
 ``GRACE_SECONDS`` (a new session's first objects may be stored just before its
 record is).
@@ -18,8 +19,9 @@ import logging
 import time
 
 from ..errors import ServiceUnavailable
+from ..leases import SweepLease
 from .checkpoint import Checkpoints
-from .records import SWEEP_LOCK, RuntimeRecords
+from .records import RuntimeRecords
 
 __all__ = ["GRACE_SECONDS", "run_orphan_sweep", "sweep_orphans"]
 
@@ -29,14 +31,13 @@ logger = logging.getLogger(__name__)
 GRACE_SECONDS = 3600.0
 
 
-async def sweep_orphans(records: RuntimeRecords, checkpoints: Checkpoints,
+async def sweep_orphans(records: RuntimeRecords, checkpoints: Checkpoints, lease: SweepLease,
                         grace_seconds: float = GRACE_SECONDS) -> list[tuple[str, str]]:
     """Delete the orphaned checkpoints; the ``(tenant, runtime id)`` swept (none when
-    another replica holds the sweep's lock)."""
-    token = await records.try_lock(SWEEP_LOCK)
-    if token is None:
-        return []
-    try:
+    another replica holds the lease)."""
+    async with lease.held() as mine:
+        if not mine:
+            return []
         stored = await checkpoints.stored()
         live = {(record.tenant, record.id) for record in await records.all_records()}
         cutoff = time.time() - grace_seconds
@@ -46,17 +47,15 @@ async def sweep_orphans(records: RuntimeRecords, checkpoints: Checkpoints,
             logger.info("orphaned runtime session checkpoints deleted",
                         extra={"tenant": tenant, "runtime_session_id": runtime_id})
         return orphans
-    finally:
-        await records.unlock(SWEEP_LOCK, token)
 
 
 async def run_orphan_sweep(records: RuntimeRecords, checkpoints: Checkpoints,
-                           interval_seconds: float) -> None:
+                           lease: SweepLease, interval_seconds: float) -> None:
     """Sweep every ``interval_seconds`` until cancelled; a failed sweep is logged and
     tried again at the next interval."""
     while True:
         await asyncio.sleep(interval_seconds)
         try:
-            await sweep_orphans(records, checkpoints)
+            await sweep_orphans(records, checkpoints, lease)
         except ServiceUnavailable as exc:  # Valkey or the object store (StorageUnavailable)
             logger.warning("orphaned checkpoint sweep failed", extra={"error": exc.message})

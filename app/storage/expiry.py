@@ -1,7 +1,9 @@
 """``FILE_TTL``: a background sweep that deletes files unused for longer than the TTL.
 
-Every replica may run it (deleting is idempotent). Use — staging into a sandbox or a
-download — refreshes a file's ``last_used``, so nothing expires while it is used.
+Every replica runs it; one at a time sweeps (the one that holds the lease,
+``app/leases.py``: deleting is idempotent, giving a file's bytes back to its tenant's
+quota is not). Use — staging into a sandbox or a download — refreshes a file's
+``last_used``, so nothing expires while it is used.
 """
 
 from __future__ import annotations
@@ -10,29 +12,44 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from .store import FileMeta, FileStore, StorageUnavailable
+from ..errors import ServiceUnavailable
+from ..leases import SweepLease
+from .store import FileMeta, FileStore
 
-__all__ = ["run_expiry"]
+__all__ = ["expire_once", "run_expiry", "sweep_interval"]
 
 logger = logging.getLogger(__name__)
 
 
-async def run_expiry(store: FileStore, ttl_seconds: int,
-                     on_deleted: Callable[[FileMeta], Awaitable[None]] | None = None) -> None:
-    """Sweep forever (until cancelled), a few times per TTL and at least every 10 minutes.
+def sweep_interval(ttl_seconds: int) -> float:
+    """A few times per TTL, and at least every 10 minutes."""
+    return max(1.0, min(ttl_seconds / 4, 600.0))
 
-    ``on_deleted`` hears of every deleted file (the tenant quotas give its bytes back).
-    """
-    interval = max(1.0, min(ttl_seconds / 4, 600.0))
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            deleted = await store.expire(ttl_seconds)
-        except StorageUnavailable as exc:
-            logger.warning("file expiry sweep failed", extra={"error": exc.message})
-            continue
+
+async def expire_once(store: FileStore, ttl_seconds: int, lease: SweepLease,
+                      on_deleted: Callable[[FileMeta], Awaitable[None]] | None = None,
+                      ) -> list[FileMeta]:
+    """One sweep, if this replica holds the lease (else nothing): the files deleted.
+    ``on_deleted`` hears of each (the tenant quotas give its bytes back)."""
+    async with lease.held() as mine:
+        if not mine:
+            return []
+        deleted = await store.expire(ttl_seconds)
         for meta in deleted:
             if on_deleted is not None:
                 await on_deleted(meta)
+        return deleted
+
+
+async def run_expiry(store: FileStore, ttl_seconds: int, lease: SweepLease,
+                     on_deleted: Callable[[FileMeta], Awaitable[None]] | None = None) -> None:
+    """Sweep forever (until cancelled), every ``sweep_interval(ttl_seconds)``."""
+    while True:
+        await asyncio.sleep(sweep_interval(ttl_seconds))
+        try:
+            deleted = await expire_once(store, ttl_seconds, lease, on_deleted)
+        except ServiceUnavailable as exc:  # the object store or the lease's Valkey
+            logger.warning("file expiry sweep failed", extra={"error": exc.message})
+            continue
         if deleted:
             logger.info("expired files deleted", extra={"count": len(deleted)})

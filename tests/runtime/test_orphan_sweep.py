@@ -17,8 +17,8 @@ import obstore
 import pytest
 import valkey.asyncio as valkey
 
+from app.leases import SweepLease
 from app.runtime_sessions import Checkpoints, RuntimeRecord, RuntimeRecords, sweep_orphans
-from app.runtime_sessions.records import SWEEP_LOCK
 from app.settings import TenantLimits, TenantSettings
 from app.storage import FileStore
 from app.storage.store import create_object_store
@@ -48,6 +48,11 @@ class _World:
         self.checkpoints = Checkpoints(self.store, FileStore(self.store), root / "tmp",
                                        self.quotas)
         self.tenant = f"t{secrets.token_hex(4)}"
+        # Its own lease (tests share the Valkey server): held, it stops the sweep.
+        self.lease = SweepLease(self.client, f"checkpoints-{self.tenant}", seconds=60)
+
+    async def sweep(self, grace_seconds: float = 3600) -> list[tuple[str, str]]:
+        return await sweep_orphans(self.records, self.checkpoints, self.lease, grace_seconds)
 
     async def session(self, *, record: bool, age: float) -> str:
         """A runtime session's checkpoint (a manifest and a blob counted in the quota),
@@ -82,7 +87,7 @@ def world(tmp_path: Path, valkey_url: str) -> _World:
 def test_an_orphan_is_swept_and_its_bytes_given_back(world: _World, run: Any) -> None:
     orphan = run(world.session(record=False, age=7200))
     assert run(world.quotas.usage(world.tenant)) == (len(_BLOB), 1)
-    assert (world.tenant, orphan) in run(sweep_orphans(world.records, world.checkpoints))
+    assert (world.tenant, orphan) in run(world.sweep())
     assert world.objects(orphan) == []
     assert run(world.quotas.usage(world.tenant)) == (0, 0)
 
@@ -95,24 +100,26 @@ def test_a_live_or_recent_session_and_ordinary_files_are_kept(world: _World,
     run(world.put(ordinary, b"data"))
     old = time.time() - 7200
     os.utime(world.root / ordinary, (old, old))
-    swept = run(sweep_orphans(world.records, world.checkpoints))
+    swept = run(world.sweep())
     assert not {(world.tenant, live), (world.tenant, recent)} & set(swept)
     assert len(world.objects(live)) == 2 and len(world.objects(recent)) == 2
     assert (world.root / ordinary).exists()
     assert run(world.quotas.usage(world.tenant)) == (2 * len(_BLOB), 2)
     # Once nothing of it is recent any more, the one without a record goes too.
-    assert (world.tenant, recent) in run(sweep_orphans(world.records, world.checkpoints,
-                                                       grace_seconds=30))
+    assert (world.tenant, recent) in run(world.sweep(grace_seconds=30))
     assert world.objects(recent) == [] and len(world.objects(live)) == 2
 
 
 def test_one_replica_sweeps_at_a_time(world: _World, run: Any) -> None:
     orphan = run(world.session(record=False, age=7200))
-    token = run(world.records.try_lock(SWEEP_LOCK))  # another replica is sweeping
-    assert token is not None
-    try:
-        assert run(sweep_orphans(world.records, world.checkpoints)) == []
-        assert len(world.objects(orphan)) == 2
-    finally:
-        run(world.records.unlock(SWEEP_LOCK, token))
-    assert (world.tenant, orphan) in run(sweep_orphans(world.records, world.checkpoints))
+
+    async def while_another_holds_the_lease() -> list[tuple[str, str]]:
+        async with SweepLease(world.client, f"checkpoints-{world.tenant}", 60).held() as mine:
+            assert mine
+            return await world.sweep()
+
+    assert run(while_another_holds_the_lease()) == []
+    assert len(world.objects(orphan)) == 2
+    assert run(world.quotas.usage(world.tenant)) == (len(_BLOB), 1)
+    assert (world.tenant, orphan) in run(world.sweep())  # the lease was given back
+    assert run(world.quotas.usage(world.tenant)) == (0, 0)
