@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import valkey.asyncio as valkey
@@ -19,15 +19,6 @@ from app.admission import Admission, Slot
 from app.errors import RateLimited, ServiceUnavailable
 from app.settings import TenantLimits, TenantSettings
 from tests.conftest import make_settings
-
-T = TypeVar("T")
-
-
-@pytest.fixture
-def run() -> Iterator[Callable[[Awaitable[T]], T]]:
-    loop = asyncio.new_event_loop()
-    yield loop.run_until_complete
-    loop.close()
 
 
 def _admission(tmp_path: Path, valkey_url: str, **limits: Any) -> tuple[Admission,

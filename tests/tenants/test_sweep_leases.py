@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import pytest
 import valkey.asyncio as valkey
 
 from app.leases import SweepLease
@@ -18,15 +16,6 @@ from app.settings import TenantLimits, TenantSettings
 from app.storage import FileMeta, FileStore, create_object_store
 from app.storage.expiry import expire_once
 from app.tenants import TenantQuotas
-
-T = TypeVar("T")
-
-
-@pytest.fixture
-def run() -> Iterator[Callable[[Awaitable[T]], T]]:
-    loop = asyncio.new_event_loop()
-    yield loop.run_until_complete
-    loop.close()
 
 
 def test_a_lease_is_held_by_one_and_given_back(valkey_url: str, run: Any) -> None:
