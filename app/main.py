@@ -52,7 +52,7 @@ from .runtime_sessions import Checkpoints, RuntimeRecords, RuntimeSessions, run_
 from .sessions import SessionStore
 from .settings import Settings
 from .storage import FileStore, create_object_store
-from .storage.expiry import run_expiry, sweep_interval
+from .storage.expiry import expiry_interval, run_expiry
 from .storage.state_archive import StateArchive
 from .tenants import KeyStore, TenantQuotas
 from .valkey import EmbeddedValkey, connect
@@ -149,7 +149,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         if settings.file_ttl > 0:  # one replica at a time: a file's bytes given back once
             tasks.append(asyncio.create_task(run_expiry(
                 files, settings.file_ttl,
-                SweepLease(client, "files", seconds=max(int(sweep_interval(settings.file_ttl)),
+                SweepLease(client, "files", seconds=max(int(expiry_interval(settings.file_ttl)),
                                                         600)),
                 lambda meta: quotas.release(meta.tenant, meta.size))))
         try:

@@ -5,11 +5,10 @@ plus a day, renewed by use); its checkpoints live in the object store. Ending a
 session deletes both, but a session left unused until its record expires (the usual
 end) would leave its manifests and blobs behind for ever, counted against its
 tenant's storage quota. Every ``RUNTIME_SESSION_SWEEP_INTERVAL`` seconds one replica
-(the one that holds the sweep's lease, ``app/leases.py``: a blob's bytes are given back
-once) deletes the
-checkpoints of every runtime session that has no record and nothing written for
-``GRACE_SECONDS`` (a new session's first objects may be stored just before its
-record is).
+(the one that holds the sweep's lease, ``app/leases.py``, so a blob's bytes are given
+back once) deletes the checkpoints of every runtime session that has no record and
+nothing written for ``GRACE_SECONDS`` (a new session's first objects may be stored
+just before its record is).
 """
 
 from __future__ import annotations

@@ -16,12 +16,12 @@ from ..errors import ServiceUnavailable
 from ..leases import SweepLease
 from .store import FileMeta, FileStore
 
-__all__ = ["expire_once", "run_expiry", "sweep_interval"]
+__all__ = ["expire_once", "expiry_interval", "run_expiry"]
 
 logger = logging.getLogger(__name__)
 
 
-def sweep_interval(ttl_seconds: int) -> float:
+def expiry_interval(ttl_seconds: int) -> float:
     """A few times per TTL, and at least every 10 minutes."""
     return max(1.0, min(ttl_seconds / 4, 600.0))
 
@@ -43,9 +43,9 @@ async def expire_once(store: FileStore, ttl_seconds: int, lease: SweepLease,
 
 async def run_expiry(store: FileStore, ttl_seconds: int, lease: SweepLease,
                      on_deleted: Callable[[FileMeta], Awaitable[None]] | None = None) -> None:
-    """Sweep forever (until cancelled), every ``sweep_interval(ttl_seconds)``."""
+    """Sweep forever (until cancelled), every ``expiry_interval(ttl_seconds)``."""
     while True:
-        await asyncio.sleep(sweep_interval(ttl_seconds))
+        await asyncio.sleep(expiry_interval(ttl_seconds))
         try:
             deleted = await expire_once(store, ttl_seconds, lease, on_deleted)
         except ServiceUnavailable as exc:  # the object store or the lease's Valkey
