@@ -98,10 +98,10 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         tmp_dir = settings.data_dir / "tmp"  # uploads and outputs on their way to the store
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True, mode=0o700)
+        scratch = scratch_dir(settings.data_dir, settings.scratch_path)  # sockets, sandboxes
         embedded = None
         url = settings.valkey_url
         if url is None:
-            scratch = scratch_dir(settings.data_dir, settings.scratch_path)
             embedded = EmbeddedValkey(settings.data_dir / "valkey", scratch / "valkey.sock")
             await embedded.start()
             url = embedded.url
@@ -165,7 +165,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
             if embedded is not None:
                 await embedded.stop()
             with contextlib.suppress(OSError):  # left as it is if something is still in it
-                scratch_dir(settings.data_dir, settings.scratch_path).rmdir()
+                scratch.rmdir()
 
     # The API's routes, served at the root and again under /v1 (the base URL of
     # LibreChat's documentation ends in /v1); the schema documents /v1 as a server.

@@ -86,7 +86,6 @@ class RuntimeRecord(JsonRecord):
         return record_key(self.tenant, self.hint)
 
 
-
 class RuntimeRecords:
     """Reads and writes records, the LRU sets and the per-runtime-session lock."""
 

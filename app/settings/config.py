@@ -169,6 +169,7 @@ class Settings:
     @property
     def runtime_dir(self) -> Path:
         return self.runtime_path or self.data_dir / "runtime"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env

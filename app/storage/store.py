@@ -69,7 +69,6 @@ class FileMeta(JsonRecord):
         return f'"{self.sha256[:32]}"'
 
 
-
 def create_object_store(url: str | None, local_root: Path,
                         options: dict[str, str] | None = None) -> ObjectStore:
     """``LocalStore`` under ``local_root`` unless ``url`` names a store (``s3://...``)."""
