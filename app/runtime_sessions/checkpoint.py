@@ -26,6 +26,7 @@ by its owner since) is left out and logged; a manifest that cannot be read is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -43,7 +44,7 @@ from obstore.store import ObjectStore
 
 from ..executor import ExecutorClient
 from ..storage import FileStore, StorageUnavailable
-from ..tenants import TenantQuotas
+from ..tenants import TenantQuotas, blob_charge
 
 __all__ = ["CheckpointLost", "Checkpoints", "Entry", "Manifest"]
 
@@ -128,8 +129,9 @@ class Checkpoints:
             pass
         except _STORE_ERRORS as exc:
             raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
-        if self._quotas is not None:
-            await self._quotas.reserve(tenant, size)
+        charge = blob_charge(runtime_id, sha256)
+        # False: already counted (the same blob stored meanwhile): not ours to give back.
+        charged = self._quotas is not None and await self._quotas.reserve(tenant, charge, size)
         stored = False
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir, prefix="checkpoint-")
         try:
@@ -151,8 +153,8 @@ class Checkpoints:
             stored = True
         finally:
             os.unlink(tmp_name)
-            if not stored and self._quotas is not None:
-                await self._quotas.release(tenant, size)
+            if not stored and charged and self._quotas is not None:
+                await self._quotas.release(tenant, charge, size)
         return True
 
     async def _stream(self, tenant: str, runtime_id: str,
@@ -203,11 +205,11 @@ class Checkpoints:
         root = _root(tenant, runtime_id)
         referenced = {entry.source["blob"] for manifest in kept for entry in manifest.values()
                       if "blob" in entry.source}
-        return await self._delete(tenant, root, lambda kind, name: (
+        return await self._delete(tenant, runtime_id, root, lambda kind, name: (
             kind == "manifests" and name.isdigit() and int(name) < generation - 1) or (
             kind == "blobs" and name not in referenced))
 
-    async def _delete(self, tenant: str, root: str,
+    async def _delete(self, tenant: str, runtime_id: str, root: str,
                       doomed: Callable[[str, str], bool]) -> int:
         """Delete the objects under ``root`` that ``doomed(kind, name)`` picks, giving a
         blob's size back to the tenant's quota; the number deleted."""
@@ -220,11 +222,14 @@ class Checkpoints:
                     if doomed(kind, name):
                         picked.append((path, int(item["size"]), kind == "blobs"))
             for path, size, blob in picked:
-                await obstore.delete_async(self._store, path)
-                if blob and self._quotas is not None:
-                    await self._quotas.release(tenant, size)
+                with contextlib.suppress(NotFoundError, FileNotFoundError):  # deleted meanwhile
+                    await obstore.delete_async(self._store, path)
+                if blob and self._quotas is not None:  # once, whoever deletes it first
+                    await self._quotas.release(tenant, blob_charge(runtime_id,
+                                                                   path.rpartition("/")[2]),
+                                               size)
         except (NotFoundError, FileNotFoundError):
-            pass
+            pass  # the listing of a root that is gone
         except _STORE_ERRORS as exc:
             raise StorageUnavailable(f"object store delete failed: {exc}") from exc
         return len(picked)
@@ -246,5 +251,6 @@ class Checkpoints:
 
     async def delete_all(self, tenant: str, runtime_id: str) -> None:
         """Remove every manifest and blob of a runtime session (it ended)."""
-        await self._delete(tenant, _root(tenant, runtime_id), lambda kind, name: True)
+        await self._delete(tenant, runtime_id, _root(tenant, runtime_id),
+                           lambda kind, name: True)
 

@@ -1,9 +1,10 @@
 """``FILE_TTL``: a background sweep that deletes files unused for longer than the TTL.
 
 Every replica runs it; one at a time sweeps (the one that holds the lease,
-``app/leases.py``: deleting is idempotent, giving a file's bytes back to its tenant's
-quota is not). Use — staging into a sandbox or a download — refreshes a file's
-``last_used``, so nothing expires while it is used.
+``app/leases.py``), and each file's bytes go back to its tenant's quota as it is
+deleted, once even if a DELETE or another sweep got there too (the quota's ledger). Use
+— staging into a sandbox or a download — refreshes a file's ``last_used``, so nothing
+expires while it is used.
 """
 
 from __future__ import annotations
@@ -27,22 +28,18 @@ def expiry_interval(ttl_seconds: int) -> float:
 
 
 async def expire_once(store: FileStore, ttl_seconds: int, lease: SweepLease,
-                      on_deleted: Callable[[FileMeta], Awaitable[None]] | None = None,
+                      on_deleted: Callable[[FileMeta], Awaitable[object]] | None = None,
                       ) -> list[FileMeta]:
     """One sweep, if this replica holds the lease (else nothing): the files deleted.
-    ``on_deleted`` hears of each (the tenant quotas give its bytes back)."""
+    ``on_deleted`` hears of each as it is deleted (the tenant quotas give its bytes back)."""
     async with lease.held() as mine:
         if not mine:
             return []
-        deleted = await store.expire(ttl_seconds)
-        for meta in deleted:
-            if on_deleted is not None:
-                await on_deleted(meta)
-        return deleted
+        return await store.expire(ttl_seconds, on_deleted)
 
 
 async def run_expiry(store: FileStore, ttl_seconds: int, lease: SweepLease,
-                     on_deleted: Callable[[FileMeta], Awaitable[None]] | None = None) -> None:
+                     on_deleted: Callable[[FileMeta], Awaitable[object]] | None = None) -> None:
     """Sweep forever (until cancelled), every ``expiry_interval(ttl_seconds)``."""
     while True:
         await asyncio.sleep(expiry_interval(ttl_seconds))

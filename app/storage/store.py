@@ -13,8 +13,9 @@ failures become ``StorageUnavailable`` (503).
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from ..errors import ServiceUnavailable
 from ..records import JsonRecord
 
 __all__ = ["FileMeta", "FileStore", "StorageUnavailable", "create_object_store"]
+
+logger = logging.getLogger(__name__)
 
 _META_SUFFIX = ".json"
 #: obstore's own hierarchy, plus what a local store raises from the filesystem.
@@ -105,16 +108,32 @@ class FileStore:
             raise StorageUnavailable(f"object store write failed: {exc}", retry_after=2) from exc
         return meta
 
-    async def update_meta(self, meta: FileMeta) -> None:
+    async def update_meta(self, meta: FileMeta) -> bool:
+        """Write a file's changed metadata, unless the file was deleted meanwhile (a
+        write would bring it back, without its bytes): False then."""
         path = _bytes_path(meta.tenant, meta.session_id, meta.id) + _META_SUFFIX
+        try:
+            await obstore.head_async(self._store, path)
+        except (NotFoundError, FileNotFoundError):
+            return False
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
         try:
             await obstore.put_async(self._store, path, meta.to_json())
         except _STORE_ERRORS as exc:
             raise StorageUnavailable(f"object store write failed: {exc}", retry_after=2) from exc
+        return True
 
     async def _read_meta(self, path: str) -> FileMeta:
         result = await obstore.get_async(self._store, path)
         return FileMeta.from_json(bytes(await result.bytes_async()))
+
+    async def _read_listed(self, path: str) -> FileMeta | None:
+        """A listed file's metadata; None when it was deleted since the listing."""
+        try:
+            return await self._read_meta(path)
+        except (NotFoundError, FileNotFoundError):
+            return None
 
     async def get_meta(self, tenant: str, session_id: str, file_id: str) -> FileMeta | None:
         path = _bytes_path(tenant, session_id, file_id) + _META_SUFFIX
@@ -132,9 +151,11 @@ class FileStore:
             async for batch in obstore.list(self._store, f"{tenant}/{session_id}/"):
                 for entry in batch:
                     if entry["path"].endswith(_META_SUFFIX):
-                        metas.append(await self._read_meta(entry["path"]))
+                        meta = await self._read_listed(entry["path"])
+                        if meta is not None:
+                            metas.append(meta)
         except (NotFoundError, FileNotFoundError):
-            return []
+            return []  # no such session
         except _STORE_ERRORS as exc:
             raise StorageUnavailable(f"object store list failed: {exc}", retry_after=2) from exc
         return sorted(metas, key=lambda m: (m.last_modified, m.id))
@@ -150,16 +171,24 @@ class FileStore:
             raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
 
     async def delete(self, meta: FileMeta) -> None:
-        """Remove the metadata first (the file disappears at once), then the bytes."""
+        """Remove the metadata first (the file disappears at once; a failure here is a
+        ``StorageUnavailable`` and changes nothing), then the bytes. Idempotent. Bytes
+        that cannot be removed once the metadata is gone are logged (with their path)
+        and left: the file is deleted for every reader either way."""
         path = _bytes_path(meta.tenant, meta.session_id, meta.id)
-        for target in (path + _META_SUFFIX, path):
-            try:
-                await obstore.delete_async(self._store, target)
-            except (NotFoundError, FileNotFoundError):
-                continue  # already gone: deleting is idempotent
-            except _STORE_ERRORS as exc:
-                raise StorageUnavailable(f"object store delete failed: {exc}",
-                                         retry_after=2) from exc
+        try:
+            await obstore.delete_async(self._store, path + _META_SUFFIX)
+        except (NotFoundError, FileNotFoundError):
+            pass  # already gone: deleting is idempotent
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store delete failed: {exc}", retry_after=2) from exc
+        try:
+            await obstore.delete_async(self._store, path)
+        except (NotFoundError, FileNotFoundError):
+            pass
+        except _STORE_ERRORS as exc:
+            logger.warning("deleted file's bytes left in the object store",
+                           extra={"path": path, "error": str(exc)})
 
     async def touch(self, meta: FileMeta, min_interval: float) -> FileMeta:
         """Record a use (for ``FILE_TTL``), at most once per ``min_interval`` seconds."""
@@ -167,21 +196,27 @@ class FileStore:
         if now - meta.last_used < min_interval:
             return meta
         touched = attrs.evolve(meta, last_used=now)
-        await self.update_meta(touched)
-        return touched
+        return touched if await self.update_meta(touched) else meta
 
-    async def expire(self, unused_for: float) -> list[FileMeta]:
-        """Delete every file not used for ``unused_for`` seconds; the files deleted."""
+    async def expire(self, unused_for: float,
+                     on_deleted: Callable[[FileMeta], Awaitable[object]] | None = None,
+                     ) -> list[FileMeta]:
+        """Delete every file not used for ``unused_for`` seconds; the files deleted.
+        ``on_deleted`` hears of each as soon as it is deleted (not after the sweep: a
+        sweep that fails half-way has told it of every file it deleted)."""
         cutoff, deleted = time.time() - unused_for, []
         try:
             async for batch in obstore.list(self._store):
                 for entry in batch:
                     if not entry["path"].endswith(_META_SUFFIX):
                         continue
-                    meta = await self._read_meta(entry["path"])
-                    if meta.last_used < cutoff:
-                        await self.delete(meta)
-                        deleted.append(meta)
+                    meta = await self._read_listed(entry["path"])
+                    if meta is None or meta.last_used >= cutoff:
+                        continue
+                    await self.delete(meta)
+                    deleted.append(meta)
+                    if on_deleted is not None:
+                        await on_deleted(meta)
         except _STORE_ERRORS as exc:
             raise StorageUnavailable(f"object store list failed: {exc}") from exc
         return deleted

@@ -1,8 +1,14 @@
 """Per-tenant storage quotas, atomic across replicas (one Valkey script per change).
 
 Stored bytes and file count: reserved before a file is stored, given back when it is
-deleted or expires. (The tenant's execution quotas, per window and concurrent, are
-checked with every other per-request limit in ``admission.py``.)
+deleted or expires. Each charge is kept in a ledger under the stored object's own key
+(``file_charge``, ``blob_charge``), so counting is idempotent: reserving an object
+already counted adds nothing, and giving one back twice (two concurrent DELETEs of
+one file, a sweep and a DELETE, two sweeps) gives it back once. Usage counted before
+the ledger existed is given back by the size the caller names, never below zero,
+until the tenant's usage is next zero; from then on only the ledger counts. (The
+tenant's execution quotas, per window and concurrent, are checked with every other
+per-request limit in ``admission.py``.)
 """
 
 from __future__ import annotations
@@ -13,19 +19,57 @@ from valkey.exceptions import ValkeyError
 from ..errors import PayloadTooLarge, ServiceUnavailable
 from ..settings import TenantSettings
 
-__all__ = ["QuotaExceeded", "TenantQuotas"]
+__all__ = ["QuotaExceeded", "TenantQuotas", "blob_charge", "file_charge"]
 
+# KEYS: 1 the tenant's usage (hash: bytes, files, ledger), 2 its ledger (hash: object
+#       key -> "bytes files"). ARGV: 1 object key, 2 bytes, 3 files, 4 max bytes,
+#       5 max files (0: no limit). Returns 1 newly counted, 2 already counted, 0 refused.
 _RESERVE = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 2 end
 local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
 local files = tonumber(redis.call('HGET', KEYS[1], 'files') or '0')
-local add_bytes, add_files = tonumber(ARGV[1]), tonumber(ARGV[2])
-local max_bytes, max_files = tonumber(ARGV[3]), tonumber(ARGV[4])
+local add_bytes, add_files = tonumber(ARGV[2]), tonumber(ARGV[3])
+local max_bytes, max_files = tonumber(ARGV[4]), tonumber(ARGV[5])
 if add_bytes > 0 and max_bytes > 0 and bytes + add_bytes > max_bytes then return 0 end
 if add_files > 0 and max_files > 0 and files + add_files > max_files then return 0 end
+if bytes == 0 and files == 0 then redis.call('HSET', KEYS[1], 'ledger', '1') end
 redis.call('HINCRBY', KEYS[1], 'bytes', add_bytes)
 redis.call('HINCRBY', KEYS[1], 'files', add_files)
+redis.call('HSET', KEYS[2], ARGV[1], add_bytes .. ' ' .. add_files)
 return 1
 """
+
+# KEYS as above. ARGV: 1 object key, 2 bytes, 3 files (what it counted before the
+# ledger, if it is not in it). Returns 1 given back, 0 nothing to give back.
+_RELEASE = """
+local charged = redis.call('HGET', KEYS[2], ARGV[1])
+local sub_bytes, sub_files
+if charged then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  local space = string.find(charged, ' ')
+  sub_bytes = tonumber(string.sub(charged, 1, space - 1))
+  sub_files = tonumber(string.sub(charged, space + 1))
+elseif redis.call('HEXISTS', KEYS[1], 'ledger') == 1 then
+  return 0
+else
+  sub_bytes, sub_files = tonumber(ARGV[2]), tonumber(ARGV[3])
+end
+local bytes = math.max(0, tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0') - sub_bytes)
+local files = math.max(0, tonumber(redis.call('HGET', KEYS[1], 'files') or '0') - sub_files)
+redis.call('HSET', KEYS[1], 'bytes', bytes, 'files', files)
+if bytes == 0 and files == 0 then redis.call('HSET', KEYS[1], 'ledger', '1') end
+return 1
+"""
+
+
+def file_charge(session_id: str, file_id: str) -> str:
+    """The ledger key of a stored file."""
+    return f"file:{session_id}/{file_id}"
+
+
+def blob_charge(runtime_id: str, sha256: str) -> str:
+    """The ledger key of a runtime session's checkpoint blob."""
+    return f"blob:{runtime_id}/{sha256}"
 
 
 class QuotaExceeded(PayloadTooLarge):
@@ -35,12 +79,17 @@ class QuotaExceeded(PayloadTooLarge):
 
 
 class TenantQuotas:
-    """Checks and counts what each tenant uses."""
+    """Checks and counts what each tenant stores."""
 
     def __init__(self, client: valkey.Valkey, settings: TenantSettings) -> None:
         self._client = client
         self._settings = settings
         self._reserve = client.register_script(_RESERVE)
+        self._release = client.register_script(_RELEASE)
+
+    @staticmethod
+    def _keys(tenant: str) -> list[str]:
+        return [f"k8si:quota:usage:{tenant}", f"k8si:quota:ledger:{tenant}"]
 
     async def _run(self, script: object, keys: list[str], args: list[object]) -> int:
         try:
@@ -48,17 +97,21 @@ class TenantQuotas:
         except ValkeyError as exc:
             raise ServiceUnavailable("quota store unavailable", retry_after=2) from exc
 
-    async def reserve(self, tenant: str, size: int, files: int = 1) -> None:
-        """Count a file about to be stored, or raise ``QuotaExceeded``."""
+    async def reserve(self, tenant: str, charge: str, size: int, files: int = 1) -> bool:
+        """Count an object about to be stored (``charge``: its ledger key), or raise
+        ``QuotaExceeded``. True when this call counted it, False when it already was."""
         limits = self._settings.limits(tenant)
-        if not await self._run(self._reserve, [f"k8si:quota:usage:{tenant}"],
-                               [size, files, limits.storage_bytes, limits.files]):
+        outcome = await self._run(self._reserve, self._keys(tenant),
+                                  [charge, size, files, limits.storage_bytes, limits.files])
+        if outcome == 0:
             raise QuotaExceeded(f"tenant {tenant!r} storage quota reached "
                                 f"({limits.storage_bytes} bytes, {limits.files} files)")
+        return outcome == 1
 
-    async def release(self, tenant: str, size: int, files: int = 1) -> None:
-        """Give back what a deleted or expired file counted."""
-        await self._run(self._reserve, [f"k8si:quota:usage:{tenant}"], [-size, -files, 0, 0])
+    async def release(self, tenant: str, charge: str, size: int, files: int = 1) -> bool:
+        """Give back what a deleted or expired object counted, once: True if this call
+        gave it back. ``size``/``files`` only serve an object counted before the ledger."""
+        return bool(await self._run(self._release, self._keys(tenant), [charge, size, files]))
 
     async def usage(self, tenant: str) -> tuple[int, int]:
         data = await self._client.hgetall(f"k8si:quota:usage:{tenant}")  # type: ignore[misc]

@@ -22,7 +22,7 @@ from app.runtime_sessions import Checkpoints, RuntimeRecord, RuntimeRecords, swe
 from app.settings import TenantLimits, TenantSettings
 from app.storage import FileStore
 from app.storage.store import create_object_store
-from app.tenants import TenantQuotas
+from app.tenants import TenantQuotas, blob_charge
 
 T = TypeVar("T")
 _BLOB = b"x" * 1000
@@ -59,8 +59,9 @@ class _World:
         its objects last written ``age`` seconds ago, and its record if ``record``."""
         runtime_id = secrets.token_hex(8)
         root = f"{self.tenant}/rt/{runtime_id}"
-        await self.quotas.reserve(self.tenant, len(_BLOB))
-        await obstore.put_async(self.store, f"{root}/blobs/{secrets.token_hex(32)}", _BLOB)
+        sha256 = secrets.token_hex(32)
+        await self.quotas.reserve(self.tenant, blob_charge(runtime_id, sha256), len(_BLOB))
+        await obstore.put_async(self.store, f"{root}/blobs/{sha256}", _BLOB)
         await obstore.put_async(self.store, f"{root}/manifests/1", b'{"files": {}}')
         written = time.time() - age
         for path in (self.root / root).rglob("*"):

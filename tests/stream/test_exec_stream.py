@@ -72,6 +72,25 @@ def test_streamed_output_is_capped_like_the_response(api: RunningApp,
     assert result["stdout"].startswith(text[:limit])
 
 
+def test_output_that_fills_the_cap_exactly_then_more_shows_the_marker(
+        api: RunningApp, client: httpx.Client) -> None:
+    limit = api.settings.response_output_limit
+    code = (f"import sys, time\nsys.stdout.write('x' * {limit})\nsys.stdout.flush()\n"
+            "time.sleep(0.5)\nprint('more')\n")
+    streamed = stream_exec(client, {"lang": "py", "code": code})
+    text = streamed.text("stdout")
+    assert text == "x" * limit + CUT_MARKER  # the marker, though no chunk crossed the cap
+    assert "[output truncated: " in streamed.result["stdout"]
+
+
+def test_output_exactly_at_the_cap_is_not_marked(api: RunningApp,
+                                                 client: httpx.Client) -> None:
+    limit = api.settings.response_output_limit
+    code = f"import sys\nsys.stdout.write('x' * {limit})\n"
+    streamed = stream_exec(client, {"lang": "py", "code": code})
+    assert streamed.text("stdout") == "x" * limit == streamed.result["stdout"]
+
+
 def test_the_sandbox_cap_stops_a_flood(api: RunningApp, client: httpx.Client) -> None:
     streamed = stream_exec(client, {"lang": "bash", "code": "yes"})
     result = streamed.result

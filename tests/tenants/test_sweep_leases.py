@@ -1,5 +1,5 @@
-"""Sweep leases (``app/leases.py``) on a real Valkey: one replica at a time sweeps, so
-an expired file's bytes go back to its tenant's quota once, not once per replica."""
+"""Sweep leases (``app/leases.py``) on a real Valkey: one replica at a time sweeps (an
+expired file is deleted, and its bytes given back, by one replica, not by each)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from app.leases import SweepLease
 from app.settings import TenantLimits, TenantSettings
 from app.storage import FileMeta, FileStore, create_object_store
 from app.storage.expiry import expire_once
-from app.tenants import TenantQuotas
+from app.tenants import TenantQuotas, file_charge
 
 
 def test_a_lease_is_held_by_one_and_given_back(valkey_url: str, run: Any) -> None:
@@ -64,10 +64,10 @@ def test_two_replicas_expiring_the_same_file_give_its_bytes_back_once(
     name = f"files-{tenant}"
 
     async def release(meta: FileMeta) -> None:
-        await quotas.release(meta.tenant, meta.size)
+        await quotas.release(meta.tenant, file_charge(meta.session_id, meta.id), meta.size)
 
     async def scenario() -> tuple[list[FileMeta], list[FileMeta]]:
-        await quotas.reserve(tenant, 100)
+        await quotas.reserve(tenant, file_charge(old.session_id, old.id), 100)
         await store.put(old, source)
         replicas = (SweepLease(client, name, 60), SweepLease(client, name, 60))
         first, second = await asyncio.gather(
@@ -77,5 +77,5 @@ def test_two_replicas_expiring_the_same_file_give_its_bytes_back_once(
     first, second = run(scenario())
     assert sorted((len(first), len(second))) == [0, 1]  # one replica swept
     assert run(quotas.usage(tenant)) == (0, 0)  # given back once, not twice
-    # With no lease at all, both would have deleted it and released its bytes twice:
-    # the deletion is idempotent, the release is not.
+    # (Without the lease both would sweep; the quota's ledger would still give the bytes
+    # back once: tests/tenants/test_quota_ledger.py.)

@@ -67,13 +67,13 @@ class ExecStream:
             self._accepted.set_result(None)
 
     def output(self, stream: str, text: str) -> None:
-        budget = self._budget[stream]
-        if budget <= 0:
-            return
+        budget = self._budget[stream]  # bytes left; -1 once the marker went out
         data = text.encode("utf-8", "replace")
-        if len(data) > budget:
+        if budget < 0 or not data:
+            return
+        if len(data) > budget:  # at 0 too: output filled it exactly and more came
             text = data[:budget].decode("utf-8", "ignore") + CUT_MARKER
-            budget = 0
+            budget = -1
         else:
             budget -= len(data)
         self._budget[stream] = budget

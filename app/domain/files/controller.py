@@ -52,8 +52,8 @@ class FilesController(Controller):
 
     tags = ["files"]
 
-    async def _upload(self, request: Request[Principal, Any, Any], service: FileService,
-                      ) -> tuple[str, list[UploadResult]]:
+    async def _upload(self, request: Request[Principal, Any, Any], service: FileService, *,
+                      all_or_nothing: bool) -> tuple[str, list[UploadResult]]:
         settings = request.app.state.settings
         form = await read_multipart(request.headers.get("content-type"), request.stream(),
                                     settings.data_dir / "tmp", settings.max_upload_size,
@@ -62,7 +62,8 @@ class FilesController(Controller):
             if not form.files:
                 raise BadRequest("no file part in the request (field 'file' or 'files')")
             session, results = await service.upload(request.user, form,
-                                                    request.headers.get("user-id"))
+                                                    request.headers.get("user-id"),
+                                                    all_or_nothing=all_or_nothing)
         finally:
             form.close()
         return session.id, results
@@ -72,7 +73,7 @@ class FilesController(Controller):
           summary="Upload files (multipart: 'file' or 'files' parts)")
     async def upload(self, request: Request[Principal, Any, Any],
                      file_service: NamedDependency[FileService]) -> dict[str, Any]:
-        session_id, results = await self._upload(request, file_service)
+        session_id, results = await self._upload(request, file_service, all_or_nothing=True)
         failed = [r for r in results if r.meta is None]
         if failed:
             raise BadRequest(f"{failed[0].filename!r}: {failed[0].error}")
@@ -85,7 +86,7 @@ class FilesController(Controller):
           summary="Upload many files; each reports success or error")
     async def upload_batch(self, request: Request[Principal, Any, Any],
                            file_service: NamedDependency[FileService]) -> Response[Any]:
-        session_id, results = await self._upload(request, file_service)
+        session_id, results = await self._upload(request, file_service, all_or_nothing=False)
         succeeded = sum(1 for r in results if r.meta is not None)
         failed = len(results) - succeeded
         message = "success" if not failed else "partial_success" if succeeded else "error"

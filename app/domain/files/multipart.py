@@ -25,6 +25,10 @@ from ...errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 __all__ = ["FilePart", "MultipartForm", "read_multipart"]
 
 _MAX_FIELD_BYTES = 64 * 1024
+#: Plain (non-file) fields per request, and their bytes together: the fields are held
+#: in memory, so their number is bounded too (the contract's forms have a handful).
+_MAX_FIELDS = 64
+_MAX_FIELDS_TOTAL = 256 * 1024
 
 
 @attrs.define
@@ -67,6 +71,8 @@ class _State:
     digest: Any = None
     field_name: str | None = None
     field_value: bytearray = attrs.field(factory=bytearray)
+    fields_seen: int = 0
+    fields_bytes: int = 0
     error: Exception | None = None
 
     def on_part_begin(self) -> None:
@@ -91,6 +97,9 @@ class _State:
         filename = options.get(b"filename")
         if filename is None:
             self.field_name = name
+            self.fields_seen += 1
+            if self.fields_seen > _MAX_FIELDS:
+                self.error = PayloadTooLarge(f"at most {_MAX_FIELDS} form fields per request")
             return
         if len(self.form.files) >= self.max_files:
             self.error = PayloadTooLarge(
@@ -120,9 +129,13 @@ class _State:
             self.digest.update(chunk)
         elif self.field_name is not None:
             self.field_value += chunk
+            self.fields_bytes += len(chunk)
             if len(self.field_value) > _MAX_FIELD_BYTES:
                 self.error = PayloadTooLarge(f"form field {self.field_name!r} is larger "
                                              f"than {_MAX_FIELD_BYTES} bytes")
+            elif self.fields_bytes > _MAX_FIELDS_TOTAL:
+                self.error = PayloadTooLarge(f"the form fields are larger than "
+                                             f"{_MAX_FIELDS_TOTAL} bytes together")
 
     def on_part_end(self) -> None:
         if self.handle is not None and self.part is not None:

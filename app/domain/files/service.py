@@ -21,7 +21,7 @@ from ...errors import BadRequest, NotFound
 from ...ids import is_valid_id, new_id
 from ...sessions import Session, SessionStore
 from ...storage import FileMeta, FileStore, StorageUnavailable
-from ...tenants import QuotaExceeded, TenantQuotas
+from ...tenants import QuotaExceeded, TenantQuotas, file_charge
 from .multipart import FilePart, MultipartForm
 
 __all__ = ["FileService", "InputFile", "UploadResult", "check_id", "check_name", "check_path",
@@ -121,24 +121,33 @@ class FileService:
 
     async def store(self, meta: FileMeta, source: Path) -> FileMeta:
         """Store a file, counted against its tenant's storage quota (413 when full)."""
+        charge = file_charge(meta.session_id, meta.id)
         if self.quotas is not None:
-            await self.quotas.reserve(meta.tenant, meta.size)
+            await self.quotas.reserve(meta.tenant, charge, meta.size)
         try:
             return await self.objects.put(meta, source)
         except BaseException:
             if self.quotas is not None:
-                await self.quotas.release(meta.tenant, meta.size)
+                await self.quotas.release(meta.tenant, charge, meta.size)
             raise
 
     async def used(self, meta: FileMeta) -> FileMeta:
-        """Note a use of the file, so ``FILE_TTL`` counts from now."""
+        """Note a use of the file, so ``FILE_TTL`` counts from now. Bookkeeping only: a
+        store failure here is logged, and the read it came with goes on."""
         if self.file_ttl <= 0:
             return meta
-        return await self.objects.touch(meta, min_interval=self.file_ttl / 10)
+        try:
+            return await self.objects.touch(meta, min_interval=self.file_ttl / 10)
+        except StorageUnavailable as exc:
+            logger.warning("file use not recorded", extra={
+                "session_id": meta.session_id, "file_id": meta.id, "detail": exc.message})
+            return meta
 
-    async def upload(self, principal: Principal, form: MultipartForm,
-                     user_id: str | None) -> tuple[Session, list[UploadResult]]:
-        """Store every file part of ``form`` in one session (the caller's, or a new one)."""
+    async def upload(self, principal: Principal, form: MultipartForm, user_id: str | None,
+                     *, all_or_nothing: bool = False) -> tuple[Session, list[UploadResult]]:
+        """Store every file part of ``form`` in one session (the caller's, or a new one).
+        ``all_or_nothing``: when a part fails, the parts stored before it are deleted
+        again (``POST /upload`` answers 400 for the request as a whole)."""
         fields = form.fields
         entity_id = fields.get("entity_id") or None
         session = await self.sessions.resolve(principal.tenant, fields.get("session_id"),
@@ -156,7 +165,16 @@ class FileService:
             if result.meta is not None:
                 names.append(result.meta.name)
             results.append(result)
+            if all_or_nothing and result.meta is None:
+                await self._undo(results)
+                break
         return session, results
+
+    async def _undo(self, results: list[UploadResult]) -> None:
+        """Delete the files an all-or-nothing upload stored before one of its parts failed."""
+        for result in results:
+            if result.meta is not None:
+                await self._remove(result.meta)
 
     async def _store_part(self, principal: Principal, session: Session, part: FilePart,
                           fields: Mapping[str, str], user_id: str | None, *,
@@ -205,10 +223,15 @@ class FileService:
         return self.objects.stream(meta)
 
     async def delete(self, principal: Principal, session_id: str, file_id: str) -> None:
-        meta = await self.get(principal, session_id, file_id)
+        await self._remove(await self.get(principal, session_id, file_id))
+
+    async def _remove(self, meta: FileMeta) -> None:
+        """Delete a stored file and give its bytes back to the quota (once, even when a
+        DELETE or a sweep raced this one)."""
         await self.objects.delete(meta)
         if self.quotas is not None:
-            await self.quotas.release(meta.tenant, meta.size)
+            await self.quotas.release(meta.tenant, file_charge(meta.session_id, meta.id),
+                                      meta.size)
 
     async def inputs(self, principal: Principal, session: Session,
                      refs: Iterable[Mapping[str, Any]]) -> list[InputFile]:
