@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-import json
 import urllib.parse
 from collections.abc import Iterator
 from http import HTTPStatus
@@ -20,6 +19,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 
 from .files import FileError, WorkDir
+from .protocol import wire_json
 from .request_head import HeadError, read_head
 
 __all__ = ["FileRoutes"]
@@ -63,7 +63,7 @@ class FileRoutes(BaseHTTPRequestHandler):
     def _send_json(self, status: int, body: Any) -> None:
         """The answer in one write, head and body together (the client wakes once), and
         logged after it is sent."""
-        payload = json.dumps(body).encode()
+        payload = wire_json(body)
         close = "Connection: close\r\n" if self.close_connection else ""
         head = (f"{self.protocol_version} {status} {HTTPStatus(status).phrase}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"

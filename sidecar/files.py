@@ -61,6 +61,15 @@ def validate_name(name: str) -> str:
     return name
 
 
+def _utf8(name: str) -> bool:
+    """Whether a name read from the filesystem was valid UTF-8 (no escaped bytes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class WorkDir:
     """The sandbox's work dir, reached only through a directory fd."""
 
@@ -77,7 +86,7 @@ class WorkDir:
         root = os.open(self.path, _OPEN_DIR)
         try:
             for name, fd in self._walk(root, "", 0):
-                if isinstance(fd, str):  # a directory past the depth cap
+                if isinstance(fd, str):  # past the depth cap, or a name that is not UTF-8
                     entries.append(FileEntry(name, 0, 0.0, "", skipped=fd))
                     continue
                 try:
@@ -96,6 +105,11 @@ class WorkDir:
         with os.scandir(dir_fd) as scan:
             entries = sorted(scan, key=lambda entry: entry.name)
         for entry in entries:
+            if not _utf8(entry.name):  # no name the API, JSON or a client could carry
+                shown = entry.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                yield (prefix + shown + ("/" if entry.is_dir(follow_symlinks=False) else ""),
+                       "its name is not valid UTF-8: not collected")
+                continue
             # Judge by lstat first, so a FIFO or device is never even opened.
             if entry.is_file(follow_symlinks=False):
                 fd = _open_if_regular(entry.name, dir_fd)

@@ -17,7 +17,7 @@ import resource
 import signal
 from dataclasses import dataclass
 
-__all__ = ["ChildLimits", "OomCounter", "exit_fields", "harden_executor"]
+__all__ = ["ChildLimits", "OomCounter", "exit_fields", "harden_executor", "signal_name"]
 
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
@@ -53,6 +53,10 @@ class ChildLimits:
     processes: int | None = None
     #: RLIMIT_AS, the fallback memory limit where no cgroup holds the sandbox.
     address_space_bytes: int | None = None
+    #: Leave RLIMIT_CPU's hard limit unlimited: the warm Python worker, whose start is
+    #: bounded by ``cpu_seconds`` and which lowers both limits itself before it runs the
+    #: user's code, to that run's own timeout (a hard limit, once lowered, stays).
+    cpu_hard_unlimited: bool = False
 
     def apply(self) -> None:
         """Runs in the child after fork, before exec: only async-signal-safe-ish calls."""
@@ -70,7 +74,8 @@ class ChildLimits:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_seconds, self.cpu_seconds + 1))
+        hard = resource.RLIM_INFINITY if self.cpu_hard_unlimited else self.cpu_seconds + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_seconds, hard))
         resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size_bytes, self.file_size_bytes))
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
         if self.processes is not None:
@@ -110,8 +115,18 @@ class OomCounter:
         return None
 
 
+def signal_name(number: int) -> str:
+    """``SIGKILL``; a real-time signal (no name of its own) as ``SIGRTMIN+n``."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+            return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+        return f"SIG{number}"
+
+
 def exit_fields(status: int) -> tuple[int | None, str | None]:
     """A wait status as the result's (exit code, signal name): one of them is None."""
     if os.WIFSIGNALED(status):
-        return None, signal.Signals(os.WTERMSIG(status)).name
+        return None, signal_name(os.WTERMSIG(status))
     return os.WEXITSTATUS(status), None

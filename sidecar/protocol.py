@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from .ptc_wire import MAX_TOOL_NAME, MAX_TOOLS, identifier, valid_identifier
 
 __all__ = ["MAX_EXECUTE_BODY", "MAX_STATE_BYTES", "ExecuteRequest", "ExecuteResult",
-           "ProtocolError", "ToolResult", "parse_continue"]
+           "ProtocolError", "ToolResult", "parse_continue", "wire_json"]
 
 STATUSES = ("ok", "error", "timeout", "oom", "output_limit")
 #: The largest state blob the executor accepts or returns, whatever the API asks.
@@ -193,3 +194,11 @@ class ExecuteResult:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data.update(data.pop("extra"))
         return data
+
+
+def wire_json(value: Any) -> bytes:
+    """``value`` as the executor sends JSON: always valid UTF-8. A string that is not
+    (a file name or output decoded with ``surrogateescape``) has each lone surrogate
+    sent as ``?``; ``json.dumps`` would escape it as ``\\udcff``, which no strict
+    parser (the API's ``orjson``) accepts, and the whole answer would be lost."""
+    return json.dumps(value, ensure_ascii=False).encode("utf-8", "replace")

@@ -97,7 +97,8 @@ class Runner:
         self._worker = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=self.config.workdir, env=self._env(), pass_fds=(write_fd, tools.fileno()),
-            preexec_fn=self._limits(timeout=self.config.compile_timeout).apply,
+            preexec_fn=self._limits(timeout=self.config.compile_timeout,
+                                    cpu_hard_unlimited=True).apply,
         )
         os.close(write_fd)
         tools.close()
@@ -390,10 +391,11 @@ class Runner:
     def _env(self) -> dict[str, str]:
         return {**self.config.user_env, **self.language.env}
 
-    def _limits(self, timeout: float) -> ChildLimits:
+    def _limits(self, timeout: float, *, cpu_hard_unlimited: bool = False) -> ChildLimits:
         return ChildLimits(
             cpu_seconds=int(timeout) + 1,
             file_size_bytes=self.config.file_size_bytes,
             processes=self.config.processes,
             address_space_bytes=self.config.address_space_bytes,
+            cpu_hard_unlimited=cpu_hard_unlimited,
         )

@@ -14,11 +14,12 @@ program.
 from __future__ import annotations
 
 import io
-import json
 import queue
 import socket
 import threading
 from typing import Any
+
+from .protocol import wire_json
 
 __all__ = ["LineStream"]
 
@@ -60,7 +61,7 @@ class LineStream:
 
     def send(self, line: dict[str, Any]) -> None:
         """Queue one JSON line (never blocks)."""
-        self._lines.put(json.dumps(line).encode() + b"\n")
+        self._lines.put(wire_json(line) + b"\n")
 
     def close(self) -> None:
         """End the body (the last chunk) and wait until everything queued was written."""

@@ -175,8 +175,11 @@ class HttpTransport:
         response = None
         try:
             if connection is not None:
+                # A reused connection that closes before the answer is sent again on a new
+                # one, except a POST (an execution, a program's next step): it may have been
+                # delivered (the executor could have died serving it) and must not run twice.
                 response = await self._exchange(connection, head=head, body=body, stream=stream,
-                                                timeout=timeout, retry=True)
+                                                timeout=timeout, retry=method != "POST")
             if response is None:
                 connection = await self._connect()
                 response = await self._exchange(connection, head=head, body=body, stream=stream,

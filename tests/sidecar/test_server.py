@@ -174,3 +174,61 @@ def test_request_heads_read_without_the_email_parser(tmp_path: Path, runtime_dir
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.fixture
+def short_compile(tmp_path: Path, runtime_dir: Path) -> Iterator[Path]:
+    """An executor whose ``--compile-timeout`` (1 s) is shorter than the runs it is sent."""
+    process, sock = _executor(tmp_path, runtime_dir, "--compile-timeout", "1")
+    try:
+        assert _call(sock, "GET", "/health?wait=60")[0] == 200
+        yield sock
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_warm_python_gets_its_own_timeout_of_cpu_not_the_compile_timeout(
+        short_compile: Path) -> None:
+    """The worker started under the compile timeout; the run's own limit is its timeout."""
+    code = ("import time\nstart = time.process_time()\n"
+            "while time.process_time() - start < 2.5:\n    pass\nprint('done')\n")
+    status, result = _call(short_compile, "POST", "/execute",
+                           {"lang": "py", "code": code, "timeout": 8})
+    assert status == 200 and (result["status"], result["stdout"]) == ("ok", "done\n"), result
+
+
+def test_the_cpu_limit_still_ends_a_run_at_its_timeout(short_compile: Path) -> None:
+    status, result = _call(short_compile, "POST", "/execute",
+                           {"lang": "py", "code": "while True:\n    pass\n", "timeout": 2})
+    assert status == 200 and result["status"] == "timeout", result
+
+
+def test_a_program_killed_by_a_real_time_signal_is_a_result(tmp_path: Path,
+                                                            runtime_dir: Path) -> None:
+    process, sock = _executor(tmp_path, runtime_dir)
+    try:
+        status, result = _call(sock, "POST", "/execute", {"lang": "py", "code": (
+            "import os, signal\nprint('before', flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGRTMIN + 6)\n")})
+    finally:
+        process.kill()
+        process.wait()
+    assert status == 200 and result["signal"] == "SIGRTMIN+6", result
+    assert result["stdout"] == "before\n" and result["exit_code"] is None
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_as_skipped(tmp_path: Path,
+                                                           runtime_dir: Path) -> None:
+    process, sock = _executor(tmp_path, runtime_dir)
+    try:
+        status, result = _call(sock, "POST", "/execute", {"lang": "py", "code": (
+            "import os\nopen(os.fsencode(os.getcwd()) + b'/\\xff.txt', 'w').write('x')\n"
+            "open('ok.txt', 'w').write('y')\nprint('hello')\n")})
+    finally:
+        process.kill()
+        process.wait()
+    assert status == 200 and result["stdout"] == "hello\n", result
+    listed = {entry["name"]: entry for entry in result["files"]}
+    assert listed["ok.txt"]["size"] == 1 and not listed["ok.txt"].get("skipped")
+    assert "not valid UTF-8" in listed["\ufffd.txt"]["skipped"]

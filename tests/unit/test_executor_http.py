@@ -98,6 +98,29 @@ def test_a_connection_closed_while_idle_is_replaced(tmp_path: Path) -> None:
     _run(test, tmp_path)
 
 
+def test_a_post_is_never_sent_twice(tmp_path: Path) -> None:
+    """A reused connection that closes once a POST (an execution) was sent may have
+    delivered it: the executor could have died running it. Not resent: an error."""
+    async def die_on_post(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if head.startswith(b"POST"):
+            return False  # read, then the connection closes without an answer
+        writer.write(_json(b"{}"))
+        return True
+
+    async def test(path: Path) -> None:
+        async with Server(path, die_on_post) as server:
+            transport = HttpTransport(f"unix:{path}")
+            async with transport.request("GET", "/health") as response:
+                assert await response.read() == b"{}"
+            with pytest.raises(TransportError, match="closed before an answer"):
+                async with transport.request("POST", "/execute", body=b'{"code": 1}'):
+                    pass
+            assert server.bodies == [b"", b'{"code": 1}'], "sent once, on the reused connection"
+            await transport.close()
+
+    _run(test, tmp_path)
+
+
 def test_chunked_answers_are_read_as_lines(tmp_path: Path) -> None:
     async def chunked(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")

@@ -34,10 +34,13 @@ _OUTPUT_CAPS = ("stdout length exceeded", "stderr length exceeded")
 
 
 def _signal_code(name: str) -> str:
+    """The shell's exit code of a death by ``name`` (``SIGKILL``, ``SIGRTMIN+6``)."""
+    base, plus, offset = name.partition("+")
     try:
-        return str(128 + signal.Signals[name].value)
-    except KeyError:
+        number = signal.Signals[base].value + (int(offset) if plus else 0)
+    except (KeyError, ValueError):
         return "unknown"
+    return str(128 + number)
 
 
 def run_failure(step: ProgrammaticStep) -> str | None:
