@@ -12,7 +12,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -240,9 +240,11 @@ class ExecutorClient:
         version = body.get("version") if isinstance(body, dict) else None
         return version if isinstance(version, str) else None
 
-    async def wait_ready(self, timeout: float) -> None:
+    async def wait_ready(self, timeout: float,
+                         alive: Callable[[], bool] | None = None) -> None:
         """Until the executor is ready: one ``/health?wait`` held open by the executor
-        (retried while the sandbox is not yet answering at all)."""
+        (retried while the sandbox is not yet answering at all, unless ``alive`` says
+        the sandbox's process is gone: it never will)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         interval = 0.005
@@ -260,6 +262,9 @@ class ExecutorClient:
                                     f"{body.get('message')}")
             if loop.time() >= deadline:
                 raise ExecutorError(f"executor at {self.address} not ready after {timeout:.0f}s")
+            if alive is not None and not alive():
+                raise ExecutorError(f"the sandbox exited before its executor at {self.address} "
+                                    "was ready")
             await asyncio.sleep(interval)
             interval = min(interval * 2, 0.2)
 

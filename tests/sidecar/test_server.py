@@ -204,30 +204,30 @@ def test_the_cpu_limit_still_ends_a_run_at_its_timeout(short_compile: Path) -> N
     assert status == 200 and result["status"] == "timeout", result
 
 
-def test_a_program_killed_by_a_real_time_signal_is_a_result(tmp_path: Path,
-                                                            runtime_dir: Path) -> None:
+def _execute_once(tmp_path: Path, runtime_dir: Path, code: str) -> tuple[int, Any]:
+    """One Python execution in a fresh executor, stopped afterwards."""
     process, sock = _executor(tmp_path, runtime_dir)
     try:
-        status, result = _call(sock, "POST", "/execute", {"lang": "py", "code": (
-            "import os, signal\nprint('before', flush=True)\n"
-            "os.kill(os.getpid(), signal.SIGRTMIN + 6)\n")})
+        return _call(sock, "POST", "/execute", {"lang": "py", "code": code})
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_program_killed_by_a_real_time_signal_is_a_result(tmp_path: Path,
+                                                            runtime_dir: Path) -> None:
+    status, result = _execute_once(tmp_path, runtime_dir, (
+        "import os, signal\nprint('before', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGRTMIN + 6)\n"))
     assert status == 200 and result["signal"] == "SIGRTMIN+6", result
     assert result["stdout"] == "before\n" and result["exit_code"] is None
 
 
 def test_a_file_name_that_is_not_utf8_is_listed_as_skipped(tmp_path: Path,
                                                            runtime_dir: Path) -> None:
-    process, sock = _executor(tmp_path, runtime_dir)
-    try:
-        status, result = _call(sock, "POST", "/execute", {"lang": "py", "code": (
-            "import os\nopen(os.fsencode(os.getcwd()) + b'/\\xff.txt', 'w').write('x')\n"
-            "open('ok.txt', 'w').write('y')\nprint('hello')\n")})
-    finally:
-        process.kill()
-        process.wait()
+    status, result = _execute_once(tmp_path, runtime_dir, (
+        "import os\nopen(os.fsencode(os.getcwd()) + b'/\\xff.txt', 'w').write('x')\n"
+        "open('ok.txt', 'w').write('y')\nprint('hello')\n"))
     assert status == 200 and result["stdout"] == "hello\n", result
     listed = {entry["name"]: entry for entry in result["files"]}
     assert listed["ok.txt"]["size"] == 1 and not listed["ok.txt"].get("skipped")

@@ -271,10 +271,13 @@ class LocalBackend:
         if 0 < own < self.settings.max_memory_mb:
             try:
                 await sandbox.limit_memory(own * 1024 * 1024)  # this tenant's own maximum
-            except OSError as exc:  # EBUSY: already using more than that (warm imports)
+            except BaseException as exc:  # EBUSY: already using more (warm imports); cancelled
                 self._claimed.pop(sandbox.id, None)
+                self._sessions.pop(sandbox.id, None)
                 self._slots.release()
                 self._tasks.spawn(self.factory.destroy(sandbox))
+                if not isinstance(exc, OSError):
+                    raise
                 raise ServiceUnavailable(f"cannot hold this tenant's {own} MB memory limit "
                                          f"in a {language} sandbox: {exc}") from exc
         return SandboxLease(sandbox_id=sandbox.id, language=language, session_id=session_id,

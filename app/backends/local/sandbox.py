@@ -26,7 +26,7 @@ from ...executor import ExecutorClient, ExecutorError
 from .cgroups import CgroupManager, SandboxCgroups, join_cgroups_command
 from .nsjail import PYTHON_MOUNT, SIDECAR_MOUNT, WORKDIR, SandboxSpec, nsjail_argv, write_etc
 from .runtime import PythonRuntime
-from .zygote import ZygoteFactory, mount_plan
+from .zygote import ZygoteError, ZygoteFactory, mount_plan
 
 __all__ = ["LocalSandbox", "SandboxConfig", "SandboxStartError"]
 
@@ -98,7 +98,9 @@ class LocalSandbox:
     def alive(self) -> bool:
         """False once the sandbox process has exited (it cannot serve any more)."""
         if self._pidfd is not None:  # readable once the process has exited
-            return not select.select([self._pidfd], [], [], 0)[0]
+            poller = select.poll()  # (select() refuses fds past 1023)
+            poller.register(self._pidfd, select.POLLIN)
+            return not poller.poll(0)
         return self._process is not None and self._process.returncode is None
 
     async def wait(self) -> int | None:
@@ -129,33 +131,51 @@ class LocalSandbox:
         if self.calibrate:
             command.append("--calibrate")
         if self._cgroups is not None:
-            command += ["--cgroup-dir", "/sys/fs/cgroup",
-                        "--processes", str(self.config.max_processes)]
+            command += ["--cgroup-dir", "/sys/fs/cgroup"]
         else:
             command += ["--address-space-bytes", str(self.config.memory_bytes)]
+        if self._cgroups is not None or self.uid != os.getuid():
+            # RLIMIT_NPROC, beside the pids cgroup or in its place: it counts the processes
+            # of the sandbox's uid, which only means this sandbox when the uid is its own
+            # (as root); sharing the service's uid it would count the service's too.
+            command += ["--processes", str(self.config.max_processes)]
         return command
 
     async def start(self) -> None:
-        """Launch the sandbox and wait until its executor is ready."""
+        """Launch the sandbox and wait until its executor is ready. Whatever fails (or a
+        cancellation, e.g. at shutdown) leaves nothing behind: no process, cgroup,
+        directory or socket; a failure is a ``SandboxStartError``."""
         # The file system work in a thread: the event loop goes on serving meanwhile.
-        self._cgroups = await asyncio.to_thread(self._prepare)
-        listener = self._bind()
+        prepare = asyncio.ensure_future(asyncio.to_thread(self._prepare))
         try:
-            os.set_inheritable(listener.fileno(), True)
-            await self._spawn(listener)
-        finally:
-            listener.close()  # the sandbox holds its own copy of the listening socket
-        try:
-            await self.executor.wait_ready(self.config.ready_timeout)
+            self._cgroups = await asyncio.shield(prepare)
+            listener = self._bind()
+            try:
+                os.set_inheritable(listener.fileno(), True)
+                await self._spawn(listener)
+            finally:
+                listener.close()  # the sandbox holds its own copy of the listening socket
+            await self.executor.wait_ready(self.config.ready_timeout, alive=lambda: self.alive)
         except ExecutorError as exc:
             log_tail = self._log_tail()
-            await asyncio.shield(self.destroy())
+            await asyncio.shield(self._abandon(prepare))
             raise SandboxStartError(f"sandbox {self.id} ({self.language}) did not become "
                                     f"ready: {exc}; executor log: {log_tail}") from exc
+        except (OSError, ZygoteError) as exc:
+            await asyncio.shield(self._abandon(prepare))
+            raise SandboxStartError(f"sandbox {self.id} ({self.language}) could not start: "
+                                    f"{exc}") from exc
         except BaseException:
-            # Cancelled (e.g. shutdown) while starting: never leave the process behind.
-            await asyncio.shield(self.destroy())
+            await asyncio.shield(self._abandon(prepare))
             raise
+
+    async def _abandon(self, prepare: asyncio.Future[SandboxCgroups | None]) -> None:
+        """Destroy a sandbox whose start failed, once its preparation (a thread a
+        cancellation does not stop) is over: its cgroups are then known too."""
+        await asyncio.wait({prepare})  # its own error, if any, is the one start() raises
+        if not prepare.cancelled() and prepare.exception() is None:
+            self._cgroups = prepare.result()
+        await self.destroy()
 
     def _prepare(self) -> SandboxCgroups | None:
         """The sandbox's directory, its identity files and its cgroups (blocking)."""

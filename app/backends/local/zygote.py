@@ -18,9 +18,11 @@ Elsewhere the backend starts sandboxes with nsjail as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -63,6 +65,18 @@ def mount_plan(*, uid: int, etc_dir: Path, workdir_bytes: int, tmp_bytes: int,
         uid=uid, etc_dir=etc_dir, readonly_paths=(base_prefix,), sidecar_dir=sidecar_dir,
         workdir_bytes=workdir_bytes, tmp_bytes=tmp_bytes, cgroup_mount=cgroup_memory,
         extra_readonly=((venv, PYTHON_MOUNT), (mpl_cache, MPL_SEED))))
+
+
+def _kill_spawned(exchange: asyncio.Future[tuple[dict[str, Any], list[int]]]) -> None:
+    """The sandbox a cancelled spawn got after all: killed (its pidfd), fds closed."""
+    if exchange.cancelled() or exchange.exception() is not None:
+        return
+    reply, received = exchange.result()
+    for fd in received:
+        if reply.get("ok"):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        os.close(fd)
 
 
 class ZygoteFactory:
@@ -125,6 +139,15 @@ class ZygoteFactory:
         async with self._lock:
             return await asyncio.to_thread(self._exchange, json.dumps(message).encode(), fds)
 
+    async def _ask_with_copies(self, message: dict[str, Any],
+                               fds: list[int]) -> tuple[dict[str, Any], list[int]]:
+        copies = [os.dup(fd) for fd in fds]
+        try:
+            return await self._ask(message, copies)
+        finally:
+            for fd in copies:
+                os.close(fd)
+
     async def use_prefault(self, plan: dict[str, list[list[int]]]) -> None:
         """Hand the zygote the calibration's pages, once: every later spawn asked to
         pre-fault copies them."""
@@ -142,7 +165,15 @@ class ZygoteFactory:
         ready."""
         if prefault and self.prefault is not None:
             request = {**request, "prefault": True}
-        reply, received = await self._ask(request, fds)
+        # The exchange runs to its end even if the caller is cancelled (its reply must not
+        # be left for the next spawn to read), with copies of the fds (the caller closes
+        # its own); a sandbox forked for a caller that is gone is killed.
+        exchange = asyncio.ensure_future(self._ask_with_copies(request, fds))
+        try:
+            reply, received = await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            exchange.add_done_callback(_kill_spawned)
+            raise
         if not reply.get("ok") or not received:
             for fd in received:
                 os.close(fd)
