@@ -9,6 +9,7 @@ TTL, so nothing expires while it is being used. Valkey being down is a 503.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import attrs
 import valkey.asyncio as valkey
@@ -59,14 +60,20 @@ class SessionStore:
                        created_at=float(record.get(b"created_at", b"0")))
 
     async def resolve(self, tenant: str, session_id: str | None, user_id: str | None,
-                      entity_id: str | None) -> Session:
-        """The session an execution runs in (see the module docstring)."""
+                      entity_id: str | None,
+                      adoptable: Callable[[str], Awaitable[bool]] | None = None) -> Session:
+        """The session an execution runs in (see the module docstring). ``adoptable``: a
+        ``session_id`` without a record is adopted back (``adopt``) when this says its
+        files or state outlived it, before any other session is looked for or made."""
         try:
             if session_id:
                 session = await self.get(tenant, session_id)
                 if session is not None:
                     await self._touch(session.id)
                     return session
+                if adoptable is not None and is_valid_id(session_id) \
+                        and await adoptable(session_id):
+                    return await self.adopt(tenant, session_id)
             entity_key = _entity_key(tenant, user_id or "", entity_id) if entity_id else None
             if entity_key is not None:
                 latest = await self._client.get(entity_key)

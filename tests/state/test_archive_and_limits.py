@@ -3,8 +3,10 @@ caps of a capture, and ``STATE_CAPTURE_ON_ERROR`` off — on an API with small l
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -57,6 +59,26 @@ def test_a_session_whose_record_expired_keeps_its_archived_state(
     store.delete(f"k8si:state:default:{session}", f"k8si:session:{session}")
     answer = run_py(client_small, "print(kept)", session)
     assert answer["session_id"] == session and answer["stdout"] == "yes\n", answer
+
+
+def test_adopting_an_expired_session_leaves_its_entity_pointing_at_it(
+        small_api: RunningApp, client_small: httpx.Client, valkey_url: str) -> None:
+    """Named with its entity after its record expired, the session is adopted back; no
+    empty session is made meanwhile and left as the entity's latest."""
+    store = valkey.Valkey.from_url(valkey_url)
+    entity = f"e{secrets.token_hex(6)}"
+
+    def run(code: str, **fields: str) -> dict[str, Any]:
+        body = client_small.post("/exec", json={"lang": "py", "code": code,
+                                                "entity_id": entity, **fields}).json()
+        assert body["status"] == "ok", body
+        return dict(body)
+
+    session = run("kept = 'yes'")["session_id"]
+    store.delete(f"k8si:session:{session}")  # its record expired; its state did not
+    assert run("print(kept)", session_id=session)["session_id"] == session
+    later = run("print(kept)")  # the entity alone: its latest session is still that one
+    assert later["session_id"] == session and later["stdout"] == "yes\n", later
 
 
 def test_a_tampered_archive_is_refused(small_api: RunningApp, client_small: httpx.Client,

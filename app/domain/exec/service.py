@@ -36,7 +36,6 @@ from ...backends import SandboxBackend
 from ...backends.tasks import BackgroundTasks
 from ...errors import BadRequest, ExecutorFailed, LanguageUnavailable, PayloadTooLarge
 from ...executor import ExecutorClient, ExecutorError, ExecutorResult, OutputChunk
-from ...ids import is_valid_id
 from ...metrics import Metrics, lap, note_phase, timed
 from ...runtime_sessions import RuntimeRun, RuntimeSessions
 from ...sessions import Session, SessionStore
@@ -163,12 +162,14 @@ class ExecService:
                           entity_id: str | None) -> Session:
         """The caller's own session, else the latest of (user, entity), else a new one; a
         session whose record expired but whose files or state did not is adopted back."""
-        session = await self.sessions.resolve(tenant, session_id, user_id, entity_id)
-        if session.is_new and session_id and is_valid_id(session_id) and (
-                await self.files.objects.list_session(tenant, session_id)
-                or (self.state is not None and await self.state.exists(tenant, session_id))):
-            return await self.sessions.adopt(tenant, session_id)
-        return session
+        async def outlived(expired: str) -> bool:
+            return bool(await self.files.objects.list_session(tenant, expired)
+                        or (self.state is not None and await self.state.exists(tenant, expired)))
+
+        # Adopted before anything else is looked for: no new session (and no entity's
+        # latest pointing at it) is made for a request that names one to adopt.
+        return await self.sessions.resolve(tenant, session_id, user_id, entity_id,
+                                           adoptable=outlived)
 
     async def _validate(self, request: ExecRequest, tenant: str) -> _Validated:
         language = resolve_language(request.lang)
