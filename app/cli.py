@@ -8,6 +8,7 @@ import asyncio
 import os
 import secrets
 import sys
+from typing import Any
 
 import attrs
 
@@ -73,8 +74,17 @@ def serve(settings: Settings) -> None:
     gc.freeze()
     uvicorn.run(app, host=settings.host, port=settings.port,
                 timeout_keep_alive=120, log_config=None, access_log=False,
-                # the peer address is the client: forwarded headers are not trusted
-                proxy_headers=False)
+                **proxy_options(settings))
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy options: the peer address is the client's, unless the peer is one
+    of ``FORWARDED_ALLOW_IPS``; then the right-most ``X-Forwarded-For`` entry that is not
+    one of them is (what a trusted proxy appended, never what a client wrote)."""
+    if not settings.forwarded_allow_ips:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True,
+            "forwarded_allow_ips": ",".join(settings.forwarded_allow_ips)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,18 @@ MAX_DEPTH = 4
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)}
+_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F,
+                          0x061C)}
+#: Format characters that names in some scripts and emoji need (ZWNJ, ZWJ).
+_JOINERS = {"\u200c", "\u200d"}
+
+
+def _control(ch: str) -> bool:
+    """A control character (C0, DEL, C1), a line or paragraph separator, or an invisible
+    format character (zero-width space, soft hyphen, BOM; the joiners excepted)."""
+    category = unicodedata.category(ch)
+    return category in ("Cc", "Zl", "Zp") or (
+        category == "Cf" and ch not in _JOINERS and ch not in _BIDI)  # bidi: said below
 
 
 class FileError(Exception):
@@ -52,7 +63,7 @@ def validate_name(name: str) -> str:
     """Reject (never repair) a file name that could escape or mislead; see security.md."""
     if not name or name in (".", "..") or name.startswith("-"):
         raise FileError(400, f"invalid file name {name!r}")
-    if any(ch in name for ch in "/\\\x00") or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+    if any(ch in name for ch in "/\\\x00") or any(_control(ch) for ch in name):
         raise FileError(400, "file name contains a separator or control character")
     if len(name.encode("utf-8", "surrogatepass")) > 255:
         raise FileError(400, "file name longer than 255 bytes")

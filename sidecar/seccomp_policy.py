@@ -5,7 +5,8 @@ program (``bpf_program()``, x86-64). The policy:
 
 - the syscalls of ``DENIED`` answer EPERM: namespaces, mounts, keyrings, BPF, module
   loading, perf, io_uring, ``memfd_secret``, clock setting, cross-process memory
-  access, ptrace, and the rest of what a container runtime's default profile refuses
+  and fd access (``process_vm_*``, ``pidfd_getfd``, ``process_madvise``), ptrace, and
+  the rest of what a container runtime's default profile refuses
   that a code runner never needs;
 - ``clone`` with any namespace flag answers EPERM, ``clone3`` answers ENOSYS (libc
   then falls back to ``clone``, whose flags can be checked);
@@ -50,7 +51,8 @@ DENIED = {
     "sysfs": 139, "lookup_dcookie": 212, "nfsservctl": 180, "fanotify_init": 300,
     # other processes: tracing, their memory, their files
     "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
-    "open_by_handle_at": 304, "name_to_handle_at": 303,
+    "open_by_handle_at": 304, "name_to_handle_at": 303, "pidfd_getfd": 438,
+    "process_madvise": 440,
 }
 #: Families ``socket`` and ``socketpair`` may use; anything else: EAFNOSUPPORT.
 ALLOWED_SOCKET_FAMILIES = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10}

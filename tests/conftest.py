@@ -25,6 +25,7 @@ import uvicorn
 from litestar import Litestar
 
 from app.backends.local.runtime import ensure_runtime
+from app.cli import proxy_options
 from app.main import create_app
 from app.settings import Settings, TenantLimits, TenantSettings
 from app.valkey import server_binary
@@ -105,7 +106,7 @@ class RunningApp:
 def start_app(settings: Settings) -> tuple[RunningApp, uvicorn.Server, threading.Thread]:
     app = create_app(settings)
     config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None,
-                            access_log=False, timeout_keep_alive=120, proxy_headers=False)
+                            access_log=False, timeout_keep_alive=120, **proxy_options(settings))
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),),

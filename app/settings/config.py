@@ -8,6 +8,7 @@ to the fields' defaults). Each field names its variable, default and reader once
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -80,6 +81,9 @@ class Settings:
 
     host: str = text("HOST", "127.0.0.1")
     port: int = integer("PORT", 8000, minimum=1)
+    #: Proxies (addresses or networks) whose ``X-Forwarded-For`` names the client; empty:
+    #: the peer address is the client's (per-address limits, the brute-force guard).
+    forwarded_allow_ips: tuple[str, ...] = names("FORWARDED_ALLOW_IPS")
     #: Static API keys (``API_KEYS``, comma-separated); empty means "generate one".
     api_keys: tuple[str, ...] = names("API_KEYS")
     data_dir: Path = directory("DATA_DIR", Path(".k8si"))
@@ -184,6 +188,12 @@ class Settings:
             env, settings.execution_backend))
         if settings.default_execution_time > settings.max_execution_time:
             raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")
+        for entry in settings.forwarded_allow_ips:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:  # "*" included: trusting everyone trusts a spoofer
+                raise SettingsError(f"FORWARDED_ALLOW_IPS: {entry!r} is not an address or "
+                                    "network") from exc
         return settings
 
     def pool_size(self, lang: str) -> int:

@@ -54,7 +54,8 @@ def test_a_changed_token_is_unknown(client: httpx.Client) -> None:
     token = str(answer["continuation_token"])
     prefix, payload, mac = token.split(".")
     for forged in (f"{prefix}.{payload[:-2]}AA.{mac}", f"{prefix}.{payload}.{mac[:-2]}AA",
-                   "k8si-ptc1.e30.AAAA", "nonsense", "a" * 5000):
+                   "k8si-ptc1.e30.AAAA", "nonsense", "a" * 5000,
+                   f"{prefix}.{payload}.{mac[:-1]}é", f"{prefix}.{payload}é.{mac}"):
         refused = step(client, {**continuation(answer), "continuation_token": forged})
         assert refused["status"] == "error" and refused["error"] == "unknown continuation token"
     assert step(client, continuation(answer))["status"] == "completed"

@@ -1,6 +1,6 @@
 """The kernel surface left to user code, attacked in sandboxes of both factories
 (nsjail and the zygote): the shared seccomp policy's refusals (io_uring,
-``memfd_secret``, ptrace and cross-process memory, socket families beyond
+``memfd_secret``, ptrace, cross-process memory and fds, socket families beyond
 unix/inet/inet6), the mount flags, and the OOM killer's preference for user code."""
 
 from __future__ import annotations
@@ -57,9 +57,13 @@ if child == 0:
 print("ptrace", libc.ptrace(16, child, None, None), ctypes.get_errno())  # PTRACE_ATTACH
 print("process_vm_readv", libc.syscall(310, child, None, 0, None, 0, 0), ctypes.get_errno())
 print("kcmp", libc.syscall(312, os.getpid(), child, 0, 0, 0), ctypes.get_errno())
+pidfd = os.pidfd_open(child)  # allowed (runtimes wait on children with it): not their fds
+print("pidfd_getfd", libc.syscall(438, pidfd, 0, 0), ctypes.get_errno())  # its stdin
+print("process_madvise", libc.syscall(440, pidfd, None, 0, 0, 0), ctypes.get_errno())
 os.kill(child, 9)
 """
-    assert run_py(factory_api, code) == ["ptrace -1 1", "process_vm_readv -1 1", "kcmp -1 1"]
+    assert run_py(factory_api, code) == ["ptrace -1 1", "process_vm_readv -1 1", "kcmp -1 1",
+                                         "pidfd_getfd -1 1", "process_madvise -1 1"]
 
 
 @pytest.mark.parametrize("family", sorted(DENIED_FAMILIES))

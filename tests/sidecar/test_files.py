@@ -12,14 +12,21 @@ from sidecar.files import FileError, WorkDir, validate_name
 
 
 @pytest.mark.parametrize("name", ["data.csv", "résumé.txt", "a" * 255, "x.tar.gz", ".hidden",
-                                  "名前.png"])
+                                  "名前.png",
+                                  "\U0001F468\u200d\U0001F469\u200d\U0001F467.png",  # ZWJ
+                                  "\u0645\u06cc\u200c\u062e\u0648\u0627\u0645.txt"])  # ZWNJ
 def test_valid_names(name: str) -> None:
     assert validate_name(name) == name
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "a\\b", "nul\x00", "tab\tx",
                                   "-rf", "a" * 256, "é" * 128, "evil\u202etxt.exe",
-                                  "ﬁle", "\uff21.txt", "bell\x07"])
+                                  "ﬁle", "\uff21.txt", "bell\x07",
+                                  # C1 controls (CSI, NEL), line and paragraph separators, the
+                                  # Arabic letter mark (bidi), invisible format characters
+                                  "csi\x9b2J", "nel\x85x", "a\u2028b", "a\u2029b",
+                                  "x\u061cy.txt", "zero\u200bwidth", "bom\ufeff",
+                                  "soft\u00adhyphen", "del\x7f"])
 def test_invalid_names_are_rejected_not_repaired(name: str) -> None:
     with pytest.raises(FileError) as info:
         validate_name(name)

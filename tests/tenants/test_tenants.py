@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.settings import TenantLimits, TenantSettings
+from app.settings import Settings, SettingsError, TenantLimits, TenantSettings
 from tests.conftest import RunningApp, make_settings, start_app, stop_app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,12 +35,15 @@ def limited(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
                                          storage_bytes=1000, files=3, max_timeout=2),
                    "tiny": TenantLimits(executions_per_window=0, concurrent_executions=0,
                                         storage_bytes=300, files=10, max_timeout=1,
-                                        max_memory_mb=64)},
+                                        max_memory_mb=64),
+                   "statey": TenantLimits(executions_per_window=0, concurrent_executions=0,
+                                          storage_bytes=4000, files=10, max_timeout=0)},
         window=3600, auth_failures_per_window=5)
     settings = make_settings(tmp_path_factory.mktemp("limited"), runtime_dir,
                              valkey_url.rsplit("/", 1)[0] + "/5", pool_sizes={},
                              pool_warmup_on_startup=False, tenants=tenants,
-                             api_keys=("small:small-key", "big:big-key", "tiny:tiny-key"))
+                             api_keys=("small:small-key", "big:big-key", "tiny:tiny-key",
+                                       "statey:statey-key"))
     running, server, thread = start_app(settings)
     yield running
     stop_app(server, thread)
@@ -119,6 +122,37 @@ def test_storage_quota_on_both_sides(limited: RunningApp) -> None:
                           ).status_code == 200
 
 
+def test_python_state_counts_against_the_storage_quota(limited: RunningApp) -> None:
+    """A session's state is charged to its tenant once (replaced by each run, given back
+    when deleted); a state past the quota is not kept and the previous one stands."""
+    usage_key = "k8si:quota:usage:statey"
+
+    def stored_bytes() -> int:
+        async def read() -> int:
+            client = limited.app.state.valkey
+            return int(await client.hget(usage_key, "bytes") or 0)
+        return limited.run(read())
+
+    with limited.client(key="statey-key") as client:
+        small = client.post("/exec", json={"lang": "py", "code": "x = b'a' * 10"}).json()
+        assert small["status"] == "ok" and small["has_state"] is True, small
+        session = small["session_id"]
+        assert stored_bytes() == small["state_size"] > 0
+        again = client.post("/exec", json={"lang": "py", "session_id": session,
+                                           "code": "y = 1"}).json()
+        assert stored_bytes() == again["state_size"], "replaced, not added"
+        big = client.post("/exec", json={"lang": "py", "session_id": session,
+                                         "code": "import os\nz = os.urandom(6000)"}).json()
+        assert big["status"] == "ok", big
+        assert any("quota" in issue["error"] for issue in big["state_errors"]), big
+        assert stored_bytes() == again["state_size"], "the refused state is not counted"
+        after = client.post("/exec", json={"lang": "py", "session_id": session,
+                                           "code": "print(len(x), y, 'z' in dir())"}).json()
+        assert after["stdout"] == "10 1 False\n", "the previous state stood"
+        assert client.delete(f"/state/{session}").status_code == 204
+        assert stored_bytes() == 0
+
+
 def test_tenant_maximum_timeout_and_output_quota(limited: RunningApp) -> None:
     with limited.client(key="tiny-key") as client:
         slow = client.post("/exec", json={"lang": "bash", "code": "sleep 10",
@@ -142,6 +176,50 @@ def test_tenant_maximum_memory(limited: RunningApp) -> None:
     assert body["status"] == "oom", body
     with limited.client(key="big-key") as big:
         assert big.post("/exec", json={"lang": "bash", "code": code}).json()["stdout"] == "fit\n"
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
+            valkey_url: str) -> Iterator[RunningApp]:
+    """An app behind a trusted proxy (``FORWARDED_ALLOW_IPS``: the tests' own address),
+    with a brute-force guard of 3 failures (its own Valkey database)."""
+    tenants = TenantSettings(defaults=TenantLimits(executions_per_window=0,
+                                                   concurrent_executions=0),
+                             window=3600, auth_failures_per_window=3)
+    settings = make_settings(tmp_path_factory.mktemp("proxied"), runtime_dir,
+                             valkey_url.rsplit("/", 1)[0] + "/6", pool_sizes={},
+                             pool_warmup_on_startup=False, tenants=tenants,
+                             api_keys=("acme:acme-key",),
+                             forwarded_allow_ips=("127.0.0.1", "10.0.0.0/8"))
+    running, server, thread = start_app(settings)
+    yield running
+    stop_app(server, thread)
+
+
+@pytest.mark.attack("protocol")
+def test_behind_a_trusted_proxy_each_client_has_its_own_guard(proxied: RunningApp) -> None:
+    """Every request comes from the proxy: without ``FORWARDED_ALLOW_IPS`` one client's
+    failures would lock every client out. The address is the right-most one the trusted
+    proxies did not add, so a client's own ``X-Forwarded-For`` entries buy nothing."""
+    url = f"{proxied.base_url}/files/{'A' * 21}"
+
+    def get(key: str, forwarded: str) -> int:
+        return httpx.get(url, headers={"X-API-Key": key,
+                                       "X-Forwarded-For": forwarded}).status_code
+
+    attacker = "203.0.113.66"
+    assert [get(f"guess-{i}", attacker) for i in range(4)] == [401, 401, 401, 429]
+    assert get("acme-key", "198.51.100.7") == 200, "another client is not locked out"
+    assert get("acme-key", f"{attacker}, 10.1.2.3") == 429, "seen through a second proxy"
+    # the attacker's own entries to the left of what the proxy appended change nothing
+    assert get("guess-x", f"198.51.100.99, {attacker}") == 429
+
+
+def test_forwarded_allow_ips_must_name_addresses() -> None:
+    with pytest.raises(SettingsError, match="FORWARDED_ALLOW_IPS"):
+        Settings.from_env({"FORWARDED_ALLOW_IPS": "127.0.0.1,*"})
+    assert Settings.from_env({"FORWARDED_ALLOW_IPS": "10.0.0.0/8, ::1"}
+                             ).forwarded_allow_ips == ("10.0.0.0/8", "::1")
 
 
 # Last in this module: it blocks the test client's address for the window.

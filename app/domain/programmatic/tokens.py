@@ -75,7 +75,9 @@ class ContinuationTokens:
         parts = token.split(".") if isinstance(token, str) and len(token) <= _MAX_TOKEN else []
         if len(parts) != 3 or parts[0] != _PREFIX:
             raise unknown
-        if not hmac.compare_digest(self._mac(parts[1]), parts[2]):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        if not hmac.compare_digest(self._mac(parts[1]).encode(),
+                                   parts[2].encode("utf-8", "surrogatepass")):
             raise unknown
         try:
             continuation = Continuation(**orjson.loads(_unb64(parts[1])))
