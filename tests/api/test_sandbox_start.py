@@ -15,7 +15,7 @@ import attrs
 import pytest
 
 from app.backends.local import LocalBackend
-from app.backends.local.cgroups import CgroupManager
+from app.backends.local.cgroups import CgroupManager, SandboxCgroups
 from app.backends.local.sandbox import LocalSandbox, SandboxStartError
 from app.backends.local.zygote import ZygoteFactory
 from tests.conftest import RunningApp
@@ -128,3 +128,33 @@ def test_without_cgroups_a_sandbox_of_its_own_uid_still_has_a_process_limit(
             await sandbox.destroy()
 
     assert api.run(scenario()) == str(config.max_processes)
+
+
+class _CgroupsThatStick(CgroupManager):
+    """Removes a sandbox's cgroups, then reports it could not (an injected fault: a member
+    stuck in the kernel)."""
+
+    def destroy(self, groups: SandboxCgroups) -> None:
+        super().destroy(groups)
+        raise OSError("injected: cgroup could not be removed")
+
+
+def test_a_sandbox_whose_cgroups_stick_is_still_torn_down_and_its_uid_retired(
+        api: RunningApp) -> None:
+    backend = _backend(api)
+    if not backend.factory.cgroups.available:
+        pytest.skip("needs cgroups")
+    config = backend.factory.config
+    assert config is not None
+    sticky = _CgroupsThatStick(backend.factory.cgroups.group.removeprefix("k8si-"))
+    uid = backend.factory._free_uids.pop()  # taken, as make() takes one
+    sandbox = LocalSandbox(secrets.token_hex(8), "bash", config, sticky, uid)
+
+    async def scenario() -> None:
+        await sandbox.start()
+        await backend.factory.destroy(sandbox)
+
+    with pytest.raises(OSError, match="injected"):
+        api.run(scenario())
+    assert _leftovers(backend, sandbox) == [], "every other step of the teardown ran"
+    assert uid not in backend.factory._free_uids, "its uid is never handed out again"

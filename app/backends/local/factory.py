@@ -193,9 +193,11 @@ class SandboxFactory:
             async with self._zygote_gate if factory is not None else self._start_gate:
                 began = time.perf_counter()
                 await sandbox.start()
-        except BaseException:
+        except BaseException as exc:
             self.stats["sandbox_start_failures"] += 1
-            self._forget(sandbox)
+            # An OSError here is the failed start's own destruction failing (start() turns
+            # every other OSError into a SandboxStartError): its uid is retired.
+            self._forget(sandbox, reuse_uid=not isinstance(exc, OSError))
             if self.observer is not None:
                 self.observer.sandbox_started(language, 0.0, ok=False)
             raise
@@ -216,11 +218,20 @@ class SandboxFactory:
     async def destroy(self, sandbox: LocalSandbox) -> None:
         try:
             await sandbox.destroy()
-        finally:
+        except OSError:
+            # Something of it may still run: its uid is never handed to another sandbox.
+            logger.exception("sandbox not fully destroyed; its uid is retired",
+                             extra={"sandbox_id": sandbox.id, "uid": sandbox.uid})
+            self._forget(sandbox, reuse_uid=False)
+            raise
+        except BaseException:
             self._forget(sandbox)
+            raise
+        self._forget(sandbox)
 
-    def _forget(self, sandbox: LocalSandbox) -> None:
-        self._free_uids.append(sandbox.uid)
+    def _forget(self, sandbox: LocalSandbox, *, reuse_uid: bool = True) -> None:
+        if reuse_uid:
+            self._free_uids.append(sandbox.uid)
         generation = self._generation_of.pop(sandbox.id, None)
         if generation is not None and self.generations is not None:
             self.generations.sandbox_gone(generation)

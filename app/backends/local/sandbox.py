@@ -275,11 +275,17 @@ class LocalSandbox:
         return True
 
     async def destroy(self) -> None:
-        """Kill everything in the sandbox and remove its traces; idempotent."""
+        """Kill everything in the sandbox and remove its traces; idempotent. Every step is
+        taken even when one fails; then the first failure (an ``OSError``: a cgroup that
+        could not be removed, so something may still run) is raised."""
         await self.executor.close()
+        failure: OSError | None = None
         if self._cgroups is not None:
             # Everything in the sandbox, nsjail included, is a member of its cgroups.
-            await asyncio.to_thread(self._cgroup_manager.destroy, self._cgroups)
+            try:
+                await asyncio.to_thread(self._cgroup_manager.destroy, self._cgroups)
+            except OSError as exc:
+                failure = exc
         if self._pidfd is not None:
             with contextlib.suppress(ProcessLookupError):  # already gone with its cgroups
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
@@ -296,3 +302,5 @@ class LocalSandbox:
                 await process.wait()
         await asyncio.to_thread(shutil.rmtree, self.directory, ignore_errors=True)
         self.socket_path.unlink(missing_ok=True)
+        if failure is not None:
+            raise failure
