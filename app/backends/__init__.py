@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import LanguageStatus, PoolStatus, SandboxBackend, SandboxLease
+from .base import LanguageStatus, PoolStatus, SandboxBackend, SandboxLease, lease_for_run
 
-__all__ = ["LanguageStatus", "PoolStatus", "SandboxBackend", "SandboxLease", "create_backend"]
+__all__ = ["LanguageStatus", "PoolStatus", "SandboxBackend", "SandboxLease", "create_backend",
+           "lease_for_run"]
 
 
 def create_backend(settings: Settings) -> SandboxBackend:

@@ -8,6 +8,7 @@ else about them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -16,7 +17,7 @@ import attrs
 from ..executor import ExecutorClient
 
 __all__ = ["KeptInfo", "LanguageStatus", "PoolStatus", "RuntimeKey", "SandboxBackend",
-           "SandboxLease"]
+           "SandboxLease", "lease_for_run"]
 
 
 @attrs.frozen
@@ -77,6 +78,12 @@ class KeptInfo:
     ends_at: float
 
 
+def lease_for_run(timeout: float, compile_timeout: int) -> int:
+    """The claim a run of ``timeout`` seconds needs: its compile step, the run, and a
+    minute for staging files in and out."""
+    return math.ceil(timeout) + compile_timeout + 60
+
+
 @runtime_checkable
 class SandboxBackend(Protocol):
     """An execution plane."""
@@ -99,10 +106,10 @@ class SandboxBackend(Protocol):
                       lease_seconds: int | None = None,
                       deadline_seconds: int | None = None) -> SandboxLease:
         """A fresh sandbox, ready to execute; raises ``NoCapacity`` when none can be had.
-        ``lease_seconds``: how long the claim lasts unless renewed (else the backend's
-        own): a crashed replica's claim is reaped after it. ``deadline_seconds``: the hard
-        end of the sandbox when it may be renewed beyond the lease (a runtime session's
-        maximum age, a programmatic run's lifetime)."""
+        ``lease_seconds``: the least the claim lasts unless renewed (``lease_for_run``; the
+        backend's own if longer): a crashed replica's claim is reaped after it.
+        ``deadline_seconds``: the hard end of the sandbox when it may be renewed beyond the
+        lease (a runtime session's maximum age, a programmatic run's lifetime)."""
 
     async def release(self, lease: SandboxLease) -> None:
         """Give a sandbox back: it is destroyed (off the caller's critical path)."""

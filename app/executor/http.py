@@ -168,7 +168,8 @@ class HttpTransport:
         size = length if stream is not None else len(body)
         if size is None:
             raise ValueError("a streamed body needs its length")
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host}", f"Content-Length: {size}"]
+        host = f"[{self._host}]" if ":" in self._host else self._host  # an IPv6 pod
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {size}"]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         connection = self._take_idle() if stream is None else None

@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from ..backends import SandboxBackend
+from ..backends import SandboxBackend, lease_for_run
 from ..backends.base import RuntimeKey, SandboxLease
 from ..domain.files.service import InputFile
 from ..errors import (
@@ -330,6 +330,8 @@ class RuntimeSessions:
         # activeDeadlineSeconds), the idle lease is set once the sandbox is kept.
         lease = await self.backend.acquire(
             language, session_id, tenant,
+            lease_seconds=lease_for_run(self.settings.max_execution_time,
+                                        self.settings.compile_timeout),
             deadline_seconds=self.settings.runtime_sessions.max_age)
         async with self._released_on_failure(lease):
             await lease.executor.keep()

@@ -123,6 +123,23 @@ def test_crashed_replica_lease_expires_and_the_reaper_deletes_the_pod(
     assert not kube.objects("pods", label_selector="k8si.io/state=claimed")
 
 
+def test_a_run_longer_than_the_lease_claims_for_as_long_as_it_may_take(
+        kube: Namespace, k8s_app_factory: AppFactory) -> None:
+    """``SANDBOX_LEASE_SECONDS`` is 30 here; a run that may take 900 s claims its pod for
+    that long (the reaper's lease and the kubelet's hard end), a short one for 30."""
+    app = k8s_app_factory({"bash": 2}, lease_seconds=30, reap_interval=3600)
+    kube.wait_for(lambda: ready_warm(kube) == 2, timeout=60, message="two warm pods")
+    backend = backend_of(app)
+    for wanted, expected in ((900, 900), (5, 30)):
+        lease = app.run(backend.acquire("bash", "L" * 21, "t", lease_seconds=wanted))
+        pod = kube.get("pods", lease.sandbox_id.split("/", 1)[1])
+        assert pod is not None
+        left = float(pod["metadata"]["annotations"]["k8si.io/expires-at"]) - time.time()
+        assert expected - 10 < left <= expected, (wanted, left)
+        assert pod["spec"]["activeDeadlineSeconds"] >= expected
+        app.run(backend.release(lease))
+
+
 def test_cold_path_runs_a_job_with_files_and_cleans_up(
         kube: Namespace, k8s_app_factory: AppFactory) -> None:
     app = k8s_app_factory({})  # no pools at all: everything is a Job

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from app.backends import lease_for_run
 from app.backends.kubernetes.claims import (
     ClaimRequest,
     claim_patch,
@@ -17,9 +18,12 @@ from app.backends.kubernetes.claims import (
     pointer,
     shuffled_candidates,
     warm_selector,
+    won_by,
 )
+from app.backends.kubernetes.held import Held, executor_url
 from app.backends.kubernetes.reaper import lease_expired
 from app.backends.kubernetes.templates import IMAGE_GROUPS, PodTemplates
+from app.executor import ExecutorClient
 from app.settings import KubernetesSettings
 from sidecar.languages import LANGUAGES
 
@@ -133,3 +137,39 @@ def test_templates_fill_in_language_image_and_resources() -> None:
     assert templates.pool_deployment("go", 1, 1)["spec"]["template"]["spec"]["containers"][
         0]["args"][1] == "go"
     assert templates.template["spec"]["containers"][0]["args"][1] == "py"
+
+
+def test_a_claim_carries_its_own_nonce_which_tells_a_lost_answer_was_ours() -> None:
+    claim = ClaimRequest(session_id="s" * 21, tenant="acme", replica="r1", lease_seconds=120)
+    other = ClaimRequest(session_id="s" * 21, tenant="acme", replica="r1", lease_seconds=120)
+    assert claim.claim_id != other.claim_id
+    ops = claim_patch(pod(), claim)
+    annotations = {op["path"].rsplit("/", 1)[1]: op["value"] for op in ops
+                   if op["path"].startswith("/metadata/annotations/")}
+    claimed = pod(annotations={"k8si.io/claim-id": annotations["k8si.io~1claim-id"]})
+    assert won_by(claimed, claim) and not won_by(claimed, other)
+    assert not won_by(pod(), claim)
+
+
+@pytest.mark.parametrize(("timeout", "compile_", "lease"), [
+    (60, 60, 180), (600, 60, 720), (0.5, 1, 62), (2.01, 0, 63)])
+def test_a_run_asks_for_a_lease_that_covers_it(timeout: float, compile_: int,
+                                               lease: int) -> None:
+    """Its compile step, the run and a minute of staging: the reaper never ends a run the
+    service allowed (the backend's own lease, if longer, is kept)."""
+    assert lease_for_run(timeout, compile_) == lease
+
+
+@pytest.mark.parametrize(("ip", "url"), [("10.1.2.3", "http://10.1.2.3:8080"),
+                                         ("fd00::7", "http://[fd00::7]:8080")])
+def test_executor_addresses_of_ipv4_and_ipv6_pods(ip: str, url: str) -> None:
+    assert executor_url(ip, 8080) == url
+    held = Held("pod", "p", ExecutorClient(url), "uid-1")
+    assert held.location() == f"pod/p/{ip}/uid-1", "the location names the pod's own IP"
+
+
+def test_a_job_is_labelled_with_its_language() -> None:
+    templates = PodTemplates(KubernetesSettings())
+    job = templates.job("k8si-py-abc", "py", {}, {})
+    assert job["metadata"]["labels"]["k8si.io/language"] == "py"
+    assert job["spec"]["template"]["metadata"]["labels"]["k8si.io/language"] == "py"

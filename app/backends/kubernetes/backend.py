@@ -33,9 +33,10 @@ from .claims import (
     is_ready,
     shuffled_candidates,
     warm_selector,
+    won_by,
 )
 from .client import DEPLOYMENTS, PODS, KubeClient, KubeError
-from .held import Held, HeldPods, unavailable
+from .held import Held, HeldPods, executor_url, unavailable
 from .jobs import JobRunner
 from .pools import PoolScaler
 from .reaper import maintain
@@ -101,6 +102,8 @@ class KubernetesBackend(HeldPods):
                 self.stats["reaped"] += await maintain(self.client, self._scaler)
             except KubeError as exc:
                 logger.warning("maintenance pass failed", extra={"error": str(exc)})
+            except Exception:  # a bug must not end the loop for the process's life
+                logger.exception("maintenance pass failed unexpectedly")
 
     # -- languages ----------------------------------------------------------------
 
@@ -118,7 +121,7 @@ class KubernetesBackend(HeldPods):
             raise ServiceUnavailable("the Kubernetes backend has not started")
         claim = ClaimRequest(session_id=session_id, tenant=tenant or "default",
                              replica=self.replica,
-                             lease_seconds=lease_seconds or self.config.lease_seconds,
+                             lease_seconds=self._lease(lease_seconds),
                              deadline_seconds=deadline_seconds)
         try:
             pod = (await self._claim_warm(language, claim)
@@ -128,7 +131,7 @@ class KubernetesBackend(HeldPods):
         if pod is not None:
             self.stats["pool_hits"] += 1
             name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
-            held = Held("pod", name, ExecutorClient(f"http://{ip}:{self.config.executor_port}"),
+            held = Held("pod", name, ExecutorClient(executor_url(ip, self.config.executor_port)),
                          str(pod["metadata"].get("uid", "")))
             hit = True
         else:
@@ -145,20 +148,26 @@ class KubernetesBackend(HeldPods):
             except KubeError as exc:
                 raise ServiceUnavailable(f"could not start a {language} Job: {exc}",
                                          retry_after=2) from exc
-            held = Held("job", name, ExecutorClient(f"http://{ip}:{self.config.executor_port}"),
+            held = Held("job", name, ExecutorClient(executor_url(ip, self.config.executor_port)),
                          uid)
             hit = False
-            try:
-                await held.executor.wait_ready(timeout=30)
-            except ExecutorError as exc:
-                await self._delete(held)
-                raise ServiceUnavailable(f"the {language} Job's executor did not answer: {exc}",
-                                         retry_after=2) from exc
+        try:
+            if not hit:
+                try:
+                    await held.executor.wait_ready(timeout=30)
+                except ExecutorError as exc:
+                    raise ServiceUnavailable(f"the {language} Job's executor did not answer: "
+                                             f"{exc}", retry_after=2) from exc
+            if language not in self._versions:
+                # Once per language and replica: one executor request, no apiserver call.
+                await self._learn_version(language, held.executor)
+        except BaseException:
+            # Failed or cancelled (a client gone) before the lease was handed out: nobody
+            # would release what was claimed or started.
+            await asyncio.shield(self._delete(held))
+            raise
         sandbox_id = f"{held.kind}/{held.name}"
         self._held[sandbox_id] = held
-        if language not in self._versions:
-            # Once per language and replica: one executor request, no apiserver call.
-            await self._learn_version(language, held.executor)
         if hit:  # bookkeeping for scale-to-zero, off the critical path
             self._tasks.spawn(self._scaler.record_claim(language))
         return SandboxLease(sandbox_id=sandbox_id, language=language, session_id=session_id,
@@ -174,11 +183,29 @@ class KubernetesBackend(HeldPods):
             try:
                 return await self.client.json_patch(PODS, name, claim_patch(pod, claim))
             except KubeError as exc:
-                if exc.status in (404, 409, 422):  # another replica won it: next one
-                    self.stats["claim_conflicts"] += 1
-                    continue
-                raise
+                if exc.status not in (404, 409, 422):
+                    raise
+                failed_test = exc.status == 422 and exc.attempts > 1
+            # Another replica won it (next one), unless the patch was ours after all: sent
+            # again after its answer was lost (a retried attempt), the second one's test
+            # fails.
+            self.stats["claim_conflicts"] += 1
+            if failed_test:
+                ours = await self._ours_after_all(name, claim)
+                if ours is not None:
+                    return ours
         return None
+
+    async def _ours_after_all(self, name: str, claim: ClaimRequest) -> dict[str, Any] | None:
+        """The pod if ``claim`` won it after all (one GET, only after a failed test)."""
+        assert self.client is not None
+        try:
+            current = await self.client.get(PODS, name)
+        except KubeError as exc:
+            logger.warning("claim check failed: the pod is left to the reaper if it was ours",
+                           extra={"pod": name, "error": str(exc)})
+            return None
+        return current if won_by(current, claim) else None
 
     async def _learn_version(self, language: str, executor: ExecutorClient) -> None:
         try:
@@ -206,8 +233,11 @@ class KubernetesBackend(HeldPods):
     async def pools(self) -> Mapping[str, PoolStatus]:
         """Counts as the cluster reports them: warm (ready), pending, claimed."""
         assert self.client is not None
-        listed = await self.client.list_objects(PODS,
-                                                labelSelector=f"{LABEL_COMPONENT}=sandbox")
+        try:
+            listed = await self.client.list_objects(PODS,
+                                                    labelSelector=f"{LABEL_COMPONENT}=sandbox")
+        except KubeError as exc:
+            raise unavailable("pools", exc) from exc
         counts: dict[str, dict[str, int]] = {}
         for pod in listed.get("items", []):
             labels = pod["metadata"].get("labels", {})

@@ -10,6 +10,7 @@ pod's labels and annotations: nothing about the claim lives in this process.
 from __future__ import annotations
 
 import random
+import secrets
 import time
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "pointer",
     "timestamp",
     "warm_selector",
+    "won_by",
 ]
 
 ANNOTATION_CLAIMED_AT = "k8si.io/claimed-at"
@@ -36,6 +38,9 @@ ANNOTATION_SESSION = "k8si.io/session"
 ANNOTATION_TENANT = "k8si.io/tenant"
 #: "true" while the program waits for a client's tool results (programmatic tool calling).
 ANNOTATION_PAUSED = "k8si.io/paused"
+#: A nonce of the claim that won the pod: a replica whose patch was applied but whose
+#: answer was lost (the client sent it again, and the ``test`` then failed) knows it.
+ANNOTATION_CLAIM_ID = "k8si.io/claim-id"
 LABEL_SESSION = "k8si.io/session"
 LABEL_TENANT = "k8si.io/tenant"
 
@@ -51,6 +56,8 @@ class ClaimRequest:
     lease_seconds: int
     #: The hard end (``activeDeadlineSeconds``, crash-safe); None: the lease.
     deadline_seconds: int | None = None
+    #: This claim's nonce (``ANNOTATION_CLAIM_ID``).
+    claim_id: str = attrs.field(factory=lambda: secrets.token_hex(8))
 
     @property
     def hard_end_seconds(self) -> int:
@@ -109,7 +116,8 @@ def claim_patch(pod: dict[str, Any], claim: ClaimRequest) -> list[dict[str, Any]
                        (ANNOTATION_EXPIRES_AT, f"{now + claim.lease_seconds:.3f}"),
                        (ANNOTATION_CLAIMED_BY, claim.replica),
                        (ANNOTATION_SESSION, claim.session_id),
-                       (ANNOTATION_TENANT, claim.tenant)):
+                       (ANNOTATION_TENANT, claim.tenant),
+                       (ANNOTATION_CLAIM_ID, claim.claim_id)):
         ops.append({"op": "add", "path": f"/metadata/annotations/{pointer(key)}",
                     "value": value})
     # A hard, crash-safe lease: the kubelet ends the pod even if every replica died.
@@ -117,6 +125,12 @@ def claim_patch(pod: dict[str, Any], claim: ClaimRequest) -> list[dict[str, Any]
     ops.append({"op": "add", "path": "/spec/activeDeadlineSeconds",
                 "value": _age(pod, now) + claim.hard_end_seconds})
     return ops
+
+
+def won_by(pod: dict[str, Any], claim: ClaimRequest) -> bool:
+    """Whether ``pod`` carries ``claim`` (its patch applied, whatever its answer said)."""
+    annotations = pod.get("metadata", {}).get("annotations") or {}
+    return annotations.get(ANNOTATION_CLAIM_ID) == claim.claim_id
 
 
 def lease_patch(seconds: float, replica: str, *, paused: bool) -> list[dict[str, Any]]:

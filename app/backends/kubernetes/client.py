@@ -47,6 +47,8 @@ class KubeError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
+        #: How many times the request was sent (retried after 5xx, 429 or no answer).
+        self.attempts = 1
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -78,8 +80,12 @@ class KubeClient:
                 stop=stop_after_attempt(self._attempts),
                 wait=wait_random_exponential(multiplier=0.05, max=2)):
             with attempt:
-                return await self._once(method, resource, path, params=params, body=body,
-                                        content_type=content_type)
+                try:
+                    return await self._once(method, resource, path, params=params, body=body,
+                                            content_type=content_type)
+                except KubeError as exc:
+                    exc.attempts = attempt.retry_state.attempt_number
+                    raise
         raise AssertionError("unreachable: tenacity re-raises")
 
     async def _once(self, method: str, resource: Resource, path: str, *,
@@ -90,17 +96,33 @@ class KubeClient:
         if body is not None:
             kwargs["content"] = orjson.dumps(body)
             kwargs["headers"] = {"Content-Type": content_type}
+        for attempt in range(2):
+            try:
+                async with self.api.call_api(method, version=resource.version,
+                                             namespace=self.namespace, url=url,
+                                             raise_for_status=False, **kwargs) as response:
+                    status, content = response.status_code, response.content
+            except (httpx.TransportError, kr8s.APITimeoutError) as exc:
+                # kr8s turns httpx's timeouts into its own APITimeoutError
+                raise KubeError(0, "Unreachable", repr(exc)) from exc
+            if status == 401 and attempt == 0:
+                # Expired credentials (an exec plugin's token): kr8s renews them only for
+                # requests that raise on errors, which ours do not; renew, then once more.
+                await self.api.auth.reauthenticate()
+                await self.api._create_session()  # as kr8s's own renewal does
+                continue
+            break
         try:
-            async with self.api.call_api(method, version=resource.version,
-                                         namespace=self.namespace, url=url,
-                                         raise_for_status=False, **kwargs) as response:
-                data: dict[str, Any] = response.json() if response.content else {}
-        except (httpx.TransportError, kr8s.APITimeoutError) as exc:
-            # kr8s turns httpx's timeouts into its own APITimeoutError
-            raise KubeError(0, "Unreachable", repr(exc)) from exc
-        if response.status_code >= 400:
-            raise KubeError(response.status_code, str(data.get("reason", "")),
-                            str(data.get("message", response.text[:200])))
+            data: dict[str, Any] = orjson.loads(content) if content else {}
+        except orjson.JSONDecodeError:
+            # Not the apiserver's JSON: a proxy's or load balancer's page.
+            raise KubeError(status if status >= 400 else 502, "NotJSON",
+                            content[:200].decode("utf-8", "replace")) from None
+        if not isinstance(data, dict):
+            raise KubeError(502, "NotJSON", "the answer is not a JSON object")
+        if status >= 400:
+            raise KubeError(status, str(data.get("reason", "")),
+                            str(data.get("message", content[:200].decode("utf-8", "replace"))))
         return data
 
     async def list_objects(self, resource: Resource, **params: str) -> dict[str, Any]:
@@ -122,15 +144,22 @@ class KubeClient:
         return await self._call("PATCH", resource, name, body=patch,
                                 content_type="application/merge-patch+json")
 
-    async def delete(self, resource: Resource, name: str,
-                     propagation: str = "Background") -> None:
+    async def delete(self, resource: Resource, name: str, propagation: str = "Background",
+                     resource_version: str | None = None) -> bool:
+        """Delete it (gone already: fine). ``resource_version``: only as it was then; False
+        when it changed meanwhile (409: left as it is)."""
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1",
+                                   "propagationPolicy": propagation, "gracePeriodSeconds": 0}
+        if resource_version is not None:
+            options["preconditions"] = {"resourceVersion": resource_version}
         try:
-            await self._call("DELETE", resource, name,
-                             body={"kind": "DeleteOptions", "apiVersion": "v1",
-                                   "propagationPolicy": propagation, "gracePeriodSeconds": 0})
+            await self._call("DELETE", resource, name, body=options)
         except KubeError as exc:
+            if exc.status == 409 and resource_version is not None:
+                return False
             if exc.status != 404:  # already gone: deleting is idempotent
                 raise
+        return True
 
     async def watch(self, resource: Resource, resource_version: str, timeout: int,
                     **params: str) -> AsyncIterator[dict[str, Any]]:

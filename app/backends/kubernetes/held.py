@@ -31,7 +31,7 @@ from .reaper import lease_expired
 from .runtime import keep_patch, kept_info, kept_selector, runtime_matches
 from .templates import LABEL_LANGUAGE, LABEL_STATE
 
-__all__ = ["Held", "HeldPods", "unavailable"]
+__all__ = ["Held", "HeldPods", "executor_url", "unavailable"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,12 @@ class Held:
 
     def location(self) -> str:
         host = str(self.executor.address).removeprefix("http://").rpartition(":")[0]
-        return f"{self.kind}/{self.name}/{host}/{self.uid}"
+        return f"{self.kind}/{self.name}/{host.strip('[]')}/{self.uid}"
+
+
+def executor_url(ip: str, port: int) -> str:
+    """The executor's address in a pod: ``http://10.0.0.7:8080``, ``http://[fd00::7]:8080``."""
+    return f"http://[{ip}]:{port}" if ":" in ip else f"http://{ip}:{port}"
 
 
 def unavailable(action: str, exc: KubeError) -> ServiceUnavailable:
@@ -65,6 +70,11 @@ class HeldPods:
     replica: str
     _held: dict[str, Held]
     _tasks: BackgroundTasks
+
+    def _lease(self, wanted: int | None) -> int:
+        """A claim's lease: ``SANDBOX_LEASE_SECONDS``, or what the run needs if longer
+        (the reaper must not end a run the service allowed)."""
+        return max(wanted or 0, self.config.lease_seconds)
 
     async def release(self, lease: SandboxLease) -> None:
         held = self._held.pop(lease.sandbox_id, None)
@@ -146,7 +156,7 @@ class HeldPods:
         """This replica holds the object ``_live`` found for ``location`` again."""
         kind, name, host, obj = live
         uid = location.split("/")[3]
-        held = Held(kind, name, ExecutorClient(f"http://{host}:{self.config.executor_port}"),
+        held = Held(kind, name, ExecutorClient(executor_url(host, self.config.executor_port)),
                     uid)
         self._held[f"{kind}/{name}"] = held
         labels = obj.get("metadata", {}).get("labels") or {}
@@ -160,7 +170,7 @@ class HeldPods:
         live = await self._live(location, session_id, tenant)
         if live is None:
             return False
-        executor = ExecutorClient(f"http://{live[2]}:{self.config.executor_port}")
+        executor = ExecutorClient(executor_url(live[2], self.config.executor_port))
         try:
             return await cancel_run(executor)
         except ExecutorError as exc:
@@ -203,7 +213,7 @@ class HeldPods:
         if live is None or not runtime_matches(live[3], key):
             return None
         kind, name, _, _ = live
-        seconds = lease_seconds or self.config.lease_seconds
+        seconds = self._lease(lease_seconds)
         try:
             await self.client.json_patch(PODS if kind == "pod" else JOBS, name,
                                          lease_patch(seconds, self.replica, paused=False))

@@ -54,14 +54,25 @@ class JobRunner:
                        ANNOTATION_EXPIRES_AT: f"{now + claim.lease_seconds:.3f}",
                        ANNOTATION_CLAIMED_BY: claim.replica,
                        ANNOTATION_SESSION: claim.session_id, ANNOTATION_TENANT: claim.tenant}
-        await self.client.create(JOBS, self.templates.job(name, lang, labels, annotations,
-                                                          claim.hard_end_seconds))
         try:
+            try:
+                await self.client.create(JOBS, self.templates.job(
+                    name, lang, labels, annotations, claim.hard_end_seconds))
+            except KubeError as exc:
+                # The name is ours alone: "exists" is our own create, retried after its
+                # answer was lost.
+                if exc.status != 409:
+                    raise
             pod = await asyncio.wait_for(self._ready_pod(name), timeout=timeout)
-        except BaseException:
+        except BaseException as exc:
+            # Cancelled or failed at any point after the create was sent: no Job left.
             await asyncio.shield(self.client.delete(JOBS, name, propagation="Background"))
+            if isinstance(exc, TimeoutError):
+                raise KubeError(504, "Timeout", f"the Job's pod was not ready after "
+                                                f"{timeout:.0f}s") from exc
             raise
         return name, pod["status"]["podIP"], str(pod["metadata"].get("uid", ""))
+
 
     async def _ready_pod(self, job: str) -> dict[str, Any]:
         selector = f"job-name={job}"
@@ -73,16 +84,20 @@ class JobRunner:
                     found: dict[str, Any] = pod
                     return found
             version = listed.get("metadata", {}).get("resourceVersion", "0")
-            async for event in self.client.watch(PODS, version, timeout=60,
-                                                 labelSelector=selector):
-                kind, obj = event.get("type"), event.get("object", {})
-                if kind == "ERROR":
-                    break  # 410 Gone or another error: relist and watch again
-                if kind in ("ADDED", "MODIFIED"):
-                    _fail_if_finished(obj)
-                    if is_ready(obj) and obj.get("status", {}).get("podIP"):
-                        ready: dict[str, Any] = obj
-                        return ready
+            try:
+                async for event in self.client.watch(PODS, version, timeout=60,
+                                                     labelSelector=selector):
+                    kind, obj = event.get("type"), event.get("object", {})
+                    if kind == "ERROR":
+                        break  # 410 Gone or another error: relist and watch again
+                    if kind in ("ADDED", "MODIFIED"):
+                        _fail_if_finished(obj)
+                        if is_ready(obj) and obj.get("status", {}).get("podIP"):
+                            ready: dict[str, Any] = obj
+                            return ready
+            except KubeError as exc:
+                if exc.status not in (0, 410):  # 410 Gone as an HTTP status, or a dropped
+                    raise                       # stream: relist and watch again
 
 
 def _fail_if_finished(pod: dict[str, Any]) -> None:

@@ -48,8 +48,12 @@ class PoolScaler:
             except KubeError as exc:
                 if exc.status != 404:
                     raise
-                await self.client.create(DEPLOYMENTS,
-                                         self.templates.pool_deployment(lang, size, size))
+                try:
+                    await self.client.create(DEPLOYMENTS,
+                                             self.templates.pool_deployment(lang, size, size))
+                except KubeError as created:
+                    if created.status != 409:  # another replica starting made it meanwhile
+                        raise
                 continue
             annotations = deployment["metadata"].get("annotations") or {}
             if annotations.get(ANNOTATION_TARGET) != str(size):

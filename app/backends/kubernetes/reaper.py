@@ -41,15 +41,19 @@ def lease_expired(obj: dict[str, Any], now: float, grace: float = 0.0) -> bool:
 async def reap(client: KubeClient, grace: float = 0.0) -> int:
     """Delete every expired claimed pod and cold-path Job; the number deleted."""
     now, deleted = time.time(), 0
+    # Deleted only as listed: a lease renewed meanwhile (a resumed run, a reclaimed
+    # runtime session) changed the object, and the delete's precondition fails.
     claimed = await client.list_objects(PODS, labelSelector=f"{LABEL_STATE}=claimed")
     for pod in claimed.get("items", []):
-        if lease_expired(pod, now, grace):
-            await client.delete(PODS, pod["metadata"]["name"])
+        if lease_expired(pod, now, grace) and await client.delete(
+                PODS, pod["metadata"]["name"],
+                resource_version=pod["metadata"].get("resourceVersion")):
             deleted += 1
     jobs = await client.list_objects(JOBS, labelSelector=f"{LABEL_COMPONENT}=job")
     for job in jobs.get("items", []):
-        if lease_expired(job, now, grace):
-            await client.delete(JOBS, job["metadata"]["name"], propagation="Background")
+        if lease_expired(job, now, grace) and await client.delete(
+                JOBS, job["metadata"]["name"], propagation="Background",
+                resource_version=job["metadata"].get("resourceVersion")):
             deleted += 1
     if deleted:
         logger.info("reaped expired sandboxes", extra={"count": deleted})

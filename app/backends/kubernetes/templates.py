@@ -119,7 +119,9 @@ class PodTemplates:
         pod["spec"]["activeDeadlineSeconds"] = deadline
         return {
             "apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": name, "labels": {LABEL_COMPONENT: "job", **labels},
+            # The language on the Job too: a runtime session that keeps it reads it back.
+            "metadata": {"name": name, "labels": {LABEL_COMPONENT: "job",
+                                                  LABEL_LANGUAGE: lang, **labels},
                          "annotations": annotations},
             "spec": {
                 "backoffLimit": 0,

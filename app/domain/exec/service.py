@@ -32,7 +32,7 @@ from sidecar.contract import LANGUAGES, resolve_language
 
 from ...after_response import defer
 from ...auth import Principal
-from ...backends import SandboxBackend
+from ...backends import SandboxBackend, lease_for_run
 from ...backends.tasks import BackgroundTasks
 from ...errors import BadRequest, ExecutorFailed, LanguageUnavailable, PayloadTooLarge
 from ...executor import ExecutorClient, ExecutorError, ExecutorResult, OutputChunk
@@ -248,8 +248,9 @@ class ExecService:
             request.files or [])
         lap("prepare")
         started = time.monotonic()
-        lease = run.lease if run is not None else \
-            await self.backend.acquire(valid.lang, session.id, principal.tenant)
+        lease = run.lease if run is not None else await self.backend.acquire(
+            valid.lang, session.id, principal.tenant,
+            lease_seconds=lease_for_run(valid.timeout, self.settings.compile_timeout))
         acquired = time.monotonic()
         lap("acquire", pool_hit=lease.pool_hit)
         record = _Record(request_id, principal.tenant, session.id, valid.lang, job.received,

@@ -12,7 +12,7 @@ from valkey.exceptions import ValkeyError
 
 from ... import __version__
 from ...backends import SandboxBackend
-from ...errors import error_responses
+from ...errors import ServiceUnavailable, error_responses
 from ...storage import StorageUnavailable
 from ..files import FileService
 
@@ -54,9 +54,12 @@ class HealthController(Controller):
             "available": {c: s.version for c, s in languages.items() if s.available},
             "unavailable": {c: s.reason for c, s in languages.items() if not s.available},
         }
-        services["pools"] = {"status": "healthy", **{
-            code: attrs.asdict(pool) for code, pool in (await backend.pools()).items()
-            if pool.target}}
+        try:
+            services["pools"] = {"status": "healthy", **{
+                code: attrs.asdict(pool) for code, pool in (await backend.pools()).items()
+                if pool.target}}
+        except ServiceUnavailable as exc:  # the execution plane cannot be asked
+            services["pools"] = {"status": "unhealthy", "error": exc.message}
         unhealthy = [name for name, s in services.items() if s["status"] != "healthy"]
         status = "unhealthy" if unhealthy else "healthy"
         summary = (f"unhealthy: {', '.join(unhealthy)}" if unhealthy else

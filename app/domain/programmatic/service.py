@@ -33,7 +33,7 @@ import attrs
 from sidecar.contract import resolve_language
 
 from ...auth import Principal
-from ...backends import SandboxLease
+from ...backends import SandboxLease, lease_for_run
 from ...errors import BadRequest, ExecutorFailed, LanguageUnavailable, PayloadTooLarge
 from ...executor import ExecutorError
 from ...executor.programmatic import ProgrammaticStep, continue_run, start_run
@@ -134,7 +134,9 @@ class ProgrammaticService:
                            workspace_instance_id=workspace.instance_id if workspace else None,
                            runtime=rt.ref() if rt is not None else None)
         lease = rt.lease if rt is not None else await self.backend.acquire(
-            lang, session.id, principal.tenant, deadline_seconds=self.config.max_lifetime)
+            lang, session.id, principal.tenant,
+            lease_seconds=lease_for_run(timeout, self.exec.settings.compile_timeout),
+            deadline_seconds=self.config.max_lifetime)
 
         async def first(lease: SandboxLease) -> ProgrammaticStep:
             await self.runs.save_run(record, self.config.max_lifetime)
