@@ -118,8 +118,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         state_service = StateService(
             settings.state,
             StateStore(client, StateArchive(object_store), settings.state.hot_ttl),
-            StateSigner(load_key(settings.state.hmac_key, settings.data_dir)), sessions,
-            quotas)
+            StateSigner(load_key(settings.state.hmac_key, settings.data_dir)), sessions)
         recent = RecentExecutions(client)  # the operator page's recent executions
         runtime = (RuntimeSessions(  # the ``stateful`` profile
             settings, backend,

@@ -190,7 +190,7 @@ class Settings:
             raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")
         for entry in settings.forwarded_allow_ips:
             try:
-                ipaddress.ip_network(entry, strict=False)
+                ipaddress.ip_network(entry)  # strict, as uvicorn reads it: 10.0.0.0/8
             except ValueError as exc:  # "*" included: trusting everyone trusts a spoofer
                 raise SettingsError(f"FORWARDED_ALLOW_IPS: {entry!r} is not an address or "
                                     "network") from exc

@@ -9,10 +9,16 @@ is listed in ``skipped_files``, and the run goes on -- never a 503 for good.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import httpx
 import pytest
 
 from app.domain.files.service import conflicting
+from app.ids import new_id
+from app.storage import FileMeta
+from tests.conftest import RunningApp
 
 
 def _upload(client: httpx.Client, name: str, data: bytes = b"x",
@@ -81,6 +87,24 @@ def test_a_session_holding_both_still_runs_newest_placed(client: httpx.Client) -
         assert body["stdout"] == "inside\n" and body["files"] == []
         skipped = {s["name"]: s["reason"] for s in body["skipped_files"]}
         assert list(skipped) == ["a"] and "'a/b.txt'" in skipped["a"]
+
+
+def test_a_stored_name_the_rules_now_refuse_is_left_out_not_a_failure(
+        api: RunningApp, client: httpx.Client, tmp_path: Path) -> None:
+    """A file stored before the name rules grew stricter (a soft hyphen in its name) is
+    left out of the session's sandboxes with its reason; the session goes on running."""
+    up = _upload(client, "fine.txt", b"ok").json()
+    session = up["session_id"]
+    source = tmp_path / "old"
+    source.write_bytes(b"old")
+    old = FileMeta(id=new_id(), session_id=session, tenant="default",
+                   name="soft\u00adhyphen.txt", size=3, sha256=hashlib.sha256(b"old").hexdigest())
+    api.run(api.app.state.file_service.objects.put(old, source))
+    ran = client.post("/exec", json={"lang": "bash", "session_id": session,
+                                     "code": "ls /mnt/data"})
+    assert ran.status_code == 200 and ran.json()["stdout"] == "fine.txt\n", ran.text
+    [skipped] = ran.json()["skipped_files"]
+    assert skipped["name"] == old.name and "name is refused" in skipped["reason"]
 
 
 def test_a_file_the_code_replaced_by_a_directory_is_gone(client: httpx.Client) -> None:

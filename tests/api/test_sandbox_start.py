@@ -148,6 +148,9 @@ def test_a_sandbox_whose_cgroups_stick_is_still_torn_down_and_its_uid_retired(
     assert config is not None
     sticky = _CgroupsThatStick(backend.factory.cgroups.group.removeprefix("k8si-"))
     uid = backend.factory._free_uids.pop()  # taken, as make() takes one
+    if uid == os.getuid():
+        backend.factory._free_uids.append(uid)
+        pytest.skip("sandboxes share the service's uid here (not root): no uid to retire")
     sandbox = LocalSandbox(secrets.token_hex(8), "bash", config, sticky, uid)
 
     async def scenario() -> None:

@@ -117,6 +117,23 @@ def test_usage_counted_before_the_ledger_is_given_back_by_size(
     assert run(scenario()) == [True, (200, 1), True, (0, 0), False, (0, 0)]
 
 
+def test_with_usage_from_before_the_ledger_nothing_is_given_back_twice(
+        client: valkey.Valkey, tenant: str, run: Any) -> None:
+    """A busy tenant whose usage never reaches zero: a ledger file and an older file,
+    each deleted by several requests at once, are each given back once."""
+    quotas = _quotas(client)
+
+    async def scenario() -> tuple[int, int]:
+        await client.hset(f"k8si:quota:usage:{tenant}",  # type: ignore[misc]
+                          mapping={"bytes": 500, "files": 2})  # counted by an older version
+        await quotas.reserve(tenant, "file:s/new", 100)  # in the ledger: 600, 3
+        await asyncio.gather(*(quotas.release(tenant, "file:s/new", 100) for _ in range(3)),
+                             *(quotas.release(tenant, "file:s/old", 200) for _ in range(3)))
+        return await quotas.usage(tenant)
+
+    assert run(scenario()) == (300, 1)
+
+
 def test_two_concurrent_deletes_of_one_file_give_its_bytes_back_once(
         tmp_path: Path, client: valkey.Valkey, tenant: str, run: Any) -> None:
     quotas = _quotas(client)

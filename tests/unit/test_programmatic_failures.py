@@ -21,11 +21,12 @@ def _died(name: str) -> ProgrammaticStep:
 
 @pytest.mark.parametrize(("name", "code"), [
     ("SIGKILL", 128 + 9), ("SIGSEGV", 128 + 11),
-    ("SIGRTMIN+6", 128 + signal.SIGRTMIN + 6), ("SIGRTMIN+0", 128 + signal.SIGRTMIN)])
+    ("SIGRTMIN+6", 128 + signal.SIGRTMIN + 6), ("SIGRTMIN+0", 128 + signal.SIGRTMIN),
+    ("SIG33", 128 + 33)])  # glibc's own, below SIGRTMIN: no name
 def test_a_death_by_signal_is_the_shells_code(name: str, code: int) -> None:
     assert run_failure(_died(name)) == f"Sandbox exited with code {code}"
 
 
-@pytest.mark.parametrize("name", ["SIGNOPE", "SIGRTMIN+x", "SIG99"])
+@pytest.mark.parametrize("name", ["SIGNOPE", "SIGRTMIN+x", "SIG", "SIGx9"])
 def test_an_unknown_signal_name_is_unknown(name: str) -> None:
     assert run_failure(_died(name)) == "Sandbox exited with code unknown"

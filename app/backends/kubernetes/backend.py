@@ -164,7 +164,7 @@ class KubernetesBackend(HeldPods):
         except BaseException:
             # Failed or cancelled (a client gone) before the lease was handed out: nobody
             # would release what was claimed or started.
-            await asyncio.shield(self._delete(held))
+            await asyncio.shield(self._delete_or_leave(held))
             raise
         sandbox_id = f"{held.kind}/{held.name}"
         self._held[sandbox_id] = held
@@ -195,6 +195,15 @@ class KubernetesBackend(HeldPods):
                 if ours is not None:
                     return ours
         return None
+
+    async def _delete_or_leave(self, held: Held) -> None:
+        """Delete what a failed acquire claimed; if the apiserver refuses, the reaper
+        deletes it when its lease ends (the acquire's own error is the one to raise)."""
+        try:
+            await self._delete(held)
+        except KubeError as exc:
+            logger.warning("claimed sandbox left to the reaper",
+                           extra={"sandbox": f"{held.kind}/{held.name}", "error": str(exc)})
 
     async def _ours_after_all(self, name: str, claim: ClaimRequest) -> dict[str, Any] | None:
         """The pod if ``claim`` won it after all (one GET, only after a failed test)."""

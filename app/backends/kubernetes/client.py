@@ -9,6 +9,7 @@ kr8s sets none) are retried with jittered backoff (tenacity);
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -55,6 +56,17 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, KubeError) and (exc.status in (0, 429) or exc.status >= 500)
 
 
+def _event(line: str) -> dict[str, Any]:
+    """One watch event; a line that is not one (a proxy's page) is a ``KubeError``."""
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        event = None
+    if not isinstance(event, dict):
+        raise KubeError(502, "NotJSON", f"a watch line that is not an event: {line[:200]!r}")
+    return event
+
+
 class KubeClient:
     """Namespaced calls through one kr8s API object."""
 
@@ -65,6 +77,9 @@ class KubeClient:
         self._attempts = attempts
         #: kr8s sets no timeout: a stalled apiserver would hold a request forever.
         self._timeout = httpx.Timeout(request_timeout)
+        #: How many times the credentials were renewed (``_renew_credentials``), one at a time.
+        self._credentials = 0
+        self._renewing = asyncio.Lock()
 
     @classmethod
     async def connect(cls, kubeconfig: str | None, namespace: str | None,
@@ -97,19 +112,18 @@ class KubeClient:
             kwargs["content"] = orjson.dumps(body)
             kwargs["headers"] = {"Content-Type": content_type}
         for attempt in range(2):
+            credentials = self._credentials
             try:
                 async with self.api.call_api(method, version=resource.version,
                                              namespace=self.namespace, url=url,
                                              raise_for_status=False, **kwargs) as response:
                     status, content = response.status_code, response.content
-            except (httpx.TransportError, kr8s.APITimeoutError) as exc:
-                # kr8s turns httpx's timeouts into its own APITimeoutError
+            except (httpx.TransportError, kr8s.APITimeoutError, RuntimeError) as exc:
+                # kr8s turns httpx's timeouts into its own APITimeoutError; a RuntimeError
+                # is a client closed by a renewal meanwhile: sent again (retried)
                 raise KubeError(0, "Unreachable", repr(exc)) from exc
             if status == 401 and attempt == 0:
-                # Expired credentials (an exec plugin's token): kr8s renews them only for
-                # requests that raise on errors, which ours do not; renew, then once more.
-                await self.api.auth.reauthenticate()
-                await self.api._create_session()  # as kr8s's own renewal does
+                await self._renew_credentials(credentials)
                 continue
             break
         try:
@@ -124,6 +138,21 @@ class KubeClient:
             raise KubeError(status, str(data.get("reason", "")),
                             str(data.get("message", content[:200].decode("utf-8", "replace"))))
         return data
+
+    async def _renew_credentials(self, seen: int) -> None:
+        """Expired credentials (an exec plugin's token): kr8s renews them only for requests
+        that raise on errors, which ours do not. Renewed once for all the requests that
+        were refused with the same ones (``seen``: the credentials they were sent with)."""
+        async with self._renewing:
+            if self._credentials != seen:
+                return  # renewed meanwhile by another request
+            try:
+                await self.api.reauthenticate()
+                await self.api._create_session()  # the new token in the client's headers
+            except Exception as exc:  # an exec plugin, a kubeconfig: typed here
+                raise KubeError(401, "Unauthorized",
+                                f"the credentials could not be renewed: {exc!r}") from exc
+            self._credentials += 1
 
     async def list_objects(self, resource: Resource, **params: str) -> dict[str, Any]:
         return await self._call("GET", resource, params=params)
@@ -178,6 +207,6 @@ class KubeClient:
                     raise KubeError(response.status_code, "WatchFailed", response.text[:200])
                 async for line in response.aiter_lines():
                     if line.strip():
-                        yield orjson.loads(line)
+                        yield _event(line)
         except (httpx.TransportError, kr8s.APITimeoutError) as exc:
             raise KubeError(0, "Unreachable", repr(exc)) from exc

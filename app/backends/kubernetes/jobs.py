@@ -10,6 +10,7 @@ the files, and deletes the Job with background propagation.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from typing import Any
@@ -31,6 +32,8 @@ from .client import JOBS, PODS, KubeClient, KubeError
 from .templates import PodTemplates
 
 __all__ = ["JobRunner"]
+
+logger = logging.getLogger(__name__)
 
 
 class JobRunner:
@@ -65,14 +68,21 @@ class JobRunner:
                     raise
             pod = await asyncio.wait_for(self._ready_pod(name), timeout=timeout)
         except BaseException as exc:
-            # Cancelled or failed at any point after the create was sent: no Job left.
-            await asyncio.shield(self.client.delete(JOBS, name, propagation="Background"))
+            # Cancelled or failed at any point after the create was sent: no Job left (or,
+            # if the apiserver refuses even that, the reaper's when its lease ends).
+            await asyncio.shield(self._delete_or_leave(name))
             if isinstance(exc, TimeoutError):
                 raise KubeError(504, "Timeout", f"the Job's pod was not ready after "
                                                 f"{timeout:.0f}s") from exc
             raise
         return name, pod["status"]["podIP"], str(pod["metadata"].get("uid", ""))
 
+
+    async def _delete_or_leave(self, name: str) -> None:
+        try:
+            await self.client.delete(JOBS, name, propagation="Background")
+        except KubeError as exc:
+            logger.warning("Job left to the reaper", extra={"job": name, "error": str(exc)})
 
     async def _ready_pod(self, job: str) -> dict[str, Any]:
         selector = f"job-name={job}"

@@ -94,6 +94,14 @@ class CgroupManager:
     def create(self, sandbox_id: str, memory_bytes: int, max_pids: int) -> SandboxCgroups:
         memory_parent, pids_parent = self._parents()
         groups = SandboxCgroups(memory=memory_parent / sandbox_id, pids=pids_parent / sandbox_id)
+        try:
+            self._make(groups, memory_bytes, max_pids)
+        except OSError:
+            self.destroy(groups)  # what it made so far (nothing runs in it yet)
+            raise
+        return groups
+
+    def _make(self, groups: SandboxCgroups, memory_bytes: int, max_pids: int) -> None:
         groups.memory.mkdir()
         if groups.pids != groups.memory:
             groups.pids.mkdir()
@@ -106,7 +114,6 @@ class CgroupManager:
             (groups.memory / "memory.max").write_text(str(memory_bytes))
             (groups.memory / "memory.swap.max").write_text("0")
             (groups.memory / "pids.max").write_text(str(max_pids))
-        return groups
 
     def limit_memory(self, groups: SandboxCgroups, memory_bytes: int) -> None:
         """Lower a live sandbox's memory limit (a tenant's own maximum)."""

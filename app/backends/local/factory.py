@@ -193,11 +193,9 @@ class SandboxFactory:
             async with self._zygote_gate if factory is not None else self._start_gate:
                 began = time.perf_counter()
                 await sandbox.start()
-        except BaseException as exc:
+        except BaseException:
             self.stats["sandbox_start_failures"] += 1
-            # An OSError here is the failed start's own destruction failing (start() turns
-            # every other OSError into a SandboxStartError): its uid is retired.
-            self._forget(sandbox, reuse_uid=not isinstance(exc, OSError))
+            self._forget(sandbox, reuse_uid=not sandbox.retired)
             if self.observer is not None:
                 self.observer.sandbox_started(language, 0.0, ok=False)
             raise
@@ -219,15 +217,11 @@ class SandboxFactory:
         try:
             await sandbox.destroy()
         except OSError:
-            # Something of it may still run: its uid is never handed to another sandbox.
             logger.exception("sandbox not fully destroyed; its uid is retired",
                              extra={"sandbox_id": sandbox.id, "uid": sandbox.uid})
-            self._forget(sandbox, reuse_uid=False)
             raise
-        except BaseException:
-            self._forget(sandbox)
-            raise
-        self._forget(sandbox)
+        finally:  # something of a retired one may still run: its uid is never reused
+            self._forget(sandbox, reuse_uid=not sandbox.retired)
 
     def _forget(self, sandbox: LocalSandbox, *, reuse_uid: bool = True) -> None:
         if reuse_uid:

@@ -92,6 +92,8 @@ class LocalSandbox:
         self.pid: int | None = None
         #: A calibration sandbox (``calibration.py``): its executor records its pages.
         self.calibrate = calibrate
+        #: Set when its destruction failed (a cgroup that would not go): its uid is retired.
+        self.retired = False
         self.executor = ExecutorClient(self.address)
 
     @property
@@ -158,20 +160,38 @@ class LocalSandbox:
             await self.executor.wait_ready(self.config.ready_timeout, alive=lambda: self.alive)
         except ExecutorError as exc:
             log_tail = self._log_tail()
-            await asyncio.shield(self._abandon(prepare))
+            await self._abandon(prepare)
             raise SandboxStartError(f"sandbox {self.id} ({self.language}) did not become "
                                     f"ready: {exc}; executor log: {log_tail}") from exc
         except (OSError, ZygoteError) as exc:
-            await asyncio.shield(self._abandon(prepare))
+            await self._abandon(prepare)
             raise SandboxStartError(f"sandbox {self.id} ({self.language}) could not start: "
                                     f"{exc}") from exc
         except BaseException:
-            await asyncio.shield(self._abandon(prepare))
+            await self._abandon(prepare)
             raise
 
     async def _abandon(self, prepare: asyncio.Future[SandboxCgroups | None]) -> None:
-        """Destroy a sandbox whose start failed, once its preparation (a thread a
-        cancellation does not stop) is over: its cgroups are then known too."""
+        """Destroy a sandbox whose start failed, to the end even if the caller is cancelled
+        again meanwhile (then that cancellation is raised once it is done). A teardown that
+        fails is logged, the sandbox marked ``retired``: the start's own error is raised."""
+        teardown = asyncio.ensure_future(self._teardown(prepare))
+        cancelled = False
+        while not teardown.done():
+            try:
+                await asyncio.shield(teardown)
+            except asyncio.CancelledError:
+                cancelled = True
+        failure = None if teardown.cancelled() else teardown.exception()
+        if failure is not None:
+            logger.error("a sandbox that failed to start was not fully destroyed",
+                         exc_info=failure, extra={"sandbox_id": self.id, "uid": self.uid})
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _teardown(self, prepare: asyncio.Future[SandboxCgroups | None]) -> None:
+        """Once the preparation (a thread a cancellation does not stop) is over, its
+        cgroups are known too: then destroy."""
         await asyncio.wait({prepare})  # its own error, if any, is the one start() raises
         if not prepare.cancelled() and prepare.exception() is None:
             self._cgroups = prepare.result()
@@ -303,4 +323,5 @@ class LocalSandbox:
         await asyncio.to_thread(shutil.rmtree, self.directory, ignore_errors=True)
         self.socket_path.unlink(missing_ok=True)
         if failure is not None:
+            self.retired = True  # something of it may still run: its uid is never reused
             raise failure

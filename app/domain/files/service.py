@@ -6,6 +6,7 @@ file answers exactly like an unknown one (404, or an empty listing).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mimetypes
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -17,7 +18,7 @@ import attrs
 from sidecar.contract import MAX_DEPTH, FileError, validate_name
 
 from ...auth import Principal
-from ...errors import BadRequest, NotFound
+from ...errors import BadRequest, NotFound, ServiceUnavailable
 from ...ids import is_valid_id, new_id
 from ...sessions import Session, SessionStore
 from ...storage import FileMeta, FileStore, StorageUnavailable
@@ -150,31 +151,46 @@ class FileService:
         again (``POST /upload`` answers 400 for the request as a whole)."""
         fields = form.fields
         entity_id = fields.get("entity_id") or None
+        async def has_files(expired: str) -> bool:  # its record expired, its files did not
+            return bool(await self.objects.list_session(principal.tenant, expired))
+
         session = await self.sessions.resolve(principal.tenant, fields.get("session_id"),
-                                              user_id, entity_id)
+                                              user_id, entity_id, adoptable=has_files)
         # The session's names (and this request's, as they are stored): a part whose
         # name is a directory of one of them, or under one as if it were a directory,
         # is refused -- the session's work dir could not hold both.
         names = ([] if session.is_new else
                  [meta.name for meta in await self.objects.list_session(principal.tenant,
                                                                       session.id)])
-        results = []
-        for part in form.files:
-            result = await self._store_part(principal, session, part, fields, user_id,
-                                            names=names)
-            if result.meta is not None:
-                names.append(result.meta.name)
-            results.append(result)
-            if all_or_nothing and result.meta is None:
-                await self._undo(results)
-                break
+        results: list[UploadResult] = []
+        try:
+            for part in form.files:
+                result = await self._store_part(principal, session, part, fields, user_id,
+                                                names=names)
+                if result.meta is not None:
+                    names.append(result.meta.name)
+                results.append(result)
+                if all_or_nothing and result.meta is None:
+                    await self._undo(results)
+                    break
+        except BaseException:  # the store failed, or the client went away
+            if all_or_nothing:
+                await asyncio.shield(self._undo(results))
+            raise
         return session, results
 
     async def _undo(self, results: list[UploadResult]) -> None:
-        """Delete the files an all-or-nothing upload stored before one of its parts failed."""
+        """Delete the files an all-or-nothing upload stored before one of its parts failed
+        (each it can: one the store refuses to delete is logged, the others still go)."""
         for result in results:
-            if result.meta is not None:
+            if result.meta is None:
+                continue
+            try:
                 await self._remove(result.meta)
+            except ServiceUnavailable as exc:
+                logger.warning("a refused upload's file could not be deleted", extra={
+                    "session_id": result.meta.session_id, "file_id": result.meta.id,
+                    "detail": exc.message})
 
     async def _store_part(self, principal: Principal, session: Session, part: FilePart,
                           fields: Mapping[str, str], user_id: str | None, *,
@@ -267,6 +283,11 @@ class FileService:
         newest_first = sorted(chosen.values(), reverse=True,
                               key=lambda item: (item.meta.last_modified, item.meta.id))
         for item in newest_first:
+            problem = path_problem(item.path)  # stored before the name rules grew stricter
+            if problem is not None:
+                skipped.append({"name": item.path, "size": item.meta.size,
+                                "reason": f"input not placed: its name is refused ({problem})"})
+                continue
             other = conflicting(item.path, (kept.path for kept in placed))
             if other is None:
                 placed.append(item)

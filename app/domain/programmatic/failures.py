@@ -34,10 +34,14 @@ _OUTPUT_CAPS = ("stdout length exceeded", "stderr length exceeded")
 
 
 def _signal_code(name: str) -> str:
-    """The shell's exit code of a death by ``name`` (``SIGKILL``, ``SIGRTMIN+6``)."""
+    """The shell's exit code of a death by ``name`` (``SIGKILL``, ``SIGRTMIN+6``, or
+    ``SIG33`` for a signal without a name)."""
     base, plus, offset = name.partition("+")
     try:
-        number = signal.Signals[base].value + (int(offset) if plus else 0)
+        if not plus and base[3:].isdigit():
+            number = int(base[3:])
+        else:
+            number = signal.Signals[base].value + (int(offset) if plus else 0)
     except (KeyError, ValueError):
         return "unknown"
     return str(128 + number)

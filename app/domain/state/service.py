@@ -1,12 +1,9 @@
 """The state service: Python session state for the routes and for executions.
 
 Everything is keyed by (tenant, session): another tenant's session has no state
-here, and a session's blob counts against its tenant's storage quota (one charge per
-session, resized by each run; a blob past the quota is not kept: 413 for an upload, a
-``state_errors`` entry after a run, the previous state standing). Every blob read from
-Valkey or the archive is checked against its signature before it goes anywhere (a
-sandbox, a download); one that fails is discarded and refused with 400
-``invalid_state``. Blobs are opaque: the service checks sizes and
+here. Every blob read from Valkey or the archive is checked against its signature
+before it goes anywhere (a sandbox, a download); one that fails is discarded and
+refused with 400 ``invalid_state``. Blobs are opaque: the service checks sizes and
 the format header, signs, stores and hands out bytes, and never unpickles or
 decompresses them.
 """
@@ -26,7 +23,6 @@ from ...ids import is_valid_id
 from ...sessions import Session, SessionStore
 from ...settings import StateSettings
 from ...storage.state_archive import StateHeader, StateRecord
-from ...tenants import QuotaExceeded, TenantQuotas, state_charge
 from .blob import StateSigner, check_format
 from .schemas import StateInfo, StateOutcome, StateUploaded
 from .store import StateStore
@@ -55,41 +51,11 @@ class StateService:
     """Loads, checks, stores and deletes the Python state of sessions."""
 
     def __init__(self, settings: StateSettings, store: StateStore, signer: StateSigner,
-                 sessions: SessionStore, quotas: TenantQuotas | None = None) -> None:
+                 sessions: SessionStore) -> None:
         self.settings = settings
         self.store = store
         self.signer = signer
         self.sessions = sessions
-        #: A session's state counts its bytes against the tenant's storage quota.
-        self.quotas = quotas
-
-    async def _save(self, record: StateRecord, previous_size: int | None) -> None:
-        """Count the blob against the tenant's quota (``QuotaExceeded``: nothing stored),
-        then store it; if storing fails, the previous charge is put back."""
-        header = record.header
-        charge = state_charge(header.session_id)
-        if self.quotas is not None:
-            await self.quotas.resize(header.tenant, charge, header.size)
-        try:
-            await self.store.save(record)
-        except BaseException:
-            if self.quotas is not None:
-                await self._uncharge(header.tenant, header.session_id, previous_size)
-            raise
-
-    async def _uncharge(self, tenant: str, session_id: str, size: int | None = None) -> None:
-        """The state's charge back to ``size`` (None: given back, the state is gone)."""
-        if self.quotas is None:
-            return
-        charge = state_charge(session_id)
-        if size is None:
-            await self.quotas.release(tenant, charge, 0, files=0)
-        else:
-            await self.quotas.resize(tenant, charge, size)
-
-    async def _remove(self, tenant: str, session_id: str) -> None:
-        await self.store.delete(tenant, session_id)
-        await self._uncharge(tenant, session_id)
 
     # -- reading, always checked ----------------------------------------------------
 
@@ -103,7 +69,7 @@ class StateService:
                                   header.signature):
             logger.warning("state failed its integrity check; discarded",
                            extra={"tenant": tenant, "session_id": session_id, "source": source})
-            await self._remove(tenant, session_id)
+            await self.store.delete(tenant, session_id)
             raise InvalidState("the session's stored state failed its integrity check and was "
                                "discarded; run again to start from an empty namespace")
         if source == "archive":
@@ -158,14 +124,13 @@ class StateService:
         blob = bytes(received)
         check_format(blob, self.settings.max_bytes, self.settings.max_raw_bytes)
         record = self._sign(tenant, session_id, blob, "upload")
-        found = await self.store.header(tenant, session_id)
-        await self._save(record, found[0].size if found is not None else None)
+        await self.store.save(record)
         return StateUploaded(message="state_uploaded", session_id=session_id, size=len(blob),
                              hash=record.header.sha256)
 
     async def delete(self, principal: Principal, session_id: str) -> None:
         _check_id(session_id)
-        await self._remove(principal.tenant, session_id)
+        await self.store.delete(principal.tenant, session_id)
 
     def _sign(self, tenant: str, session_id: str, blob: bytes, origin: str) -> StateRecord:
         sha256, signature = self.signer.sign(tenant, session_id, blob)
@@ -203,14 +168,12 @@ class StateService:
         try:
             if status == "captured" and blob is not None:
                 record = self._sign(tenant, session_id, blob, "execution")
-                await self._save(record, previous.header.size if previous is not None else None)
+                await self.store.save(record)
                 return StateOutcome(True, record.header.size, tuple(errors))
             if status == "empty":
                 if previous is not None:  # none was there before this run: nothing to remove
-                    await self._remove(tenant, session_id)
+                    await self.store.delete(tenant, session_id)
                 return StateOutcome(False, 0, tuple(errors))
-        except QuotaExceeded as exc:
-            errors.append(_issue(f"the state was not kept: {exc.message}"))
         except ServiceUnavailable as exc:
             logger.warning("state not stored", extra={"tenant": tenant, "session_id": session_id,
                                                       "error": exc.message})
