@@ -161,3 +161,24 @@ def test_a_sandbox_whose_cgroups_stick_is_still_torn_down_and_its_uid_retired(
         api.run(scenario())
     assert _leftovers(backend, sandbox) == [], "every other step of the teardown ran"
     assert uid not in backend.factory._free_uids, "its uid is never handed out again"
+
+
+def test_a_failed_start_whose_teardown_fails_too_is_still_a_start_error(
+        api: RunningApp) -> None:
+    """The start's own error is the one raised (a 503), not the teardown's; the teardown's
+    is logged and the sandbox retired (its uid is never reused)."""
+    backend = _backend(api)
+    if not backend.factory.cgroups.available:
+        pytest.skip("needs cgroups")
+    config = backend.factory.config
+    assert config is not None
+    gone = ZygoteFactory(venv=config.runtime.venv, sidecar_dir=config.sidecar_dir,
+                         mpl_cache=config.runtime.mpl_cache, preload=(),
+                         log_path=config.root_dir / "unused.log", setpriv=None)  # never started
+    sticky = _CgroupsThatStick(backend.factory.cgroups.group.removeprefix("k8si-"))
+    sandbox = LocalSandbox(secrets.token_hex(8), "py", config, sticky,
+                           backend.factory._free_uids[-1], factory=gone)
+    with pytest.raises(SandboxStartError, match="could not start"):
+        api.run(sandbox.start())
+    assert sandbox.retired
+    assert _leftovers(backend, sandbox) == []

@@ -179,7 +179,7 @@ class LocalSandbox:
         cancelled = False
         while not teardown.done():
             try:
-                await asyncio.shield(teardown)
+                await asyncio.wait({teardown})  # neither cancels it nor raises its error
             except asyncio.CancelledError:
                 cancelled = True
         failure = None if teardown.cancelled() else teardown.exception()
