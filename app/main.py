@@ -54,7 +54,7 @@ from .settings import Settings
 from .storage import FileStore, create_object_store
 from .storage.expiry import expiry_interval, run_expiry
 from .storage.state_archive import StateArchive
-from .tenants import KeyStore, TenantQuotas, file_charge
+from .tenants import KeyStore, TenantQuotas
 from .valkey import EmbeddedValkey, connect
 
 if TYPE_CHECKING:
@@ -151,8 +151,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
                 files, settings.file_ttl,
                 SweepLease(client, "files", seconds=max(int(expiry_interval(settings.file_ttl)),
                                                         600)),
-                lambda meta: quotas.release(meta.tenant, file_charge(meta.session_id, meta.id),
-                                            meta.size))))
+                file_service.release)))
         try:
             yield
         finally:

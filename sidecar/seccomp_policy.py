@@ -6,8 +6,8 @@ program (``bpf_program()``, x86-64). The policy:
 - the syscalls of ``DENIED`` answer EPERM: namespaces, mounts, keyrings, BPF, module
   loading, perf, io_uring, ``memfd_secret``, clock setting, cross-process memory
   and fd access (``process_vm_*``, ``pidfd_getfd``, ``process_madvise``), ptrace, and
-  the rest of what a container runtime's default profile refuses
-  that a code runner never needs;
+  the rest of what a container runtime's default profile refuses that a code runner
+  never needs;
 - ``clone`` with any namespace flag answers EPERM, ``clone3`` answers ENOSYS (libc
   then falls back to ``clone``, whose flags can be checked);
 - ``socket``/``socketpair`` of any family but ``AF_UNIX``, ``AF_INET``, ``AF_INET6``

@@ -213,21 +213,21 @@ class Checkpoints:
                       doomed: Callable[[str, str], bool]) -> int:
         """Delete the objects under ``root`` that ``doomed(kind, name)`` picks, giving a
         blob's size back to the tenant's quota; the number deleted."""
-        picked: list[tuple[str, int, bool]] = []
+        picked: list[tuple[str, int, str | None]] = []  # (path, size, a blob's charge)
         try:
             async for batch in obstore.list(self._store, f"{root}/"):
                 for item in batch:
                     path = str(item["path"])
                     kind, _, name = path[len(root) + 1:].partition("/")
                     if doomed(kind, name):
-                        picked.append((path, int(item["size"]), kind == "blobs"))
-            for path, size, blob in picked:
+                        picked.append((path, int(item["size"]),
+                                       blob_charge(runtime_id, name) if kind == "blobs"
+                                       else None))
+            for path, size, charge in picked:
                 with contextlib.suppress(NotFoundError, FileNotFoundError):  # deleted meanwhile
                     await obstore.delete_async(self._store, path)
-                if blob and self._quotas is not None:  # once, whoever deletes it first
-                    await self._quotas.release(tenant, blob_charge(runtime_id,
-                                                                   path.rpartition("/")[2]),
-                                               size)
+                if charge is not None and self._quotas is not None:  # once, whoever deletes
+                    await self._quotas.release(tenant, charge, size)  # it first
         except (NotFoundError, FileNotFoundError):
             pass  # the listing of a root that is gone
         except _STORE_ERRORS as exc:

@@ -128,8 +128,9 @@ class FileStore:
         result = await obstore.get_async(self._store, path)
         return FileMeta.from_json(bytes(await result.bytes_async()))
 
-    async def _read_listed(self, path: str) -> FileMeta | None:
-        """A listed file's metadata; None when it was deleted since the listing."""
+    async def _read_if_present(self, path: str) -> FileMeta | None:
+        """A file's metadata; None when there is none (never stored, or deleted since a
+        listing named it)."""
         try:
             return await self._read_meta(path)
         except (NotFoundError, FileNotFoundError):
@@ -138,9 +139,7 @@ class FileStore:
     async def get_meta(self, tenant: str, session_id: str, file_id: str) -> FileMeta | None:
         path = _bytes_path(tenant, session_id, file_id) + _META_SUFFIX
         try:
-            return await self._read_meta(path)
-        except (NotFoundError, FileNotFoundError):
-            return None
+            return await self._read_if_present(path)
         except _STORE_ERRORS as exc:
             raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
 
@@ -151,7 +150,7 @@ class FileStore:
             async for batch in obstore.list(self._store, f"{tenant}/{session_id}/"):
                 for entry in batch:
                     if entry["path"].endswith(_META_SUFFIX):
-                        meta = await self._read_listed(entry["path"])
+                        meta = await self._read_if_present(entry["path"])
                         if meta is not None:
                             metas.append(meta)
         except (NotFoundError, FileNotFoundError):
@@ -210,7 +209,7 @@ class FileStore:
                 for entry in batch:
                     if not entry["path"].endswith(_META_SUFFIX):
                         continue
-                    meta = await self._read_listed(entry["path"])
+                    meta = await self._read_if_present(entry["path"])
                     if meta is None or meta.last_used >= cutoff:
                         continue
                     await self.delete(meta)

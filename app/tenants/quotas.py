@@ -8,10 +8,9 @@ one file, a sweep and a DELETE, two sweeps) gives it back once. While a tenant s
 has usage counted before the ledger existed, an object not in it is given back by the
 size the caller names, never below zero, and every release leaves a marker for a day
 that makes a second one a no-op; once the tenant's usage is zero, only the ledger
-counts. (Usage that drifted before the ledger, by the double releases it prevents, is
-not corrected.) (The
-tenant's execution quotas, per window and concurrent, are checked with every other
-per-request limit in ``admission.py``.)
+counts. Usage that drifted before the ledger, by the double releases it prevents, is
+not corrected. (The tenant's execution quotas, per window and concurrent, are checked
+with every other per-request limit in ``admission.py``.)
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 
 from app.backends.local import LocalBackend
 from app.backends.local.cgroups import CgroupManager, SandboxCgroups
-from app.backends.local.sandbox import LocalSandbox, SandboxStartError
+from app.backends.local.sandbox import LocalSandbox, SandboxConfig, SandboxStartError
 from app.backends.local.zygote import ZygoteFactory
 from tests.conftest import RunningApp
 from tests.security.sandbox_checks import wait_until_no_process_of
@@ -41,6 +41,13 @@ def _leftovers(backend: LocalBackend, sandbox: LocalSandbox) -> list[str]:
     return found + [f"pid {pid}" for pid in wait_until_no_process_of(sandbox.uid)]
 
 
+def _never_started_zygote(config: SandboxConfig) -> ZygoteFactory:
+    """A zygote client whose zygote was never started: every spawn fails."""
+    return ZygoteFactory(venv=config.runtime.venv, sidecar_dir=config.sidecar_dir,
+                         mpl_cache=config.runtime.mpl_cache, preload=(),
+                         log_path=config.root_dir / "unused.log", setpriv=None)
+
+
 def _sandbox(backend: LocalBackend, *, factory: ZygoteFactory | None = None,
              nsjail: Path | None = None) -> LocalSandbox:
     config = backend.factory.config
@@ -58,9 +65,7 @@ def test_a_zygote_that_cannot_fork_leaves_nothing(api: RunningApp) -> None:
         pytest.skip("zygote sandboxes need cgroups")
     config = backend.factory.config
     assert config is not None
-    gone = ZygoteFactory(venv=config.runtime.venv, sidecar_dir=config.sidecar_dir,
-                         mpl_cache=config.runtime.mpl_cache, preload=(),
-                         log_path=config.root_dir / "unused.log", setpriv=None)  # never started
+    gone = _never_started_zygote(config)
     sandbox = _sandbox(backend, factory=gone)
     with pytest.raises(SandboxStartError, match="could not start"):
         api.run(sandbox.start())
@@ -172,9 +177,7 @@ def test_a_failed_start_whose_teardown_fails_too_is_still_a_start_error(
         pytest.skip("needs cgroups")
     config = backend.factory.config
     assert config is not None
-    gone = ZygoteFactory(venv=config.runtime.venv, sidecar_dir=config.sidecar_dir,
-                         mpl_cache=config.runtime.mpl_cache, preload=(),
-                         log_path=config.root_dir / "unused.log", setpriv=None)  # never started
+    gone = _never_started_zygote(config)
     sticky = _CgroupsThatStick(backend.factory.cgroups.group.removeprefix("k8si-"))
     sandbox = LocalSandbox(secrets.token_hex(8), "py", config, sticky,
                            backend.factory._free_uids[-1], factory=gone)

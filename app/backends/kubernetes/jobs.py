@@ -77,7 +77,6 @@ class JobRunner:
             raise
         return name, pod["status"]["podIP"], str(pod["metadata"].get("uid", ""))
 
-
     async def _delete_or_leave(self, name: str) -> None:
         try:
             await self.client.delete(JOBS, name, propagation="Background")

@@ -163,8 +163,8 @@ class ExecService:
         """The caller's own session, else the latest of (user, entity), else a new one; a
         session whose record expired but whose files or state did not is adopted back."""
         async def outlived(expired: str) -> bool:
-            return bool(await self.files.objects.list_session(tenant, expired)
-                        or (self.state is not None and await self.state.exists(tenant, expired)))
+            return (await self.files.has_files(tenant, expired)
+                    or (self.state is not None and await self.state.exists(tenant, expired)))
 
         # Adopted before anything else is looked for: no new session (and no entity's
         # latest pointing at it) is made for a request that names one to adopt.

@@ -152,7 +152,7 @@ class FileService:
         fields = form.fields
         entity_id = fields.get("entity_id") or None
         async def has_files(expired: str) -> bool:  # its record expired, its files did not
-            return bool(await self.objects.list_session(principal.tenant, expired))
+            return await self.has_files(principal.tenant, expired)
 
         session = await self.sessions.resolve(principal.tenant, fields.get("session_id"),
                                               user_id, entity_id, adoptable=has_files)
@@ -242,12 +242,21 @@ class FileService:
         await self._remove(await self.get(principal, session_id, file_id))
 
     async def _remove(self, meta: FileMeta) -> None:
-        """Delete a stored file and give its bytes back to the quota (once, even when a
-        DELETE or a sweep raced this one)."""
+        """Delete a stored file and give its bytes back to the quota."""
         await self.objects.delete(meta)
+        await self.release(meta)
+
+    async def release(self, meta: FileMeta) -> None:
+        """Give a deleted file's bytes back to its tenant's quota (once, even when a
+        DELETE or a sweep raced this one): ``_remove``, and the ``FILE_TTL`` sweep."""
         if self.quotas is not None:
             await self.quotas.release(meta.tenant, file_charge(meta.session_id, meta.id),
                                       meta.size)
+
+    async def has_files(self, tenant: str, session_id: str) -> bool:
+        """Whether the session holds any stored file (one whose record expired is adopted
+        back on its next use)."""
+        return bool(await self.objects.list_session(tenant, session_id))
 
     async def inputs(self, principal: Principal, session: Session,
                      refs: Iterable[Mapping[str, Any]]) -> list[InputFile]:

@@ -38,7 +38,7 @@ def _signal_code(name: str) -> str:
     ``SIG33`` for a signal without a name)."""
     base, plus, offset = name.partition("+")
     try:
-        if not plus and base[3:].isdigit():
+        if not plus and base.startswith("SIG") and base[3:].isdigit():
             number = int(base[3:])
         else:
             number = signal.Signals[base].value + (int(offset) if plus else 0)
