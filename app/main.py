@@ -40,7 +40,15 @@ from .domain.programmatic import (
     ProgrammaticService,
     RunStore,
 )
-from .domain.state import StateController, StateService, StateSigner, StateStore, load_key
+from .domain.state import (
+    StateController,
+    StateService,
+    StateSigner,
+    StateStore,
+    archive_sweep_interval,
+    load_key,
+    run_archive_expiry,
+)
 from .errors import exception_handlers
 from .jwt_auth import JwtConfig
 from .leases import SweepLease
@@ -118,7 +126,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         state_service = StateService(
             settings.state,
             StateStore(client, StateArchive(object_store), settings.state.hot_ttl),
-            StateSigner(load_key(settings.state.hmac_key, settings.data_dir)), sessions)
+            StateSigner(load_key(settings.state.hmac_key, settings.data_dir)), sessions, quotas)
         recent = RecentExecutions(client)  # the operator page's recent executions
         runtime = (RuntimeSessions(  # the ``stateful`` profile
             settings, backend,
@@ -146,6 +154,11 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
             tasks.append(asyncio.create_task(run_orphan_sweep(
                 runtime.records, runtime.checkpoints,
                 SweepLease(client, "checkpoints", seconds=max(interval, 600)), interval)))
+        if (archive_ttl := settings.state.archive_ttl) > 0:  # archived state's bytes too
+            tasks.append(asyncio.create_task(run_archive_expiry(
+                state_service.store, quotas, archive_ttl,
+                SweepLease(client, "state-archives",
+                           seconds=max(int(archive_sweep_interval(archive_ttl)), 600)))))
         if settings.file_ttl > 0:  # one replica at a time: a file's bytes given back once
             tasks.append(asyncio.create_task(run_expiry(
                 files, settings.file_ttl,

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -149,6 +149,14 @@ def make_settings(data_dir: Path, runtime: Path, valkey_url: str, **overrides: A
         max_output_file_size=1024 * 1024,
     )
     return attrs.evolve(base, **overrides)
+
+
+@pytest.fixture
+def run() -> Iterator[Callable[[Awaitable[T]], T]]:
+    """Run a coroutine to its end on a fresh loop of this test's own."""
+    loop = asyncio.new_event_loop()
+    yield loop.run_until_complete
+    loop.close()
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from obstore.store import ObjectStore
 
 from .store import StorageUnavailable
 
-__all__ = ["StateArchive", "StateHeader", "StateRecord"]
+__all__ = ["ArchivedState", "StateArchive", "StateHeader", "StateRecord"]
 
 _PREFIX = "k8si.state"
 _MAGIC = b"K8SISTA1"
@@ -45,6 +45,16 @@ class StateHeader:
     created_at: float
     #: ``execution`` (captured in a sandbox) or ``upload`` (``POST /state``).
     origin: str
+
+
+@attrs.frozen
+class ArchivedState:
+    """One archive as the object store lists it: whose, how big, last written when."""
+
+    tenant: str
+    session_id: str
+    size: int
+    written_at: float
 
 
 @attrs.frozen
@@ -116,6 +126,23 @@ class StateArchive:
             raise StorageUnavailable(f"state archive read failed: {exc}", retry_after=2) from exc
         parsed = _parse_header(data)
         return parsed[0] if parsed is not None else None
+
+    async def stored(self) -> list[ArchivedState]:
+        """Every archive in the store (its header unread: the path names it)."""
+        found: list[ArchivedState] = []
+        try:
+            async for batch in obstore.list(self._store, f"{_PREFIX}/"):
+                for item in batch:
+                    parts = str(item["path"]).split("/")
+                    if len(parts) == 3:
+                        found.append(ArchivedState(tenant=parts[1], session_id=parts[2],
+                                                   size=int(item["size"]),
+                                                   written_at=item["last_modified"].timestamp()))
+        except (NotFoundError, FileNotFoundError):
+            return []  # nothing archived yet
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"state archive list failed: {exc}", retry_after=2) from exc
+        return found
 
     async def delete(self, tenant: str, session_id: str) -> None:
         try:

@@ -2,7 +2,9 @@
 
 Stored bytes and file count: reserved before a file is stored, given back when it is
 deleted or expires. Each charge is kept in a ledger under the stored object's own key
-(``file_charge``, ``blob_charge``), so counting is idempotent: reserving an object
+(``file_charge``, ``blob_charge``, ``state_charge``), so counting is idempotent: a
+session's Python state, rewritten in place, is charged at its latest size
+(``recharge``); reserving an object
 already counted adds nothing, and giving one back twice (two concurrent DELETEs of
 one file, a sweep and a DELETE, two sweeps) gives it back once. While a tenant still
 has usage counted before the ledger existed, an object not in it is given back by the
@@ -21,7 +23,7 @@ from valkey.exceptions import ValkeyError
 from ..errors import PayloadTooLarge, ServiceUnavailable
 from ..settings import TenantSettings
 
-__all__ = ["QuotaExceeded", "TenantQuotas", "blob_charge", "file_charge"]
+__all__ = ["QuotaExceeded", "TenantQuotas", "blob_charge", "file_charge", "state_charge"]
 
 # KEYS: 1 the tenant's usage (hash: bytes, files, ledger), 2 its ledger (hash: object
 #       key -> "bytes files"). ARGV: 1 object key, 2 bytes, 3 files, 4 max bytes,
@@ -46,7 +48,6 @@ return 1
 # if it is not in the ledger). Returns 1 given back, 0 nothing to give back.
 _RELEASE = """
 local legacy = redis.call('HEXISTS', KEYS[1], 'ledger') == 0
-if legacy and redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local charged = redis.call('HGET', KEYS[2], ARGV[1])
 local sub_bytes, sub_files
 if charged then
@@ -54,7 +55,7 @@ if charged then
   local space = string.find(charged, ' ')
   sub_bytes = tonumber(string.sub(charged, 1, space - 1))
   sub_files = tonumber(string.sub(charged, space + 1))
-elseif not legacy then
+elseif not legacy or redis.call('EXISTS', KEYS[3]) == 1 then
   return 0
 else
   sub_bytes, sub_files = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -67,6 +68,24 @@ if bytes == 0 and files == 0 then redis.call('HSET', KEYS[1], 'ledger', '1') end
 return 1
 """
 
+# KEYS as for _RESERVE. ARGV: 1 object key, 2 its size now, 3 max bytes (0: no limit).
+# The object's charge becomes its size now, whatever it counted before (an object that
+# is rewritten in place: a session's Python state). Returns 1 counted, 0 refused (it
+# grew past the limit; what it counted before stays).
+_RECHARGE = """
+local before = 0
+local charged = redis.call('HGET', KEYS[2], ARGV[1])
+if charged then before = tonumber(string.sub(charged, 1, string.find(charged, ' ') - 1)) end
+local size, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
+local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+local files = tonumber(redis.call('HGET', KEYS[1], 'files') or '0')
+if size > before and max_bytes > 0 and bytes + size - before > max_bytes then return 0 end
+if bytes == 0 and files == 0 then redis.call('HSET', KEYS[1], 'ledger', '1') end
+redis.call('HINCRBY', KEYS[1], 'bytes', size - before)
+redis.call('HSET', KEYS[2], ARGV[1], size .. ' 0')
+return 1
+"""
+
 
 def file_charge(session_id: str, file_id: str) -> str:
     """The ledger key of a stored file."""
@@ -76,6 +95,12 @@ def file_charge(session_id: str, file_id: str) -> str:
 def blob_charge(runtime_id: str, sha256: str) -> str:
     """The ledger key of a runtime session's checkpoint blob."""
     return f"blob:{runtime_id}/{sha256}"
+
+
+def state_charge(session_id: str) -> str:
+    """The ledger key of a session's Python state (its hot copy and archive, one object
+    rewritten in place: charged at its latest size, ``TenantQuotas.recharge``)."""
+    return f"state:{session_id}"
 
 
 class QuotaExceeded(PayloadTooLarge):
@@ -92,6 +117,7 @@ class TenantQuotas:
         self._settings = settings
         self._reserve = client.register_script(_RESERVE)
         self._release = client.register_script(_RELEASE)
+        self._recharge = client.register_script(_RECHARGE)
 
     @staticmethod
     def _keys(tenant: str) -> list[str]:
@@ -113,6 +139,19 @@ class TenantQuotas:
             raise QuotaExceeded(f"tenant {tenant!r} storage quota reached "
                                 f"({limits.storage_bytes} bytes, {limits.files} files)")
         return outcome == 1
+
+    async def recharge(self, tenant: str, charge: str, size: int, *,
+                       enforce: bool = True) -> None:
+        """Count an object rewritten in place at its size now (``charge``: its ledger key),
+        or raise ``QuotaExceeded`` when it grew past the limit (what it counted before
+        stays). ``enforce=False`` counts it whatever the limit (state read back from the
+        archive: reading is never refused)."""
+        limits = self._settings.limits(tenant)
+        outcome = await self._run(self._recharge, self._keys(tenant),
+                                  [charge, size, limits.storage_bytes if enforce else 0])
+        if outcome == 0:
+            raise QuotaExceeded(f"tenant {tenant!r} storage quota reached "
+                                f"({limits.storage_bytes} bytes)")
 
     async def release(self, tenant: str, charge: str, size: int, files: int = 1) -> bool:
         """Give back what a deleted or expired object counted, once: True if this call

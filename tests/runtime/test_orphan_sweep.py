@@ -5,11 +5,9 @@ a live session, of a recent one, or of an ordinary session's files is touched.""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,13 +24,6 @@ from app.tenants import TenantQuotas, blob_charge
 
 T = TypeVar("T")
 _BLOB = b"x" * 1000
-
-
-@pytest.fixture
-def run() -> Iterator[Callable[[Awaitable[T]], T]]:
-    loop = asyncio.new_event_loop()
-    yield loop.run_until_complete
-    loop.close()
 
 
 class _World:
