@@ -9,7 +9,9 @@ the API will have in the cluster (``Settings.from_env`` of
 above zero, and writes one file per language plus the directory's
 ``kustomization.yaml`` (which sets the execution namespace, ``K8S_NAMESPACE``).
 The one volatile field, the ``k8si.io/last-claim`` annotation (a timestamp the
-scaler maintains), is left out. ``tests/deploy`` asserts the files equal a fresh
+scaler maintains), is left out, and so are ``k8si.io/managed-by`` and
+``k8si.io/template-hash``: a Deployment applied from these files is kustomize's, and
+the API never rewrites its template. ``tests/deploy`` asserts the files equal a fresh
 rendering, so they cannot drift from the template.
 
 Usage (from the repository root, with the project installed, e.g. ``.venv``)::
@@ -33,6 +35,8 @@ sys.path.insert(0, str(REPO))
 
 from app.backends.kubernetes.templates import (  # noqa: E402
     ANNOTATION_LAST_CLAIM,
+    ANNOTATION_MANAGED,
+    ANNOTATION_TEMPLATE,
     PodTemplates,
 )
 from app.settings import Settings  # noqa: E402
@@ -59,9 +63,11 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def pool_deployment(templates: PodTemplates, lang: str, size: int) -> dict[str, Any]:
-    """The backend's pool Deployment for ``lang`` without its volatile annotation."""
+    """The backend's pool Deployment for ``lang``, without its volatile annotation and
+    without the marks of one the API owns."""
     deployment = templates.pool_deployment(lang, size, size)
-    deployment["metadata"]["annotations"].pop(ANNOTATION_LAST_CLAIM, None)
+    for name in (ANNOTATION_LAST_CLAIM, ANNOTATION_MANAGED, ANNOTATION_TEMPLATE):
+        deployment["metadata"]["annotations"].pop(name, None)
     return deployment
 
 

@@ -5,6 +5,13 @@ Each pooled language has a Deployment ``k8si-pool-<lang>`` with the annotations
 replica shrinks a pool idle for ``POD_POOL_IDLE_SECONDS`` to ``POD_POOL_MIN`` and
 grows it back on a miss; no process keeps the truth (a per-process timestamp only
 avoids writing ``last-claim`` more than once a minute).
+
+At start-up a replica brings each pool to its settings: a pool in use (above its
+minimum) is scaled to a changed size, and a Deployment the API created itself
+(``k8si.io/managed-by``) gets its pod template rewritten when the settings that render
+it changed (image, resources, runtime class, port): the Deployment then rolls its warm
+pods over, and claimed pods, no longer selected by it, finish their runs. A Deployment
+applied by kustomize keeps its template: that is kustomize's to change.
 """
 
 from __future__ import annotations
@@ -16,7 +23,15 @@ from typing import Any
 from ...settings import Settings
 from .claims import timestamp
 from .client import DEPLOYMENTS, KubeClient, KubeError
-from .templates import ANNOTATION_LAST_CLAIM, ANNOTATION_TARGET, LABEL_COMPONENT, PodTemplates
+from .templates import (
+    ANNOTATION_LAST_CLAIM,
+    ANNOTATION_MANAGED,
+    ANNOTATION_TARGET,
+    ANNOTATION_TEMPLATE,
+    LABEL_COMPONENT,
+    MANAGED_BY_API,
+    PodTemplates,
+)
 
 __all__ = ["PoolScaler", "deployment_name"]
 
@@ -39,7 +54,7 @@ class PoolScaler:
         self._recorded: dict[str, float] = {}
 
     async def ensure_pools(self) -> None:
-        """Every configured pool exists with its target size recorded."""
+        """Every configured pool exists, as its settings say (see the module docstring)."""
         for lang, size in self.settings.pool_sizes.items():
             if self.settings.pool_size(lang) <= 0:
                 continue
@@ -55,10 +70,37 @@ class PoolScaler:
                     if created.status != 409:  # another replica starting made it meanwhile
                         raise
                 continue
-            annotations = deployment["metadata"].get("annotations") or {}
-            if annotations.get(ANNOTATION_TARGET) != str(size):
-                await self.client.merge_patch(DEPLOYMENTS, deployment_name(lang), {
-                    "metadata": {"annotations": {ANNOTATION_TARGET: str(size)}}})
+            ops = self._reconcile(lang, size, deployment)
+            if ops:
+                await self.client.json_patch(DEPLOYMENTS, deployment_name(lang), ops)
+
+    def _reconcile(self, lang: str, size: int, deployment: dict[str, Any],
+                   ) -> list[dict[str, Any]]:
+        """The JSON Patch that brings an existing pool to its settings (empty: it is)."""
+        annotations = deployment["metadata"].get("annotations") or {}
+        ops: list[dict[str, Any]] = []
+
+        def annotate(name: str, value: str) -> None:
+            if annotations.get(name) != value:
+                ops.append({"op": "add", "value": value,
+                            "path": "/metadata/annotations/" + name.replace("/", "~1")})
+
+        annotate(ANNOTATION_TARGET, str(size))
+        replicas = int(deployment["spec"].get("replicas", 0))
+        if replicas > self.settings.kubernetes.pool_min and replicas != size:  # in use
+            ops.append({"op": "replace", "path": "/spec/replicas", "value": size})
+            logger.info("pool resized", extra={"language": lang, "replicas": size})
+        if annotations.get(ANNOTATION_MANAGED) == MANAGED_BY_API:
+            wanted = self.templates.pool_deployment(lang, size, size)
+            digest = wanted["metadata"]["annotations"][ANNOTATION_TEMPLATE]
+            if annotations.get(ANNOTATION_TEMPLATE) != digest:
+                ops.append({"op": "replace", "path": "/spec/template",
+                            "value": wanted["spec"]["template"]})
+                annotate(ANNOTATION_TEMPLATE, digest)
+                logger.info("pool template updated", extra={"language": lang})
+        if ops and not annotations:  # a map to add annotations into
+            ops.insert(0, {"op": "add", "path": "/metadata/annotations", "value": {}})
+        return ops
 
     async def record_claim(self, lang: str) -> None:
         """Note that the pool was used (off the critical path, at most once a minute)."""

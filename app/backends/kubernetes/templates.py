@@ -8,6 +8,8 @@ arguments are filled in; nothing else about the pod is decided in code.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,13 +19,17 @@ import yaml
 from ...settings import KubernetesSettings
 
 __all__ = [
+    "ANNOTATION_MANAGED",
+    "ANNOTATION_TEMPLATE",
     "IMAGE_GROUPS",
     "LABEL_COMPONENT",
     "LABEL_LANGUAGE",
     "LABEL_POOL",
     "LABEL_STATE",
+    "MANAGED_BY_API",
     "TEMPLATE_PATH",
     "PodTemplates",
+    "template_hash",
 ]
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[3] / "manifests" / "sandbox-pod.yaml"
@@ -34,6 +40,12 @@ LABEL_POOL = "k8si.io/pool"
 LABEL_STATE = "k8si.io/state"
 ANNOTATION_TARGET = "k8si.io/target-size"
 ANNOTATION_LAST_CLAIM = "k8si.io/last-claim"
+#: On a pool Deployment the API created (``MANAGED_BY_API``): the API keeps its pod
+#: template as its settings say (``k8si.io/template-hash`` tells when they changed). A
+#: Deployment applied by kustomize has neither: its template is kustomize's to change.
+ANNOTATION_MANAGED = "k8si.io/managed-by"
+ANNOTATION_TEMPLATE = "k8si.io/template-hash"
+MANAGED_BY_API = "k8si-api"
 
 #: Runtime image group per language: one image serves several languages.
 IMAGE_GROUPS = {"py": "python", "bash": "python", "js": "node", "ts": "node", "c": "native",
@@ -58,6 +70,12 @@ def memory_mb(quantity: str) -> int:
         if quantity.endswith(suffix):
             return int(float(quantity[: -len(suffix)]) * factor) // 2**20
     return int(float(quantity)) // 2**20
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    """A short digest of a pod template as the API renders it."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
 
 
 class PodTemplates:
@@ -99,14 +117,17 @@ class PodTemplates:
         selector = {LABEL_POOL: lang, LABEL_STATE: "warm"}
         pod = self.pod(lang, selector)
         pod["spec"]["restartPolicy"] = "Always"  # the only policy a Deployment accepts
+        template = {"metadata": pod["metadata"], "spec": pod["spec"]}
         return {
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": f"k8si-pool-{lang}",
                          "labels": {LABEL_COMPONENT: "pool", LABEL_POOL: lang},
                          "annotations": {ANNOTATION_TARGET: str(target),
-                                         ANNOTATION_LAST_CLAIM: f"{time.time():.3f}"}},
+                                         ANNOTATION_LAST_CLAIM: f"{time.time():.3f}",
+                                         ANNOTATION_MANAGED: MANAGED_BY_API,
+                                         ANNOTATION_TEMPLATE: template_hash(template)}},
             "spec": {"replicas": replicas, "selector": {"matchLabels": selector},
-                     "template": {"metadata": pod["metadata"], "spec": pod["spec"]}},
+                     "template": template},
         }
 
     def job(self, name: str, lang: str, labels: dict[str, str],
