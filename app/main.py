@@ -125,8 +125,8 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         file_service = FileService(files, sessions, settings.file_ttl, quotas)
         state_service = StateService(
             settings.state,
-            StateStore(client, StateArchive(object_store), settings.state.hot_ttl),
-            StateSigner(load_key(settings.state.hmac_key, settings.data_dir)), sessions, quotas)
+            StateStore(client, StateArchive(object_store), settings.state.hot_ttl, quotas),
+            StateSigner(load_key(settings.state.hmac_key, settings.data_dir)), sessions)
         recent = RecentExecutions(client)  # the operator page's recent executions
         runtime = (RuntimeSessions(  # the ``stateful`` profile
             settings, backend,
@@ -156,7 +156,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
                 SweepLease(client, "checkpoints", seconds=max(interval, 600)), interval)))
         if (archive_ttl := settings.state.archive_ttl) > 0:  # archived state's bytes too
             tasks.append(asyncio.create_task(run_archive_expiry(
-                state_service.store, quotas, archive_ttl,
+                state_service.store, archive_ttl,
                 SweepLease(client, "state-archives",
                            seconds=max(int(archive_sweep_interval(archive_ttl)), 600)))))
         if settings.file_ttl > 0:  # one replica at a time: a file's bytes given back once

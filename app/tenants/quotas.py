@@ -23,7 +23,8 @@ from valkey.exceptions import ValkeyError
 from ..errors import PayloadTooLarge, ServiceUnavailable
 from ..settings import TenantSettings
 
-__all__ = ["QuotaExceeded", "TenantQuotas", "blob_charge", "file_charge", "state_charge"]
+__all__ = ["LEDGER_LUA", "QuotaExceeded", "TenantQuotas", "blob_charge", "file_charge",
+           "state_charge"]
 
 # KEYS: 1 the tenant's usage (hash: bytes, files, ledger), 2 its ledger (hash: object
 #       key -> "bytes files"). ARGV: 1 object key, 2 bytes, 3 files, 4 max bytes,
@@ -43,47 +44,61 @@ redis.call('HSET', KEYS[2], ARGV[1], add_bytes .. ' ' .. add_files)
 return 1
 """
 
-# KEYS as above, and 3 the object's release marker (used while the tenant still has
-# usage from before the ledger). ARGV: 1 object key, 2 bytes, 3 files (what it counted
-# if it is not in the ledger). Returns 1 given back, 0 nothing to give back.
-_RELEASE = """
-local legacy = redis.call('HEXISTS', KEYS[1], 'ledger') == 0
-local charged = redis.call('HGET', KEYS[2], ARGV[1])
-local sub_bytes, sub_files
-if charged then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  local space = string.find(charged, ' ')
-  sub_bytes = tonumber(string.sub(charged, 1, space - 1))
-  sub_files = tonumber(string.sub(charged, space + 1))
-elseif not legacy or redis.call('EXISTS', KEYS[3]) == 1 then
-  return 0
-else
-  sub_bytes, sub_files = tonumber(ARGV[2]), tonumber(ARGV[3])
+#: The ledger's own operations as Lua functions, for scripts that must change the
+#: ledger in the same step as their own keys (``state_charge``: a session's Python
+#: state, saved and deleted together with its charge, ``app/domain/state/store.py``).
+#: ``usage``, ``ledger``: the tenant's keys (``TenantQuotas.ledger_keys``); ``marker``:
+#: the object's release marker (used while the tenant has usage from before the ledger).
+LEDGER_LUA = """
+local function ledger_release(usage, ledger, marker, charge, size, count)
+  local legacy = redis.call('HEXISTS', usage, 'ledger') == 0
+  local charged = redis.call('HGET', ledger, charge)
+  local sub_bytes, sub_files
+  if charged then
+    redis.call('HDEL', ledger, charge)
+    local space = string.find(charged, ' ')
+    sub_bytes = tonumber(string.sub(charged, 1, space - 1))
+    sub_files = tonumber(string.sub(charged, space + 1))
+  elseif not legacy or redis.call('EXISTS', marker) == 1 then
+    return 0
+  else
+    sub_bytes, sub_files = tonumber(size), tonumber(count)
+  end
+  local bytes = math.max(0, tonumber(redis.call('HGET', usage, 'bytes') or '0') - sub_bytes)
+  local files = math.max(0, tonumber(redis.call('HGET', usage, 'files') or '0') - sub_files)
+  redis.call('HSET', usage, 'bytes', bytes, 'files', files)
+  if legacy then redis.call('SET', marker, '1', 'EX', 86400) end
+  if bytes == 0 and files == 0 then redis.call('HSET', usage, 'ledger', '1') end
+  return 1
 end
-local bytes = math.max(0, tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0') - sub_bytes)
-local files = math.max(0, tonumber(redis.call('HGET', KEYS[1], 'files') or '0') - sub_files)
-redis.call('HSET', KEYS[1], 'bytes', bytes, 'files', files)
-if legacy then redis.call('SET', KEYS[3], '1', 'EX', 86400) end
-if bytes == 0 and files == 0 then redis.call('HSET', KEYS[1], 'ledger', '1') end
-return 1
+local function ledger_recharge(usage, ledger, charge, size, max_bytes)
+  size, max_bytes = tonumber(size), tonumber(max_bytes)
+  local before = 0
+  local charged = redis.call('HGET', ledger, charge)
+  if charged then before = tonumber(string.sub(charged, 1, string.find(charged, ' ') - 1)) end
+  local bytes = tonumber(redis.call('HGET', usage, 'bytes') or '0')
+  local files = tonumber(redis.call('HGET', usage, 'files') or '0')
+  if size > before and max_bytes > 0 and bytes + size - before > max_bytes then return 0 end
+  if bytes == 0 and files == 0 then redis.call('HSET', usage, 'ledger', '1') end
+  redis.call('HINCRBY', usage, 'bytes', size - before)
+  redis.call('HSET', ledger, charge, size .. ' 0')
+  return 1
+end
+"""
+
+# KEYS as for _RESERVE, and 3 the object's release marker. ARGV: 1 object key, 2 bytes,
+# 3 files (what it counted if it is not in the ledger). Returns 1 given back, 0 nothing
+# to give back.
+_RELEASE = LEDGER_LUA + """
+return ledger_release(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
 """
 
 # KEYS as for _RESERVE. ARGV: 1 object key, 2 its size now, 3 max bytes (0: no limit).
 # The object's charge becomes its size now, whatever it counted before (an object that
-# is rewritten in place: a session's Python state). Returns 1 counted, 0 refused (it
-# grew past the limit; what it counted before stays).
-_RECHARGE = """
-local before = 0
-local charged = redis.call('HGET', KEYS[2], ARGV[1])
-if charged then before = tonumber(string.sub(charged, 1, string.find(charged, ' ') - 1)) end
-local size, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
-local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
-local files = tonumber(redis.call('HGET', KEYS[1], 'files') or '0')
-if size > before and max_bytes > 0 and bytes + size - before > max_bytes then return 0 end
-if bytes == 0 and files == 0 then redis.call('HSET', KEYS[1], 'ledger', '1') end
-redis.call('HINCRBY', KEYS[1], 'bytes', size - before)
-redis.call('HSET', KEYS[2], ARGV[1], size .. ' 0')
-return 1
+# is rewritten in place). Returns 1 counted, 0 refused (it grew past the limit; what it
+# counted before stays).
+_RECHARGE = LEDGER_LUA + """
+return ledger_recharge(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 """
 
 
@@ -120,8 +135,18 @@ class TenantQuotas:
         self._recharge = client.register_script(_RECHARGE)
 
     @staticmethod
-    def _keys(tenant: str) -> list[str]:
+    def ledger_keys(tenant: str) -> list[str]:
+        """The tenant's usage and ledger keys (``LEDGER_LUA``'s ``usage``, ``ledger``)."""
         return [f"k8si:quota:usage:{tenant}", f"k8si:quota:ledger:{tenant}"]
+
+    @staticmethod
+    def marker_key(tenant: str, charge: str) -> str:
+        """The object's release marker (``LEDGER_LUA``'s ``marker``)."""
+        return f"k8si:quota:released:{tenant}:{charge}"
+
+    def max_bytes(self, tenant: str) -> int:
+        """The tenant's storage quota in bytes (0: none)."""
+        return self._settings.limits(tenant).storage_bytes
 
     async def _run(self, script: object, keys: list[str], args: list[object]) -> int:
         try:
@@ -133,7 +158,7 @@ class TenantQuotas:
         """Count an object about to be stored (``charge``: its ledger key), or raise
         ``QuotaExceeded``. True when this call counted it, False when it already was."""
         limits = self._settings.limits(tenant)
-        outcome = await self._run(self._reserve, self._keys(tenant),
+        outcome = await self._run(self._reserve, self.ledger_keys(tenant),
                                   [charge, size, files, limits.storage_bytes, limits.files])
         if outcome == 0:
             raise QuotaExceeded(f"tenant {tenant!r} storage quota reached "
@@ -147,7 +172,7 @@ class TenantQuotas:
         stays). ``enforce=False`` counts it whatever the limit (state read back from the
         archive: reading is never refused)."""
         limits = self._settings.limits(tenant)
-        outcome = await self._run(self._recharge, self._keys(tenant),
+        outcome = await self._run(self._recharge, self.ledger_keys(tenant),
                                   [charge, size, limits.storage_bytes if enforce else 0])
         if outcome == 0:
             raise QuotaExceeded(f"tenant {tenant!r} storage quota reached "
@@ -156,7 +181,7 @@ class TenantQuotas:
     async def release(self, tenant: str, charge: str, size: int, files: int = 1) -> bool:
         """Give back what a deleted or expired object counted, once: True if this call
         gave it back. ``size``/``files`` only serve an object counted before the ledger."""
-        keys = [*self._keys(tenant), f"k8si:quota:released:{tenant}:{charge}"]
+        keys = [*self.ledger_keys(tenant), self.marker_key(tenant, charge)]
         return bool(await self._run(self._release, keys, [charge, size, files]))
 
     async def usage(self, tenant: str) -> tuple[int, int]:

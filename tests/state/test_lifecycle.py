@@ -6,6 +6,7 @@ while a hot copy is left or since a use."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import pickle
@@ -48,9 +49,10 @@ class Harness:
         self.quotas = TenantQuotas(client, TenantSettings(defaults=TenantLimits(
             0, 0, storage_bytes=storage_bytes, files=0)))
         self.sessions = SessionStore(client, 3600)
-        self.store = StateStore(client, StateArchive(create_object_store(None, root)), 3600)
-        self.service = StateService(StateSettings(), self.store,
-                                    StateSigner(b"k" * 32), self.sessions, self.quotas)
+        self.store = StateStore(client, StateArchive(create_object_store(None, root)), 3600,
+                                self.quotas)
+        self.service = StateService(StateSettings(), self.store, StateSigner(b"k" * 32),
+                                    self.sessions)
         self.lease = SweepLease(client, f"state-archives-{self.tenant}", 60)
 
     async def new_state(self, blob: bytes | None = None) -> str:
@@ -61,21 +63,33 @@ class Harness:
         return session.id
 
     async def archive_and_evict(self, session_id: str, *, written_ago: float,
-                                used_ago: float) -> Path:
-        """Archived, the hot copy gone (its TTL over), written and last used that long ago."""
+                                used_ago: float | None) -> Path:
+        """Archived, the hot copy gone (its TTL over), written and last used that long ago
+        (``used_ago`` None: no last use recorded)."""
         assert await self.store.archive_idle(0) >= 1
-        await self.client.delete(f"k8si:state:{self.tenant}:{session_id}")
+        await self.evict(session_id)
         path = self.archive_path(session_id)
         os.utime(path, (time.time() - written_ago, time.time() - written_ago))
-        await self.client.hset("k8si:state:used", f"{self.tenant}:{session_id}",  # type: ignore[misc]
-                               repr(time.time() - used_ago))
+        await self.used(session_id, used_ago)
         return path
+
+    async def evict(self, session_id: str) -> None:
+        """The hot copy gone, as when its ``STATE_TTL`` is over."""
+        await self.client.delete(f"k8si:state:{self.tenant}:{session_id}")
+
+    async def used(self, session_id: str, ago: float | None) -> None:
+        member = f"{self.tenant}:{session_id}"
+        if ago is None:
+            await self.client.hdel("k8si:state:used", member)  # type: ignore[misc]
+        else:
+            await self.client.hset("k8si:state:used", member,  # type: ignore[misc]
+                                   repr(time.time() - ago))
 
     def archive_path(self, session_id: str) -> Path:
         return self.root / "k8si.state" / self.tenant / session_id
 
     async def expire(self, ttl: float) -> list[str]:
-        deleted = await expire_archives(self.store, self.quotas, int(ttl), self.lease)
+        deleted = await expire_archives(self.store, int(ttl), self.lease)
         return [session for tenant, session in deleted if tenant == self.tenant]
 
     async def usage(self) -> int:
@@ -91,6 +105,14 @@ def blob(runtime_dir: Path) -> bytes:
     return lz4_blob(runtime_dir, pickle.dumps({"namespace": {"x": "y" * 3000}, "modules": {}}))
 
 
+@pytest.fixture(scope="module")
+def bigger(runtime_dir: Path, blob: bytes) -> bytes:
+    data = lz4_blob(runtime_dir, pickle.dumps({"namespace": {"x": os.urandom(4000)},
+                                               "modules": {}}))
+    assert len(data) > len(blob)
+    return data
+
+
 @pytest.fixture
 def harness(tmp_path: Path, valkey_url: str, blob: bytes) -> Iterator[Harness]:
     yield Harness(tmp_path / "objects", valkey.Valkey.from_url(valkey_url), blob)
@@ -101,8 +123,8 @@ def test_an_archive_unused_for_the_ttl_is_deleted_and_its_bytes_given_back(
     async def scenario() -> None:
         session = await harness.new_state()
         assert await harness.usage() == len(harness.blob)
-        path = await harness.archive_and_evict(session, written_ago=2 * HOUR, used_ago=2 * HOUR)
-        assert await harness.expire(3 * HOUR) == []  # not yet: unused for 2 of 3 hours
+        path = await harness.archive_and_evict(session, written_ago=5 * HOUR, used_ago=2 * HOUR)
+        assert await harness.expire(3 * HOUR) == []  # written 5 h ago, but used 2 h ago
         assert path.exists() and await harness.usage() == len(harness.blob)
         assert await harness.expire(HOUR) == [session]
         assert not path.exists() and await harness.usage() == 0
@@ -113,50 +135,158 @@ def test_an_archive_unused_for_the_ttl_is_deleted_and_its_bytes_given_back(
     run(scenario())
 
 
-def test_an_archive_used_since_the_cutoff_or_still_hot_is_kept(harness: Harness,
-                                                              run: Any) -> None:
+def test_an_archive_still_hot_or_used_since_is_kept(harness: Harness, run: Any) -> None:
     async def scenario() -> None:
-        used = await harness.new_state()  # written long ago, used a minute ago
-        path = await harness.archive_and_evict(used, written_ago=5 * HOUR, used_ago=60)
         hot = await harness.new_state()  # written and used long ago, its hot copy still there
         assert await harness.store.archive_idle(0) == 1
         os.utime(harness.archive_path(hot), (time.time() - 5 * HOUR,) * 2)
-        await harness.client.hset("k8si:state:used", f"{harness.tenant}:{hot}",  # type: ignore[misc]
-                                  repr(time.time() - 5 * HOUR))
+        await harness.used(hot, 5 * HOUR)
+        assert await harness.expire(HOUR) == []
+        # Read while hot (a download, no execution): a use all the same.
+        read = await harness.new_state()
+        path = await harness.archive_and_evict(read, written_ago=5 * HOUR, used_ago=5 * HOUR)
+        await harness.service.download(harness.principal, read)  # back from the archive
+        await harness.used(read, 5 * HOUR)
+        await harness.service.download(harness.principal, read)  # the hot copy
+        await harness.evict(read)
         assert await harness.expire(HOUR) == []
         assert path.exists() and harness.archive_path(hot).exists()
         assert await harness.usage() == 2 * len(harness.blob)
-        # Read back from the archive: a use, so the next sweep keeps it too.
-        await harness.client.hset("k8si:state:used", f"{harness.tenant}:{used}",  # type: ignore[misc]
-                                  repr(time.time() - 5 * HOUR))
-        await harness.client.delete(f"k8si:state:{harness.tenant}:{used}")
-        record = await harness.service.download(harness.principal, used)
-        assert record.blob == harness.blob
+
+    run(scenario())
+
+
+def test_an_archive_with_no_last_use_starts_its_ttl_when_first_seen(
+        harness: Harness, run: Any) -> None:
+    """Archives written before last uses were recorded (or a Valkey that lost them) are
+    not deleted at the first sweep, however old."""
+    async def scenario() -> None:
+        session = await harness.new_state()
+        path = await harness.archive_and_evict(session, written_ago=30 * 24 * HOUR,
+                                               used_ago=None)
         assert await harness.expire(HOUR) == []
+        assert path.exists()
+        assert await harness.expire(HOUR) == []  # its TTL runs from the first sweep
+        await harness.used(session, 2 * HOUR)
+        assert await harness.expire(HOUR) == [session]
+
+    run(scenario())
+
+
+def test_a_state_deleted_while_it_was_read_stays_deleted(harness: Harness, run: Any) -> None:
+    async def scenario() -> None:
+        session = await harness.new_state()
+        path = await harness.archive_and_evict(session, written_ago=0, used_ago=0)
+        found = await harness.store.get(harness.tenant, session)  # a read from the archive
+        assert found is not None and found[1] == "archive"
+        await harness.service.delete(harness.principal, session)  # meanwhile
+        assert not await harness.store.rehydrate(found[0])  # the read ends
+        assert await harness.store.archive_idle(0) == 0
+        assert not path.exists() and await harness.usage() == 0
+        with pytest.raises(NotFound):
+            await harness.service.download(harness.principal, session)
+        # A new state after the deletion is kept and counted as any other.
+        await harness.service.upload(harness.principal, session, _chunks(harness.blob))
+        assert await harness.usage() == len(harness.blob)
+
+    run(scenario())
+
+
+def test_an_archive_expired_while_it_was_read_does_not_come_back_uncounted(
+        harness: Harness, run: Any) -> None:
+    async def scenario() -> None:
+        session = await harness.new_state()
+        path = await harness.archive_and_evict(session, written_ago=2 * HOUR,
+                                               used_ago=2 * HOUR)
+        found = await harness.store.get(harness.tenant, session)
+        assert found is not None
+        assert await harness.expire(HOUR) == [session]  # meanwhile
+        assert not await harness.store.rehydrate(found[0])
+        assert not path.exists() and await harness.usage() == 0
+        assert await harness.store.get(harness.tenant, session) is None
+
+    run(scenario())
+
+
+def test_a_read_that_loses_to_a_newer_save_leaves_the_newer_one_counted(
+        harness: Harness, bigger: bytes, run: Any) -> None:
+    async def scenario() -> None:
+        session = await harness.new_state()
+        await harness.archive_and_evict(session, written_ago=0, used_ago=0)
+        found = await harness.store.get(harness.tenant, session)
+        assert found is not None
+        await harness.service.upload(harness.principal, session, _chunks(bigger))  # meanwhile
+        assert not await harness.store.rehydrate(found[0])
+        assert await harness.usage() == len(bigger)
+        assert (await harness.service.download(harness.principal, session)).blob == bigger
+
+    run(scenario())
+
+
+def test_a_save_after_the_expiry_retired_the_archive_is_counted(
+        harness: Harness, bigger: bytes, run: Any) -> None:
+    async def scenario() -> None:
+        session = await harness.new_state()
+        path = await harness.archive_and_evict(session, written_ago=2 * HOUR,
+                                               used_ago=2 * HOUR)
+        assert await harness.store.retire(harness.tenant, session, time.time() - HOUR)
+        await harness.service.upload(harness.principal, session, _chunks(bigger))  # meanwhile
+        await harness.store.archive.delete(harness.tenant, session)  # the expiry goes on
+        assert not path.exists()
+        assert await harness.usage() == len(bigger)
+        assert (await harness.service.download(harness.principal, session)).blob == bigger
+        assert await harness.store.archive_idle(0) == 1 and path.exists()  # archived again
+
+    run(scenario())
+
+
+def test_concurrent_saves_leave_the_stored_state_counted(harness: Harness, runtime_dir: Path,
+                                                         run: Any) -> None:
+    blobs = [lz4_blob(runtime_dir, pickle.dumps({"namespace": {"x": os.urandom(500 * n)},
+                                                 "modules": {}})) for n in range(1, 7)]
+
+    async def scenario() -> None:
+        session = await harness.new_state()
+        await asyncio.gather(*(harness.service.upload(harness.principal, session, _chunks(b))
+                               for b in blobs))
+        stored = (await harness.service.download(harness.principal, session)).blob
+        assert stored in blobs and await harness.usage() == len(stored)
+
+    run(scenario())
+
+
+def test_the_charge_of_a_state_lost_before_it_was_archived_is_given_back(
+        harness: Harness, run: Any) -> None:
+    """A hot copy that expired before it could be archived (the object store down for
+    longer than ``STATE_TTL``): its charge goes once it is unused for the TTL."""
+    async def scenario() -> None:
+        lost = await harness.new_state()
+        await harness.evict(lost)
+        await harness.used(lost, 30)
+        assert await harness.expire(HOUR) == []
+        assert await harness.usage() == len(harness.blob)  # used half a minute ago
+        await harness.used(lost, 2 * HOUR)
+        await harness.expire(HOUR)
+        assert await harness.usage() == 0
 
     run(scenario())
 
 
 def test_state_read_back_is_archived_again(harness: Harness, run: Any) -> None:
-    """An archive deleted by the expiry just as it was read back (the race the expiry
-    cannot see) is written again from the hot copy once that is idle."""
     async def scenario() -> None:
         session = await harness.new_state()
         path = await harness.archive_and_evict(session, written_ago=0, used_ago=0)
         await harness.service.download(harness.principal, session)  # hot again
-        path.unlink()  # the expiry's delete, just after the read
+        path.unlink()  # lost from the object store
         assert await harness.store.archive_idle(0) == 1
-        assert path.exists()
+        assert path.exists() and await harness.usage() == len(harness.blob)
 
     run(scenario())
 
 
 def test_state_on_both_sides_of_the_storage_quota(tmp_path: Path, valkey_url: str,
-                                                  blob: bytes, runtime_dir: Path,
+                                                  blob: bytes, bigger: bytes,
                                                   run: Any) -> None:
-    bigger = lz4_blob(runtime_dir, pickle.dumps({"namespace": {"x": os.urandom(4000)},
-                                                 "modules": {}}))
-    assert len(bigger) > len(blob)
     client = valkey.Valkey.from_url(valkey_url)
     at_limit = Harness(tmp_path / "a", client, blob, storage_bytes=len(bigger))
     past_limit = Harness(tmp_path / "b", client, blob, storage_bytes=len(bigger) - 1)

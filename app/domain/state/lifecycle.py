@@ -1,14 +1,17 @@
 """``STATE_ARCHIVE_TTL``: archived Python state unused for the TTL is deleted, its bytes
 given back to the tenant's storage quota.
 
-A session's state is charged to its tenant's quota at its latest size (the service,
-``state_charge``) for as long as it is kept, hot or archived; the archive is its last
-home, so without this sweep it would be kept, and counted, for ever. Every replica runs
-the sweep; one at a time sweeps (the one that holds the lease, ``app/leases.py``), so
-an archive's bytes are given back once. An archive goes only when no hot copy of it is
-left and it was not used since the cutoff (``StateStore.release_archive``, one Valkey
-script); its last use is read from Valkey, or, where Valkey has none, from when the
-archive was written.
+A session's state is charged to its tenant's quota at its latest size for as long as
+it is kept, hot or archived (``StateStore.save``); the archive is its last home, so
+without this sweep it would be kept, and counted, for ever. Every replica runs the
+sweep; one at a time sweeps (the one that holds the lease, ``app/leases.py``). An
+archive is retired only when no hot copy of it is left and it was not used since the
+cutoff; retiring gives the charge back and sets a tombstone in the same script
+(``StateStore.retire``), so a read begun before cannot bring the state back, and a
+save after it is charged afresh. An archive with no last use recorded (written before
+uses were, or by a Valkey that lost them) starts its TTL when the sweep first sees it.
+The sweep also gives back the charge of a state that is neither hot nor archived (a
+hot copy that expired before it could be archived) once it is unused for the TTL.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import time
 
 from ...errors import ServiceUnavailable
 from ...leases import SweepLease
-from ...tenants import TenantQuotas, state_charge
 from .store import StateStore
 
 __all__ = ["archive_sweep_interval", "expire_archives", "run_archive_expiry"]
@@ -32,7 +34,7 @@ def archive_sweep_interval(ttl_seconds: int) -> float:
     return max(1.0, min(ttl_seconds / 4, 3600.0))
 
 
-async def expire_archives(store: StateStore, quotas: TenantQuotas, ttl_seconds: int,
+async def expire_archives(store: StateStore, ttl_seconds: int,
                           lease: SweepLease) -> list[tuple[str, str]]:
     """One sweep, if this replica holds the lease (else nothing): the ``(tenant,
     session)`` whose archive was deleted."""
@@ -40,28 +42,32 @@ async def expire_archives(store: StateStore, quotas: TenantQuotas, ttl_seconds: 
         if not mine:
             return []
         cutoff = time.time() - ttl_seconds
+        archives = await store.archive.stored()
         deleted: list[tuple[str, str]] = []
-        for archived in await store.archive.stored():
+        for archived in archives:
             if archived.written_at >= cutoff:
                 continue
-            if not await store.release_archive(archived.tenant, archived.session_id, cutoff):
-                continue  # hot again, or used since the cutoff
-            # Given back first: a delete that fails is retried by the next sweep (its last
-            # use is gone from Valkey now), and gives back nothing twice.
-            await quotas.release(archived.tenant, state_charge(archived.session_id), 0, files=0)
-            await store.archive.delete(archived.tenant, archived.session_id)
-            deleted.append((archived.tenant, archived.session_id))
+            if await store.retire(archived.tenant, archived.session_id, cutoff):
+                # Its charge is given back already: a delete that fails is tried again
+                # by the next sweep (which then starts its TTL afresh).
+                await store.archive.delete(archived.tenant, archived.session_id)
+                deleted.append((archived.tenant, archived.session_id))
+        kept = {(archived.tenant, archived.session_id) for archived in archives}
+        for tenant, session_id in await store.charged_sessions():
+            if (tenant, session_id) not in kept and await store.reclaim(tenant, session_id,
+                                                                         cutoff):
+                logger.info("charge of a lost state given back",
+                            extra={"tenant": tenant, "session_id": session_id})
         return deleted
 
 
-async def run_archive_expiry(store: StateStore, quotas: TenantQuotas, ttl_seconds: int,
-                             lease: SweepLease) -> None:
+async def run_archive_expiry(store: StateStore, ttl_seconds: int, lease: SweepLease) -> None:
     """Sweep every ``archive_sweep_interval(ttl_seconds)`` until cancelled; a failed sweep is
     logged and tried again at the next interval."""
     while True:
         await asyncio.sleep(archive_sweep_interval(ttl_seconds))
         try:
-            deleted = await expire_archives(store, quotas, ttl_seconds, lease)
+            deleted = await expire_archives(store, ttl_seconds, lease)
         except ServiceUnavailable as exc:  # Valkey or the object store (StorageUnavailable)
             logger.warning("state archive expiry failed", extra={"error": exc.message})
             continue

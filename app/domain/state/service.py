@@ -8,10 +8,10 @@ the format header, signs, stores and hands out bytes, and never unpickles or
 decompresses them.
 
 A session's state counts toward its tenant's storage quota at its latest size, for as
-long as it is kept, hot or archived (``state_charge``): a capture that would take the
-tenant past its quota is not kept (the previous state stays, and the result says why),
-an upload past it is a 413 ``quota_exceeded``, and a deleted state gives its bytes back
-(the archive's expiry too: ``lifecycle.py``).
+long as it is kept, hot or archived (the store charges it as it saves it): a capture
+that would take the tenant past its quota is not kept (the previous state stays, and
+the result says why), an upload past it is a 413 ``quota_exceeded``, and a deleted
+state gives its bytes back (the archive's expiry too: ``lifecycle.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ...ids import is_valid_id
 from ...sessions import Session, SessionStore
 from ...settings import StateSettings
 from ...storage.state_archive import StateHeader, StateRecord
-from ...tenants import QuotaExceeded, TenantQuotas, state_charge
+from ...tenants import QuotaExceeded
 from .blob import StateSigner, check_format
 from .schemas import StateInfo, StateOutcome, StateUploaded
 from .store import StateStore
@@ -58,12 +58,11 @@ class StateService:
     """Loads, checks, stores and deletes the Python state of sessions."""
 
     def __init__(self, settings: StateSettings, store: StateStore, signer: StateSigner,
-                 sessions: SessionStore, quotas: TenantQuotas) -> None:
+                 sessions: SessionStore) -> None:
         self.settings = settings
         self.store = store
         self.signer = signer
         self.sessions = sessions
-        self.quotas = quotas
 
     # -- reading, always checked ----------------------------------------------------
 
@@ -77,14 +76,11 @@ class StateService:
                                   header.signature):
             logger.warning("state failed its integrity check; discarded",
                            extra={"tenant": tenant, "session_id": session_id, "source": source})
-            await self._discard(tenant, session_id)
+            await self.store.delete(tenant, session_id)
             raise InvalidState("the session's stored state failed its integrity check and was "
                                "discarded; run again to start from an empty namespace")
-        if source == "archive":
+        if source == "archive":  # hot again, unless deleted or expired since it was read
             await self.store.rehydrate(record)
-            # Counted again (it is, unless its archive expired just now), never refused.
-            await self.quotas.recharge(tenant, state_charge(session_id), header.size,
-                                       enforce=False)
         return record
 
     async def exists(self, tenant: str, session_id: str) -> bool:
@@ -135,26 +131,13 @@ class StateService:
         blob = bytes(received)
         check_format(blob, self.settings.max_bytes, self.settings.max_raw_bytes)
         record = self._sign(tenant, session_id, blob, "upload")
-        await self._keep(record)  # QuotaExceeded: 413, the stored state as it was
+        await self.store.save(record)  # QuotaExceeded: 413, the stored state as it was
         return StateUploaded(message="state_uploaded", session_id=session_id, size=len(blob),
                              hash=record.header.sha256)
 
     async def delete(self, principal: Principal, session_id: str) -> None:
         _check_id(session_id)
-        await self._discard(principal.tenant, session_id)
-
-    async def _keep(self, record: StateRecord) -> None:
-        """Count the record at its size (``QuotaExceeded`` past the quota), then store it.
-        A store that fails leaves it counted at the new size until the session's next
-        save or deletion counts it again: over, never under."""
-        header = record.header
-        await self.quotas.recharge(header.tenant, state_charge(header.session_id), header.size)
-        await self.store.save(record)
-
-    async def _discard(self, tenant: str, session_id: str) -> None:
-        """Delete the session's state (hot copy and archive); its bytes given back."""
-        await self.store.delete(tenant, session_id)
-        await self.quotas.release(tenant, state_charge(session_id), 0, files=0)
+        await self.store.delete(principal.tenant, session_id)
 
     def _sign(self, tenant: str, session_id: str, blob: bytes, origin: str) -> StateRecord:
         sha256, signature = self.signer.sign(tenant, session_id, blob)
@@ -193,13 +176,13 @@ class StateService:
             if status == "captured" and blob is not None:
                 record = self._sign(tenant, session_id, blob, "execution")
                 try:
-                    await self._keep(record)
+                    await self.store.save(record)
                     return StateOutcome(True, record.header.size, tuple(errors))
                 except QuotaExceeded as exc:  # the previous state stays
                     errors.append(_issue(f"the state was not kept: {exc.message}"))
             elif status == "empty":
                 if previous is not None:  # none was there before this run: nothing to remove
-                    await self._discard(tenant, session_id)
+                    await self.store.delete(tenant, session_id)
                 return StateOutcome(False, 0, tuple(errors))
         except ServiceUnavailable as exc:
             logger.warning("state not stored", extra={"tenant": tenant, "session_id": session_id,

@@ -8,15 +8,20 @@ Valkey, always keyed by (tenant, session):
     k8si:state:idle                 sorted set "<tenant>:<session>" -> last use
     k8si:state:used                 hash "<tenant>:<session>" -> last use (no TTL: the
                                     archive's expiry reads it)
+    k8si:state:deleted:<t>:<s>      tombstone of a state deleted or expired (a while)
+
+A session's state is charged to its tenant's storage quota at its latest size
+(``state_charge``) in the same script that saves it, and given back in the one that
+deletes or expires it (``scripts.py``): the charge and the state never disagree.
 
 An idle sweep (every replica may run it) claims entries idle for the archive period
 with ``ZREM`` (one replica wins each), writes the blob to the object store
 (``app/storage/state_archive.py``) and marks the hot copy archived. On a Valkey miss
-the archive is read instead and, once the service has checked it, put back hot, and
-archived again once idle (so an archive expired meanwhile is written back). An archive
-with no hot copy and unused for ``STATE_ARCHIVE_TTL`` is released by
-``release_archive`` for the expiry sweep (``lifecycle.py``) to delete.
-The store moves opaque records; signatures are checked by the service.
+the archive is read instead and, once the service has checked it, put back hot (unless
+it was deleted or expired meanwhile), and archived again once idle. An archive with no
+hot copy and unused for ``STATE_ARCHIVE_TTL`` is retired here (``retire``) for the
+expiry sweep (``lifecycle.py``) to delete. The store moves opaque records; signatures
+are checked by the service.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from valkey.exceptions import ValkeyError
 
 from ...errors import ServiceUnavailable
 from ...storage.state_archive import StateArchive, StateHeader, StateRecord
+from ...tenants import QuotaExceeded, TenantQuotas, state_charge
+from . import scripts
 
 __all__ = ["StateStore"]
 
@@ -37,35 +44,6 @@ logger = logging.getLogger(__name__)
 _IDLE_KEY = "k8si:state:idle"
 _USED_KEY = "k8si:state:used"
 _FIELDS = ("size", "sha256", "signature", "created_at", "origin")
-# Mark a hot copy archived only if it still holds the blob that was archived.
-_MARK_ARCHIVED = """
-if redis.call('HGET', KEYS[1], 'sha256') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'archived', ARGV[1])
-  return 1
-end
-return 0
-"""
-# Put an archived record back hot, unless a newer one arrived meanwhile; not marked
-# archived, so it is archived again once idle. KEYS: hot copy, idle set, last uses.
-# ARGV: TTL, member, now, then the record's fields and values.
-_REHYDRATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-return 1
-"""
-# An archive may go when no hot copy exists and its last use is before the cutoff
-# (none recorded: the caller checked when it was written). KEYS: hot copy, last uses.
-# ARGV: member, cutoff.
-_RELEASE_ARCHIVE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local used = redis.call('HGET', KEYS[2], ARGV[1])
-if used and tonumber(used) >= tonumber(ARGV[2]) then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-return 1
-"""
 
 
 def _hot_key(tenant: str, session_id: str) -> str:
@@ -74,6 +52,18 @@ def _hot_key(tenant: str, session_id: str) -> str:
 
 def _member(tenant: str, session_id: str) -> str:
     return f"{tenant}:{session_id}"
+
+
+def _tombstone(tenant: str, session_id: str) -> str:
+    return f"k8si:state:deleted:{tenant}:{session_id}"
+
+
+def _fields(record: StateRecord) -> list[bytes | str]:
+    """The record's fields and values, flat (a script's arguments)."""
+    flat: list[bytes | str] = []
+    for name, value in _mapping(record).items():
+        flat += [name, value]
+    return flat
 
 
 def _mapping(record: StateRecord) -> dict[str, bytes | str]:
@@ -95,39 +85,54 @@ def _header(tenant: str, session_id: str, values: list[bytes | None]) -> StateHe
 
 
 class StateStore:
-    """Saves, finds, archives and deletes the state of sessions."""
+    """Saves, finds, archives and deletes the state of sessions, and charges it."""
 
-    def __init__(self, client: valkey.Valkey, archive: StateArchive, hot_ttl: int) -> None:
+    def __init__(self, client: valkey.Valkey, archive: StateArchive, hot_ttl: int,
+                 quotas: TenantQuotas) -> None:
         self._client = client
         self.archive = archive
+        self.quotas = quotas
         self._ttl = hot_ttl
-        self._mark_archived = client.register_script(_MARK_ARCHIVED)
-        self._rehydrate = client.register_script(_REHYDRATE)
-        self._release_archive = client.register_script(_RELEASE_ARCHIVE)
+        self._save = client.register_script(scripts.SAVE)
+        self._remove = client.register_script(scripts.REMOVE)
+        self._rehydrate = client.register_script(scripts.REHYDRATE)
+        self._mark_archived = client.register_script(scripts.MARK_ARCHIVED)
+        self._retire = client.register_script(scripts.RETIRE)
+        self._reclaim = client.register_script(scripts.RECLAIM)
 
-    async def save(self, record: StateRecord) -> None:
-        """The session's state from now on (hot; archived once idle)."""
-        header = record.header
-        key, member, now = _hot_key(header.tenant, header.session_id), _member(
-            header.tenant, header.session_id), time.time()
+    async def _run(self, script: object, keys: list[str], args: list[bytes | str | int],
+                   ) -> int:
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                pipe.hset(key, mapping=_mapping(record))
-                pipe.expire(key, self._ttl)
-                pipe.zadd(_IDLE_KEY, {member: now})
-                pipe.hset(_USED_KEY, member, repr(now))
-                await pipe.execute()
+            return int(await script(keys=keys, args=args))  # type: ignore[operator]
         except ValkeyError as exc:
             raise ServiceUnavailable("state store unavailable", retry_after=2) from exc
 
+    async def save(self, record: StateRecord) -> None:
+        """The session's state from now on (hot; archived once idle), charged at its size:
+        ``QuotaExceeded`` past the tenant's quota (the previous state stays)."""
+        header = record.header
+        tenant, session_id = header.tenant, header.session_id
+        keys = [_hot_key(tenant, session_id), _IDLE_KEY, _USED_KEY,
+                _tombstone(tenant, session_id), *self.quotas.ledger_keys(tenant)]
+        args: list[bytes | str | int] = [
+            self._ttl, _member(tenant, session_id), repr(time.time()),
+            state_charge(session_id), header.size, self.quotas.max_bytes(tenant),
+            *_fields(record)]
+        if not await self._run(self._save, keys, args):
+            raise QuotaExceeded(f"tenant {tenant!r} storage quota reached "
+                                f"({self.quotas.max_bytes(tenant)} bytes)")
+
     async def get(self, tenant: str, session_id: str) -> tuple[StateRecord, str] | None:
-        """The stored record and where it was found (``valkey`` or ``archive``)."""
+        """The stored record and where it was found (``valkey`` or ``archive``); a hot
+        copy found is a use (its TTL and last use renewed)."""
         key = _hot_key(tenant, session_id)
         try:
             values = await self._client.hmget(key, ["blob", *_FIELDS])  # type: ignore[misc]
             if values[0] is not None:
-                await self._client.expire(key, self._ttl)
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.expire(key, self._ttl)
+                    pipe.hset(_USED_KEY, _member(tenant, session_id), repr(time.time()))
+                    await pipe.execute()
         except ValkeyError as exc:
             raise ServiceUnavailable("state store unavailable", retry_after=2) from exc
         header = _header(tenant, session_id, values[1:])
@@ -139,18 +144,16 @@ class StateStore:
             return None
         return archived, "archive"
 
-    async def rehydrate(self, record: StateRecord) -> None:
-        """Put a (checked) archived record back hot, to be archived again once idle."""
+    async def rehydrate(self, record: StateRecord) -> bool:
+        """Put a (checked) archived record back hot, to be archived again once idle; False
+        when a newer one is there, or it was deleted or expired since it was read."""
         header = record.header
-        args: list[bytes | str | int] = [self._ttl, _member(header.tenant, header.session_id),
-                                         repr(time.time())]
-        for name, value in _mapping(record).items():
-            args += [name, value]
-        try:
-            await self._rehydrate(keys=[_hot_key(header.tenant, header.session_id), _IDLE_KEY,
-                                        _USED_KEY], args=args)
-        except ValkeyError as exc:
-            raise ServiceUnavailable("state store unavailable", retry_after=2) from exc
+        tenant, session_id = header.tenant, header.session_id
+        keys = [_hot_key(tenant, session_id), _IDLE_KEY, _USED_KEY,
+                _tombstone(tenant, session_id)]
+        args: list[bytes | str | int] = [self._ttl, _member(tenant, session_id),
+                                         repr(time.time()), *_fields(record)]
+        return bool(await self._run(self._rehydrate, keys, args))
 
     async def header(self, tenant: str, session_id: str,
                      ) -> tuple[StateHeader, str, float | None] | None:
@@ -182,27 +185,44 @@ class StateStore:
             raise ServiceUnavailable("state store unavailable", retry_after=2) from exc
 
     async def delete(self, tenant: str, session_id: str) -> None:
-        """Remove the hot copy, the idle entry and the archive."""
-        member = _member(tenant, session_id)
-        try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(_hot_key(tenant, session_id))
-                pipe.zrem(_IDLE_KEY, member)
-                pipe.hdel(_USED_KEY, member)
-                await pipe.execute()
-        except ValkeyError as exc:
-            raise ServiceUnavailable("state store unavailable", retry_after=2) from exc
+        """Remove the hot copy, its entries and the archive; the charge given back."""
+        charge = state_charge(session_id)
+        await self._run(self._remove, [
+            _hot_key(tenant, session_id), _IDLE_KEY, _USED_KEY, _tombstone(tenant, session_id),
+            *self.quotas.ledger_keys(tenant), self.quotas.marker_key(tenant, charge)],
+            [_member(tenant, session_id), charge])
         await self.archive.delete(tenant, session_id)
 
-    async def release_archive(self, tenant: str, session_id: str, cutoff: float) -> bool:
-        """True when the session's archive may be deleted: no hot copy, and no use since
-        ``cutoff`` (its record of last use is then dropped)."""
+    async def retire(self, tenant: str, session_id: str, cutoff: float) -> bool:
+        """True when the session's archive is to be deleted now: no hot copy and no use
+        since ``cutoff`` (its charge is then given back; see ``scripts.RETIRE``)."""
+        charge = state_charge(session_id)
+        return bool(await self._run(self._retire, [
+            _hot_key(tenant, session_id), _USED_KEY, _tombstone(tenant, session_id),
+            *self.quotas.ledger_keys(tenant), self.quotas.marker_key(tenant, charge)],
+            [_member(tenant, session_id), repr(cutoff), charge, repr(time.time())]))
+
+    async def reclaim(self, tenant: str, session_id: str, cutoff: float) -> bool:
+        """Give back the charge of a state neither hot nor archived (its hot copy expired
+        before it could be archived), unused since ``cutoff``; True if it was."""
+        charge = state_charge(session_id)
+        return bool(await self._run(self._reclaim, [
+            _hot_key(tenant, session_id), _USED_KEY, *self.quotas.ledger_keys(tenant),
+            self.quotas.marker_key(tenant, charge)],
+            [_member(tenant, session_id), repr(cutoff), charge]))
+
+    async def charged_sessions(self) -> list[tuple[str, str]]:
+        """Every ``(tenant, session)`` whose state is charged in a ledger."""
+        found: list[tuple[str, str]] = []
         try:
-            return bool(await self._release_archive(
-                keys=[_hot_key(tenant, session_id), _USED_KEY],
-                args=[_member(tenant, session_id), repr(cutoff)]))
+            async for key in self._client.scan_iter(match="k8si:quota:ledger:*", count=500):
+                tenant = key.decode().rpartition(":")[2]
+                async for field, _ in self._client.hscan_iter(key, match="state:*",
+                                                              count=500):
+                    found.append((tenant, field.decode().partition(":")[2]))
         except ValkeyError as exc:
             raise ServiceUnavailable("state store unavailable", retry_after=2) from exc
+        return found
 
     async def archive_idle(self, idle_seconds: float, batch: int = 100) -> int:
         """Archive the hot copies idle for ``idle_seconds``; the number archived."""
@@ -234,7 +254,11 @@ class StateStore:
             return False  # this blob is archived already
         try:
             await self.archive.put(StateRecord(header=header, blob=values[0]))
-            await self._mark_archived(keys=[key], args=[header.sha256])
+            marked = await self._mark_archived(keys=[key, _tombstone(tenant, session_id)],
+                                               args=[header.sha256])
+            if marked == 2:  # deleted while it was being archived: not brought back
+                await self.archive.delete(tenant, session_id)
+                return False
         except (ServiceUnavailable, ValkeyError) as exc:
             logger.warning("state archive failed; retried later",
                            extra={"tenant": tenant, "session_id": session_id, "error": str(exc)})
