@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import attrs
+
 from app.backends.kubernetes.templates import LABEL_COMPONENT
 from app.settings import Settings
 from tests.cluster import KubeCluster
@@ -148,6 +150,26 @@ def _sandbox_labels(overlay: list[Obj]) -> list[dict[str, str]]:
     return [*labels, job["spec"]["template"]["metadata"]["labels"]]
 
 
+def test_the_policy_s_named_port_is_the_executor_s_whatever_its_number(
+        overlay: list[Obj]) -> None:
+    """The NetworkPolicy admits the port named ``executor``: every sandbox the code
+    builds names its executor port so, on ``K8S_EXECUTOR_PORT`` whatever it is."""
+    from app.backends.kubernetes.templates import PodTemplates
+
+    settings = _settings(overlay)
+    for port in (settings.kubernetes.executor_port, 9090):
+        templates = PodTemplates(attrs.evolve(settings.kubernetes, executor_port=port))
+        for built in (templates.pool_deployment("py", 1, 1),
+                      templates.job("k8si-py-test", "py", {}, {})):
+            container = built["spec"]["template"]["spec"]["containers"][0]
+            assert container["ports"] == [{"name": "executor", "containerPort": port}]
+            assert f"0.0.0.0:{port}" in container["args"]
+    for pool in pools(overlay):
+        container = pool["spec"]["template"]["spec"]["containers"][0]
+        assert container["ports"] == [{"name": "executor", "containerPort":
+                                       settings.kubernetes.executor_port}]
+
+
 def test_network_policies_isolate_the_sandboxes(overlay: list[Obj]) -> None:
     settings = _settings(overlay)
     sandbox_ns = settings.kubernetes.namespace
@@ -166,7 +188,7 @@ def test_network_policies_isolate_the_sandboxes(overlay: list[Obj]) -> None:
                    for r in p["spec"].get("ingress") or []]
         assert ingress, "the API could not reach the executor"
         for rule in ingress:
-            assert rule["ports"] == [{"protocol": "TCP", "port": settings.kubernetes.executor_port}]
+            assert rule["ports"] == [{"protocol": "TCP", "port": "executor"}]
             for peer in rule["from"]:
                 assert "ipBlock" not in peer
                 assert peer["namespaceSelector"] == {"matchLabels": api_ns_labels}

@@ -21,8 +21,11 @@ import yaml
 
 from app.backends.kubernetes.templates import (
     ANNOTATION_LAST_CLAIM,
+    ANNOTATION_MANAGED,
     ANNOTATION_TARGET,
+    ANNOTATION_TEMPLATE,
     IMAGE_GROUPS,
+    MANAGED_BY_API,
     TEMPLATE_PATH,
     PodTemplates,
 )
@@ -55,6 +58,9 @@ def _code_pool(settings: Settings, lang: str) -> Obj:
     size = settings.pool_size(lang)
     deployment = PodTemplates(settings.kubernetes).pool_deployment(lang, size, size)
     deployment["metadata"]["annotations"].pop(ANNOTATION_LAST_CLAIM)
+    # Applied by kustomize, a pool is kustomize's: without the marks of one the API owns.
+    assert deployment["metadata"]["annotations"].pop(ANNOTATION_MANAGED) == MANAGED_BY_API
+    deployment["metadata"]["annotations"].pop(ANNOTATION_TEMPLATE)
     return deployment
 
 
