@@ -5,9 +5,10 @@ does on demand (429 storms, 5xx outages, stalled answers), for the fault tests.
 the apiserver over TLS (the caller's bearer token passes through unchanged, so RBAC
 still applies), and streams answers back (watches work through it). Faults apply to
 the next N requests: ``fail(status, n)`` answers a Kubernetes ``Status`` body with
-that code (and ``Retry-After: 1`` for 429), ``stall(seconds, n)`` holds each request
-that long before forwarding it. ``kubeconfig(path, token, namespace)`` writes a
-kubeconfig that points at the proxy.
+that code (and ``Retry-After: 1`` for 429), ``garble(n)`` answers 200 with an HTML
+page (a misconfigured proxy or load balancer in front of the apiserver),
+``stall(seconds, n)`` holds each request that long before forwarding it.
+``kubeconfig(path, token, namespace)`` writes a kubeconfig that points at the proxy.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
         "proxy-authorization", "proxy-authenticate", "host", "content-length"}
-_REASONS = {429: "TooManyRequests", 500: "InternalError", 502: "BadGateway",
+_REASONS = {401: "Unauthorized", 429: "TooManyRequests", 500: "InternalError", 502: "BadGateway",
             503: "ServiceUnavailable", 504: "Timeout"}
 
 
@@ -51,6 +52,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._fail_status, self._fail_left = 0, 0
         self._stall_seconds, self._stall_left = 0.0, 0
+        self._garble_left = 0
         self.forwarded = 0
         self.injected = 0
         self.stalled = 0
@@ -67,6 +69,11 @@ class FaultProxy:
         """The next ``count`` requests answer ``status`` (0 clears)."""
         with self._lock:
             self._fail_status, self._fail_left = status, count
+
+    def garble(self, count: int) -> None:
+        """The next ``count`` requests answer 200 with a page that is not JSON."""
+        with self._lock:
+            self._garble_left = count
 
     def stall(self, seconds: float, count: int) -> None:
         """The next ``count`` requests wait ``seconds`` before they are forwarded."""
@@ -98,6 +105,9 @@ class FaultProxy:
             if self._fail_left > 0:
                 self._fail_left -= 1
                 status = self._fail_status
+            elif self._garble_left > 0:
+                self._garble_left -= 1
+                status = 200
             if self._stall_left > 0:
                 self._stall_left -= 1
                 stall = self._stall_seconds
@@ -147,6 +157,12 @@ class FaultProxy:
             await response.aclose()
 
     async def _status(self, send: Send, status: int) -> None:
+        if status == 200:  # garbled: a page, not the apiserver's JSON
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/html")]})
+            await send({"type": "http.response.body",
+                        "body": b"<html><body>502 Bad Gateway (injected)</body></html>"})
+            return
         reason = _REASONS.get(status, "InternalError")
         body = orjson.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {},
                              "status": "Failure", "reason": reason, "code": status,

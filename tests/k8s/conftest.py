@@ -3,6 +3,7 @@ whose kubeconfig is the project's own Role in a fresh namespace."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ def k8s_app_factory(tmp_path: Path, runtime_dir: Path, valkey_url: str,
                     kube: Namespace) -> Iterator[AppFactory]:
     """Starts API replicas with ``EXECUTION_BACKEND=kubernetes`` against the cluster."""
     running: list[tuple[Any, Any]] = []
+    numbers = itertools.count()  # a data dir of its own, even for replicas started at once
 
     def start(pool_sizes: dict[str, int] | None = None, *,
               kubeconfig: Path | None = None, app_settings: dict[str, Any] | None = None,
@@ -43,7 +45,7 @@ def k8s_app_factory(tmp_path: Path, runtime_dir: Path, valkey_url: str,
                                     **{"reap_interval": 1, "lease_seconds": 120,
                                        **kube_settings})
         # Replicas share STATE_HMAC_KEY, as a deployment's must (state, continuation tokens).
-        settings = make_settings(tmp_path / f"replica{len(running)}", runtime_dir, valkey_url,
+        settings = make_settings(tmp_path / f"replica{next(numbers)}", runtime_dir, valkey_url,
                                  state=StateSettings(hmac_key=_SHARED_KEY),
                                  execution_backend="kubernetes",
                                  pool_sizes=pool_sizes if pool_sizes is not None else {"bash": 2},
