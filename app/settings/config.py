@@ -188,6 +188,12 @@ class Settings:
             env, settings.execution_backend))
         if settings.default_execution_time > settings.max_execution_time:
             raise SettingsError("DEFAULT_EXECUTION_TIME must not exceed MAX_EXECUTION_TIME")
+        state = settings.state
+        if 0 < state.archive_ttl <= state.hot_ttl + state.archive_after:
+            # Shorter, an archive could expire while its hot copy is still in use.
+            raise SettingsError("STATE_ARCHIVE_TTL must be 0 (archives kept) or more than "
+                                "STATE_TTL + STATE_ARCHIVE_AFTER "
+                                f"({state.hot_ttl + state.archive_after} s)")
         for entry in settings.forwarded_allow_ips:
             try:
                 ipaddress.ip_network(entry)  # strict, as uvicorn reads it: 10.0.0.0/8

@@ -11,7 +11,8 @@ cutoff; retiring gives the charge back and sets a tombstone in the same script
 save after it is charged afresh. An archive with no last use recorded (written before
 uses were, or by a Valkey that lost them) starts its TTL when the sweep first sees it.
 The sweep also gives back the charge of a state that is neither hot nor archived (a
-hot copy that expired before it could be archived) once it is unused for the TTL.
+hot copy that expired before it could be archived) once it is unused for the TTL, and
+drops the last uses of states that are gone.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def archive_sweep_interval(ttl_seconds: int) -> float:
 async def expire_archives(store: StateStore, ttl_seconds: int,
                           lease: SweepLease) -> list[tuple[str, str]]:
     """One sweep, if this replica holds the lease (else nothing): the ``(tenant,
-    session)`` whose archive was deleted."""
+    session)`` whose archive was deleted. An archive that cannot be deleted now is
+    logged and left to the next sweep (its state tombstoned: never read meanwhile)."""
     async with lease.held() as mine:
         if not mine:
             return []
@@ -45,18 +47,22 @@ async def expire_archives(store: StateStore, ttl_seconds: int,
         archives = await store.archive.stored()
         deleted: list[tuple[str, str]] = []
         for archived in archives:
-            if archived.written_at >= cutoff:
+            tenant, session_id = archived.tenant, archived.session_id
+            if not await store.retire(tenant, session_id, cutoff):
                 continue
-            if await store.retire(archived.tenant, archived.session_id, cutoff):
-                # Its charge is given back already: a delete that fails is tried again
-                # by the next sweep (which then starts its TTL afresh).
-                await store.archive.delete(archived.tenant, archived.session_id)
-                deleted.append((archived.tenant, archived.session_id))
-        kept = {(archived.tenant, archived.session_id) for archived in archives}
-        for tenant, session_id in await store.charged_sessions():
-            if (tenant, session_id) not in kept and await store.reclaim(tenant, session_id,
-                                                                         cutoff):
-                logger.info("charge of a lost state given back",
+            try:
+                await store.delete_archive(tenant, session_id)
+            except ServiceUnavailable as exc:
+                logger.warning("expired state archive not deleted; tried again next sweep",
+                               extra={"tenant": tenant, "session_id": session_id,
+                                      "error": exc.message})
+                continue
+            deleted.append((tenant, session_id))
+        listed = {(archived.tenant, archived.session_id) for archived in archives}
+        for tenant, session_id in await store.unused_since(cutoff):
+            if (tenant, session_id) not in listed and await store.reclaim(tenant, session_id,
+                                                                          cutoff):
+                logger.info("unused state's last use dropped, its charge given back",
                             extra={"tenant": tenant, "session_id": session_id})
         return deleted
 

@@ -8,7 +8,8 @@ Valkey, always keyed by (tenant, session):
     k8si:state:idle                 sorted set "<tenant>:<session>" -> last use
     k8si:state:used                 hash "<tenant>:<session>" -> last use (no TTL: the
                                     archive's expiry reads it)
-    k8si:state:deleted:<t>:<s>      tombstone of a state deleted or expired (a while)
+    k8si:state:deleted:<t>:<s>      tombstone of a state deleted or expired: until its
+                                    archive is gone, then ``TOMBSTONE_SECONDS`` more
 
 A session's state is charged to its tenant's storage quota at its latest size
 (``state_charge``) in the same script that saves it, and given back in the one that
@@ -97,6 +98,7 @@ class StateStore:
         self._remove = client.register_script(scripts.REMOVE)
         self._rehydrate = client.register_script(scripts.REHYDRATE)
         self._mark_archived = client.register_script(scripts.MARK_ARCHIVED)
+        self._settle = client.register_script(scripts.SETTLE)
         self._retire = client.register_script(scripts.RETIRE)
         self._reclaim = client.register_script(scripts.RECLAIM)
 
@@ -124,10 +126,16 @@ class StateStore:
 
     async def get(self, tenant: str, session_id: str) -> tuple[StateRecord, str] | None:
         """The stored record and where it was found (``valkey`` or ``archive``); a hot
-        copy found is a use (its TTL and last use renewed)."""
+        copy found is a use (its TTL and last use renewed). A deleted or expired state
+        whose archive is not gone yet is not found."""
         key = _hot_key(tenant, session_id)
         try:
-            values = await self._client.hmget(key, ["blob", *_FIELDS])  # type: ignore[misc]
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hmget(key, ["blob", *_FIELDS])
+                pipe.exists(_tombstone(tenant, session_id))
+                values, tombstoned = await pipe.execute()
+            if values[0] is None and tombstoned:
+                return None
             if values[0] is not None:
                 async with self._client.pipeline(transaction=False) as pipe:
                     pipe.expire(key, self._ttl)
@@ -150,9 +158,10 @@ class StateStore:
         header = record.header
         tenant, session_id = header.tenant, header.session_id
         keys = [_hot_key(tenant, session_id), _IDLE_KEY, _USED_KEY,
-                _tombstone(tenant, session_id)]
+                _tombstone(tenant, session_id), *self.quotas.ledger_keys(tenant)]
         args: list[bytes | str | int] = [self._ttl, _member(tenant, session_id),
-                                         repr(time.time()), *_fields(record)]
+                                         repr(time.time()), state_charge(session_id),
+                                         header.size, *_fields(record)]
         return bool(await self._run(self._rehydrate, keys, args))
 
     async def header(self, tenant: str, session_id: str,
@@ -191,7 +200,13 @@ class StateStore:
             _hot_key(tenant, session_id), _IDLE_KEY, _USED_KEY, _tombstone(tenant, session_id),
             *self.quotas.ledger_keys(tenant), self.quotas.marker_key(tenant, charge)],
             [_member(tenant, session_id), charge])
+        await self.delete_archive(tenant, session_id)
+
+    async def delete_archive(self, tenant: str, session_id: str) -> None:
+        """Delete the archive of a deleted or retired state; once it is gone the
+        tombstone ends after a while (until then a read never finds the state)."""
         await self.archive.delete(tenant, session_id)
+        await self._run(self._settle, [_tombstone(tenant, session_id)], [])
 
     async def retire(self, tenant: str, session_id: str, cutoff: float) -> bool:
         """True when the session's archive is to be deleted now: no hot copy and no use
@@ -203,23 +218,22 @@ class StateStore:
             [_member(tenant, session_id), repr(cutoff), charge, repr(time.time())]))
 
     async def reclaim(self, tenant: str, session_id: str, cutoff: float) -> bool:
-        """Give back the charge of a state neither hot nor archived (its hot copy expired
-        before it could be archived), unused since ``cutoff``; True if it was."""
+        """For a last use with no archive: when the state is not hot either and unused
+        since ``cutoff``, drop the entry and give its charge back; True if it was."""
         charge = state_charge(session_id)
         return bool(await self._run(self._reclaim, [
             _hot_key(tenant, session_id), _USED_KEY, *self.quotas.ledger_keys(tenant),
             self.quotas.marker_key(tenant, charge)],
             [_member(tenant, session_id), repr(cutoff), charge]))
 
-    async def charged_sessions(self) -> list[tuple[str, str]]:
-        """Every ``(tenant, session)`` whose state is charged in a ledger."""
+    async def unused_since(self, cutoff: float) -> list[tuple[str, str]]:
+        """Every ``(tenant, session)`` whose last use is before ``cutoff``."""
         found: list[tuple[str, str]] = []
         try:
-            async for key in self._client.scan_iter(match="k8si:quota:ledger:*", count=500):
-                tenant = key.decode().rpartition(":")[2]
-                async for field, _ in self._client.hscan_iter(key, match="state:*",
-                                                              count=500):
-                    found.append((tenant, field.decode().partition(":")[2]))
+            async for member, used in self._client.hscan_iter(_USED_KEY, count=1000):
+                if float(used) < cutoff:
+                    tenant, _, session_id = member.decode().partition(":")
+                    found.append((tenant, session_id))
         except ValkeyError as exc:
             raise ServiceUnavailable("state store unavailable", retry_after=2) from exc
         return found
@@ -257,7 +271,7 @@ class StateStore:
             marked = await self._mark_archived(keys=[key, _tombstone(tenant, session_id)],
                                                args=[header.sha256])
             if marked == 2:  # deleted while it was being archived: not brought back
-                await self.archive.delete(tenant, session_id)
+                await self.delete_archive(tenant, session_id)
                 return False
         except (ServiceUnavailable, ValkeyError) as exc:
             logger.warning("state archive failed; retried later",
