@@ -65,6 +65,11 @@ class Principal:
     #: May use the operator API (``ADMIN_API_KEYS``).
     admin: bool = False
 
+    def acting_user(self, named: str | None) -> str | None:
+        """The user a request acts for: the token's subject when the credential names one
+        (a LibreChat JWT), whatever the body says; else the body's ``user_id``."""
+        return self.user_id if self.user_id is not None else named
+
 
 class KeyRing:
     """The configured API keys, held as (digest, tenant) pairs; admin keys flagged."""

@@ -62,6 +62,32 @@ def test_jwt_bearer_maps_to_its_tenant(jwt_app: RunningApp,
 
 
 @pytest.mark.attack("protocol")
+def _entity_upload(app: RunningApp, key: ed25519.Ed25519PrivateKey, sub: str,
+                   named: str) -> str:
+    """Upload as the token's ``sub``, naming ``named`` as the user: the session used."""
+    token = jwt.encode(_claims(tenant_id="acme", sub=sub), key, algorithm="EdDSA")
+    answer = httpx.post(f"{app.base_url}/upload",
+                        headers={"Authorization": f"Bearer {token}", "User-Id": named},
+                        data={"entity_id": "assistant-1"},
+                        files={"file": ("a.txt", sub.encode(), "text/plain")})
+    assert answer.status_code == 200, answer.text
+    session: str = answer.json()["session_id"]
+    return session
+
+
+def test_a_jwt_acts_for_its_own_subject(jwt_app: RunningApp,
+                                        ed_key: ed25519.Ed25519PrivateKey) -> None:
+    """Within a tenant, an entity's latest session is the token's user's: naming another
+    user in the request reaches neither that user's session nor makes one for them."""
+    bobs = _entity_upload(jwt_app, ed_key, "bob", "bob")
+    # alice naming bob: her own entity session, not his
+    assert _entity_upload(jwt_app, ed_key, "alice", "bob") != bobs
+    alices = _entity_upload(jwt_app, ed_key, "alice", "alice")
+    assert alices != bobs
+    assert _entity_upload(jwt_app, ed_key, "bob", "alice") == bobs  # and the other way
+    assert _entity_upload(jwt_app, ed_key, "alice", "mallory") == alices
+
+
 @pytest.mark.parametrize("case", ["expired", "audience", "issuer", "other key", "none"])
 def test_bad_jwts_are_401(jwt_app: RunningApp, ed_key: ed25519.Ed25519PrivateKey,
                           case: str) -> None:

@@ -155,7 +155,8 @@ class ExecService:
         if not request.session_id and not request.entity_id:
             session = self.sessions.fresh(principal.tenant)
             return session, asyncio.create_task(self.sessions.record(session))
-        return await self.session_for(principal.tenant, request.session_id, request.user_id,
+        return await self.session_for(principal.tenant, request.session_id,
+                                      principal.acting_user(request.user_id),
                                       request.entity_id), None
 
     async def session_for(self, tenant: str, session_id: str | None, user_id: str | None,
@@ -280,7 +281,7 @@ class ExecService:
                 await recording
             outputs = await stage_out(
                 lease.executor, self.files.store, tenant=principal.tenant,
-                session_id=session.id, user_id=request.user_id,
+                session_id=session.id, user_id=principal.acting_user(request.user_id),
                 inputs=run.output_inputs(inputs) if run is not None else inputs,
                 max_files=self.settings.max_output_files,
                 max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir,

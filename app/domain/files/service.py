@@ -154,6 +154,7 @@ class FileService:
         async def has_files(expired: str) -> bool:  # its record expired, its files did not
             return await self.has_files(principal.tenant, expired)
 
+        user_id = principal.acting_user(user_id)
         session = await self.sessions.resolve(principal.tenant, fields.get("session_id"),
                                               user_id, entity_id, adoptable=has_files)
         # The session's names (and this request's, as they are stored): a part whose

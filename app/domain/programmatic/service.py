@@ -128,7 +128,8 @@ class ProgrammaticService:
             if rt is not None:
                 await rt.end(ok=False)
             raise
-        record = RunRecord(new_id(), principal.tenant, session.id, lang, request.user_id,
+        record = RunRecord(new_id(), principal.tenant, session.id, lang,
+                           principal.acting_user(request.user_id),
                            tuple(tools), timeout, tuple(inputs),
                            workspace_id=workspace.id if workspace else None,
                            workspace_instance_id=workspace.instance_id if workspace else None,
@@ -170,7 +171,8 @@ class ProgrammaticService:
             session = self.sessions.fresh(tenant)
             await self.sessions.record(session)
             return session
-        return await self.exec.session_for(tenant, wanted, request.user_id, request.entity_id)
+        return await self.exec.session_for(tenant, wanted, principal.acting_user(request.user_id),
+                                           request.entity_id)
 
     # -- the next steps ---------------------------------------------------------------
 
