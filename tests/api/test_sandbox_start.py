@@ -185,3 +185,28 @@ def test_a_failed_start_whose_teardown_fails_too_is_still_a_start_error(
         api.run(sandbox.start())
     assert sandbox.retired
     assert _leftovers(backend, sandbox) == []
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.3])
+def test_an_acquire_cancelled_while_its_sandbox_starts_gives_its_slot_back(
+        api: RunningApp, delay: float) -> None:
+    """No warm bash sandbox: the acquire takes a slot, then starts one, and is cancelled
+    (the client left) at that moment; the slot is free again, and nothing is claimed."""
+    backend = _backend(api)
+
+    async def scenario() -> tuple[int, int, int]:
+        free = backend.free_slots
+        acquiring = asyncio.create_task(backend.acquire("bash", "c" * 21, "default"))
+        while backend.free_slots == free and not acquiring.done():
+            await asyncio.sleep(0.001)
+        taken = backend.free_slots
+        await asyncio.sleep(delay)
+        acquiring.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            lease = await acquiring
+            await backend.release(lease)  # it won the race: given back the usual way
+        return free, taken, backend.free_slots
+
+    free, taken, after = api.run(scenario())
+    assert taken == free - 1, "the slot was taken before the cancellation"
+    assert after == free

@@ -227,6 +227,11 @@ class LocalBackend:
 
     # -- the seam -----------------------------------------------------------------
 
+    @property
+    def free_slots(self) -> int:
+        """Execution slots free now (of ``MAX_CONCURRENT_EXECUTIONS``)."""
+        return self._slots._value
+
     async def _take_slot(self) -> None:
         """One of ``MAX_CONCURRENT_EXECUTIONS`` slots (``NoCapacity`` after ``QUEUE_TIMEOUT``)."""
         queued = time.perf_counter()
