@@ -31,17 +31,6 @@ def _quotas(client: valkey.Valkey, storage_bytes: int = 0, files: int = 0) -> Te
         files=files)))
 
 
-@pytest.fixture
-def client(valkey_url: str) -> valkey.Valkey:
-    connection: valkey.Valkey = valkey.Valkey.from_url(valkey_url)
-    return connection
-
-
-@pytest.fixture
-def tenant() -> str:
-    return f"t{secrets.token_hex(4)}"
-
-
 def _service(tmp_path: Path, client: valkey.Valkey, quotas: TenantQuotas,
              store: FileStore | None = None) -> FileService:
     store = store or FileStore(create_object_store(None, tmp_path / "objects"))

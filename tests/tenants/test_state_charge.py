@@ -5,10 +5,8 @@ when it grows past the quota, and given back once when it goes."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from typing import Any
 
-import pytest
 import valkey.asyncio as valkey
 
 from app.settings import TenantLimits, TenantSettings
@@ -19,17 +17,6 @@ def _quotas(client: valkey.Valkey, storage_bytes: int = 0) -> TenantQuotas:
     return TenantQuotas(client, TenantSettings(defaults=TenantLimits(
         executions_per_window=0, concurrent_executions=0, storage_bytes=storage_bytes,
         files=1)))  # a state is no file: a one-file quota never refuses it
-
-
-@pytest.fixture
-def client(valkey_url: str) -> valkey.Valkey:
-    connection: valkey.Valkey = valkey.Valkey.from_url(valkey_url)
-    return connection
-
-
-@pytest.fixture
-def tenant() -> str:
-    return f"t{secrets.token_hex(4)}"
 
 
 def test_a_state_is_counted_at_its_latest_size(client: valkey.Valkey, tenant: str,
