@@ -7,7 +7,10 @@ still applies), and streams answers back (watches work through it). Faults apply
 the next N requests: ``fail(status, n)`` answers a Kubernetes ``Status`` body with
 that code (and ``Retry-After: 1`` for 429), ``garble(n)`` answers 200 with an HTML
 page (a misconfigured proxy or load balancer in front of the apiserver),
-``stall(seconds, n)`` holds each request that long before forwarding it.
+``stall(seconds, n)`` holds each request that long before forwarding it, and
+``expire_watches(n, as_status=...)`` ends the next ``n`` watches as the apiserver does
+when their resourceVersion is too old: an ERROR event with a 410 Status (or, with
+``as_status``, a 410 answer).
 ``kubeconfig(path, token, namespace)`` writes a kubeconfig that points at the proxy.
 """
 
@@ -53,6 +56,7 @@ class FaultProxy:
         self._fail_status, self._fail_left = 0, 0
         self._stall_seconds, self._stall_left = 0.0, 0
         self._garble_left = 0
+        self._expire_left, self._expire_as_status = 0, False
         self.forwarded = 0
         self.injected = 0
         self.stalled = 0
@@ -74,6 +78,21 @@ class FaultProxy:
         """The next ``count`` requests answer 200 with a page that is not JSON."""
         with self._lock:
             self._garble_left = count
+
+    def expire_watches(self, count: int, *, as_status: bool = False) -> None:
+        """The next ``count`` watch requests end at once: "too old" (410)."""
+        with self._lock:
+            self._expire_left, self._expire_as_status = count, as_status
+
+    def _take_expiry(self, scope: Scope) -> str | None:
+        """``"event"`` or ``"status"`` when this request is a watch to expire."""
+        if b"watch=true" not in scope.get("query_string", b""):
+            return None
+        with self._lock:
+            if self._expire_left <= 0:
+                return None
+            self._expire_left -= 1
+            return "status" if self._expire_as_status else "event"
 
     def stall(self, seconds: float, count: int) -> None:
         """The next ``count`` requests wait ``seconds`` before they are forwarded."""
@@ -116,6 +135,11 @@ class FaultProxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        expiry = self._take_expiry(scope)
+        if expiry is not None:
+            self.injected += 1
+            await self._expired(send, expiry)
+            return
         status, stall = self._take_fault()
         if stall:
             self.stalled += 1
@@ -155,6 +179,20 @@ class FaultProxy:
             await send({"type": "http.response.body", "body": b""})
         finally:
             await response.aclose()
+
+    async def _expired(self, send: Send, form: str) -> None:
+        gone = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "reason": "Expired", "code": 410,
+                "message": "too old resource version (injected by the fault proxy)"}
+        if form == "status":
+            await send({"type": "http.response.start", "status": 410,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": orjson.dumps(gone)})
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body",
+                    "body": orjson.dumps({"type": "ERROR", "object": gone}) + b"\n"})
 
     async def _status(self, send: Send, status: int) -> None:
         if status == 200:  # garbled: a page, not the apiserver's JSON

@@ -84,6 +84,21 @@ def test_readiness_answers_while_the_apiserver_is_down(proxied: RunningApp,
     assert body["services"]["backend"]["status"] != "healthy", body
 
 
+@pytest.mark.parametrize("as_status", [False, True])
+def test_a_cold_start_whose_watch_expires_relists_and_serves(
+        kube: Namespace, proxy: FaultProxy, tmp_path: Path, k8s_app_factory: AppFactory,
+        as_status: bool) -> None:
+    """No pool: a Job, whose pod the API watches until it is ready. Watches that end
+    "too old" (an ERROR event, or a 410 answer) are followed by a fresh list and watch."""
+    config = proxy.kubeconfig(tmp_path / "proxy.kubeconfig", kube.cluster.api_token,
+                              kube.namespace)
+    app = k8s_app_factory({}, kubeconfig=config, reap_interval=3600)
+    proxy.expire_watches(2, as_status=as_status)
+    status, body = _echo(app, "cold")
+    assert (status, body["stdout"]) == (200, "cold\n"), body
+    assert proxy.injected == 2, "both watches expired, and the pod was still found"
+
+
 def test_two_replicas_starting_at_once_make_one_pool(kube: Namespace,
                                                     k8s_app_factory: AppFactory) -> None:
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
