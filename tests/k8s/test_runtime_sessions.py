@@ -19,8 +19,13 @@ from tests.runtime.conftest import run
 RUNTIME = "k8si.io/runtime"
 
 
-def _replica(factory: AppFactory, store: Path, idle_ttl: int = 600) -> RunningApp:
-    return factory({"bash": 2}, app_settings={
+ADMIN_KEY = "admin-key-k8s-runtime-0123456789"
+
+
+def _replica(factory: AppFactory, store: Path, idle_ttl: int = 600,
+             pools: dict[str, int] | None = None) -> RunningApp:
+    return factory({"bash": 2} if pools is None else pools, app_settings={
+        "admin_api_keys": (ADMIN_KEY,),
         "execution_profiles": ("default", "stateful"),
         "object_store_url": f"file://{store}",  # the deployment's one object store
         "runtime_sessions": RuntimeSessionSettings(idle_ttl=idle_ttl, max_age=3600,
@@ -112,3 +117,27 @@ def test_a_programmatic_run_in_a_runtime_session_spans_replicas(
     assert done["runtime_status"] == "reused"
     after = run(second, "k8s-ptc", "cat /mnt/data/x.txt", lang="bash")
     assert (after["runtime_status"], after["stdout"]) == ("reused", "42\n")
+
+
+def test_a_runtime_session_kept_on_a_cold_start_job_is_seen_and_reused(
+        kube: Namespace, k8s_app_factory: AppFactory, tmp_path: Path) -> None:
+    """No pool: the runtime session's sandbox is a Job's pod, kept through the Job's
+    labels. Operators see it kept (at the pod), and the next call reuses it."""
+    app = _replica(k8s_app_factory, tmp_path / "objects", pools={})
+    made = run(app, "k8s-cold", "echo kept > /mnt/data/k.txt; echo $HOSTNAME", lang="bash")
+    assert made["runtime_status"] == "created", made
+    [job] = [j for j in kube.objects("jobs", label_selector=RUNTIME)
+             if not j["metadata"].get("deletionTimestamp")]
+    backend = app.app.state.backend
+    assert isinstance(backend, KubernetesBackend)
+    [info] = app.run(backend.runtime_sandboxes("default"))
+    assert info.key.runtime_session_id == made["runtime_session_id"]
+    assert info.location.startswith(f"job/{job['metadata']['name']}/")
+    assert info.language == "bash"
+    with app.client(ADMIN_KEY) as admin:
+        rows = admin.get("/admin/runtime-sessions", params={"tenant": "default"}).json()
+    [row] = [r for r in rows if r["runtime_session_id"] == made["runtime_session_id"]]
+    assert row["kept"] is True and row["location"] == info.location
+    again = run(app, "k8s-cold", "cat /mnt/data/k.txt; echo $HOSTNAME", lang="bash")
+    assert again["runtime_status"] == "reused", again
+    assert again["stdout"].split() == ["kept", made["stdout"].strip()]

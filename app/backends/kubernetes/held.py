@@ -224,14 +224,29 @@ class HeldPods:
         return self._hold_again(live, location, key.session_id, pool_hit=True)
 
     async def runtime_sandboxes(self, tenant: str | None = None) -> list[KeptInfo]:
+        """Kept pods, and kept Jobs (a runtime session that began on a cold start: the
+        Job carries the labels, its pod the address)."""
         assert self.client is not None
         try:
-            listed = await self.client.list_objects(PODS, labelSelector=kept_selector(tenant))
+            pods = await self.client.list_objects(PODS, labelSelector=kept_selector(tenant))
+            jobs = (await self.client.list_objects(
+                JOBS, labelSelector=kept_selector(tenant))).get("items", [])
+            names = sorted(str(job["metadata"]["name"]) for job in jobs)
+            job_pods = (await self.client.list_objects(
+                PODS, labelSelector=f"job-name in ({','.join(names)})")).get(
+                "items", []) if names else []
         except KubeError as exc:
             raise unavailable("list kept", exc) from exc
         now = time.time()
-        return [info for pod in listed.get("items", [])
+        kept = [info for pod in pods.get("items", [])
                 if (info := kept_info(pod, now)) is not None]
+        for job in jobs:
+            name = job["metadata"]["name"]
+            found = [info for pod in job_pods
+                     if (pod["metadata"].get("labels") or {}).get("job-name") == name
+                     and (info := kept_info(job, now, pod)) is not None]
+            kept.extend(found[:1])  # its running pod (a Job of ours has one)
+        return kept
 
     async def drop(self, location: str) -> bool:
         assert self.client is not None

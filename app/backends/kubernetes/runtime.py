@@ -89,19 +89,25 @@ def _seconds(annotations: dict[str, Any], name: str) -> float:
         return 0.0
 
 
-def kept_info(pod: dict[str, Any], now: float) -> KeptInfo | None:
-    """A kept pod as ``runtime_sandboxes`` lists it; None when it is ending or ended."""
-    metadata, status = pod.get("metadata", {}), pod.get("status", {})
+def kept_info(obj: dict[str, Any], now: float,
+              pod: dict[str, Any] | None = None) -> KeptInfo | None:
+    """A kept pod, or a kept Job (``obj``) with its ``pod``, as ``runtime_sandboxes``
+    lists it; None when it is ending or ended."""
+    kind = "pod" if pod is None else "job"
+    pod = obj if pod is None else pod
+    metadata, status = obj.get("metadata", {}), pod.get("status", {})
+    pod_metadata = pod.get("metadata", {})
     annotations = metadata.get("annotations") or {}
-    if (metadata.get("deletionTimestamp") or lease_expired(pod, now)
-            or status.get("phase") != "Running" or not status.get("podIP")
-            or not annotations.get(ANNOTATION_RUNTIME)):
+    if (metadata.get("deletionTimestamp") or pod_metadata.get("deletionTimestamp")
+            or lease_expired(obj, now) or status.get("phase") != "Running"
+            or not status.get("podIP") or not annotations.get(ANNOTATION_RUNTIME)):
         return None
     key = RuntimeKey(tenant=str(annotations.get(ANNOTATION_TENANT, "")),
                      runtime_session_id=str(annotations[ANNOTATION_RUNTIME]),
                      session_id=str(annotations.get(ANNOTATION_SESSION, "")))
     return KeptInfo(
-        location=f"pod/{metadata['name']}/{status['podIP']}/{metadata.get('uid', '')}",
+        location=(f"{kind}/{metadata['name']}/{status['podIP']}/"
+                  f"{pod_metadata.get('uid', '')}"),
         key=key, language=str((metadata.get("labels") or {}).get(LABEL_LANGUAGE, "")),
         kept_since=_seconds(annotations, ANNOTATION_KEPT_SINCE),
         idle_until=_seconds(annotations, ANNOTATION_EXPIRES_AT),
