@@ -110,19 +110,40 @@ class FileStore:
 
     async def update_meta(self, meta: FileMeta) -> bool:
         """Write a file's changed metadata, unless the file was deleted meanwhile (a
-        write would bring it back, without its bytes): False then."""
-        path = _bytes_path(meta.tenant, meta.session_id, meta.id) + _META_SUFFIX
+        write would bring it back, without its bytes): False then.
+
+        Without a conditional write (the local store has none), a DELETE may still land
+        between the check and the write; the bytes are looked at after the write, and
+        the deleter removes the metadata a second time after the bytes (``delete``), so
+        whichever comes last removes metadata brought back that way."""
+        path = _bytes_path(meta.tenant, meta.session_id, meta.id)
+        if not await self._exists(path + _META_SUFFIX):
+            return False
+        try:
+            await obstore.put_async(self._store, path + _META_SUFFIX, meta.to_json())
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store write failed: {exc}", retry_after=2) from exc
+        if await self._exists(path):
+            return True
+        await self._delete_if_present(path + _META_SUFFIX)  # deleted meanwhile: not back
+        return False
+
+    async def _exists(self, path: str) -> bool:
         try:
             await obstore.head_async(self._store, path)
         except (NotFoundError, FileNotFoundError):
             return False
         except _STORE_ERRORS as exc:
             raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
-        try:
-            await obstore.put_async(self._store, path, meta.to_json())
-        except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store write failed: {exc}", retry_after=2) from exc
         return True
+
+    async def _delete_if_present(self, path: str) -> None:
+        try:
+            await obstore.delete_async(self._store, path)
+        except (NotFoundError, FileNotFoundError):
+            pass  # already gone: deleting is idempotent
+        except _STORE_ERRORS as exc:
+            raise StorageUnavailable(f"object store delete failed: {exc}", retry_after=2) from exc
 
     async def _read_meta(self, path: str) -> FileMeta:
         result = await obstore.get_async(self._store, path)
@@ -171,23 +192,18 @@ class FileStore:
 
     async def delete(self, meta: FileMeta) -> None:
         """Remove the metadata first (the file disappears at once; a failure here is a
-        ``StorageUnavailable`` and changes nothing), then the bytes. Idempotent. Bytes
-        that cannot be removed once the metadata is gone are logged (with their path)
-        and left: the file is deleted for every reader either way."""
+        ``StorageUnavailable`` and changes nothing), then the bytes, then the metadata
+        once more (an ``update_meta`` racing the first may have written it back).
+        Idempotent. Bytes that cannot be removed once the metadata is gone are logged
+        (with their path) and left: the file is deleted for every reader either way."""
         path = _bytes_path(meta.tenant, meta.session_id, meta.id)
-        try:
-            await obstore.delete_async(self._store, path + _META_SUFFIX)
-        except (NotFoundError, FileNotFoundError):
-            pass  # already gone: deleting is idempotent
-        except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store delete failed: {exc}", retry_after=2) from exc
-        try:
-            await obstore.delete_async(self._store, path)
-        except (NotFoundError, FileNotFoundError):
-            pass
-        except _STORE_ERRORS as exc:
-            logger.warning("deleted file's bytes left in the object store",
-                           extra={"path": path, "error": str(exc)})
+        await self._delete_if_present(path + _META_SUFFIX)
+        for leftover in (path, path + _META_SUFFIX):
+            try:
+                await self._delete_if_present(leftover)
+            except StorageUnavailable as exc:
+                logger.warning("deleted file's object left in the object store",
+                               extra={"path": leftover, "error": exc.message})
 
     async def touch(self, meta: FileMeta, min_interval: float) -> FileMeta:
         """Record a use (for ``FILE_TTL``), at most once per ``min_interval`` seconds."""

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import valkey.asyncio as valkey
 
@@ -245,6 +246,29 @@ def test_recording_a_use_never_brings_a_deleted_file_back(
 
     recorded, after = run(scenario())
     assert recorded is not None and after is None
+
+
+def test_metadata_written_back_by_a_racing_update_is_removed_again(
+        tmp_path: Path, client: valkey.Valkey, tenant: str, run: Any) -> None:
+    """An update that checked the file before a DELETE and writes after it: its write
+    lands on a file with no bytes, and it removes what it wrote (the local store has no
+    conditional write). The other order is the deleter's: it removes the metadata once
+    more after the bytes."""
+    files = _service(tmp_path, client, _quotas(client))
+
+    async def scenario() -> tuple[bool, FileMeta | None, list[str]]:
+        meta = await files.store(_meta(tenant, 10), _source(tmp_path, 10))
+        path = tmp_path / "objects" / tenant / meta.session_id / meta.id
+        await files.objects.delete(meta)
+        # The race, as the store sees it: the update's check passed before the DELETE,
+        # so its write lands now, on a deleted file.
+        path.with_name(path.name + ".json").write_bytes(meta.to_json())
+        written = await files.objects.update_meta(attrs.evolve(meta, last_used=time.time()))
+        left = sorted(p.name for p in path.parent.iterdir()) if path.parent.exists() else []
+        return written, await files.objects.get_meta(tenant, meta.session_id, meta.id), left
+
+    written, after, left = run(scenario())
+    assert (written, after, left) == (False, None, [])
 
 
 def _form(tmp_path: Path, *names: str) -> MultipartForm:
