@@ -16,6 +16,7 @@ and a busy one is skipped). The record is written and the lock released last.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import re
 import time
@@ -255,12 +256,18 @@ class RuntimeSessions:
                 "runtime_session_hint must be 1-128 characters of [A-Za-z0-9._:-]")
         return hint
 
-    async def begin(self, tenant: str, hint: str, language: str) -> RuntimeRun:
-        """The execution's sandbox, under the runtime session's lock (see the module)."""
+    async def begin(self, tenant: str, hint: str, language: str,
+                    user_id: str | None = None) -> RuntimeRun:
+        """The execution's sandbox, under the runtime session's lock (see the module).
+        ``user_id``: the token's subject of a JWT caller, whose runtime sessions are its
+        own (its hints are recorded with a suffix naming it: ``<hint>:u-<digest>``)."""
         if not self.backend.keeps_sandboxes:
             raise RuntimeSessionsUnsupported(
                 "The selected worker does not provide a stateful workspace")
-        key = record_key(tenant, self.check_hint(hint))
+        hint = self.check_hint(hint)
+        if user_id is not None:
+            hint = f"{hint}:u-{hashlib.sha256(user_id.encode()).hexdigest()[:16]}"
+        key = record_key(tenant, hint)
         token = await self.records.lock(key, self.settings.queue_timeout)
         try:
             return await self._claim(tenant, hint, language, token)

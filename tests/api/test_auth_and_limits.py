@@ -33,7 +33,8 @@ def jwt_app(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path, valkey_
     pem = ed_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     settings = make_settings(tmp_path_factory.mktemp("jwt"), runtime_dir, valkey_url,
                              pool_sizes={}, pool_warmup_on_startup=False,
-                             jwt_public_key=pem.decode(), body_key_auth=True)
+                             jwt_public_key=pem.decode(), body_key_auth=True,
+                             execution_profiles=("default", "stateful"))
     running, server, thread = start_app(settings)
     yield running
     stop_app(server, thread)
@@ -61,7 +62,6 @@ def test_jwt_bearer_maps_to_its_tenant(jwt_app: RunningApp,
                      headers={"Authorization": f"Bearer {other}"}).status_code == 404
 
 
-@pytest.mark.attack("protocol")
 def _entity_upload(app: RunningApp, key: ed25519.Ed25519PrivateKey, sub: str,
                    named: str) -> str:
     """Upload as the token's ``sub``, naming ``named`` as the user: the session used."""
@@ -75,6 +75,7 @@ def _entity_upload(app: RunningApp, key: ed25519.Ed25519PrivateKey, sub: str,
     return session
 
 
+@pytest.mark.attack("protocol")
 def test_a_jwt_acts_for_its_own_subject(jwt_app: RunningApp,
                                         ed_key: ed25519.Ed25519PrivateKey) -> None:
     """Within a tenant, an entity's latest session is the token's user's: naming another
@@ -88,6 +89,30 @@ def test_a_jwt_acts_for_its_own_subject(jwt_app: RunningApp,
     assert _entity_upload(jwt_app, ed_key, "alice", "mallory") == alices
 
 
+@pytest.mark.attack("protocol")
+def test_a_jwt_s_runtime_sessions_are_its_own(jwt_app: RunningApp,
+                                              ed_key: ed25519.Ed25519PrivateKey) -> None:
+    """Two users of one tenant naming the same runtime_session_hint: two runtime sessions,
+    neither sees the other's kept work dir."""
+    def run(sub: str, code: str) -> dict[str, Any]:
+        token = jwt.encode(_claims(tenant_id="acme", sub=sub), ed_key, algorithm="EdDSA")
+        answer = httpx.post(f"{jwt_app.base_url}/exec", timeout=120, json={
+            "lang": "bash", "code": code, "runtime_session_hint": "shared-hint"}, headers={
+            "Authorization": f"Bearer {token}", "X-CodeAPI-Expected-Profile": "stateful"})
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    alice = run("alice", "echo secret > /mnt/data/mine.txt; ls /mnt/data")
+    bob = run("bob", "ls /mnt/data")
+    assert alice["runtime_status"] == bob["runtime_status"] == "created"
+    assert alice["runtime_session_id"] != bob["runtime_session_id"]
+    assert "mine.txt" not in bob["stdout"]
+    again = run("alice", "cat /mnt/data/mine.txt")
+    assert (again["runtime_status"], again["stdout"]) == ("reused", "secret\n")
+
+
+@pytest.mark.attack("protocol")
 @pytest.mark.parametrize("case", ["expired", "audience", "issuer", "other key", "none"])
 def test_bad_jwts_are_401(jwt_app: RunningApp, ed_key: ed25519.Ed25519PrivateKey,
                           case: str) -> None:

@@ -216,7 +216,8 @@ class ExecService:
         hint = request.runtime_session_hint if profile == "stateful" else None
         run: RuntimeRun | None = None
         if hint is not None and self.runtime is not None:
-            run = await self.runtime.begin(principal.tenant, hint, valid.lang)
+            run = await self.runtime.begin(principal.tenant, hint, valid.lang,
+                                           principal.user_id)
             session, recording = run.session, None
         else:
             session, recording = await self._session(principal, request)

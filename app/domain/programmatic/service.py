@@ -115,7 +115,7 @@ class ProgrammaticService:
         tools = tool_names(request.tools, lang, allow_none=workspace is not None)
         timeout = normalize_timeout(request.timeout, self.settings.default_execution_time,
                                     self.exec.max_timeout(principal.tenant))
-        rt = (await self.runtime.begin(principal.tenant, hint, lang)
+        rt = (await self.runtime.begin(principal.tenant, hint, lang, principal.user_id)
               if hint is not None and self.runtime is not None else None)
         try:
             session = rt.session if rt is not None else await self._session(principal, request)
