@@ -9,9 +9,9 @@ the API will have in the cluster (``Settings.from_env`` of
 above zero, and writes one file per language plus the directory's
 ``kustomization.yaml`` (which sets the execution namespace, ``K8S_NAMESPACE``).
 The one volatile field, the ``k8si.io/last-claim`` annotation (a timestamp the
-scaler maintains), is left out, and so are ``k8si.io/managed-by`` and
-``k8si.io/template-hash``: a Deployment applied from these files is kustomize's, and
-the API never rewrites its template. ``tests/deploy`` asserts the files equal a fresh
+scaler maintains), is left out, and so is ``k8si.io/template-hash``; ``k8si.io/managed-by``
+says ``kustomize``: a Deployment applied from these files is kustomize's, and the API
+never rewrites its template. ``tests/deploy`` asserts the files equal a fresh
 rendering, so they cannot drift from the template.
 
 Usage (from the repository root, with the project installed, e.g. ``.venv``)::
@@ -63,11 +63,13 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def pool_deployment(templates: PodTemplates, lang: str, size: int) -> dict[str, Any]:
-    """The backend's pool Deployment for ``lang``, without its volatile annotation and
-    without the marks of one the API owns."""
+    """The backend's pool Deployment for ``lang``, without its volatile annotation, and
+    marked as kustomize's (the API keeps its template as it is)."""
     deployment = templates.pool_deployment(lang, size, size)
-    for name in (ANNOTATION_LAST_CLAIM, ANNOTATION_MANAGED, ANNOTATION_TEMPLATE):
-        deployment["metadata"]["annotations"].pop(name, None)
+    annotations = deployment["metadata"]["annotations"]
+    for name in (ANNOTATION_LAST_CLAIM, ANNOTATION_TEMPLATE):
+        annotations.pop(name, None)
+    annotations[ANNOTATION_MANAGED] = "kustomize"
     return deployment
 
 

@@ -101,6 +101,9 @@ class KubernetesSettings(Declared):
     runtime_class: str | None = optional_text("K8S_RUNTIME_CLASS")
     #: Seconds one apiserver request may take before it is abandoned and retried.
     request_timeout: float = seconds("K8S_REQUEST_TIMEOUT", 10.0, minimum=1)
+    #: The Knative revision serving this replica (Knative sets it): a replica of an older
+    #: revision never sets the pools back to its settings during a rollout.
+    revision: str | None = optional_text("K_REVISION")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> KubernetesSettings:

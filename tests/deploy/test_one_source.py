@@ -58,9 +58,11 @@ def _code_pool(settings: Settings, lang: str) -> Obj:
     size = settings.pool_size(lang)
     deployment = PodTemplates(settings.kubernetes).pool_deployment(lang, size, size)
     deployment["metadata"]["annotations"].pop(ANNOTATION_LAST_CLAIM)
-    # Applied by kustomize, a pool is kustomize's: without the marks of one the API owns.
-    assert deployment["metadata"]["annotations"].pop(ANNOTATION_MANAGED) == MANAGED_BY_API
-    deployment["metadata"]["annotations"].pop(ANNOTATION_TEMPLATE)
+    # Applied by kustomize, a pool is kustomize's: marked so, its template the API leaves.
+    annotations = deployment["metadata"]["annotations"]
+    assert annotations.pop(ANNOTATION_MANAGED) == MANAGED_BY_API
+    annotations.pop(ANNOTATION_TEMPLATE)
+    annotations[ANNOTATION_MANAGED] = "kustomize"
     return deployment
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
+from app.backends.kubernetes.pools import ANNOTATION_WRITTEN_BY
 from app.backends.kubernetes.templates import (
     ANNOTATION_MANAGED,
     ANNOTATION_TARGET,
@@ -73,20 +76,86 @@ def test_a_new_image_and_size_reach_the_pool_the_api_created(
     assert _deployment(kube)["spec"] == after["spec"]
 
 
-def test_a_pool_applied_by_kustomize_keeps_its_template(
-        kube: Namespace, k8s_app_factory: AppFactory) -> None:
-    """As ``manifests/pools/`` renders it (``scripts/render_pools.py``): no mark of the
-    API's own; the API keeps its size and annotations, never its template."""
-    own = PodTemplates(KubernetesSettings(images={"bash": "kustomize.example/own:1"}))
+def _foreign_pool(kube: Namespace, image: str, **annotations: str) -> None:
+    """A bash pool made by someone else than the API running now (its annotations as
+    given, the API's own marks left out)."""
+    own = PodTemplates(KubernetesSettings(images={"bash": image}))
     body = own.pool_deployment("bash", 1, 1)
     for name in (ANNOTATION_MANAGED, ANNOTATION_TEMPLATE):
         del body["metadata"]["annotations"][name]
+    body["metadata"]["annotations"].update(annotations)
     created = kube.create("deployments", body)
     assert created.status_code == 201, created.text
 
+
+@pytest.mark.parametrize("annotations", [
+    {ANNOTATION_MANAGED: "kustomize"},  # as manifests/pools renders it
+    {"kubectl.kubernetes.io/last-applied-configuration": "{}"},  # kubectl apply, older
+], ids=["marked", "applied-by-kubectl"])
+def test_a_pool_applied_by_kustomize_keeps_its_template(
+        kube: Namespace, k8s_app_factory: AppFactory, annotations: dict[str, str]) -> None:
+    """The API keeps its size and annotations, never its template."""
+    _foreign_pool(kube, "kustomize.example/own:1", **annotations)
     k8s_app_factory({"bash": 2}, images={"bash": NEW_IMAGE})
     deployment = _deployment(kube)
     assert _image(deployment["spec"]["template"]) == "kustomize.example/own:1"
     assert deployment["spec"]["replicas"] == 2
     assert deployment["metadata"]["annotations"][ANNOTATION_TARGET] == "2"
-    assert ANNOTATION_MANAGED not in deployment["metadata"]["annotations"]
+    assert deployment["metadata"]["annotations"].get(ANNOTATION_MANAGED) != "k8si-api"
+
+
+def test_a_pool_an_older_version_made_is_brought_to_the_settings(
+        kube: Namespace, k8s_app_factory: AppFactory) -> None:
+    """Unmarked and never applied by kubectl: made by an API from before the marks."""
+    _foreign_pool(kube, "registry.example/k8si/runtime-python:0.0.9")
+    k8s_app_factory({"bash": 1}, images={"bash": NEW_IMAGE})
+    deployment = _deployment(kube)
+    assert _image(deployment["spec"]["template"]) == NEW_IMAGE
+    assert deployment["metadata"]["annotations"][ANNOTATION_MANAGED] == "k8si-api"
+
+
+def test_an_older_revision_does_not_set_the_pool_back(
+        kube: Namespace, k8s_app_factory: AppFactory) -> None:
+    """During a rollout an old revision's replica may start after the new one's: it
+    leaves the pool as the newer revision set it (Knative's K_REVISION)."""
+    k8s_app_factory({"bash": 1}, images={"bash": NEW_IMAGE}, revision="k8si-api-00008")
+    k8s_app_factory({"bash": 1}, revision="k8si-api-00007")  # the old image
+    deployment = _deployment(kube)
+    assert _image(deployment["spec"]["template"]) == NEW_IMAGE
+    assert deployment["metadata"]["annotations"][ANNOTATION_WRITTEN_BY] == "k8si-api-00008"
+    k8s_app_factory({"bash": 1}, revision="k8si-api-00009")  # a newer one: its settings
+    assert _image(_deployment(kube)["spec"]["template"]) != NEW_IMAGE
+
+
+def test_pods_made_before_a_port_change_are_reached_on_their_own_port(
+        kube: Namespace, k8s_app_factory: AppFactory) -> None:
+    """K8S_EXECUTOR_PORT changed: until the Deployment has rolled its warm pods over (held
+    here: the rollout paused), a replica with the new port claims pods that listen on
+    the old one, and reaches them there; once rolled, on the new one."""
+    k8s_app_factory({"bash": 2})
+    kube.wait_for(lambda: ready_warm(kube) == 2, timeout=60, message="2 warm pods")
+    old = {pod["metadata"]["name"] for pod in kube.objects("pods", WARM)}
+    paused = kube.cluster.admin.patch(
+        kube.path("deployments", "k8si-pool-bash"), json={"spec": {"paused": True}},
+        headers={"Content-Type": "application/merge-patch+json"})
+    assert paused.status_code == 200, paused.text
+    moved = k8s_app_factory({"bash": 2}, executor_port=9090)
+    with moved.client() as client:
+        served = client.post("/exec", json={"lang": "bash", "code": "echo $HOSTNAME"}).json()
+    assert served["status"] == "ok", served
+    assert served["stdout"].strip() in old, "an old pod, on its old port"
+    resumed = kube.cluster.admin.patch(
+        kube.path("deployments", "k8si-pool-bash"), json={"spec": {"paused": False}},
+        headers={"Content-Type": "application/merge-patch+json"})
+    assert resumed.status_code == 200, resumed.text
+
+    def rolled() -> bool:
+        live = [pod for pod in kube.objects("pods", WARM)
+                if not pod["metadata"].get("deletionTimestamp")]
+        return ready_warm(kube) == 2 and all(
+            pod["spec"]["containers"][0]["ports"][0]["containerPort"] == 9090 for pod in live)
+
+    kube.wait_for(rolled, timeout=90, message="the warm pods rolled to the new port")
+    with moved.client() as client:
+        served = client.post("/exec", json={"lang": "bash", "code": "echo $HOSTNAME"}).json()
+    assert served["status"] == "ok" and served["stdout"].strip() not in old, served

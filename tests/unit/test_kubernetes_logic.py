@@ -20,7 +20,7 @@ from app.backends.kubernetes.claims import (
     warm_selector,
     won_by,
 )
-from app.backends.kubernetes.held import Held, executor_url
+from app.backends.kubernetes.held import Held, executor_port, executor_url
 from app.backends.kubernetes.reaper import lease_expired
 from app.backends.kubernetes.templates import IMAGE_GROUPS, PodTemplates
 from app.executor import ExecutorClient
@@ -173,3 +173,21 @@ def test_a_job_is_labelled_with_its_language() -> None:
     job = templates.job("k8si-py-abc", "py", {}, {})
     assert job["metadata"]["labels"]["k8si.io/language"] == "py"
     assert job["spec"]["template"]["metadata"]["labels"]["k8si.io/language"] == "py"
+
+
+def _with_ports(*ports: dict[str, Any]) -> dict[str, Any]:
+    return {"spec": {"containers": [{"name": "executor", "ports": list(ports)}]}}
+
+
+def test_the_executor_port_is_the_pods_own() -> None:
+    """A pod made before a K8S_EXECUTOR_PORT change listens on its own port: read from
+    its spec (a Job's from its template), the setting only when it names none."""
+    pod = _with_ports({"name": "metrics", "containerPort": 9100},
+                      {"name": "executor", "containerPort": 8080})
+    assert executor_port("pod", pod, 9090) == 8080
+    job = {"spec": {"template": _with_ports({"name": "executor", "containerPort": 7070})}}
+    assert executor_port("job", job, 9090) == 7070
+    assert executor_port("pod", _with_ports({"containerPort": 8080}), 9090) == 9090
+    assert executor_port("pod", {}, 9090) == 9090
+    assert executor_port("pod", _with_ports({"name": "executor", "containerPort": "8080"}),
+                         9090) == 9090  # not a number: the setting

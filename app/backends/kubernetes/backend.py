@@ -36,7 +36,7 @@ from .claims import (
     won_by,
 )
 from .client import DEPLOYMENTS, PODS, KubeClient, KubeError
-from .held import Held, HeldPods, executor_url, unavailable
+from .held import Held, HeldPods, executor_port, executor_url, unavailable
 from .jobs import JobRunner
 from .pools import PoolScaler
 from .reaper import maintain
@@ -131,8 +131,9 @@ class KubernetesBackend(HeldPods):
         if pod is not None:
             self.stats["pool_hits"] += 1
             name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
-            held = Held("pod", name, ExecutorClient(executor_url(ip, self.config.executor_port)),
-                         str(pod["metadata"].get("uid", "")))
+            port = executor_port("pod", pod, self.config.executor_port)  # its own, if older
+            held = Held("pod", name, ExecutorClient(executor_url(ip, port)),
+                        str(pod["metadata"].get("uid", "")))
             hit = True
         else:
             if self.settings.pool_size(language) > 0:

@@ -31,9 +31,12 @@ from .reaper import lease_expired
 from .runtime import keep_patch, kept_info, kept_selector, runtime_matches
 from .templates import LABEL_LANGUAGE, LABEL_STATE
 
-__all__ = ["Held", "HeldPods", "executor_url", "unavailable"]
+__all__ = ["Held", "HeldPods", "executor_port", "executor_url", "unavailable"]
 
 logger = logging.getLogger(__name__)
+
+#: Job names per ``job-name in (...)`` selector when kept Jobs' pods are listed.
+_NAMES_PER_SELECTOR = 40
 
 
 @attrs.frozen
@@ -49,6 +52,19 @@ class Held:
     def location(self) -> str:
         host = str(self.executor.address).removeprefix("http://").rpartition(":")[0]
         return f"{self.kind}/{self.name}/{host.strip('[]')}/{self.uid}"
+
+
+def executor_port(kind: str, obj: dict[str, Any], default: int) -> int:
+    """The port a claimed pod's (or Job's pod's) executor listens on: its container port
+    named ``executor``, so pods made before a ``K8S_EXECUTOR_PORT`` change are still
+    reached on theirs; ``default`` when it names none."""
+    pod = obj if kind == "pod" else obj.get("spec", {}).get("template", {})
+    for container in pod.get("spec", {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            number = port.get("containerPort")
+            if port.get("name") == "executor" and isinstance(number, int):
+                return number
+    return default
 
 
 def executor_url(ip: str, port: int) -> str:
@@ -156,8 +172,8 @@ class HeldPods:
         """This replica holds the object ``_live`` found for ``location`` again."""
         kind, name, host, obj = live
         uid = location.split("/")[3]
-        held = Held(kind, name, ExecutorClient(executor_url(host, self.config.executor_port)),
-                    uid)
+        port = executor_port(kind, obj, self.config.executor_port)
+        held = Held(kind, name, ExecutorClient(executor_url(host, port)), uid)
         self._held[f"{kind}/{name}"] = held
         labels = obj.get("metadata", {}).get("labels") or {}
         return SandboxLease(sandbox_id=f"{kind}/{name}", language=labels.get(LABEL_LANGUAGE, ""),
@@ -170,7 +186,9 @@ class HeldPods:
         live = await self._live(location, session_id, tenant)
         if live is None:
             return False
-        executor = ExecutorClient(executor_url(live[2], self.config.executor_port))
+        kind, _, host, obj = live
+        executor = ExecutorClient(executor_url(host, executor_port(
+            kind, obj, self.config.executor_port)))
         try:
             return await cancel_run(executor)
         except ExecutorError as exc:
@@ -232,9 +250,11 @@ class HeldPods:
             jobs = (await self.client.list_objects(
                 JOBS, labelSelector=kept_selector(tenant))).get("items", [])
             names = sorted(str(job["metadata"]["name"]) for job in jobs)
-            job_pods = (await self.client.list_objects(
-                PODS, labelSelector=f"job-name in ({','.join(names)})")).get(
-                "items", []) if names else []
+            job_pods: list[dict[str, Any]] = []
+            for first in range(0, len(names), _NAMES_PER_SELECTOR):  # a bounded URL each
+                batch = names[first:first + _NAMES_PER_SELECTOR]
+                job_pods += (await self.client.list_objects(
+                    PODS, labelSelector=f"job-name in ({','.join(batch)})")).get("items", [])
         except KubeError as exc:
             raise unavailable("list kept", exc) from exc
         now = time.time()

@@ -8,10 +8,16 @@ avoids writing ``last-claim`` more than once a minute).
 
 At start-up a replica brings each pool to its settings: a pool in use (above its
 minimum) is scaled to a changed size, and a Deployment the API created itself
-(``k8si.io/managed-by``) gets its pod template rewritten when the settings that render
-it changed (image, resources, runtime class, port): the Deployment then rolls its warm
-pods over, and claimed pods, no longer selected by it, finish their runs. A Deployment
-applied by kustomize keeps its template: that is kustomize's to change.
+(``k8si.io/managed-by: k8si-api``, or unmarked and never applied by kubectl: made by an
+older version) gets its pod template rewritten when the settings that render it
+changed (image, resources, runtime class, port): the Deployment then rolls its warm
+pods over, and claimed pods, no longer selected by it, finish their runs (replicas
+reach each pod on its own executor port). A Deployment applied by kustomize
+(``managed-by: kustomize``) keeps its template: that is kustomize's to change. Of two
+replicas with different settings, the newer revision's sets the pool
+(``k8si.io/settings-from``): an old revision's replica still running during a rollout
+does not set it back (Knative's ``K_REVISION`` orders them; elsewhere the last replica
+to start sets the pool).
 """
 
 from __future__ import annotations
@@ -33,15 +39,37 @@ from .templates import (
     PodTemplates,
 )
 
-__all__ = ["PoolScaler", "deployment_name"]
+__all__ = ["ANNOTATION_WRITTEN_BY", "PoolScaler", "deployment_name"]
 
 logger = logging.getLogger(__name__)
 
 _RECORD_EVERY = 60.0
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+#: The Knative revision whose replica last brought the pool to its settings: a replica
+#: of an older revision (still running during a rollout) leaves the pool as it is.
+ANNOTATION_WRITTEN_BY = "k8si.io/settings-from"
 
 
 def deployment_name(lang: str) -> str:
     return f"k8si-pool-{lang}"
+
+
+def _revision_order(revision: str) -> int:
+    """A Knative revision's generation (``k8si-api-00007``: 7); -1 for none, so a replica
+    outside Knative (or a pool never set by one) never holds the pool back."""
+    digits = revision.rpartition("-")[2]
+    return int(digits) if digits.isdigit() else -1
+
+
+def _owned_by_api(metadata: dict[str, Any]) -> bool:
+    """A pool whose template the API keeps: marked as the API's, or unmarked and never
+    applied by kubectl (made by an API version from before the mark)."""
+    annotations = metadata.get("annotations") or {}
+    if ANNOTATION_MANAGED in annotations:
+        return bool(annotations[ANNOTATION_MANAGED] == MANAGED_BY_API)
+    return (_LAST_APPLIED not in annotations
+            and not any(str(entry.get("manager", "")).startswith("kubectl")
+                        for entry in metadata.get("managedFields") or []))
 
 
 class PoolScaler:
@@ -52,6 +80,8 @@ class PoolScaler:
         self.templates = templates
         self.settings = settings
         self._recorded: dict[str, float] = {}
+        #: This replica's Knative revision (``k8si.io/settings-from``), if any.
+        self.revision = settings.kubernetes.revision or ""
 
     async def ensure_pools(self) -> None:
         """Every configured pool exists, as its settings say (see the module docstring)."""
@@ -63,9 +93,11 @@ class PoolScaler:
             except KubeError as exc:
                 if exc.status != 404:
                     raise
+                body = self.templates.pool_deployment(lang, size, size)
+                if self.revision:
+                    body["metadata"]["annotations"][ANNOTATION_WRITTEN_BY] = self.revision
                 try:
-                    await self.client.create(DEPLOYMENTS,
-                                             self.templates.pool_deployment(lang, size, size))
+                    await self.client.create(DEPLOYMENTS, body)
                 except KubeError as created:
                     if created.status != 409:  # another replica starting made it meanwhile
                         raise
@@ -76,8 +108,10 @@ class PoolScaler:
 
     def _reconcile(self, lang: str, size: int, deployment: dict[str, Any],
                    ) -> list[dict[str, Any]]:
-        """The JSON Patch that brings an existing pool to its settings (empty: it is)."""
-        annotations = deployment["metadata"].get("annotations") or {}
+        """The JSON Patch that brings an existing pool to its settings (empty: it is, or
+        a newer revision's replica set it to its own)."""
+        metadata = deployment["metadata"]
+        annotations = metadata.get("annotations") or {}
         ops: list[dict[str, Any]] = []
 
         def annotate(name: str, value: str) -> None:
@@ -89,16 +123,28 @@ class PoolScaler:
         replicas = int(deployment["spec"].get("replicas", 0))
         if replicas > self.settings.kubernetes.pool_min and replicas != size:  # in use
             ops.append({"op": "replace", "path": "/spec/replicas", "value": size})
-            logger.info("pool resized", extra={"language": lang, "replicas": size})
-        if annotations.get(ANNOTATION_MANAGED) == MANAGED_BY_API:
+        if _owned_by_api(metadata):
             wanted = self.templates.pool_deployment(lang, size, size)
             digest = wanted["metadata"]["annotations"][ANNOTATION_TEMPLATE]
+            annotate(ANNOTATION_MANAGED, MANAGED_BY_API)  # a pool an older version made
             if annotations.get(ANNOTATION_TEMPLATE) != digest:
                 ops.append({"op": "replace", "path": "/spec/template",
                             "value": wanted["spec"]["template"]})
                 annotate(ANNOTATION_TEMPLATE, digest)
-                logger.info("pool template updated", extra={"language": lang})
-        if ops and not annotations:  # a map to add annotations into
+        if not ops:
+            return []
+        written_by = str(annotations.get(ANNOTATION_WRITTEN_BY, ""))
+        if _revision_order(written_by) > _revision_order(self.revision):
+            logger.warning("pool set by a newer revision differs from this replica's "
+                           "settings; left as it is", extra={
+                               "language": lang, "revision": self.revision,
+                               "set_by": written_by})
+            return []
+        if self.revision:
+            annotate(ANNOTATION_WRITTEN_BY, self.revision)
+        logger.info("pool brought to this replica's settings",
+                    extra={"language": lang, "replicas": size})
+        if not annotations:  # a map to add annotations into
             ops.insert(0, {"op": "add", "path": "/metadata/annotations", "value": {}})
         return ops
 
