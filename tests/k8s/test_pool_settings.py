@@ -76,26 +76,31 @@ def test_a_new_image_and_size_reach_the_pool_the_api_created(
     assert _deployment(kube)["spec"] == after["spec"]
 
 
-def _foreign_pool(kube: Namespace, image: str, **annotations: str) -> None:
-    """A bash pool made by someone else than the API running now (its annotations as
-    given, the API's own marks left out)."""
+def _foreign_pool(kube: Namespace, image: str, manager: str,
+                  annotations: dict[str, str] | None = None) -> None:
+    """A bash pool written by ``manager`` (a field manager the apiserver records), not by
+    the API running now (its annotations as given, the API's own marks left out)."""
     own = PodTemplates(KubernetesSettings(images={"bash": image}))
     body = own.pool_deployment("bash", 1, 1)
     for name in (ANNOTATION_MANAGED, ANNOTATION_TEMPLATE):
         del body["metadata"]["annotations"][name]
-    body["metadata"]["annotations"].update(annotations)
-    created = kube.create("deployments", body)
+    body["metadata"]["annotations"].update(annotations or {})
+    created = kube.cluster.admin.post(kube.path("deployments"), json=body,
+                                      params={"fieldManager": manager})
     assert created.status_code == 201, created.text
 
 
-@pytest.mark.parametrize("annotations", [
-    {ANNOTATION_MANAGED: "kustomize"},  # as manifests/pools renders it
-    {"kubectl.kubernetes.io/last-applied-configuration": "{}"},  # kubectl apply, older
-], ids=["marked", "applied-by-kubectl"])
+@pytest.mark.parametrize(("manager", "annotations"), [
+    ("kubectl-client-side-apply", {ANNOTATION_MANAGED: "kustomize"}),  # manifests/pools
+    ("kubectl-client-side-apply",  # older manifests, kubectl apply -k
+     {"kubectl.kubernetes.io/last-applied-configuration": "{}"}),
+    ("kustomize-controller", {}),  # older manifests, a GitOps tool's server-side apply
+], ids=["marked", "kubectl", "gitops"])
 def test_a_pool_applied_by_kustomize_keeps_its_template(
-        kube: Namespace, k8s_app_factory: AppFactory, annotations: dict[str, str]) -> None:
+        kube: Namespace, k8s_app_factory: AppFactory, manager: str,
+        annotations: dict[str, str]) -> None:
     """The API keeps its size and annotations, never its template."""
-    _foreign_pool(kube, "kustomize.example/own:1", **annotations)
+    _foreign_pool(kube, "kustomize.example/own:1", manager, annotations)
     k8s_app_factory({"bash": 2}, images={"bash": NEW_IMAGE})
     deployment = _deployment(kube)
     assert _image(deployment["spec"]["template"]) == "kustomize.example/own:1"
@@ -106,8 +111,9 @@ def test_a_pool_applied_by_kustomize_keeps_its_template(
 
 def test_a_pool_an_older_version_made_is_brought_to_the_settings(
         kube: Namespace, k8s_app_factory: AppFactory) -> None:
-    """Unmarked and never applied by kubectl: made by an API from before the marks."""
-    _foreign_pool(kube, "registry.example/k8si/runtime-python:0.0.9")
+    """Unmarked, written by the API alone (older versions wrote as kr8s's user agent, its
+    version number): made by an API from before the marks."""
+    _foreign_pool(kube, "registry.example/k8si/runtime-python:0.0.9", "0.20.15")
     k8s_app_factory({"bash": 1}, images={"bash": NEW_IMAGE})
     deployment = _deployment(kube)
     assert _image(deployment["spec"]["template"]) == NEW_IMAGE

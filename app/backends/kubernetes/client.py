@@ -52,6 +52,11 @@ class KubeError(Exception):
         self.attempts = 1
 
 
+#: The field manager the apiserver records for the API's writes (``managedFields``).
+FIELD_MANAGER = "k8si-api"
+_AS_API = {"fieldManager": FIELD_MANAGER}
+
+
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, KubeError) and (exc.status in (0, 429) or exc.status >= 500)
 
@@ -161,16 +166,16 @@ class KubeClient:
         return await self._call("GET", resource, name)
 
     async def create(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("POST", resource, body=body)
+        return await self._call("POST", resource, body=body, params=_AS_API)
 
     async def json_patch(self, resource: Resource, name: str,
                          ops: list[dict[str, Any]]) -> dict[str, Any]:
-        return await self._call("PATCH", resource, name, body=ops,
+        return await self._call("PATCH", resource, name, body=ops, params=_AS_API,
                                 content_type="application/json-patch+json")
 
     async def merge_patch(self, resource: Resource, name: str,
                           patch: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("PATCH", resource, name, body=patch,
+        return await self._call("PATCH", resource, name, body=patch, params=_AS_API,
                                 content_type="application/merge-patch+json")
 
     async def delete(self, resource: Resource, name: str, propagation: str = "Background",

@@ -8,13 +8,14 @@ avoids writing ``last-claim`` more than once a minute).
 
 At start-up a replica brings each pool to its settings: a pool in use (above its
 minimum) is scaled to a changed size, and a Deployment the API created itself
-(``k8si.io/managed-by: k8si-api``, or unmarked and never applied by kubectl: made by an
-older version) gets its pod template rewritten when the settings that render it
-changed (image, resources, runtime class, port): the Deployment then rolls its warm
-pods over, and claimed pods, no longer selected by it, finish their runs (replicas
-reach each pod on its own executor port). A Deployment applied by kustomize
-(``managed-by: kustomize``) keeps its template: that is kustomize's to change. Of two
-replicas with different settings, the newer revision's sets the pool
+(``k8si.io/managed-by: k8si-api``, or unmarked and written by nothing but the API and
+the cluster's controllers: made by an older version) gets its pod template rewritten
+when the settings that render it changed (image, resources, runtime class, port): the
+Deployment then rolls its warm pods over, and claimed pods, no longer selected by it,
+finish their runs (replicas reach each pod on its own executor port). A Deployment
+applied by kustomize (``managed-by: kustomize``) keeps its template: that is
+kustomize's to change. Of two replicas with different settings, the newer revision's
+sets the pool
 (``k8si.io/settings-from``): an old revision's replica still running during a rollout
 does not set it back (Knative's ``K_REVISION`` orders them; elsewhere the last replica
 to start sets the pool).
@@ -23,12 +24,13 @@ to start sets the pool).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
 from ...settings import Settings
 from .claims import timestamp
-from .client import DEPLOYMENTS, KubeClient, KubeError
+from .client import DEPLOYMENTS, FIELD_MANAGER, KubeClient, KubeError
 from .templates import (
     ANNOTATION_LAST_CLAIM,
     ANNOTATION_MANAGED,
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 _RECORD_EVERY = 60.0
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+_VERSION_LIKE = re.compile(r"[0-9][0-9.]*")
 #: The Knative revision whose replica last brought the pool to its settings: a replica
 #: of an older revision (still running during a rollout) leaves the pool as it is.
 ANNOTATION_WRITTEN_BY = "k8si.io/settings-from"
@@ -62,14 +65,22 @@ def _revision_order(revision: str) -> int:
 
 
 def _owned_by_api(metadata: dict[str, Any]) -> bool:
-    """A pool whose template the API keeps: marked as the API's, or unmarked and never
-    applied by kubectl (made by an API version from before the mark)."""
+    """A pool whose template the API keeps: marked as the API's, or unmarked and written
+    only by the API and the cluster's controllers (made by an API version from before
+    the mark; one a deploy tool applied, kubectl, Argo CD, Flux, is not)."""
     annotations = metadata.get("annotations") or {}
     if ANNOTATION_MANAGED in annotations:
         return bool(annotations[ANNOTATION_MANAGED] == MANAGED_BY_API)
-    return (_LAST_APPLIED not in annotations
-            and not any(str(entry.get("manager", "")).startswith("kubectl")
-                        for entry in metadata.get("managedFields") or []))
+    return _LAST_APPLIED not in annotations and all(
+        _api_or_cluster(str(entry.get("manager", "")))
+        for entry in metadata.get("managedFields") or [])
+
+
+def _api_or_cluster(manager: str) -> bool:
+    """The API (``fieldManager``, or older versions' kr8s user agent: its version number)
+    or a controller of the cluster itself."""
+    return (manager in (FIELD_MANAGER, "kube-controller-manager")
+            or _VERSION_LIKE.fullmatch(manager) is not None)
 
 
 class PoolScaler:
