@@ -125,8 +125,7 @@ def create_app(settings: Settings, backend: SandboxBackend | None = None) -> Lit
         file_service = FileService(files, sessions, settings.file_ttl, quotas)
         state_service = StateService(
             settings.state,
-            StateStore(client, StateArchive(object_store), settings.state.hot_ttl, quotas,
-                       settings.state.hot_max_bytes),
+            StateStore(client, StateArchive(object_store), settings.state.hot_ttl, quotas),
             StateSigner(load_key(settings.state.hmac_key, settings.data_dir)), sessions)
         recent = RecentExecutions(client)  # the operator page's recent executions
         runtime = (RuntimeSessions(  # the ``stateful`` profile

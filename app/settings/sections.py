@@ -30,8 +30,6 @@ class StateSettings(Declared):
     archive_after: int = integer("STATE_ARCHIVE_AFTER", 600, minimum=1)
     #: Seconds an archive is kept after the state's last use (0: kept until deleted).
     archive_ttl: int = integer("STATE_ARCHIVE_TTL", 7 * 86400)
-    #: Bytes of hot copies Valkey holds at most; past it they live in the archive (0: none).
-    hot_max_bytes: int = integer("STATE_HOT_MAX_BYTES", 512 * 1024 * 1024)
     #: Largest compressed blob, and largest namespace once decompressed (bytes).
     max_bytes: int = integer("MAX_STATE_SIZE", 64 * 1024 * 1024, minimum=1024)
     max_raw_bytes: int = integer("MAX_STATE_RAW_SIZE", 512 * 1024 * 1024, minimum=1024)

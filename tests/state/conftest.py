@@ -1,14 +1,11 @@
 """A second API for the state tests that need other settings than the shared one.
 
 Small size caps (so limits are reached with little data), an archive period of one
-second, and no capture after a failed run. Two state blobs, one bigger than the other,
-built by the sandbox runtime's own lz4.
+second, and no capture after a failed run.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +13,6 @@ import pytest
 
 from app.settings import StateSettings
 from tests.conftest import RunningApp, make_settings, start_app, stop_app
-from tests.state.helpers import lz4_blob
 
 SMALL_MAX_BYTES = 256 * 1024
 SMALL_MAX_RAW_BYTES = 4 * 1024 * 1024
@@ -32,16 +28,3 @@ def small_api(tmp_path_factory: pytest.TempPathFactory, runtime_dir: Path,
     running, server, thread = start_app(settings)
     yield running
     stop_app(server, thread)
-
-
-@pytest.fixture(scope="session")
-def blob(runtime_dir: Path) -> bytes:
-    return lz4_blob(runtime_dir, pickle.dumps({"namespace": {"x": "y" * 3000}, "modules": {}}))
-
-
-@pytest.fixture(scope="session")
-def bigger(runtime_dir: Path, blob: bytes) -> bytes:
-    data = lz4_blob(runtime_dir, pickle.dumps({"namespace": {"x": os.urandom(4000)},
-                                               "modules": {}}))
-    assert len(data) > len(blob)
-    return data

@@ -10,8 +10,9 @@ import asyncio
 import base64
 import os
 import pickle
+import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,125 @@ import httpx
 import pytest
 import valkey.asyncio as valkey
 
+from app.auth import Principal
+from app.domain.state import StateService, StateSigner, StateStore
+from app.domain.state.lifecycle import expire_archives
 from app.errors import NotFound
 from app.executor import ExecutorResult
-from app.settings import Settings, SettingsError
-from app.storage import StorageUnavailable
-from app.tenants import QuotaExceeded
-from tests.state.harness import Harness, chunks
+from app.leases import SweepLease
+from app.sessions import SessionStore
+from app.settings import Settings, SettingsError, StateSettings, TenantLimits, TenantSettings
+from app.storage import StorageUnavailable, create_object_store
+from app.storage.state_archive import StateArchive, StateRecord
+from app.tenants import QuotaExceeded, TenantQuotas
 from tests.state.helpers import lz4_blob, run_py
 
 HOUR = 3600.0
+
+
+class HookedArchive(StateArchive):
+    """The real archive (a local object store), with a hook run before a session's
+    ``put`` (to let a request in at that moment) and deletes that can be made to fail."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.before_put: dict[str, Callable[[], Awaitable[None]]] = {}
+        self.failing_deletes = 0
+
+    async def put(self, record: StateRecord) -> None:
+        hook = self.before_put.pop(record.header.session_id, None)
+        if hook is not None:
+            await hook()
+        await super().put(record)
+
+    async def delete(self, tenant: str, session_id: str) -> None:
+        if self.failing_deletes > 0:
+            self.failing_deletes -= 1
+            raise StorageUnavailable("injected: the object store refused the delete")
+        await super().delete(tenant, session_id)
+
+
+class Harness:
+    """A state service of its own tenant, and what the tests look at beside it."""
+
+    def __init__(self, root: Path, client: valkey.Valkey, blob: bytes,
+                 storage_bytes: int = 0) -> None:
+        self.archive = HookedArchive(create_object_store(None, root))
+        self.root = root
+        self.client = client
+        self.blob = blob
+        self.tenant = f"t{secrets.token_hex(4)}"
+        self.principal = Principal(self.tenant, "test")
+        self.quotas = TenantQuotas(client, TenantSettings(defaults=TenantLimits(
+            0, 0, storage_bytes=storage_bytes, files=0)))
+        self.sessions = SessionStore(client, 3600)
+        self.store = StateStore(client, self.archive, 3600, self.quotas)
+        self.service = StateService(StateSettings(), self.store, StateSigner(b"k" * 32),
+                                    self.sessions)
+        self.lease = SweepLease(client, f"state-archives-{self.tenant}", 60)
+
+    async def new_state(self, blob: bytes | None = None) -> str:
+        """A recorded session with ``blob`` (the harness's own by default) as its state."""
+        session = self.sessions.fresh(self.tenant)
+        await self.sessions.record(session)
+        await self.service.upload(self.principal, session.id, _chunks(blob or self.blob))
+        return session.id
+
+    async def archive_and_evict(self, session_id: str, *, written_ago: float,
+                                used_ago: float | None) -> Path:
+        """Archived, the hot copy gone (its TTL over), written and last used that long ago
+        (``used_ago`` None: no last use recorded)."""
+        assert await self.archive_now(session_id)
+        await self.evict(session_id)
+        path = self.archive_path(session_id)
+        os.utime(path, (time.time() - written_ago, time.time() - written_ago))
+        await self.used(session_id, used_ago)
+        return path
+
+    async def archive_now(self, session_id: str) -> bool:
+        """Run the idle archiver (every idle state of the shared Valkey: counts are not
+        this test's); whether this session's archive is in the store now."""
+        await self.store.archive_idle(0, batch=10_000)
+        return self.archive_path(session_id).exists()
+
+    async def evict(self, session_id: str) -> None:
+        """The hot copy gone, as when its ``STATE_TTL`` is over."""
+        await self.client.delete(f"k8si:state:{self.tenant}:{session_id}")
+
+    async def used(self, session_id: str, ago: float | None) -> None:
+        member = f"{self.tenant}:{session_id}"
+        if ago is None:
+            await self.client.hdel("k8si:state:used", member)  # type: ignore[misc]
+        else:
+            await self.client.hset("k8si:state:used", member,  # type: ignore[misc]
+                                   repr(time.time() - ago))
+
+    def archive_path(self, session_id: str) -> Path:
+        return self.root / "k8si.state" / self.tenant / session_id
+
+    async def expire(self, ttl: float) -> list[str]:
+        deleted = await expire_archives(self.store, int(ttl), self.lease)
+        return [session for tenant, session in deleted if tenant == self.tenant]
+
+    async def usage(self) -> int:
+        return (await self.quotas.usage(self.tenant))[0]
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@pytest.fixture(scope="module")
+def blob(runtime_dir: Path) -> bytes:
+    return lz4_blob(runtime_dir, pickle.dumps({"namespace": {"x": "y" * 3000}, "modules": {}}))
+
+
+@pytest.fixture(scope="module")
+def bigger(runtime_dir: Path, blob: bytes) -> bytes:
+    data = lz4_blob(runtime_dir, pickle.dumps({"namespace": {"x": os.urandom(4000)},
+                                               "modules": {}}))
+    assert len(data) > len(blob)
+    return data
 
 
 @pytest.fixture
@@ -103,7 +214,7 @@ def test_a_state_deleted_while_it_was_read_stays_deleted(harness: Harness, run: 
         with pytest.raises(NotFound):
             await harness.service.download(harness.principal, session)
         # A new state after the deletion is kept, counted and read back as any other.
-        await harness.service.upload(harness.principal, session, chunks(harness.blob))
+        await harness.service.upload(harness.principal, session, _chunks(harness.blob))
         assert await harness.usage() == len(harness.blob)
         assert await harness.archive_now(session)
         await harness.evict(session)
@@ -136,7 +247,7 @@ def test_a_read_that_loses_to_a_newer_save_leaves_the_newer_one_counted(
         await harness.archive_and_evict(session, written_ago=0, used_ago=0)
         found = await harness.store.get(harness.tenant, session)
         assert found is not None
-        await harness.service.upload(harness.principal, session, chunks(bigger))  # meanwhile
+        await harness.service.upload(harness.principal, session, _chunks(bigger))  # meanwhile
         assert not await harness.store.rehydrate(found[0])
         assert await harness.usage() == len(bigger)
         assert (await harness.service.download(harness.principal, session)).blob == bigger
@@ -151,7 +262,7 @@ def test_a_save_after_the_expiry_retired_the_archive_is_counted(
         path = await harness.archive_and_evict(session, written_ago=2 * HOUR,
                                                used_ago=2 * HOUR)
         assert await harness.store.retire(harness.tenant, session, time.time() - HOUR)
-        await harness.service.upload(harness.principal, session, chunks(bigger))  # meanwhile
+        await harness.service.upload(harness.principal, session, _chunks(bigger))  # meanwhile
         await harness.store.archive.delete(harness.tenant, session)  # the expiry goes on
         assert not path.exists()
         assert await harness.usage() == len(bigger)
@@ -168,7 +279,7 @@ def test_concurrent_saves_leave_the_stored_state_counted(harness: Harness, runti
 
     async def scenario() -> None:
         session = await harness.new_state()
-        await asyncio.gather(*(harness.service.upload(harness.principal, session, chunks(b))
+        await asyncio.gather(*(harness.service.upload(harness.principal, session, _chunks(b))
                                for b in blobs))
         stored = (await harness.service.download(harness.principal, session)).blob
         assert stored in blobs and await harness.usage() == len(stored)
@@ -216,11 +327,11 @@ def test_state_on_both_sides_of_the_storage_quota(tmp_path: Path, valkey_url: st
 
     async def scenario() -> None:
         session = await at_limit.new_state()
-        await at_limit.service.upload(at_limit.principal, session, chunks(bigger))
+        await at_limit.service.upload(at_limit.principal, session, _chunks(bigger))
         assert await at_limit.usage() == len(bigger)  # recounted, not added
         session = await past_limit.new_state()
         with pytest.raises(QuotaExceeded):
-            await past_limit.service.upload(past_limit.principal, session, chunks(bigger))
+            await past_limit.service.upload(past_limit.principal, session, _chunks(bigger))
         kept = await past_limit.service.download(past_limit.principal, session)
         assert kept.blob == blob and await past_limit.usage() == len(blob)
         # The same from an execution: reported, the previous state kept.

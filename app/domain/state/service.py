@@ -31,7 +31,6 @@ from ...settings import StateSettings
 from ...storage.state_archive import StateHeader, StateRecord
 from ...tenants import QuotaExceeded
 from .blob import StateSigner, check_format
-from .hot import keep_within
 from .schemas import StateInfo, StateOutcome, StateUploaded
 from .store import StateStore
 
@@ -202,9 +201,8 @@ class StateService:
             await asyncio.sleep(interval)
             try:
                 archived = await self.store.archive_idle(idle)
-                shed = await keep_within(self.store)
             except ServiceUnavailable as exc:
                 logger.warning("state archive sweep failed", extra={"error": exc.message})
                 continue
-            if archived or shed:
-                logger.info("state archived", extra={"count": archived, "shed": shed})
+            if archived:
+                logger.info("state archived", extra={"count": archived})

@@ -89,15 +89,11 @@ class StateStore:
     """Saves, finds, archives and deletes the state of sessions, and charges it."""
 
     def __init__(self, client: valkey.Valkey, archive: StateArchive, hot_ttl: int,
-                 quotas: TenantQuotas, hot_max_bytes: int = 0) -> None:
+                 quotas: TenantQuotas) -> None:
         self._client = client
         self.archive = archive
         self.quotas = quotas
         self._ttl = hot_ttl
-        #: ``STATE_HOT_MAX_BYTES``: past it, a save is archived and shed at once (0: none).
-        self.hot_max_bytes = hot_max_bytes
-        self._shed = client.register_script(scripts.SHED)
-        self._prune = client.register_script(scripts.PRUNE)
         self._save = client.register_script(scripts.SAVE)
         self._remove = client.register_script(scripts.REMOVE)
         self._rehydrate = client.register_script(scripts.REHYDRATE)
@@ -119,18 +115,14 @@ class StateStore:
         header = record.header
         tenant, session_id = header.tenant, header.session_id
         keys = [_hot_key(tenant, session_id), _IDLE_KEY, _USED_KEY,
-                _tombstone(tenant, session_id), *self.quotas.ledger_keys(tenant),
-                *scripts.HOT_KEYS]
+                _tombstone(tenant, session_id), *self.quotas.ledger_keys(tenant)]
         args: list[bytes | str | int] = [
             self._ttl, _member(tenant, session_id), repr(time.time()),
             state_charge(session_id), header.size, self.quotas.max_bytes(tenant),
-            self.hot_max_bytes, *_fields(record)]
-        saved = await self._run(self._save, keys, args)
-        if not saved:
+            *_fields(record)]
+        if not await self._run(self._save, keys, args):
             raise QuotaExceeded(f"tenant {tenant!r} storage quota reached "
                                 f"({self.quotas.max_bytes(tenant)} bytes)")
-        if saved == 2:  # past the hot budget: kept in the object store instead
-            await self._archive_and_shed(record)
 
     async def get(self, tenant: str, session_id: str) -> tuple[StateRecord, str] | None:
         """The stored record and where it was found (``valkey`` or ``archive``); a hot
@@ -145,11 +137,9 @@ class StateStore:
             if values[0] is None and tombstoned:
                 return None
             if values[0] is not None:
-                now, member = time.time(), _member(tenant, session_id)
                 async with self._client.pipeline(transaction=False) as pipe:
                     pipe.expire(key, self._ttl)
-                    pipe.hset(_USED_KEY, member, repr(now))
-                    pipe.zadd(scripts.HOT_KEYS[0], {member: now + self._ttl}, xx=True)
+                    pipe.hset(_USED_KEY, _member(tenant, session_id), repr(time.time()))
                     await pipe.execute()
         except ValkeyError as exc:
             raise ServiceUnavailable("state store unavailable", retry_after=2) from exc
@@ -168,8 +158,7 @@ class StateStore:
         header = record.header
         tenant, session_id = header.tenant, header.session_id
         keys = [_hot_key(tenant, session_id), _IDLE_KEY, _USED_KEY,
-                _tombstone(tenant, session_id), *self.quotas.ledger_keys(tenant),
-                *scripts.HOT_KEYS]
+                _tombstone(tenant, session_id), *self.quotas.ledger_keys(tenant)]
         args: list[bytes | str | int] = [self._ttl, _member(tenant, session_id),
                                          repr(time.time()), state_charge(session_id),
                                          header.size, *_fields(record)]
@@ -200,7 +189,6 @@ class StateStore:
                 pipe.expire(_hot_key(tenant, session_id), self._ttl)
                 pipe.zadd(_IDLE_KEY, {member: now}, xx=True)
                 pipe.hset(_USED_KEY, member, repr(now))
-                pipe.zadd(scripts.HOT_KEYS[0], {member: now + self._ttl}, xx=True)
                 await pipe.execute()
         except ValkeyError as exc:
             raise ServiceUnavailable("state store unavailable", retry_after=2) from exc
@@ -210,8 +198,8 @@ class StateStore:
         charge = state_charge(session_id)
         await self._run(self._remove, [
             _hot_key(tenant, session_id), _IDLE_KEY, _USED_KEY, _tombstone(tenant, session_id),
-            *self.quotas.ledger_keys(tenant), self.quotas.marker_key(tenant, charge),
-            *scripts.HOT_KEYS], [_member(tenant, session_id), charge])
+            *self.quotas.ledger_keys(tenant), self.quotas.marker_key(tenant, charge)],
+            [_member(tenant, session_id), charge])
         await self.delete_archive(tenant, session_id)
 
     async def delete_archive(self, tenant: str, session_id: str) -> None:
@@ -249,56 +237,6 @@ class StateStore:
         except ValkeyError as exc:
             raise ServiceUnavailable("state store unavailable", retry_after=2) from exc
         return found
-
-    # -- the hot budget (``hot.py``) ---------------------------------------------------
-
-    async def hot_bytes(self) -> int:
-        """The bytes of hot copies counted now."""
-        try:
-            return int(await self._client.get(scripts.HOT_KEYS[2]) or 0)
-        except ValkeyError as exc:
-            raise ServiceUnavailable("state store unavailable", retry_after=2) from exc
-
-    async def hot_members(self, until: float, count: int) -> list[str]:
-        """Up to ``count`` hot copies that expire before ``until``, soonest first."""
-        try:
-            found = await self._client.zrangebyscore(scripts.HOT_KEYS[0], "-inf", until,
-                                                     start=0, num=count)
-        except ValkeyError as exc:
-            raise ServiceUnavailable("state store unavailable", retry_after=2) from exc
-        return [member.decode() for member in found]
-
-    async def prune(self, member: str) -> bool:
-        """Stop counting a hot copy that expired on its own (True), else recount its
-        expiry (False)."""
-        tenant, _, session_id = member.partition(":")
-        return bool(await self._run(self._prune, [_hot_key(tenant, session_id),
-                                                  *scripts.HOT_KEYS],
-                                    [member, repr(time.time())]))
-
-    async def shed(self, member: str) -> int:
-        """Drop an archived hot copy (a read then finds it in the archive): the bytes
-        freed, or -1 when it is not archived (kept)."""
-        tenant, _, session_id = member.partition(":")
-        return await self._run(self._shed, [_hot_key(tenant, session_id), *scripts.HOT_KEYS],
-                               [member])
-
-    async def archive_member(self, member: str) -> bool:
-        """Archive a hot copy now (as the idle sweep would); True if this call did."""
-        return await self._archive_one(member)
-
-    async def _archive_and_shed(self, record: StateRecord) -> None:
-        """A save past the hot budget: its blob goes to the archive and the hot copy is
-        dropped. A store that fails leaves it hot (counted; shed later): nothing lost."""
-        header = record.header
-        member = _member(header.tenant, header.session_id)
-        try:
-            await self.archive_member(member)
-            await self.shed(member)
-        except ServiceUnavailable as exc:
-            logger.warning("state past the hot budget kept hot for now",
-                           extra={"tenant": header.tenant, "session_id": header.session_id,
-                                  "error": exc.message})
 
     async def archive_idle(self, idle_seconds: float, batch: int = 100) -> int:
         """Archive the hot copies idle for ``idle_seconds``; the number archived."""
