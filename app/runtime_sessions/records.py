@@ -49,9 +49,18 @@ return 0
 """
 
 
-def record_key(tenant: str, hint: str) -> str:
-    digest = hashlib.sha256(hint.encode()).hexdigest()
+def record_key(tenant: str, hint: str, owner: str = "") -> str:
+    """A runtime session's record key: its tenant's, for its hint, and for its owner (a
+    JWT caller's own; "" for the tenant's API-key callers, whose hints are shared)."""
+    named = f"{owner}\0{hint}" if owner else hint  # NUL: no hint can hold one
+    digest = hashlib.sha256(named.encode()).hexdigest()
     return f"{_RECORDS}{tenant}:{digest}"
+
+
+def owner_of(user_id: str | None) -> str:
+    """The owner a JWT caller's runtime sessions are recorded under: a digest of its
+    token's subject (not the subject itself); "" for API-key callers."""
+    return "" if user_id is None else hashlib.sha256(user_id.encode()).hexdigest()[:32]
 
 
 def _lock_key(key: str) -> str:
@@ -80,10 +89,12 @@ class RuntimeRecord(JsonRecord):
     generation: int = 0
     #: When its kept sandbox was first claimed (its maximum age runs from there).
     sandbox_since: float = 0.0
+    #: Whose it is within the tenant (``owner_of``): "" for the tenant's API-key callers.
+    owner: str = ""
 
     @property
     def key(self) -> str:
-        return record_key(self.tenant, self.hint)
+        return record_key(self.tenant, self.hint, self.owner)
 
 
 class RuntimeRecords:
@@ -96,8 +107,8 @@ class RuntimeRecords:
         self._unlock = client.register_script(_UNLOCK)
         self._extend = client.register_script(_EXTEND)
 
-    async def get(self, tenant: str, hint: str) -> RuntimeRecord | None:
-        return await self.get_by_key(record_key(tenant, hint))
+    async def get(self, tenant: str, hint: str, owner: str = "") -> RuntimeRecord | None:
+        return await self.get_by_key(record_key(tenant, hint, owner))
 
     async def get_by_key(self, key: str) -> RuntimeRecord | None:
         try:

@@ -16,7 +16,6 @@ and a busy one is skipped). The record is written and the lock released last.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import re
 import time
@@ -41,7 +40,7 @@ from ..settings import Settings
 from ..storage import FileMeta, FileStore, StorageUnavailable
 from ..tenants import QuotaExceeded
 from .checkpoint import CheckpointLost, Checkpoints, Entry, Manifest
-from .records import RuntimeRecord, RuntimeRecords, record_key
+from .records import RuntimeRecord, RuntimeRecords, owner_of, record_key
 
 __all__ = ["HINT", "RuntimeRef", "RuntimeRun", "RuntimeSessions"]
 
@@ -260,29 +259,29 @@ class RuntimeSessions:
                     user_id: str | None = None) -> RuntimeRun:
         """The execution's sandbox, under the runtime session's lock (see the module).
         ``user_id``: the token's subject of a JWT caller, whose runtime sessions are its
-        own (its hints are recorded with a suffix naming it: ``<hint>:u-<digest>``)."""
+        own (recorded under its ``owner_of``, part of the record's key)."""
         if not self.backend.keeps_sandboxes:
             raise RuntimeSessionsUnsupported(
                 "The selected worker does not provide a stateful workspace")
-        hint = self.check_hint(hint)
-        if user_id is not None:
-            hint = f"{hint}:u-{hashlib.sha256(user_id.encode()).hexdigest()[:16]}"
-        key = record_key(tenant, hint)
+        hint, owner = self.check_hint(hint), owner_of(user_id)
+        key = record_key(tenant, hint, owner)
         token = await self.records.lock(key, self.settings.queue_timeout)
         try:
-            return await self._claim(tenant, hint, language, token)
+            return await self._claim(tenant, hint, owner, language, token)
         except BaseException:
             await self.records.unlock(key, token)
             raise
 
-    async def _claim(self, tenant: str, hint: str, language: str, token: str) -> RuntimeRun:
-        record = await self.records.get(tenant, hint)
+    async def _claim(self, tenant: str, hint: str, owner: str, language: str,
+                     token: str) -> RuntimeRun:
+        record = await self.records.get(tenant, hint, owner)
         now = time.time()
         if record is None:
             session = self.sessions.fresh(tenant)
             await self.sessions.record(session)
             record = RuntimeRecord(id=new_id(), tenant=tenant, hint=hint,
-                                   session_id=session.id, created_at=now, last_used=now)
+                                   session_id=session.id, created_at=now, last_used=now,
+                                   owner=owner)
             await self.records.save(record)  # a programmatic run's later steps read it
             lease = await self._fresh(language, session.id, tenant)
             return RuntimeRun(self, record, token, lease, session, "created", {}, now)

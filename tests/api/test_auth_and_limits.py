@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,12 +94,14 @@ def test_a_jwt_acts_for_its_own_subject(jwt_app: RunningApp,
 def test_a_jwt_s_runtime_sessions_are_its_own(jwt_app: RunningApp,
                                               ed_key: ed25519.Ed25519PrivateKey) -> None:
     """Two users of one tenant naming the same runtime_session_hint: two runtime sessions,
-    neither sees the other's kept work dir."""
-    def run(sub: str, code: str) -> dict[str, Any]:
-        token = jwt.encode(_claims(tenant_id="acme", sub=sub), ed_key, algorithm="EdDSA")
+    neither sees the other's kept work dir; nor does the tenant's API-key caller (its
+    hints are the tenant's own), whatever it names."""
+    def run(sub: str | None, code: str, hint: str = "shared-hint") -> dict[str, Any]:
+        token = jwt.encode(_claims(tenant_id="default", sub=sub), ed_key, algorithm="EdDSA")
+        auth = {"Authorization": f"Bearer {token}"} if sub else {"X-API-Key": API_KEY}
         answer = httpx.post(f"{jwt_app.base_url}/exec", timeout=120, json={
-            "lang": "bash", "code": code, "runtime_session_hint": "shared-hint"}, headers={
-            "Authorization": f"Bearer {token}", "X-CodeAPI-Expected-Profile": "stateful"})
+            "lang": "bash", "code": code, "runtime_session_hint": hint},
+            headers={**auth, "X-CodeAPI-Expected-Profile": "stateful"})
         assert answer.status_code == 200, answer.text
         body: dict[str, Any] = answer.json()
         return body
@@ -110,6 +113,11 @@ def test_a_jwt_s_runtime_sessions_are_its_own(jwt_app: RunningApp,
     assert "mine.txt" not in bob["stdout"]
     again = run("alice", "cat /mnt/data/mine.txt")
     assert (again["runtime_status"], again["stdout"]) == ("reused", "secret\n")
+    digest = hashlib.sha256(b"alice").hexdigest()
+    for hint in ("shared-hint", f"shared-hint:u-{digest[:16]}", f"shared-hint:{digest}"):
+        keyed = run(None, "ls /mnt/data", hint)
+        assert keyed["runtime_session_id"] != alice["runtime_session_id"], hint
+        assert "mine.txt" not in keyed["stdout"]
 
 
 @pytest.mark.attack("protocol")
