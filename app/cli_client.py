@@ -336,7 +336,8 @@ def add_client_commands(commands: Any) -> None:
     runtime_cmd = commands.add_parser("runtime-sessions", help="list or end runtime sessions "
                                                                "(the stateful profile; admin key)")
     runtime_cmd.add_argument("action", choices=("list", "end"))
-    runtime_cmd.add_argument("id", nargs="?", help="the runtime session to end")
+    runtime_cmd.add_argument("id", nargs="?", help="the runtime session to end (one made by an "
+                             "older version may start with '-': put '--' before it)")
     runtime_cmd.add_argument("--tenant", help="only this tenant's (list)")
     runtime_cmd.add_argument("--json", action="store_true", help="print the raw JSON (list)")
     _connection_options(runtime_cmd)

@@ -12,9 +12,11 @@ _SHAPE = re.compile(r"[A-Za-z0-9_-]{21}")
 
 
 def new_id() -> str:
-    """A fresh id with 126 bits of randomness (one CSPRNG read: 64 symbols take 6 bits of
-    each byte exactly, so every character is uniform)."""
-    return "".join(_ALPHABET[byte & 63] for byte in secrets.token_bytes(21))
+    """A fresh id with ~126 bits of randomness (64 symbols take 6 bits of each CSPRNG
+    byte exactly, so every character is uniform). The first is a letter or digit, so
+    an id never reads as an option on a command line (``k8si runtime-sessions end ID``)."""
+    first = secrets.choice(_ALPHABET[:62])
+    return first + "".join(_ALPHABET[byte & 63] for byte in secrets.token_bytes(20))
 
 
 def is_valid_id(value: str) -> bool:

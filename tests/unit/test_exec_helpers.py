@@ -65,4 +65,5 @@ def test_keyring_constant_time_lookup() -> None:
 def test_ids() -> None:
     ids = {new_id() for _ in range(1000)}
     assert len(ids) == 1000 and all(is_valid_id(i) for i in ids)
+    assert all(i[0].isalnum() for i in ids), "an id never reads as a command-line option"
     assert not is_valid_id("short") and not is_valid_id("a" * 20 + "/")
