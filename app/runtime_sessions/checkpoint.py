@@ -43,7 +43,7 @@ from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import ObjectStore
 
 from ..executor import ExecutorClient
-from ..storage import FileStore, StorageUnavailable
+from ..storage import FileBytesMissing, FileStore, StorageUnavailable
 from ..tenants import TenantQuotas, blob_charge
 
 __all__ = ["CheckpointLost", "Checkpoints", "Entry", "Manifest"]
@@ -167,7 +167,10 @@ class Checkpoints:
                                           str(ref.get("id", "")))
         if meta is None:
             return None
-        return meta.size, self._files.stream(meta)
+        try:
+            return meta.size, await self._files.open(meta)
+        except FileBytesMissing:  # metadata left without bytes: the file is gone
+            return None
 
     async def _blob_chunks(self, key: str) -> AsyncIterator[bytes]:
         try:

@@ -26,7 +26,7 @@ import attrs
 
 from ..backends import SandboxBackend, lease_for_run
 from ..backends.base import RuntimeKey, SandboxLease
-from ..domain.files.service import InputFile
+from ..domain.files.service import InputFile, OpenFile
 from ..errors import (
     ExecutorFailed,
     InvalidRuntimeSessionHint,
@@ -37,7 +37,7 @@ from ..executor import ExecutorError
 from ..ids import new_id
 from ..sessions import Session, SessionStore
 from ..settings import Settings
-from ..storage import FileMeta, FileStore, StorageUnavailable
+from ..storage import FileMeta, StorageUnavailable
 from ..tenants import QuotaExceeded
 from .checkpoint import CheckpointLost, Checkpoints, Entry, Manifest
 from .records import RuntimeRecord, RuntimeRecords, owner_of, record_key
@@ -110,19 +110,23 @@ class RuntimeRun:
         """Path → (sha256, size) of what the workspace held before: not outputs."""
         return {path: (entry.sha256, entry.size) for path, entry in self.manifest.items()}
 
-    async def stage_in(self, store: FileStore, inputs: list[InputFile]) -> None:
+    async def stage_in(self, open_file: OpenFile, inputs: list[InputFile]) -> None:
         """Place the request's inputs, but not one the workspace already holds: the same
         bytes, or the same input placed before and changed in place by the code since
         (LibreChat sends a conversation's files with every call: its changes stay). A
-        read-only input is always placed again (its original bytes)."""
+        read-only input is always placed again (its original bytes). One whose stored
+        bytes are gone is not placed (``FileService.open``)."""
         for item in inputs:
             entry = self.manifest.get(item.path)
             self.primed[item.path] = item.meta
             if entry is not None and not item.meta.read_only and (
                     entry.sha256 == item.meta.sha256 or entry.primed == item.meta.id):
                 continue
-            await self.lease.executor.put_file(item.path, item.meta.size,
-                                               store.stream(item.meta))
+            chunks = await open_file(item.meta)
+            if chunks is None:  # its bytes are gone: the file no longer exists
+                del self.primed[item.path]
+                continue
+            await self.lease.executor.put_file(item.path, item.meta.size, chunks)
 
     def _changed_in_place(self, item: InputFile) -> bool:
         entry = self.manifest.get(item.path)

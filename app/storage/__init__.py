@@ -1,5 +1,6 @@
 """Object storage (obstore): session files and their metadata."""
 
-from .store import FileMeta, FileStore, StorageUnavailable, create_object_store
+from .store import FileBytesMissing, FileMeta, FileStore, StorageUnavailable, create_object_store
 
-__all__ = ["FileMeta", "FileStore", "StorageUnavailable", "create_object_store"]
+__all__ = ["FileBytesMissing", "FileMeta", "FileStore", "StorageUnavailable",
+           "create_object_store"]

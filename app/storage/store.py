@@ -8,7 +8,9 @@ tenant owns:
 
 The metadata object is written *after* the bytes, so a file becomes visible only
 once it is complete; an upload that fails half-way leaves nothing listed. Store
-failures become ``StorageUnavailable`` (503).
+failures become ``StorageUnavailable`` (503). Metadata whose bytes are gone (a DELETE
+that raced a metadata update and then failed to remove it again, a bucket's lifecycle
+rule) is ``FileBytesMissing`` when the file is opened: the file service removes it.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import obstore
 from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import LocalStore, ObjectStore, from_url
 
-from ..errors import ServiceUnavailable
+from ..errors import NotFound, ServiceUnavailable
 from ..records import JsonRecord
 
-__all__ = ["FileMeta", "FileStore", "StorageUnavailable", "create_object_store"]
+__all__ = ["FileBytesMissing", "FileMeta", "FileStore", "StorageUnavailable",
+           "create_object_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,10 @@ class StorageUnavailable(ServiceUnavailable):
     """The object store failed or cannot be reached."""
 
     code = "storage_unavailable"
+
+
+class FileBytesMissing(NotFound):
+    """A file's metadata is stored but its bytes are not: the file is gone."""
 
 
 @attrs.frozen
@@ -90,6 +97,15 @@ def create_object_store(url: str | None, local_root: Path,
 
 def _bytes_path(tenant: str, session_id: str, file_id: str) -> str:
     return f"{tenant}/{session_id}/{file_id}"
+
+
+async def _chunks(stream: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    """An opened object's chunks as bytes, a store failure as ``StorageUnavailable``."""
+    try:
+        async for chunk in stream:
+            yield bytes(chunk)
+    except _STORE_ERRORS as exc:
+        raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
 
 
 class FileStore:
@@ -180,15 +196,18 @@ class FileStore:
             raise StorageUnavailable(f"object store list failed: {exc}", retry_after=2) from exc
         return sorted(metas, key=lambda m: (m.last_modified, m.id))
 
-    async def stream(self, meta: FileMeta, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """The file's bytes in chunks (never the whole file in memory)."""
+    async def open(self, meta: FileMeta, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """The file's bytes in chunks (never the whole file in memory). The object is
+        opened here, before the first chunk: bytes that are gone are ``FileBytesMissing``
+        now, not a failure half-way through a response or a stage-in."""
         path = _bytes_path(meta.tenant, meta.session_id, meta.id)
         try:
             result = await obstore.get_async(self._store, path)
-            async for chunk in result.stream(min_chunk_size=chunk_size):
-                yield bytes(chunk)
+        except (NotFoundError, FileNotFoundError) as exc:
+            raise FileBytesMissing(f"file {meta.id} has no stored bytes") from exc
         except _STORE_ERRORS as exc:
             raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+        return _chunks(result.stream(min_chunk_size=chunk_size))
 
     async def delete(self, meta: FileMeta) -> None:
         """Remove the metadata first (the file disappears at once; a failure here is a

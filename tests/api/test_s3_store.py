@@ -51,7 +51,7 @@ def test_file_store_round_trip_on_s3(s3_endpoint: str, tmp_path: Path) -> None:
         assert await store.get_meta("default", "S" * 21, "F" * 21) == meta
         assert await store.get_meta("other", "S" * 21, "F" * 21) is None
         assert [m.id for m in await store.list_session("default", "S" * 21)] == ["F" * 21]
-        received = b"".join([chunk async for chunk in store.stream(meta, chunk_size=65536)])
+        received = b"".join([chunk async for chunk in await store.open(meta, chunk_size=65536)])
         assert received == data
         await store.delete(meta)
         assert await store.list_session("default", "S" * 21) == []

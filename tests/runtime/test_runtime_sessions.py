@@ -80,6 +80,22 @@ def test_an_injected_input_is_placed_once_and_a_read_only_one_kept_original(
     assert second["stdout"] == "original\n" and second["files"] == []
 
 
+def test_an_input_whose_bytes_are_gone_is_not_placed(stateful_api: RunningApp) -> None:
+    """A referenced file whose metadata outlived its bytes is a deleted file to a
+    runtime session too: not placed, named in ``deleted_files``, never recorded as
+    primed; the run and the next one go on."""
+    kept, lost = upload(stateful_api, "kept.csv", b"k"), upload(stateful_api, "lost.csv", b"l")
+    base = stateful_api.settings.data_dir / "objects" / "default" / lost["storage_session_id"]
+    (base / lost["id"]).unlink()
+    first = run(stateful_api, "conv-lost-bytes", "import os\nprint(sorted(os.listdir('.')))",
+                files=[kept, lost])
+    assert first["stdout"] == "['kept.csv']\n" and first["deleted_files"] == ["lost.csv"]
+    assert not (base / f"{lost['id']}.json").exists()
+    second = run(stateful_api, "conv-lost-bytes", "import os\nprint(sorted(os.listdir('.')))",
+                 files=[kept])
+    assert second["runtime_status"] == "reused" and second["stdout"] == "['kept.csv']\n"
+
+
 def test_checkpoints_store_no_bytes_twice(stateful_api: RunningApp) -> None:
     """Inputs and stored outputs are referenced by the manifest, not copied as blobs;
     a file the output caps left out (over ``MAX_OUTPUT_FILE_SIZE``) is a blob."""
@@ -155,11 +171,15 @@ class FailingReads(FileStore):
         super().__init__(create_object_store(None, root))
         self.failing: set[str] = set()
 
-    async def stream(self, meta: FileMeta, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        if meta.name in self.failing:
+    async def open(self, meta: FileMeta, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        chunks = await super().open(meta, chunk_size)
+        return self._failing(chunks) if meta.name in self.failing else chunks
+
+    @staticmethod
+    async def _failing(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for _ in chunks:
             raise StorageUnavailable("object store read failed: injected fault", retry_after=2)
-        async for chunk in super().stream(meta, chunk_size):
-            yield chunk
+        yield b""  # never reached: every stored file here has bytes
 
 
 @pytest.fixture(scope="module")

@@ -271,6 +271,31 @@ def test_metadata_written_back_by_a_racing_update_is_removed_again(
     assert (written, after, left) == (False, None, [])
 
 
+def test_a_file_whose_bytes_are_gone_is_removed_and_given_back_once(
+        tmp_path: Path, client: valkey.Valkey, tenant: str, run: Any) -> None:
+    """Metadata left without bytes (a racing DELETE that failed at its second removal,
+    a bucket's lifecycle rule): opening it removes it and gives its charge back, once,
+    however many readers meet it at once."""
+    quotas = _quotas(client)
+    files = _service(tmp_path, client, quotas)
+
+    async def scenario() -> tuple[list[Any], tuple[int, int], FileMeta | None, bytes]:
+        kept = await files.store(_meta(tenant, 300, name="kept.txt"), _source(tmp_path, 300))
+        lost = await files.store(_meta(tenant, 1000), _source(tmp_path, 1000))
+        (tmp_path / "objects" / tenant / lost.session_id / lost.id).unlink()
+        opened = await asyncio.gather(*(files.open(lost) for _ in range(3)))
+        chunks = await files.open(kept)
+        assert chunks is not None
+        data = b"".join([chunk async for chunk in chunks])
+        return (opened, await quotas.usage(tenant),
+                await files.objects.get_meta(tenant, lost.session_id, lost.id), data)
+
+    opened, usage, after, data = run(scenario())
+    assert opened == [None, None, None] and after is None
+    assert usage == (300, 1), "the lost file given back once; the other still counted"
+    assert data == b"x" * 300
+
+
 def _form(tmp_path: Path, *names: str) -> MultipartForm:
     form = MultipartForm()
     for name in names:

@@ -263,9 +263,9 @@ class ExecService:
             if on_acquired is not None:
                 on_acquired()
             if run is not None:
-                await run.stage_in(self.files.objects, inputs)
+                await run.stage_in(self.files.open, inputs)
             else:
-                await stage_in(lease.executor, self.files.objects, inputs)
+                await stage_in(lease.executor, self.files.open, inputs)
             lap("stage_in")
             result = await self._run_code(lease.executor, listener, dict(
                 lang=valid.lang, code=valid.code, args=valid.args, timeout=valid.timeout,

@@ -40,9 +40,9 @@ import attrs
 from ...errors import ServiceUnavailable
 from ...executor import ExecutorClient, ExecutorError
 from ...ids import new_id
-from ...storage import FileMeta, FileStore
+from ...storage import FileMeta
 from ...tenants import QuotaExceeded
-from ..files.service import InputFile, guess_type, path_problem
+from ..files.service import InputFile, OpenFile, guess_type, path_problem
 
 __all__ = ["ArtifactDelivery", "OutputFiles", "SaveFile", "delivery_failure", "stage_in",
            "stage_out"]
@@ -95,9 +95,15 @@ def delivery_failure(outputs: OutputFiles | None) -> ArtifactDelivery | None:
                             status="partial" if delivered > 0 else "failed")
 
 
-async def stage_in(executor: ExecutorClient, store: FileStore, inputs: list[InputFile]) -> None:
+async def stage_in(executor: ExecutorClient, open_file: OpenFile,
+                   inputs: list[InputFile]) -> None:
+    """Stream each input into the work dir. One whose bytes are gone (``open_file``
+    answers None, having removed what was left of it) is not placed: the file no longer
+    exists, and ``stage_out`` reports it in ``deleted`` like one the code removed."""
     for item in inputs:
-        await executor.put_file(item.path, item.meta.size, store.stream(item.meta))
+        chunks = await open_file(item.meta)
+        if chunks is not None:
+            await executor.put_file(item.path, item.meta.size, chunks)
 
 
 async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,

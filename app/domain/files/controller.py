@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 
 from ...auth import Principal
-from ...errors import BadRequest, error_responses
+from ...errors import BadRequest, NotFound, error_responses
 from ...ids import is_valid_id
 from .multipart import read_multipart
 from .schemas import DETAILS, in_scope, listing, object_info
@@ -103,7 +103,10 @@ class FilesController(Controller):
         # Any id that names no file of the caller's is a 404, malformed ones included.
         meta = await file_service.used(await file_service.find(request.user, session_id,
                                                                file_id))
-        return Stream(file_service.stream(meta), media_type=meta.content_type,
+        chunks = await file_service.open(meta)
+        if chunks is None:  # its bytes are gone (the metadata is removed now)
+            raise NotFound("no such file")
+        return Stream(chunks, media_type=meta.content_type,
                       headers={"Content-Disposition": content_disposition(meta.name),
                                "Content-Length": str(meta.size), "ETag": meta.etag,
                                "X-Content-Type-Options": "nosniff"})

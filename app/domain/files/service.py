@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,19 @@ from ...auth import Principal
 from ...errors import BadRequest, NotFound, ServiceUnavailable
 from ...ids import is_valid_id, new_id
 from ...sessions import Session, SessionStore
-from ...storage import FileMeta, FileStore, StorageUnavailable
+from ...storage import FileBytesMissing, FileMeta, FileStore, StorageUnavailable
 from ...tenants import QuotaExceeded, TenantQuotas, file_charge
 from .multipart import FilePart, MultipartForm
 
-__all__ = ["FileService", "InputFile", "UploadResult", "check_id", "check_name", "check_path",
-           "conflicting", "path_problem"]
+__all__ = ["FileService", "InputFile", "OpenFile", "UploadResult", "check_id", "check_name",
+           "check_path", "conflicting", "path_problem"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
 logger = logging.getLogger(__name__)
+
+#: Opens a stored file's bytes; None when they are gone (``FileService.open``).
+OpenFile = Callable[[FileMeta], Awaitable[AsyncIterator[bytes] | None]]
 
 
 def check_id(value: str, what: str) -> str:
@@ -236,8 +239,17 @@ class FileService:
         check_id(session_id, "session id")
         return await self.objects.list_session(principal.tenant, session_id)
 
-    def stream(self, meta: FileMeta) -> AsyncIterator[bytes]:
-        return self.objects.stream(meta)
+    async def open(self, meta: FileMeta) -> AsyncIterator[bytes] | None:
+        """The file's bytes as a stream; None when they are gone: the metadata left
+        behind is removed then (and the charge given back, once), so the file stops
+        being listed, placed or offered for download."""
+        try:
+            return await self.objects.open(meta)
+        except FileBytesMissing:
+            logger.warning("stored file without bytes: its metadata is removed", extra={
+                "tenant": meta.tenant, "session_id": meta.session_id, "file_id": meta.id})
+            await self._remove(meta)
+            return None
 
     async def delete(self, principal: Principal, session_id: str, file_id: str) -> None:
         await self._remove(await self.get(principal, session_id, file_id))

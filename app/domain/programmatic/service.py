@@ -142,9 +142,9 @@ class ProgrammaticService:
         async def first(lease: SandboxLease) -> ProgrammaticStep:
             await self.runs.save_run(record, self.config.max_lifetime)
             if rt is not None:
-                await rt.stage_in(self.files.objects, inputs)
+                await rt.stage_in(self.files.open, inputs)
             else:
-                await stage_in(lease.executor, self.files.objects, inputs)
+                await stage_in(lease.executor, self.files.open, inputs)
             return await start_run(
                 lease.executor, lang=lang, code=code, args=[], timeout=timeout,
                 request_id=request_id or record.run_id, transport_timeout=timeout + MARGIN,
