@@ -13,12 +13,11 @@ just before its record is).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
-from ..errors import ServiceUnavailable
 from ..leases import SweepLease
+from ..periodic import run_periodically
 from .checkpoint import Checkpoints
 from .records import RuntimeRecords
 
@@ -52,9 +51,5 @@ async def run_orphan_sweep(records: RuntimeRecords, checkpoints: Checkpoints,
                            lease: SweepLease, interval_seconds: float) -> None:
     """Sweep every ``interval_seconds`` until cancelled; a failed sweep is logged and
     tried again at the next interval."""
-    while True:
-        await asyncio.sleep(interval_seconds)
-        try:
-            await sweep_orphans(records, checkpoints, lease)
-        except ServiceUnavailable as exc:  # Valkey or the object store (StorageUnavailable)
-            logger.warning("orphaned checkpoint sweep failed", extra={"error": exc.message})
+    await run_periodically(lambda: sweep_orphans(records, checkpoints, lease),
+                           interval_seconds, what="orphaned checkpoint sweep", logger=logger)

@@ -9,12 +9,11 @@ expires while it is used.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from ..errors import ServiceUnavailable
 from ..leases import SweepLease
+from ..periodic import run_periodically
 from .store import FileMeta, FileStore
 
 __all__ = ["expire_once", "expiry_interval", "run_expiry"]
@@ -40,13 +39,13 @@ async def expire_once(store: FileStore, ttl_seconds: int, lease: SweepLease,
 
 async def run_expiry(store: FileStore, ttl_seconds: int, lease: SweepLease,
                      on_deleted: Callable[[FileMeta], Awaitable[object]] | None = None) -> None:
-    """Sweep forever (until cancelled), every ``expiry_interval(ttl_seconds)``."""
-    while True:
-        await asyncio.sleep(expiry_interval(ttl_seconds))
-        try:
-            deleted = await expire_once(store, ttl_seconds, lease, on_deleted)
-        except ServiceUnavailable as exc:  # the object store or the lease's Valkey
-            logger.warning("file expiry sweep failed", extra={"error": exc.message})
-            continue
+    """Sweep forever (until cancelled), every ``expiry_interval(ttl_seconds)``; a failed
+    pass (the object store or the lease's Valkey down, or a bug) is logged."""
+
+    async def sweep() -> None:
+        deleted = await expire_once(store, ttl_seconds, lease, on_deleted)
         if deleted:
             logger.info("expired files deleted", extra={"count": len(deleted)})
+
+    await run_periodically(sweep, expiry_interval(ttl_seconds), what="file expiry sweep",
+                           logger=logger)

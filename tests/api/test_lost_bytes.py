@@ -24,7 +24,7 @@ def upload(client: httpx.Client, name: str, data: bytes) -> dict[str, Any]:
 def lose_bytes(api: RunningApp, ref: dict[str, Any]) -> Path:
     """Remove the file's bytes from the local object store, leaving its metadata;
     the metadata's path."""
-    base = api.settings.data_dir / "objects" / "default" / ref["storage_session_id"]
+    base: Path = api.settings.data_dir / "objects" / "default" / ref["storage_session_id"]
     (base / ref["id"]).unlink()
     meta = base / f"{ref['id']}.json"
     assert meta.exists()

@@ -24,6 +24,7 @@ from sidecar.contract import LANGUAGES
 
 from ...errors import NoCapacity, ServiceUnavailable
 from ...executor import ExecutorClient, ExecutorError
+from ...periodic import run_periodically
 from ...settings import Settings
 from ..base import LanguageStatus, PoolStatus, SandboxLease
 from ..tasks import BackgroundTasks
@@ -95,15 +96,14 @@ class KubernetesBackend(HeldPods):
 
     async def _maintenance_loop(self) -> None:
         """Reap expired leases and shrink idle pools; every replica does it, idempotently."""
-        assert self.client is not None and self._scaler is not None
-        while True:
-            await asyncio.sleep(self.config.reap_interval)
-            try:
-                self.stats["reaped"] += await maintain(self.client, self._scaler)
-            except KubeError as exc:
-                logger.warning("maintenance pass failed", extra={"error": str(exc)})
-            except Exception:  # a bug must not end the loop for the process's life
-                logger.exception("maintenance pass failed unexpectedly")
+        client, scaler = self.client, self._scaler
+        assert client is not None and scaler is not None
+
+        async def maintenance_pass() -> None:
+            self.stats["reaped"] += await maintain(client, scaler)
+
+        await run_periodically(maintenance_pass, self.config.reap_interval,
+                               what="maintenance pass", logger=logger, expected=(KubeError,))
 
     # -- languages ----------------------------------------------------------------
 

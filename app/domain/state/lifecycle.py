@@ -17,12 +17,12 @@ drops the last uses of states that are gone.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
 from ...errors import ServiceUnavailable
 from ...leases import SweepLease
+from ...periodic import run_periodically
 from .store import StateStore
 
 __all__ = ["archive_sweep_interval", "expire_archives", "run_archive_expiry"]
@@ -70,12 +70,11 @@ async def expire_archives(store: StateStore, ttl_seconds: int,
 async def run_archive_expiry(store: StateStore, ttl_seconds: int, lease: SweepLease) -> None:
     """Sweep every ``archive_sweep_interval(ttl_seconds)`` until cancelled; a failed sweep is
     logged and tried again at the next interval."""
-    while True:
-        await asyncio.sleep(archive_sweep_interval(ttl_seconds))
-        try:
-            deleted = await expire_archives(store, ttl_seconds, lease)
-        except ServiceUnavailable as exc:  # Valkey or the object store (StorageUnavailable)
-            logger.warning("state archive expiry failed", extra={"error": exc.message})
-            continue
+
+    async def sweep() -> None:
+        deleted = await expire_archives(store, ttl_seconds, lease)
         if deleted:
             logger.info("expired state archives deleted", extra={"count": len(deleted)})
+
+    await run_periodically(sweep, archive_sweep_interval(ttl_seconds),
+                           what="state archive expiry", logger=logger)

@@ -16,7 +16,6 @@ state gives its bytes back (the archive's expiry too: ``lifecycle.py``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from ...auth import Principal
 from ...errors import BadRequest, InvalidState, NotFound, ServiceUnavailable, StateTooLarge
 from ...executor import ExecutorResult, StateCapture, StateIssue
 from ...ids import is_valid_id
+from ...periodic import run_periodically
 from ...sessions import Session, SessionStore
 from ...settings import StateSettings
 from ...storage.state_archive import StateHeader, StateRecord
@@ -197,12 +197,10 @@ class StateService:
         """Archive idle hot copies forever (until cancelled); before the hot TTL ends."""
         idle = min(self.settings.archive_after, max(1, self.settings.hot_ttl // 2))
         interval = min(60.0, max(0.5, idle / 4))
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                archived = await self.store.archive_idle(idle)
-            except ServiceUnavailable as exc:
-                logger.warning("state archive sweep failed", extra={"error": exc.message})
-                continue
+
+        async def sweep() -> None:
+            archived = await self.store.archive_idle(idle)
             if archived:
                 logger.info("state archived", extra={"count": archived})
+
+        await run_periodically(sweep, interval, what="state archive sweep", logger=logger)
