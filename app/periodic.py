@@ -1,10 +1,10 @@
 """The service's periodic sweeps (file expiry, state archiving, ...): one loop for all.
 
-A pass that fails is logged and the next one comes at its interval: an expected outage
-(``ServiceUnavailable``, or the backend's own errors named by the caller) as a warning,
-anything else, a bug, with its traceback. Either way the loop lives on for the process's
-life; only cancellation ends it. A sweep that died silently would stop, say, archiving
-state or expiring files until the next restart.
+A pass that fails is logged and the next one comes (after a growing wait while
+failures go on): an expected outage (``ServiceUnavailable``, or the backend's own errors
+named by the caller) as a warning, anything else, a bug, with its traceback. Either way
+the loop lives on for the process's life; only cancellation ends it. A sweep that died
+silently would stop, say, archiving state or expiring files until the next restart.
 """
 
 from __future__ import annotations
@@ -13,22 +13,32 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from .errors import ServiceUnavailable
+from .errors import ServiceError, ServiceUnavailable
 
-__all__ = ["run_periodically"]
+__all__ = ["MAX_BACKOFF", "run_periodically"]
+
+#: The longest wait between passes after failures in a row (seconds).
+MAX_BACKOFF = 300.0
 
 
 async def run_periodically(step: Callable[[], Awaitable[object]], interval: float, *,
                            what: str, logger: logging.Logger,
                            expected: tuple[type[Exception], ...] = (ServiceUnavailable,),
                            ) -> None:
-    """Run ``step`` every ``interval`` seconds (first after one interval), until cancelled."""
+    """Run ``step`` every ``interval`` seconds (first after one interval), until cancelled.
+    After failures in a row the wait doubles, up to ``MAX_BACKOFF`` (or ``interval`` if
+    longer): a lasting outage or bug is not logged several times a second."""
+    failures = 0
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(min(interval * 2 ** min(failures, 30), max(interval, MAX_BACKOFF)))
         try:
             await step()
         except expected as exc:
-            logger.warning(f"{what} failed",
-                           extra={"error": getattr(exc, "message", None) or str(exc)})
+            failures += 1
+            detail = exc.message if isinstance(exc, ServiceError) else str(exc)
+            logger.warning(f"{what} failed", extra={"error": detail, "failures": failures})
         except Exception:  # a bug must not end the loop for the process's life
-            logger.exception(f"{what} failed unexpectedly")
+            failures += 1
+            logger.exception(f"{what} failed unexpectedly", extra={"failures": failures})
+        else:
+            failures = 0

@@ -91,6 +91,8 @@ class RuntimeRun:
     #: When this sandbox was first claimed (its maximum age runs from there).
     sandbox_since: float
     primed: dict[str, FileMeta] = attrs.field(factory=dict)
+    #: Inputs of this run whose stored bytes were found gone: not in the workspace.
+    gone: set[str] = attrs.field(factory=set)
     generation: int = 0
     broken: bool = False
     ended: bool = False
@@ -115,7 +117,8 @@ class RuntimeRun:
         bytes, or the same input placed before and changed in place by the code since
         (LibreChat sends a conversation's files with every call: its changes stay). A
         read-only input is always placed again (its original bytes). One whose stored
-        bytes are gone is not placed (``FileService.open``)."""
+        bytes are gone is not placed, and a copy placed by an earlier run is removed
+        (``FileService.open``): ``stage_out`` reports it deleted."""
         for item in inputs:
             entry = self.manifest.get(item.path)
             self.primed[item.path] = item.meta
@@ -123,8 +126,10 @@ class RuntimeRun:
                     entry.sha256 == item.meta.sha256 or entry.primed == item.meta.id):
                 continue
             chunks = await open_file(item.meta)
-            if chunks is None:  # its bytes are gone: the file no longer exists
+            if chunks is None:  # its bytes are gone: the file no longer exists, here too
                 del self.primed[item.path]
+                self.gone.add(item.path)
+                await self.lease.executor.delete_file(item.path)  # a copy placed before
                 continue
             await self.lease.executor.put_file(item.path, item.meta.size, chunks)
 
@@ -179,7 +184,8 @@ class RuntimeRun:
                                  primed=m.id)
                      for path, m in self.primed.items() if m.read_only}
         read_only.update({path: entry for path, entry in self.manifest.items()
-                          if entry.read_only and path not in self.primed})
+                          if entry.read_only and path not in self.primed
+                          and path not in self.gone})
         for item in listing:
             if item.get("skipped"):
                 continue

@@ -1,10 +1,13 @@
 """A stored file whose bytes are gone (metadata left behind by a DELETE that raced a
 metadata update and then failed, or a bucket's lifecycle rule): it is a deleted file to
 every route, never a 503 for the session's later runs, and what was left of it is
-removed (with its charge given back) the first time it is met."""
+removed (with its charge given back) the first time it is met. Bytes missing from a
+file stored moments ago are a store not caught up yet (a 503), never a loss."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +24,15 @@ def upload(client: httpx.Client, name: str, data: bytes) -> dict[str, Any]:
     return {"id": uploaded["fileId"], "storage_session_id": up["session_id"], "name": name}
 
 
-def lose_bytes(api: RunningApp, ref: dict[str, Any]) -> Path:
-    """Remove the file's bytes from the local object store, leaving its metadata;
-    the metadata's path."""
+def lose_bytes(api: RunningApp, ref: dict[str, Any], *, stored_ago: float = 3600) -> Path:
+    """Remove the file's bytes from the local object store, leaving its metadata, which
+    now says the file was stored ``stored_ago`` seconds ago; the metadata's path."""
     base: Path = api.settings.data_dir / "objects" / "default" / ref["storage_session_id"]
     (base / ref["id"]).unlink()
     meta = base / f"{ref['id']}.json"
-    assert meta.exists()
+    fields = json.loads(meta.read_bytes())
+    fields["last_modified"] = time.time() - stored_ago
+    meta.write_text(json.dumps(fields))
     return meta
 
 
@@ -83,3 +88,27 @@ def test_a_run_leaves_it_out_and_names_it_deleted(api: RunningApp, client: httpx
     else:  # a later reference to it is one to a file that does not exist
         again = client.post("/exec", json={"lang": "bash", "files": [gone], "code": "true"})
         assert again.status_code == 404
+
+
+def test_a_read_only_input_gone_is_deleted_not_echoed(api: RunningApp,
+                                                      client: httpx.Client) -> None:
+    up = upload_current(client, "skill.md", b"how to", read_only=True)
+    ref = {"id": up["files"][0]["fileId"], "storage_session_id": up["session_id"],
+           "name": "skill.md"}
+    lose_bytes(api, ref)
+    answer = client.post("/exec", json={"lang": "bash", "files": [ref],
+                                        "code": "ls /mnt/data"}).json()
+    assert answer["status"] == "ok" and answer["stdout"] == ""
+    assert answer["deleted_files"] == ["skill.md"] and answer["files"] == []
+
+
+def test_bytes_missing_from_a_file_just_stored_are_a_503_and_nothing_is_removed(
+        api: RunningApp, client: httpx.Client) -> None:
+    ref = upload(client, "fresh.txt", b"replicating")
+    meta = lose_bytes(api, ref, stored_ago=5)
+    download = client.get(f"/download/{ref['storage_session_id']}/{ref['id']}")
+    assert download.status_code == 503 and download.json()["error"] == "storage_unavailable"
+    run = client.post("/exec", json={"lang": "bash", "files": [ref], "code": "true"})
+    assert run.status_code == 503
+    assert meta.exists()
+    assert listed(client, ref["storage_session_id"]) == ["fresh.txt"]

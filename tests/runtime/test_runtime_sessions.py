@@ -5,6 +5,7 @@ hints, the hint's shape, and a workspace left half-written never checkpointed.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -87,6 +88,9 @@ def test_an_input_whose_bytes_are_gone_is_not_placed(stateful_api: RunningApp) -
     kept, lost = upload(stateful_api, "kept.csv", b"k"), upload(stateful_api, "lost.csv", b"l")
     base = stateful_api.settings.data_dir / "objects" / "default" / lost["storage_session_id"]
     (base / lost["id"]).unlink()
+    meta = json.loads((base / f"{lost['id']}.json").read_bytes())
+    meta["last_modified"] -= 3600  # stored long ago: missing bytes are a loss
+    (base / f"{lost['id']}.json").write_text(json.dumps(meta))
     first = run(stateful_api, "conv-lost-bytes", "import os\nprint(sorted(os.listdir('.')))",
                 files=[kept, lost])
     assert first["stdout"] == "['kept.csv']\n" and first["deleted_files"] == ["lost.csv"]
@@ -94,6 +98,29 @@ def test_an_input_whose_bytes_are_gone_is_not_placed(stateful_api: RunningApp) -
     second = run(stateful_api, "conv-lost-bytes", "import os\nprint(sorted(os.listdir('.')))",
                  files=[kept])
     assert second["runtime_status"] == "reused" and second["stdout"] == "['kept.csv']\n"
+
+
+def test_a_read_only_input_placed_before_and_gone_since_is_removed(
+        stateful_api: RunningApp) -> None:
+    """A read-only input the workspace already holds, whose bytes are then lost: the
+    next run finds it gone, removes the copy, names it deleted, and the checkpoint
+    forgets it (a restore does not look for it again)."""
+    skill = upload(stateful_api, "skill.md", b"how to", read_only=True)
+    listing = "import os\nprint(sorted(os.listdir('.')))"
+    first = run(stateful_api, "conv-lost-ro", listing, files=[skill])
+    assert first["stdout"] == "['skill.md']\n"
+    base = stateful_api.settings.data_dir / "objects" / "default" / skill["storage_session_id"]
+    (base / skill["id"]).unlink()
+    meta = json.loads((base / f"{skill['id']}.json").read_bytes())
+    meta["last_modified"] -= 3600
+    (base / f"{skill['id']}.json").write_text(json.dumps(meta))
+    second = run(stateful_api, "conv-lost-ro", listing, files=[skill])
+    assert second["runtime_status"] == "reused"
+    assert second["stdout"] == "[]\n" and second["deleted_files"] == ["skill.md"]
+    assert second["files"] == []
+    drop(stateful_api, second["runtime_session_id"])
+    third = run(stateful_api, "conv-lost-ro", listing)
+    assert third["runtime_status"] == "restored" and third["stdout"] == "[]\n"
 
 
 def test_checkpoints_store_no_bytes_twice(stateful_api: RunningApp) -> None:

@@ -281,7 +281,9 @@ def test_a_file_whose_bytes_are_gone_is_removed_and_given_back_once(
 
     async def scenario() -> tuple[list[Any], tuple[int, int], FileMeta | None, bytes]:
         kept = await files.store(_meta(tenant, 300, name="kept.txt"), _source(tmp_path, 300))
-        lost = await files.store(_meta(tenant, 1000), _source(tmp_path, 1000))
+        lost = await files.store(attrs.evolve(_meta(tenant, 1000),  # stored long ago
+                                              last_modified=time.time() - 3600),
+                                 _source(tmp_path, 1000))
         (tmp_path / "objects" / tenant / lost.session_id / lost.id).unlink()
         opened = await asyncio.gather(*(files.open(lost) for _ in range(3)))
         chunks = await files.open(kept)

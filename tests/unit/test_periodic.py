@@ -40,7 +40,7 @@ def test_a_failed_pass_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureF
         await asyncio.wait_for(ran.wait(), timeout=30)
         task.cancel()
         try:
-            await task
+            await asyncio.wait_for(task, timeout=30)
         except asyncio.CancelledError:
             return True
         return False
@@ -60,13 +60,19 @@ def test_an_exception_the_caller_expects_is_a_warning(caplog: pytest.LogCaptureF
     class BackendError(Exception):
         pass
 
+    passes: list[float] = []
+    third = asyncio.Event()
+
     async def step() -> None:
-        raise BackendError("apiserver gone")
+        passes.append(time.monotonic())
+        if len(passes) == 3:
+            third.set()
+        raise BackendError("403 Forbidden: apiserver says no")
 
     async def scenario() -> None:
         task = asyncio.create_task(run_periodically(step, 0.01, what="maintenance pass",
                                                     logger=logger, expected=(BackendError,)))
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(third.wait(), timeout=30)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
@@ -75,7 +81,10 @@ def test_an_exception_the_caller_expects_is_a_warning(caplog: pytest.LogCaptureF
     records = [r for r in caplog.records if r.name == "tests.periodic"]
     assert records and all(r.levelno == logging.WARNING and r.exc_info is None
                            for r in records)
-    assert getattr(records[0], "error", None) == "apiserver gone"
+    assert getattr(records[0], "error", None) == "403 Forbidden: apiserver says no"
+    assert [getattr(r, "failures", None) for r in records[:3]] == [1, 2, 3]
+    # failures in a row: each wait at least double the interval's multiple before it
+    assert passes[2] - passes[1] >= 0.04 and passes[1] - passes[0] >= 0.02
 
 
 class BuggyOnce(FileStore):

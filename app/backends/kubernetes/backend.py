@@ -103,7 +103,8 @@ class KubernetesBackend(HeldPods):
             self.stats["reaped"] += await maintain(client, scaler)
 
         await run_periodically(maintenance_pass, self.config.reap_interval,
-                               what="maintenance pass", logger=logger, expected=(KubeError,))
+                               what="maintenance pass", logger=logger,
+                               expected=(KubeError, ServiceUnavailable))
 
     # -- languages ----------------------------------------------------------------
 

@@ -286,7 +286,8 @@ class ExecService:
                 inputs=run.output_inputs(inputs) if run is not None else inputs,
                 max_files=self.settings.max_output_files,
                 max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir,
-                listing=result.files, baseline=run.baseline() if run is not None else None)
+                listing=result.files, baseline=run.baseline() if run is not None else None,
+                still_stored=self.files.still_stored)
             if skipped_inputs:
                 outputs = attrs.evolve(outputs, skipped=[*skipped_inputs, *outputs.skipped])
             await self.files.deleted_in_sandbox(session.id, outputs.deleted)

@@ -16,7 +16,8 @@ regular file) is reported in ``deleted`` by the name it was placed under, which 
 the name the client gave it (in a runtime session's workspace also a file of the
 ``baseline``, what the workspace held before the run: those unchanged are no outputs);
 a removed *read-only* input is echoed back as ``inherited`` like an edited one (the
-removal is dropped). A listing cut at the
+removal is dropped), unless it is no longer stored (deleted meanwhile, or its bytes
+found gone at stage-in: ``stage_in`` leaves such an input out). A listing cut at the
 executor's cap (``LISTING_CAP`` files) cannot tell what is gone: nothing is reported.
 
 The code has already run when outputs are stored, so a file that cannot be stored (the
@@ -44,11 +45,13 @@ from ...storage import FileMeta
 from ...tenants import QuotaExceeded
 from ..files.service import InputFile, OpenFile, guess_type, path_problem
 
-__all__ = ["ArtifactDelivery", "OutputFiles", "SaveFile", "delivery_failure", "stage_in",
-           "stage_out"]
+__all__ = ["ArtifactDelivery", "OutputFiles", "SaveFile", "StillStored", "delivery_failure",
+           "stage_in", "stage_out"]
 
 #: Stores one output file (counted against the tenant's storage quota).
 SaveFile = Callable[[FileMeta, Path], Awaitable[FileMeta]]
+#: Whether a stored file still exists (``FileService.still_stored``).
+StillStored = Callable[[FileMeta], Awaitable[bool]]
 
 WORKDIR = "/mnt/data"
 #: The most files the executor lists (``sidecar/files.py``, ``WorkDir(max_files)``).
@@ -110,9 +113,13 @@ async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
                     session_id: str, user_id: str | None, inputs: list[InputFile],
                     max_files: int, max_file_size: int, tmp_dir: Path,
                     listing: list[dict[str, Any]] | None = None,
-                    baseline: Mapping[str, tuple[str, int]] | None = None) -> OutputFiles:
+                    baseline: Mapping[str, tuple[str, int]] | None = None,
+                    still_stored: StillStored | None = None) -> OutputFiles:
     """``listing``: the work dir as the execution's result gave it (else it is asked for);
-    ``baseline``: path → (sha256, size) the work dir already held besides ``inputs``."""
+    ``baseline``: path → (sha256, size) the work dir already held besides ``inputs``;
+    ``still_stored``: whether a read-only input missing from the work dir still exists
+    (one deleted meanwhile, or whose bytes were found gone at stage-in, is reported in
+    ``deleted``, not echoed back)."""
     by_path = {item.path: item.meta for item in inputs}
     baseline = baseline or {}
     stored: list[FileMeta] = []
@@ -126,7 +133,7 @@ async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
         for item in inputs:
             if item.path in listed:
                 continue
-            if item.meta.read_only:
+            if item.meta.read_only and await _still_stored(still_stored, item.meta):
                 inherited.append(item.meta)  # the removal is dropped, like an edit
             else:
                 deleted.append(item)
@@ -191,6 +198,19 @@ async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
             stored.append(meta)
     return OutputFiles(stored=stored, skipped=skipped, inherited=inherited, deleted=deleted,
                        attempted=len(stored) + failed, failed=failed)
+
+
+async def _still_stored(still_stored: StillStored | None, meta: FileMeta) -> bool:
+    """Whether a read-only input is still stored; a store failure says yes (the code has
+    run: never a 5xx here, and echoing an existing original is the safe side)."""
+    if still_stored is None:
+        return True
+    try:
+        return await still_stored(meta)
+    except ServiceUnavailable as exc:
+        logger.warning("read-only input's metadata not readable", extra={
+            "file_id": meta.id, "detail": exc.message})
+        return True
 
 
 async def _store_one(executor: ExecutorClient, save: SaveFile, path: str, *, tmp_dir: Path,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ _TRUE = {"1", "true", "yes", "on"}
 
 logger = logging.getLogger(__name__)
 
+#: How old a stored file must be before bytes found missing mean it is gone.
+LOST_BYTES_GRACE = 600.0
 #: Opens a stored file's bytes; None when they are gone (``FileService.open``).
 OpenFile = Callable[[FileMeta], Awaitable[AsyncIterator[bytes] | None]]
 
@@ -242,14 +245,26 @@ class FileService:
     async def open(self, meta: FileMeta) -> AsyncIterator[bytes] | None:
         """The file's bytes as a stream; None when they are gone: the metadata left
         behind is removed then (and the charge given back, once), so the file stops
-        being listed, placed or offered for download."""
+        being listed, placed or offered for download.
+
+        Bytes missing from a file stored less than ``LOST_BYTES_GRACE`` seconds ago are
+        taken for a store that has not caught up (replication lag), not for a loss: a
+        503, and nothing removed."""
         try:
             return await self.objects.open(meta)
-        except FileBytesMissing:
-            logger.warning("stored file without bytes: its metadata is removed", extra={
-                "tenant": meta.tenant, "session_id": meta.session_id, "file_id": meta.id})
+        except FileBytesMissing as exc:
+            extra = {"tenant": meta.tenant, "session_id": meta.session_id, "file_id": meta.id}
+            if time.time() - meta.last_modified < LOST_BYTES_GRACE:
+                logger.warning("stored file's bytes not readable yet", extra=extra)
+                raise StorageUnavailable("a stored file's bytes are not readable yet",
+                                         retry_after=2) from exc
+            logger.warning("stored file without bytes: its metadata is removed", extra=extra)
             await self._remove(meta)
             return None
+
+    async def still_stored(self, meta: FileMeta) -> bool:
+        """Whether the file is still stored (its metadata is there)."""
+        return await self.objects.get_meta(meta.tenant, meta.session_id, meta.id) is not None
 
     async def delete(self, principal: Principal, session_id: str, file_id: str) -> None:
         await self._remove(await self.get(principal, session_id, file_id))

@@ -322,7 +322,8 @@ class ProgrammaticService:
                     inputs=rt.output_inputs(list(record.inputs)) if rt is not None
                     else list(record.inputs), max_files=self.settings.max_output_files,
                     max_file_size=self.settings.max_output_file_size, tmp_dir=self.tmp_dir,
-                    listing=result.files, baseline=rt.baseline() if rt is not None else None)
+                    listing=result.files, baseline=rt.baseline() if rt is not None else None,
+                    still_stored=self.files.still_stored)
                 await self.files.deleted_in_sandbox(record.session_id, outputs.deleted)
             if rt is not None:
                 await rt.checkpoint(result.files, outputs.stored if outputs is not None else [])
