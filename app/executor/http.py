@@ -6,8 +6,10 @@ several milliseconds per request there, more than the executor's own work for a
 ``print(1)``. The executor is our own server (``sidecar/server.py``), so this speaks
 only what it answers: ``Content-Length`` bodies, or ``Transfer-Encoding: chunked``
 for ``/execute/stream``. Connections are kept alive and reused one request at a
-time; a request that finds a reused connection closed by the server before any byte
-of the answer is sent again on a new one (when its body can be sent again).
+time (at most ``MAX_IDLE`` kept); a request that finds a reused connection closed by
+the server before any byte of the answer is sent again on a new one (when its body can
+be sent again). A streamed body is sent on a connection of its own, exactly its
+declared length, and that connection is closed afterwards.
 
 Transport failures (refused, reset, timed out, malformed) raise ``TransportError``.
 """
@@ -19,14 +21,36 @@ import contextlib
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-__all__ = ["HttpConnection", "HttpResponse", "HttpTransport", "TransportError"]
+__all__ = ["MAX_IDLE", "HttpConnection", "HttpResponse", "HttpTransport", "TransportError"]
 
 _LINE_LIMIT = 64 * 1024
 _STREAM_LIMIT = 1 << 20
 
 
+#: Idle connections kept per executor: each holds one of the executor's threads.
+MAX_IDLE = 4
+
+
 class TransportError(Exception):
     """The executor could not be reached, or its answer was cut or malformed."""
+
+
+async def _send_stream(writer: asyncio.StreamWriter, stream: AsyncIterator[bytes],
+                       length: int, timeout: float) -> None:
+    """Write exactly ``length`` bytes from ``stream``: a source that gives more or fewer
+    is a ``TransportError`` (bytes past the declared length would reach the executor as
+    a request of their own; fewer would leave it waiting), and nothing past the length
+    is written."""
+    sent = 0
+    async for chunk in stream:
+        if sent + len(chunk) > length:
+            raise TransportError(f"a streamed body is longer than its declared {length} bytes")
+        sent += len(chunk)
+        writer.write(chunk)
+        async with asyncio.timeout(timeout):
+            await writer.drain()
+    if sent != length:
+        raise TransportError(f"a streamed body ended at {sent} of its declared {length} bytes")
 
 
 class HttpConnection:
@@ -180,24 +204,28 @@ class HttpTransport:
                 # one, except a POST (an execution, a program's next step): it may have been
                 # delivered (the executor could have died serving it) and must not run twice.
                 response = await self._exchange(connection, head=head, body=body, stream=stream,
-                                                timeout=timeout, retry=method != "POST")
+                                                length=size, timeout=timeout,
+                                                retry=method != "POST")
             if response is None:
                 connection = await self._connect()
                 response = await self._exchange(connection, head=head, body=body, stream=stream,
-                                                timeout=timeout, retry=False)
+                                                length=size, timeout=timeout, retry=False)
             assert response is not None and connection is not None
             yield response
-            connection.reusable = response.finished
+            # A connection that carried a streamed body is not kept: each one would hold an
+            # executor thread while idle (a session's hundreds of inputs, one connection
+            # each, ran the sandbox out of threads), and it is closed after its answer.
+            connection.reusable = response.finished and stream is None
         finally:
             if connection is not None:
-                if connection.reusable:
+                if connection.reusable and len(self._idle) < MAX_IDLE:
                     connection.reusable = False
                     self._idle.append(connection)
                 else:
                     connection.close()
 
     async def _exchange(self, connection: HttpConnection, *, head: bytes, body: bytes,
-                        stream: AsyncIterator[bytes] | None, timeout: float,
+                        stream: AsyncIterator[bytes] | None, length: int, timeout: float,
                         retry: bool) -> HttpResponse | None:
         """Send and read the answer's head; None when a reused connection was closed."""
         reader, writer = connection.reader, connection.writer
@@ -206,10 +234,7 @@ class HttpTransport:
             if len(body) >= 65536:
                 writer.write(body)
             if stream is not None:
-                async for chunk in stream:
-                    writer.write(chunk)
-                    async with asyncio.timeout(timeout):
-                        await writer.drain()
+                await _send_stream(writer, stream, length, timeout)
             async with asyncio.timeout(timeout):
                 await writer.drain()
                 status_line = await reader.readuntil(b"\r\n")

@@ -120,7 +120,7 @@ class Checkpoints:
                        executor: ExecutorClient, *, path: str, size: int) -> bool:
         """Copy a work-dir file into the blob of its sha256 (unless it is there), counted
         against the tenant's quota (``QuotaExceeded``); False when the file is no longer a
-        regular file or its bytes differ."""
+        regular file or its bytes or their number differ from its listing's."""
         key = f"{_root(tenant, runtime_id)}/blobs/{sha256}"
         try:
             await obstore.head_async(self._store, key)
@@ -135,7 +135,7 @@ class Checkpoints:
         stored = False
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir, prefix="checkpoint-")
         try:
-            digest = hashlib.sha256()
+            digest, copied = hashlib.sha256(), 0
             with os.fdopen(fd, "wb") as handle:
                 async with executor.open_file(path) as chunks:
                     if chunks is None:
@@ -143,7 +143,8 @@ class Checkpoints:
                     async for chunk in chunks:
                         digest.update(chunk)
                         handle.write(chunk)
-            if digest.hexdigest() != sha256:
+                        copied += len(chunk)
+            if digest.hexdigest() != sha256 or copied != size:  # changed since its listing
                 return False
             try:
                 await obstore.put_async(self._store, key, Path(tmp_name))

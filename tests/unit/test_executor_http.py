@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from app.executor.http import HttpTransport, TransportError
+from app.executor.http import MAX_IDLE, HttpTransport, TransportError
 
 Handler = Callable[[bytes, bytes, asyncio.StreamWriter], Awaitable[bool]]
 
@@ -25,6 +25,8 @@ class Server:
         self.path = path
         self.handler = handler
         self.connections = 0
+        #: Connections open now (the executor holds a thread for each).
+        self.open = 0
         self.bodies: list[bytes] = []
         self._server: asyncio.AbstractServer | None = None
 
@@ -38,6 +40,7 @@ class Server:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.open += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -50,6 +53,7 @@ class Server:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.open -= 1
             writer.close()
 
 
@@ -200,6 +204,78 @@ def test_streamed_bodies_arrive_whole(tmp_path: Path) -> None:
             with pytest.raises(ValueError, match="length"):
                 async with transport.request("PUT", "/files/b", stream=chunks()):
                     pass
+
+    _run(test, tmp_path)
+
+
+async def _created(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+    writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+    return True
+
+
+async def _settle(server: Server, open_at_most: int) -> None:
+    """Until the server has seen its connections close (a close is seen a moment later)."""
+    for _ in range(500):
+        if server.open <= open_at_most:
+            return
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("declared", [400_000, 600_000], ids=["longer", "shorter"])
+def test_a_streamed_body_is_exactly_its_declared_length(tmp_path: Path, declared: int) -> None:
+    """A source that gives more bytes than declared never gets them to the executor (they
+    would be read there as a request of their own), nor does one that gives fewer leave
+    it waiting: both are transport errors, and the connection is dropped."""
+    async def chunks() -> AsyncIterator[bytes]:
+        for index in range(50):
+            yield bytes([index]) * 10_000  # 500_000 bytes in all
+
+    async def test(path: Path) -> None:
+        async with Server(path, _created) as server:
+            transport = HttpTransport(f"unix:{path}")
+            with pytest.raises(TransportError, match=f"declared {declared} bytes"):
+                async with transport.request("PUT", "/files/a", stream=chunks(),
+                                             length=declared):
+                    pass
+            await _settle(server, 0)
+            # At most the declared bytes arrived (all of them, when the source was longer),
+            # and nothing past them was read as a request.
+            assert server.open == 0 and len(server.bodies) == (1 if declared < 500_000 else 0)
+            assert all(len(body) == declared for body in server.bodies)
+            async with transport.request("POST", "/x", body=b"{}") as response:
+                assert response.status == 201  # the next request is answered as its own
+            assert server.bodies[-1] == b"{}" and server.connections == 2
+            await transport.close()
+
+    _run(test, tmp_path)
+
+
+def test_streamed_requests_leave_no_connection_open(tmp_path: Path) -> None:
+    """Each input of a session is streamed on a connection of its own: none is kept, so
+    hundreds of inputs never hold hundreds of executor threads; and however many requests
+    ran at once, at most ``MAX_IDLE`` connections are kept afterwards."""
+    async def one() -> AsyncIterator[bytes]:
+        yield b"x" * 100
+
+    async def test(path: Path) -> None:
+        async with Server(path, _created) as server:
+            transport = HttpTransport(f"unix:{path}")
+            for index in range(200):
+                async with transport.request("PUT", f"/files/{index}", stream=one(),
+                                             length=100) as response:
+                    assert response.status == 201
+            await _settle(server, 0)
+            assert server.open == 0 and server.connections == 200
+
+            async def ask() -> None:
+                async with transport.request("GET", "/files") as response:
+                    await response.read()
+
+            await asyncio.gather(*(ask() for _ in range(3 * MAX_IDLE)))
+            assert server.connections == 200 + 3 * MAX_IDLE
+            await _settle(server, MAX_IDLE)
+            assert server.open == MAX_IDLE
+            await transport.close()
 
     _run(test, tmp_path)
 
