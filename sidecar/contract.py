@@ -9,6 +9,8 @@ agree on is named in this one module, and an import-linter contract
   reads (``LANGUAGES``, ``Language``, ``resolve_language``, ``VERSION_PATTERN``);
 - **file names**: the rules both sides apply to a work-dir path (``validate_name``,
   ``FileError``, ``MAX_DEPTH``);
+- **the wire protocol's header** a kept sandbox's executions carry its token in
+  (``TOKEN_HEADER``);
 - **the wire protocol's limits**: state bytes on ``/execute``, the programmatic
   channel's calls, tools and identifiers (``MAX_STATE_BYTES``, ``MAX_CALL_BYTES``,
   ``MAX_CALLS_PER_ROUND``, ``MAX_TOOLS``, ``MAX_TOOL_NAME``, ``identifier``,
@@ -31,7 +33,7 @@ from pathlib import Path
 from .files import MAX_DEPTH, FileError, validate_name
 from .languages import LANGUAGES, Language, resolve_language
 from .prefault import parse_ranges as parse_page_ranges
-from .protocol import MAX_STATE_BYTES
+from .protocol import MAX_STATE_BYTES, TOKEN_HEADER
 from .ptc_wire import (
     MAX_CALL_BYTES,
     MAX_CALLS_PER_ROUND,
@@ -57,6 +59,7 @@ __all__ = [
     "MAX_TOOL_NAME",
     "STATE_FORMAT_VERSION",
     "STATE_LZ4_MAGIC",
+    "TOKEN_HEADER",
     "VERSION_PATTERN",
     "ZYGOTE_BOOT",
     "FileError",

@@ -28,10 +28,13 @@ from typing import Any
 
 from .ptc_wire import MAX_TOOL_NAME, MAX_TOOLS, identifier, valid_identifier
 
-__all__ = ["MAX_EXECUTE_BODY", "MAX_STATE_BYTES", "ExecuteRequest", "ExecuteResult",
-           "ProtocolError", "ToolResult", "parse_continue", "wire_json"]
+__all__ = ["MAX_EXECUTE_BODY", "MAX_STATE_BYTES", "TOKEN_HEADER", "ExecuteRequest",
+           "ExecuteResult", "ProtocolError", "ToolResult", "parse_continue", "parse_keep",
+           "wire_json"]
 
 STATUSES = ("ok", "error", "timeout", "oom", "output_limit")
+#: The header a kept sandbox's ``/execute`` carries its ``/keep`` token in.
+TOKEN_HEADER = "X-Executor-Token"  # noqa: S105 (a header name, not a secret)
 #: The largest state blob the executor accepts or returns, whatever the API asks.
 MAX_STATE_BYTES = 1024 * 1024 * 1024
 #: The longest one programmatic step may run (a larger ``timeout`` is clamped to it).
@@ -130,6 +133,19 @@ def parse_continue(body: Any) -> tuple[dict[str, ToolResult], float]:
         results[entry["id"]] = ToolResult(entry["ok"], entry.get("result"),
                                           str(error)[:65536])
     return results, timeout
+
+
+def parse_keep(body: Any) -> str | None:
+    """``POST /keep``: the token later executions must present (None: none given)."""
+    if not isinstance(body, dict):
+        raise ProtocolError("body must be an object")
+    token = body.get("token")
+    if token is None:
+        return None
+    if not isinstance(token, str) or not 16 <= len(token) <= 256 or not token.isascii() \
+            or not token.isprintable():
+        raise ProtocolError("'token' must be 16-256 printable ASCII characters")
+    return token
 
 
 def _limit(body: dict[str, Any], name: str, default: int, maximum: int) -> int:

@@ -15,7 +15,8 @@ sandbox), either bound here or inherited as an already-listening fd.
 
 One execution per sandbox: a second ``/execute`` (streamed or not) answers 409, unless
 the API asked for a kept sandbox with ``POST /keep`` before its first execution (a
-runtime session, ``kept.py``): then each ``/execute`` is a new process of the same
+runtime session, ``kept.py``; with a token, which each later ``/execute`` must present,
+else 403): then each ``/execute`` is a new process of the same
 sandbox, ``/mnt/data`` kept, the scratch space wiped in between; a ``/execute`` that
 arrives while the sandbox is still being made ready (or a programmatic run is paused
 in it) waits for it (up to ``KEPT_WAIT`` seconds, then 409).
@@ -28,6 +29,8 @@ in a kept sandbox, before its next run: never while the answer is on its way.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import math
 import socket
@@ -41,7 +44,15 @@ from typing import Any
 from .file_routes import FileRoutes
 from .files import WorkDir
 from .kept import rearm, scratch_dirs
-from .protocol import MAX_EXECUTE_BODY, ExecuteRequest, ExecuteResult, ProtocolError, parse_continue
+from .protocol import (
+    MAX_EXECUTE_BODY,
+    TOKEN_HEADER,
+    ExecuteRequest,
+    ExecuteResult,
+    ProtocolError,
+    parse_continue,
+    parse_keep,
+)
 from .ptc_session import Programmatic
 from .runner import Runner, WarmUpError
 from .stream import LineStream
@@ -63,6 +74,12 @@ MAX_CONTINUE_BODY = 64 * 1024 * 1024
 MAX_HEALTH_WAIT = 60.0
 #: How long a kept sandbox's ``/execute`` waits for the previous run's clean-up.
 KEPT_WAIT = 60.0
+#: The largest ``/keep`` body (a token).
+MAX_KEEP_BODY = 4096
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 def _wait_seconds(target: str) -> float:
@@ -92,6 +109,8 @@ class ExecutorServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
         self.used = False
         #: Asked for by ``POST /keep``: further executions are accepted (``kept.py``).
         self.kept = False
+        #: The sha256 of the token ``POST /keep`` gave (None: none was given).
+        self.token_digest: bytes | None = None
         self.scratch = scratch_dirs(runner.config.build_dir)
 
     def fileno(self) -> int:
@@ -167,14 +186,38 @@ class _Handler(FileRoutes):
             self._error(404, "no such route")
 
     def _keep(self) -> None:
-        """Make this sandbox a kept one (before its first execution only)."""
+        """Make this sandbox a kept one (before its first execution only). The body may
+        carry ``{"token": ...}``: every later ``/execute`` must then present it in
+        ``X-Executor-Token`` (see ``_authorized``)."""
+        body = self._read_body(MAX_KEEP_BODY)
+        if body is None:
+            return
+        try:
+            token = parse_keep(json.loads(body) if body else {})
+        except (ValueError, ProtocolError) as exc:
+            self._error(400, str(exc))
+            return
         with self.server.execute_lock:
             if self.server.used:
                 self._error(409, "this sandbox has already run: only a fresh one can be kept")
                 return
             self.server.kept = True
-        log("kept")
+            self.server.token_digest = _digest(token) if token is not None else None
+        log("kept", token=token is not None)
         self._send_json(200, {"kept": True})
+
+    def _authorized(self) -> bool:
+        """Whether a kept sandbox's ``/execute`` comes from the API: user code shares a
+        pod's network with this executor and could otherwise queue runs of its own here,
+        outside every limit, for the life of the sandbox. The API's token came with
+        ``/keep``, before any user code ran; only its digest is kept in memory (a warm
+        worker forked from this process cannot learn the token), and this process is
+        non-dumpable (``limits.harden_executor``)."""
+        expected = self.server.token_digest
+        if expected is None:
+            return True
+        presented = self.headers.get(TOKEN_HEADER, "")
+        return hmac.compare_digest(_digest(presented), expected)
 
     def _begin_execute(self) -> ExecuteRequest | None:
         """The request, once this sandbox's one execution is claimed for it (else answered)."""
@@ -188,6 +231,10 @@ class _Handler(FileRoutes):
             return None
         if request.lang != self.server.runner.language.code:
             self._error(400, f"this sandbox runs {self.server.runner.language.code!r}")
+            return None
+        if not self._authorized():
+            log("execute.refused", reason="token")
+            self._error(403, "this kept sandbox runs only what its API sends")
             return None
         if self.server.kept:
             if not self.server.execute_lock.acquire(timeout=KEPT_WAIT):

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
@@ -19,7 +20,7 @@ from urllib.parse import quote
 import attrs
 import orjson
 
-from sidecar.contract import MAX_STATE_BYTES, parse_page_ranges
+from sidecar.contract import MAX_STATE_BYTES, TOKEN_HEADER, parse_page_ranges
 
 from ..settings import StateSettings
 from .http import HttpTransport, TransportError
@@ -188,9 +189,14 @@ def execute_body(*, lang: str, code: str, args: list[str], timeout: float, reque
 class ExecutorClient:
     """Talks to one executor; ``address`` is ``unix:/path`` or ``http://host:port``."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, token: str | None = None) -> None:
         self.address = address
+        #: A kept sandbox's token (``keep``): sent with every JSON ``POST``.
+        self.token = token
         self._http = HttpTransport(address)
+
+    def _json_headers(self) -> dict[str, str]:
+        return _JSON if self.token is None else {**_JSON, TOKEN_HEADER: self.token}
 
     async def close(self) -> None:
         await self._http.close()
@@ -209,8 +215,8 @@ class ExecutorClient:
     async def post_json(self, path: str, body: bytes, *, timeout: float,
                         during: str = "") -> tuple[int, bytes]:
         """Status and body of a JSON ``POST``; transport failures as ``ExecutorError``."""
-        return await self._fetch("POST", path, body=body, headers=_JSON, timeout=timeout,
-                                 during=during)
+        return await self._fetch("POST", path, body=body, headers=self._json_headers(),
+                                 timeout=timeout, during=during)
 
     async def post_for_result(self, path: str, body: bytes, *, timeout: float,
                               during: str = "") -> Any:
@@ -290,7 +296,8 @@ class ExecutorClient:
         body = execute_body(lang=lang, code=code, args=args, timeout=timeout,
                             request_id=request_id, state=state, capture=capture)
         try:
-            async with self._http.request("POST", "/execute/stream", body=body, headers=_JSON,
+            async with self._http.request("POST", "/execute/stream", body=body,
+                                          headers=self._json_headers(),
                                           timeout=transport_timeout) as response:
                 if response.status != 200:
                     raise ExecutorError(f"executor answered {response.status}: "
@@ -369,10 +376,22 @@ class ExecutorClient:
         """A file's bytes, or None when it is not a regular file of the work dir."""
         return await self._file_request("GET", name, "")
 
-    async def keep(self) -> None:
+    async def keep(self) -> str:
         """Make this (fresh) sandbox a kept one: it accepts further executions, each a new
-        process, ``/mnt/data`` kept between them (runtime sessions, ``sidecar/kept.py``)."""
-        await self.post_for_result("/keep", b"", timeout=10.0, during=" asking to keep")
+        process, ``/mnt/data`` kept between them (runtime sessions, ``sidecar/kept.py``),
+        but only those that present the token made here (user code shares a pod's network
+        with the executor); the token, which a later client of the sandbox needs."""
+        token = secrets.token_urlsafe(32)
+        # On a connection of its own: an executor of an older release reads no body here,
+        # and the unread token must not be taken for the connection's next request.
+        status, content = await self._fetch(
+            "POST", "/keep", body=orjson.dumps({"token": token}),
+            headers={**_JSON, "Connection": "close"}, timeout=10.0, during=" asking to keep")
+        if status != 200:
+            raise ExecutorError(f"executor answered {status} to /keep: "
+                                f"{content[:2000].decode(errors='replace')}")
+        self.token = token
+        return token
 
     async def delete_file(self, path: str) -> bool:
         """Remove one file of the work dir (never following a link); False if absent."""

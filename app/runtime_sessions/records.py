@@ -91,6 +91,8 @@ class RuntimeRecord(JsonRecord):
     sandbox_since: float = 0.0
     #: Whose it is within the tenant (``owner_of``): "" for the tenant's API-key callers.
     owner: str = ""
+    #: What its kept sandbox's executor asks of each execution (``ExecutorClient.keep``).
+    executor_token: str = ""
 
     @property
     def key(self) -> str:

@@ -221,7 +221,7 @@ class RuntimeRun:
         self.ended = True
         service, now = self.service, time.time()
         record = attrs.evolve(self.record, last_used=now, generation=self.generation,
-                              language=self.lease.language, location="")
+                              language=self.lease.language, location="", executor_token="")
         kept = False
         try:
             if ok and not self.broken:
@@ -230,7 +230,8 @@ class RuntimeRun:
                     location = await service.backend.keep(
                         self.lease, self.key, limits.idle_ttl,
                         self.sandbox_since + limits.max_age)
-                    record, kept = attrs.evolve(record, location=location), True
+                    record, kept = attrs.evolve(record, location=location, executor_token=(
+                        self.lease.executor.token or "")), True
                 except ServiceUnavailable as exc:  # the code ran: its checkpoint stands
                     logger.warning("kept sandbox lost while being kept", extra={
                         "runtime_session_id": record.id, "detail": exc.message[:500]})
@@ -301,6 +302,7 @@ class RuntimeSessions:
         if record.location and record.language == language:
             reclaimed = await self.backend.reclaim(record.location, key)
             if reclaimed is not None:
+                reclaimed.executor.token = record.executor_token or None
                 try:
                     manifest = await self.checkpoints.load(tenant, record.id, record.generation)
                 except CheckpointLost:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.contract import TOKEN_HEADER
 from sidecar.kept import scratch_dirs, wipe
 
 from .test_server import _call, _executor
@@ -86,6 +87,50 @@ def test_a_kept_sandbox_runs_a_programmatic_run_then_more(
     status, after = _call(kept, "POST", "/execute", {**PY, "code": (
         "print(open('p.txt').read())")})
     assert (status, after["stdout"]) == (200, "p\n"), after
+
+
+TOKEN = "t0ken-" + "x" * 40
+
+
+def test_a_kept_sandbox_with_a_token_runs_only_what_presents_it(executor: Path) -> None:
+    assert _call(executor, "POST", "/keep", {"token": "short"})[0] == 400
+    assert _call(executor, "POST", "/keep", {"token": TOKEN}) == (200, {"kept": True})
+    run = {**PY, "code": "print(1)"}
+    for headers in ({}, {TOKEN_HEADER: TOKEN + "y"}, {TOKEN_HEADER: ""}):
+        status, body = _call(executor, "POST", "/execute", run, headers)
+        assert status == 403 and "only what its API sends" in body["message"], body
+        assert _call(executor, "POST", "/execute/stream", run, headers)[0] == 403
+    for _ in range(2):
+        status, body = _call(executor, "POST", "/execute", run, {TOKEN_HEADER: TOKEN})
+        assert (status, body["stdout"]) == (200, "1\n"), body
+
+
+def test_user_code_cannot_queue_a_run_of_its_own(executor: Path) -> None:
+    """The attack: code in a kept sandbox that can reach its executor (a pod's shared
+    network) asks it for a run of its own, which would wait for the lock and run after
+    the API's, outside every limit. Refused at once without the token."""
+    assert _call(executor, "POST", "/keep", {"token": TOKEN})[0] == 200
+    rogue = (
+        "import http.client, json, socket\n"
+        "class C(http.client.HTTPConnection):\n"
+        "    def connect(self):\n"
+        "        self.sock = socket.socket(socket.AF_UNIX)\n"
+        "        self.sock.settimeout(5)\n"
+        f"        self.sock.connect({str(executor)!r})\n"
+        "c = C('sandbox')\n"
+        "body = json.dumps({'lang': 'py', 'timeout': 1000, 'code': "
+        "\"open('rogue.txt', 'w').write('ran')\"})\n"
+        "try:\n"
+        "    c.request('POST', '/execute', body, {'Content-Type': 'application/json'})\n"
+        "    print(c.getresponse().status)\n"
+        "except OSError as exc:\n"
+        "    print('no answer', type(exc).__name__)\n")
+    status, body = _call(executor, "POST", "/execute", {**PY, "code": rogue},
+                         {TOKEN_HEADER: TOKEN})
+    assert (status, body["stdout"]) == (200, "403\n"), body
+    status, after = _call(executor, "POST", "/execute", {**PY, "code": (
+        "import os\nprint(os.path.exists('rogue.txt'))")}, {TOKEN_HEADER: TOKEN})
+    assert (status, after["stdout"]) == (200, "False\n"), after
 
 
 def test_delete_removes_one_file_never_following_links(

@@ -35,12 +35,13 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock.connect(str(self.path))
 
 
-def _call(path: Path, method: str, target: str, body: Any = None) -> tuple[int, Any]:
+def _call(path: Path, method: str, target: str, body: Any = None,
+          headers: dict[str, str] | None = None) -> tuple[int, Any]:
     connection = _UnixConnection(path)
     try:
         payload = json.dumps(body).encode() if body is not None else None
-        connection.request(method, target, body=payload,
-                           headers={"Content-Type": "application/json"} if payload else {})
+        connection.request(method, target, body=payload, headers={
+            **({"Content-Type": "application/json"} if payload else {}), **(headers or {})})
         response = connection.getresponse()
         return response.status, json.loads(response.read())
     finally:
