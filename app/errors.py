@@ -46,11 +46,15 @@ class ServiceError(Exception):
     code = "internal_error"
 
     def __init__(self, message: str, *, retry_after: int | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
+                 extra: dict[str, Any] | None = None, detail: str | None = None) -> None:
+        # ``str(exc)`` (what logs show) adds the detail; ``message`` is what is answered.
+        super().__init__(f"{message}: {detail}" if detail else message)
         self.message = message
         self.retry_after = retry_after
         self.extra = extra or {}
+        #: The cause's own words (a store's or cluster's error: paths, endpoints):
+        #: logged, never answered.
+        self.detail = detail
 
 
 class BadRequest(ServiceError):
@@ -194,7 +198,7 @@ def _service_error(_: Request[Any, Any, Any], exc: ServiceError) -> Response[Any
         # endless upload; closing it stops the sender.
         headers["Connection"] = "close"
     if exc.status_code >= 500:
-        logger.warning("request failed", extra={"error": exc.code, "detail": exc.message})
+        logger.warning("request failed", extra={"error": exc.code, "detail": str(exc)})
     return Response(_body(exc.code, exc.message, **exc.extra), status_code=exc.status_code,
                     headers=headers)
 

@@ -103,7 +103,7 @@ class Checkpoints:
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise CheckpointLost(f"manifest {generation} of {runtime_id} is malformed") from exc
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("object store read failed", exc) from exc
 
     async def save(self, tenant: str, runtime_id: str, generation: int,
                    manifest: Mapping[str, Entry]) -> None:
@@ -114,7 +114,7 @@ class Checkpoints:
         try:
             await obstore.put_async(self._store, path, body)
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store write failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("object store write failed", exc) from exc
 
     async def put_blob(self, tenant: str, runtime_id: str, sha256: str,
                        executor: ExecutorClient, *, path: str, size: int) -> bool:
@@ -128,7 +128,7 @@ class Checkpoints:
         except (NotFoundError, FileNotFoundError):
             pass
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("object store read failed", exc) from exc
         charge = blob_charge(runtime_id, sha256)
         # False: already counted (the same blob stored meanwhile): not ours to give back.
         charged = self._quotas is not None and await self._quotas.reserve(tenant, charge, size)
@@ -149,8 +149,7 @@ class Checkpoints:
             try:
                 await obstore.put_async(self._store, key, Path(tmp_name))
             except _STORE_ERRORS as exc:
-                raise StorageUnavailable(f"object store write failed: {exc}",
-                                         retry_after=2) from exc
+                raise StorageUnavailable.of("object store write failed", exc) from exc
             stored = True
         finally:
             os.unlink(tmp_name)
@@ -179,7 +178,7 @@ class Checkpoints:
             async for chunk in result.stream(min_chunk_size=1 << 20):
                 yield bytes(chunk)
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("object store read failed", exc) from exc
 
     async def restore(self, executor: ExecutorClient, tenant: str, runtime_id: str,
                       manifest: Mapping[str, Entry], skip: Mapping[str, str] | None = None,
@@ -235,7 +234,7 @@ class Checkpoints:
         except (NotFoundError, FileNotFoundError):
             pass  # the listing of a root that is gone
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store delete failed: {exc}") from exc
+            raise StorageUnavailable.of("object store delete failed", exc) from exc
         return len(picked)
 
     async def stored(self) -> dict[tuple[str, str], float]:
@@ -250,7 +249,7 @@ class Checkpoints:
                         key, written = (parts[0], parts[2]), item["last_modified"].timestamp()
                         newest[key] = max(newest.get(key, 0.0), written)
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store list failed: {exc}") from exc
+            raise StorageUnavailable.of("object store list failed", exc) from exc
         return newest
 
     async def delete_all(self, tenant: str, runtime_id: str) -> None:

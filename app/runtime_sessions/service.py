@@ -160,7 +160,7 @@ class RuntimeRun:
         except (StorageUnavailable, QuotaExceeded) as exc:
             logger.warning("checkpoint failed; the previous one stays in force", extra={
                 "runtime_session_id": self.record.id, "error": exc.code,
-                "detail": exc.message[:500]})
+                "detail": str(exc)[:500]})
             return
         except ExecutorError as exc:
             logger.warning("checkpoint failed: the sandbox did not give its files back",
@@ -174,7 +174,7 @@ class RuntimeRun:
                                                  generation, [previous, manifest])
         except StorageUnavailable as exc:  # garbage left for the next prune
             logger.warning("old checkpoints not pruned", extra={
-                "runtime_session_id": self.record.id, "detail": exc.message[:500]})
+                "runtime_session_id": self.record.id, "detail": str(exc)[:500]})
 
     async def _manifest(self, listing: list[dict[str, Any]],
                         stored: Mapping[str, FileMeta]) -> Manifest:
@@ -234,7 +234,7 @@ class RuntimeRun:
                         self.lease.executor.token or "")), True
                 except ServiceUnavailable as exc:  # the code ran: its checkpoint stands
                     logger.warning("kept sandbox lost while being kept", extra={
-                        "runtime_session_id": record.id, "detail": exc.message[:500]})
+                        "runtime_session_id": record.id, "detail": str(exc)[:500]})
             if not kept:
                 await service.backend.release(self.lease)
             record = attrs.evolve(record, sandbox_since=self.sandbox_since if kept else 0.0)

@@ -96,7 +96,7 @@ class StateArchive:
         try:
             await obstore.put_async(self._store, path, data)
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"state archive write failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("state archive write failed", exc) from exc
 
     async def get(self, tenant: str, session_id: str) -> StateRecord | None:
         """The archived state, or None (none stored, or an object that is no archive)."""
@@ -106,7 +106,7 @@ class StateArchive:
         except (NotFoundError, FileNotFoundError):
             return None
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"state archive read failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("state archive read failed", exc) from exc
         parsed = _parse_header(data)
         if parsed is None:
             return None
@@ -123,7 +123,7 @@ class StateArchive:
         except (NotFoundError, FileNotFoundError):
             return None
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"state archive read failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("state archive read failed", exc) from exc
         parsed = _parse_header(data)
         return parsed[0] if parsed is not None else None
 
@@ -141,7 +141,7 @@ class StateArchive:
         except (NotFoundError, FileNotFoundError):
             return []  # nothing archived yet
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"state archive list failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("state archive list failed", exc) from exc
         return found
 
     async def delete(self, tenant: str, session_id: str) -> None:
@@ -150,5 +150,4 @@ class StateArchive:
         except (NotFoundError, FileNotFoundError):
             return  # already gone: deleting is idempotent
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"state archive delete failed: {exc}",
-                                     retry_after=2) from exc
+            raise StorageUnavailable.of("state archive delete failed", exc) from exc

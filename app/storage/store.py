@@ -44,6 +44,13 @@ class StorageUnavailable(ServiceUnavailable):
 
     code = "storage_unavailable"
 
+    @classmethod
+    def of(cls, what: str, cause: BaseException,
+           retry_after: int | None = 2) -> StorageUnavailable:
+        """``what`` failed because of ``cause``: the store's own words (paths, endpoints)
+        are logged as the detail, never answered."""
+        return cls(what, retry_after=retry_after, detail=str(cause))
+
 
 class FileBytesMissing(NotFound):
     """A file's metadata is stored but its bytes are not: the file is gone."""
@@ -105,7 +112,7 @@ async def _chunks(stream: AsyncIterator[Any]) -> AsyncIterator[bytes]:
         async for chunk in stream:
             yield bytes(chunk)
     except _STORE_ERRORS as exc:
-        raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+        raise StorageUnavailable.of("object store read failed", exc) from exc
 
 
 class FileStore:
@@ -121,7 +128,7 @@ class FileStore:
             await obstore.put_async(self._store, path, source)
             await obstore.put_async(self._store, path + _META_SUFFIX, meta.to_json())
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store write failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("object store write failed", exc) from exc
         return meta
 
     async def update_meta(self, meta: FileMeta) -> bool:
@@ -138,7 +145,7 @@ class FileStore:
         try:
             await obstore.put_async(self._store, path + _META_SUFFIX, meta.to_json())
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store write failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("object store write failed", exc) from exc
         if await self._exists(path):
             return True
         await self._delete_if_present(path + _META_SUFFIX)  # deleted meanwhile: not back
@@ -150,7 +157,7 @@ class FileStore:
         except (NotFoundError, FileNotFoundError):
             return False
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("object store read failed", exc) from exc
         return True
 
     async def _delete_if_present(self, path: str) -> None:
@@ -159,7 +166,7 @@ class FileStore:
         except (NotFoundError, FileNotFoundError):
             pass  # already gone: deleting is idempotent
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store delete failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("object store delete failed", exc) from exc
 
     async def _read_meta(self, path: str) -> FileMeta:
         result = await obstore.get_async(self._store, path)
@@ -178,7 +185,7 @@ class FileStore:
         try:
             return await self._read_if_present(path)
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("object store read failed", exc) from exc
 
     async def list_session(self, tenant: str, session_id: str) -> list[FileMeta]:
         """The session's complete files, oldest first."""
@@ -193,7 +200,7 @@ class FileStore:
         except (NotFoundError, FileNotFoundError):
             return []  # no such session
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store list failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("object store list failed", exc) from exc
         return sorted(metas, key=lambda m: (m.last_modified, m.id))
 
     async def open(self, meta: FileMeta, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
@@ -206,7 +213,7 @@ class FileStore:
         except (NotFoundError, FileNotFoundError) as exc:
             raise FileBytesMissing(f"file {meta.id} has no stored bytes") from exc
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store read failed: {exc}", retry_after=2) from exc
+            raise StorageUnavailable.of("object store read failed", exc) from exc
         return _chunks(result.stream(min_chunk_size=chunk_size))
 
     async def delete(self, meta: FileMeta) -> None:
@@ -222,7 +229,7 @@ class FileStore:
                 await self._delete_if_present(leftover)
             except StorageUnavailable as exc:
                 logger.warning("deleted file's object left in the object store",
-                               extra={"path": leftover, "error": exc.message})
+                               extra={"path": leftover, "error": str(exc)})
 
     async def touch(self, meta: FileMeta, min_interval: float) -> FileMeta:
         """Record a use (for ``FILE_TTL``), at most once per ``min_interval`` seconds."""
@@ -252,7 +259,7 @@ class FileStore:
                     if on_deleted is not None:
                         await on_deleted(meta)
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store list failed: {exc}") from exc
+            raise StorageUnavailable.of("object store list failed", exc) from exc
         return deleted
 
     async def ping(self) -> None:
@@ -261,4 +268,4 @@ class FileStore:
             async for _ in obstore.list(self._store, "k8si-readiness-probe/"):
                 break
         except _STORE_ERRORS as exc:
-            raise StorageUnavailable(f"object store unreachable: {exc}") from exc
+            raise StorageUnavailable.of("object store unreachable", exc) from exc

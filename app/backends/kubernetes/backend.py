@@ -148,8 +148,8 @@ class KubernetesBackend(HeldPods):
                 name, ip, uid = await self._jobs.start(
                     language, claim, self.settings.queue_timeout + self.settings.compile_timeout)
             except KubeError as exc:
-                raise ServiceUnavailable(f"could not start a {language} Job: {exc}",
-                                         retry_after=2) from exc
+                raise ServiceUnavailable(f"could not start a {language} Job", retry_after=2,
+                                         detail=str(exc)) from exc
             held = Held("job", name, ExecutorClient(executor_url(ip, self.config.executor_port)),
                          uid)
             hit = False
@@ -158,8 +158,8 @@ class KubernetesBackend(HeldPods):
                 try:
                     await held.executor.wait_ready(timeout=30)
                 except ExecutorError as exc:
-                    raise ServiceUnavailable(f"the {language} Job's executor did not answer: "
-                                             f"{exc}", retry_after=2) from exc
+                    raise ServiceUnavailable(f"the {language} Job's executor did not answer",
+                                             retry_after=2, detail=str(exc)) from exc
             if language not in self._versions:
                 # Once per language and replica: one executor request, no apiserver call.
                 await self._learn_version(language, held.executor)

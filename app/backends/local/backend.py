@@ -265,8 +265,8 @@ class LocalBackend:
                 sandbox = await self.factory.make(language, tenant)
         except SandboxStartError as exc:
             self._slots.release()
-            raise ServiceUnavailable(f"could not start a {language} sandbox: {exc}",
-                                     retry_after=2) from exc
+            raise ServiceUnavailable(f"could not start a {language} sandbox", retry_after=2,
+                                     detail=str(exc)) from exc
         except BaseException:
             self._slots.release()
             raise

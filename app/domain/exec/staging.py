@@ -187,7 +187,7 @@ async def stage_out(executor: ExecutorClient, save: SaveFile, *, tenant: str,
             continue
         except ServiceUnavailable as exc:  # the code ran: reported, never a 5xx
             logger.warning("output file not stored", extra={
-                "session_id": session_id, "error": exc.code, "detail": exc.message[:500]})
+                "session_id": session_id, "error": exc.code, "detail": str(exc)[:500]})
             skipped.append({"name": path, "size": size,
                             "reason": "could not be stored: the storage failed"})
             failed += 1
@@ -209,7 +209,7 @@ async def _still_stored(still_stored: StillStored | None, meta: FileMeta) -> boo
         return await still_stored(meta)
     except ServiceUnavailable as exc:
         logger.warning("read-only input's metadata not readable", extra={
-            "file_id": meta.id, "detail": exc.message})
+            "file_id": meta.id, "detail": str(exc)})
         return True
 
 

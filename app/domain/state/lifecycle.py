@@ -55,7 +55,7 @@ async def expire_archives(store: StateStore, ttl_seconds: int,
             except ServiceUnavailable as exc:
                 logger.warning("expired state archive not deleted; tried again next sweep",
                                extra={"tenant": tenant, "session_id": session_id,
-                                      "error": exc.message})
+                                      "error": str(exc)})
                 continue
             deleted.append((tenant, session_id))
         listed = {(archived.tenant, archived.session_id) for archived in archives}

@@ -186,7 +186,7 @@ class StateService:
                 return StateOutcome(False, 0, tuple(errors))
         except ServiceUnavailable as exc:
             logger.warning("state not stored", extra={"tenant": tenant, "session_id": session_id,
-                                                      "error": exc.message})
+                                                      "error": str(exc)})
             errors.append(_issue(f"the state could not be stored: {exc.message}"))
         size = previous.header.size if previous is not None else 0
         return StateOutcome(previous is not None, size, tuple(errors))
