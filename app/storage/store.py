@@ -122,13 +122,28 @@ class FileStore:
         self._store = store
 
     async def put(self, meta: FileMeta, source: Path) -> FileMeta:
-        """Store the bytes in ``source``, then the metadata (which makes it visible)."""
+        """Store the bytes in ``source``, then the metadata (which makes it visible).
+
+        Bytes whose metadata write failed are removed again (no sweep would find them:
+        the ``FILE_TTL`` sweep walks metadata), unless the write landed after all (a
+        timeout after the store took it): then the file is stored."""
         path = _bytes_path(meta.tenant, meta.session_id, meta.id)
         try:
             await obstore.put_async(self._store, path, source)
-            await obstore.put_async(self._store, path + _META_SUFFIX, meta.to_json())
         except _STORE_ERRORS as exc:
             raise StorageUnavailable.of("object store write failed", exc) from exc
+        try:
+            await obstore.put_async(self._store, path + _META_SUFFIX, meta.to_json())
+        except _STORE_ERRORS as exc:
+            failed = StorageUnavailable.of("object store write failed", exc)
+            try:
+                if await self._exists(path + _META_SUFFIX):
+                    return meta
+                await self._delete_if_present(path)
+            except StorageUnavailable as again:
+                logger.warning("stored bytes without metadata left in the object store",
+                               extra={"path": path, "error": str(again)})
+            raise failed from exc
         return meta
 
     async def update_meta(self, meta: FileMeta) -> bool:
