@@ -2,7 +2,9 @@
 
 Accepted, one at a time: ``X-API-Key: <key>``; ``Authorization: Bearer <key>``;
 ``Authorization: Bearer <JWT>`` minted by LibreChat (``app.jwt_auth``); optionally
-(``BODY_KEY_AUTH``) the key in the JSON body. Keys are held only as SHA-256 digests
+(``BODY_KEY_AUTH``) the key in the JSON body of an exec route, the only routes with a
+JSON body (read for it within the route's own body limit: a larger body is a 413, never
+buffered; any other route's body is never read here). Keys are held only as SHA-256 digests
 and compared in constant time. Two different credentials in one request are a 400.
 Every credential resolves to a tenant: ``API_KEYS`` entries are ``key`` (tenant
 ``default``) or ``tenant:key``; keys issued with ``k8si keys create`` live hashed in
@@ -45,6 +47,8 @@ _TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _BODY_KEY_FIELDS = ("LIBRECHAT_CODE_API_KEY", "apiKey", "api_key")
 #: Requests that run code: counted against the tenant's execution quotas.
 _EXEC_PATHS = {"/exec", "/exec/stream", "/exec/programmatic"}
+#: The routes whose JSON body may carry the key (``BODY_KEY_AUTH``): the exec routes.
+_BODY_KEY_PATHS = _EXEC_PATHS | {"/exec/programmatic/cancel"}
 #: Every route is also served under this prefix (LibreChat's documented base URL).
 V1_PREFIX = "/v1"
 
@@ -150,8 +154,18 @@ class Authenticator:
 
     @staticmethod
     async def _body_credential(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-        if connection.scope.get("method") != "POST" or not connection.headers.get(
-                "content-type", "").startswith("application/json"):
+        """The key in the JSON body of an exec route; None on any other request.
+
+        Only a body the route itself would read is read, and within the route's own
+        limit (the exec body limit): Litestar refuses a larger one with a 413 from its
+        declared length before reading any of it, or once the bytes read pass the
+        limit. A route without a limit (uploads) is never one of these.
+        """
+        media_type = connection.headers.get("content-type", "").split(";")[0]
+        if (connection.scope.get("method") != "POST"
+                or api_path(connection.scope["path"]) not in _BODY_KEY_PATHS
+                or media_type.strip().lower() != "application/json"
+                or connection.route_handler.resolve_request_max_body_size() is None):
             return None
         request: Request[Any, Any, Any] = Request(connection.scope, connection.receive)
         try:
@@ -208,7 +222,8 @@ class AuthMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send,
                      next_app: ASGIApp) -> None:
-        # A full Request (with receive): the body key, if enabled, is read and cached.
+        # A full Request (with receive): the body key, if enabled, is read (an exec
+        # route's body, within its limit) and cached for the handler.
         request: Request[Any, Any, Any] = Request(scope, receive)
         admission, key_store = self.gate.parts()
         # The peer's own address only: forwarded headers are never trusted here.

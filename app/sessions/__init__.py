@@ -1,5 +1,5 @@
 """Sessions: which session an execution runs in, kept in Valkey."""
 
-from .store import Session, SessionStore
+from .store import Session, SessionStore, check_entity_id
 
-__all__ = ["Session", "SessionStore"]
+__all__ = ["Session", "SessionStore", "check_entity_id"]

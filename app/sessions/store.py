@@ -8,6 +8,7 @@ TTL, so nothing expires while it is being used. Valkey being down is a 503.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -15,10 +16,20 @@ import attrs
 import valkey.asyncio as valkey
 from valkey.exceptions import ValkeyError
 
-from ..errors import ServiceUnavailable
+from ..errors import BadRequest, ServiceUnavailable
 from ..ids import is_valid_id, new_id
 
-__all__ = ["Session", "SessionStore"]
+__all__ = ["Session", "SessionStore", "check_entity_id"]
+
+#: ``entity_id``, as every route takes it (the contract: 1-40 of ``[A-Za-z0-9_-]``).
+_ENTITY_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+def check_entity_id(value: str | None) -> str | None:
+    """An ``entity_id`` the contract allows (None: none given), or a 400."""
+    if value is not None and not _ENTITY_ID.fullmatch(value):
+        raise BadRequest("entity_id must be 1-40 characters of [A-Za-z0-9_-]")
+    return value
 
 
 @attrs.frozen

@@ -106,8 +106,8 @@ def test_storage_quota_on_both_sides(limited: RunningApp) -> None:
         first = client.post("/upload", files={"file": ("a.bin", b"x" * 600, "x/y")})
         assert first.status_code == 200
         over = client.post("/upload", files={"file": ("b.bin", b"x" * 401, "x/y")})
-        assert over.status_code == 400  # /upload reports the refused file
-        assert "quota" in over.json()["message"]
+        assert over.status_code == 413 and over.json()["error"] == "quota_exceeded"
+        assert "quota" in over.json()["message"] and "b.bin" in over.json()["message"]
         exact = client.post("/upload", files={"file": ("c.bin", b"x" * 400, "x/y")})
         assert exact.status_code == 200, "exactly at the quota is allowed"
         session, file_id = first.json()["session_id"], first.json()["files"][0]["fileId"]

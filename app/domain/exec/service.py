@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -38,7 +37,7 @@ from ...errors import BadRequest, ExecutorFailed, LanguageUnavailable, PayloadTo
 from ...executor import ExecutorClient, ExecutorError, ExecutorResult, OutputChunk
 from ...metrics import Metrics, lap, note_phase, timed
 from ...runtime_sessions import RuntimeRun, RuntimeSessions
-from ...sessions import Session, SessionStore
+from ...sessions import Session, SessionStore, check_entity_id
 from ...settings import Settings
 from ..files.service import FileService
 from ..state import StateService
@@ -59,7 +58,6 @@ __all__ = ["ExecService", "OutputListener"]
 
 logger = logging.getLogger(__name__)
 
-_ENTITY_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 @attrs.frozen
@@ -186,8 +184,7 @@ class ExecService:
                                   f"({self.settings.max_code_size} bytes)")
         if "\x00" in request.code:
             raise BadRequest("code must not contain NUL bytes")
-        if request.entity_id is not None and not _ENTITY_ID.fullmatch(request.entity_id):
-            raise BadRequest("entity_id must be 1-40 characters of [A-Za-z0-9_-]")
+        check_entity_id(request.entity_id)
         timeout = normalize_timeout(request.timeout, self.settings.default_execution_time,
                                     self.max_timeout(tenant))
         return _Validated(language.code, request.code, normalize_args(request.args), timeout)

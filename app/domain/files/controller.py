@@ -13,9 +13,10 @@ from litestar.response import Stream
 from ...auth import Principal
 from ...errors import BadRequest, NotFound, error_responses
 from ...ids import is_valid_id
+from ...tenants import QuotaExceeded
 from .multipart import read_multipart
 from .schemas import DETAILS, in_scope, listing, object_info
-from .service import FileService, UploadResult
+from .service import FileService, UploadResult, served_type
 
 __all__ = ["FilesController"]
 
@@ -70,13 +71,16 @@ class FilesController(Controller):
 
     @post("/upload", status_code=200, request_max_body_size=None,
           responses=error_responses(413, 415),
-          summary="Upload files (multipart: 'file' or 'files' parts)")
+          summary="Upload files (multipart: 'file' or 'files' parts)",
+          description="All or nothing: a refused part (a bad name: 400; the tenant's "
+                      "storage quota full: 413 `quota_exceeded`) refuses the request.")
     async def upload(self, request: Request[Principal, Any, Any],
                      file_service: NamedDependency[FileService]) -> dict[str, Any]:
         session_id, results = await self._upload(request, file_service, all_or_nothing=True)
         failed = [r for r in results if r.meta is None]
-        if failed:
-            raise BadRequest(f"{failed[0].filename!r}: {failed[0].error}")
+        if failed:  # nothing of the request is kept (the service deleted what it stored)
+            message = f"{failed[0].filename!r}: {failed[0].error}"
+            raise QuotaExceeded(message) if failed[0].over_quota else BadRequest(message)
         return {"message": "success", "session_id": session_id,
                 "storage_session_id": session_id,
                 "files": [_file_reply(r) for r in results]}
@@ -106,7 +110,7 @@ class FilesController(Controller):
         chunks = await file_service.open(meta)
         if chunks is None:  # its bytes are gone (the metadata is removed now)
             raise NotFound("no such file")
-        return Stream(chunks, media_type=meta.content_type,
+        return Stream(chunks, media_type=served_type(meta),
                       headers={"Content-Disposition": content_disposition(meta.name),
                                "Content-Length": str(meta.size), "ETag": meta.etag,
                                "X-Content-Type-Options": "nosniff"})

@@ -5,30 +5,52 @@ is fed chunk by chunk to ``python-multipart``'s push parser. Each file part is
 written to a temporary file with its size counted and its SHA-256 computed as it
 arrives; a part over the limit stops the request with 413 and the temporary files
 are removed. Plain fields are small (capped) and kept in memory.
+
+The reading is bounded at both ends: before the first part at most ``MAX_PREAMBLE``
+bytes (blank lines) are accepted, and reading stops at the closing boundary (an
+epilogue, which RFC 2046 says to ignore, is never read). A body that ends anywhere
+before its closing boundary (inside a file, a field or a part's headers) is a 400. A
+part's ``Content-Type`` is kept only as a valid ``type/subtype`` (``media_type``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any
 
 import attrs
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ...errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
-__all__ = ["FilePart", "MultipartForm", "read_multipart"]
+__all__ = ["MAX_PREAMBLE", "FilePart", "MultipartForm", "media_type", "read_multipart"]
 
 _MAX_FIELD_BYTES = 64 * 1024
 #: Plain (non-file) fields per request, and their bytes together: the fields are held
 #: in memory, so their number is bounded too (the contract's forms have a handful).
 _MAX_FIELDS = 64
 _MAX_FIELDS_TOTAL = 256 * 1024
+#: Bytes accepted before the first boundary line (the parser skips blank lines there).
+MAX_PREAMBLE = 1024
+#: A ``type/subtype`` of RFC 7230 tokens (``tchar``), nothing else.
+_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MEDIA_TYPE = re.compile(f"{_TCHARS}/{_TCHARS}")
+
+
+def media_type(value: str | None) -> str | None:
+    """The ``type/subtype`` of a Content-Type value, lower-cased, its parameters dropped;
+    None when it is not two RFC 7230 tokens (a line break, a control character, a space,
+    a missing subtype): such a value must never reach a response header."""
+    if not value:
+        return None
+    essence = value.split(";", 1)[0].strip(" \t")
+    return essence.lower() if _MEDIA_TYPE.fullmatch(essence) else None
 
 
 @attrs.define
@@ -37,6 +59,7 @@ class FilePart:
 
     field: str
     filename: str
+    #: The part's declared media type when it is valid (``media_type``), else None.
     content_type: str | None
     path: Path
     size: int = 0
@@ -74,8 +97,13 @@ class _State:
     fields_seen: int = 0
     fields_bytes: int = 0
     error: Exception | None = None
+    #: A boundary line was seen: the preamble is over.
+    started: bool = False
+    #: The closing boundary was seen: the body is complete.
+    ended: bool = False
 
     def on_part_begin(self) -> None:
+        self.started = True
         self.headers, self.part, self.field_name = {}, None, None
         self.field_value = bytearray()
 
@@ -109,7 +137,8 @@ class _State:
         self.handle = os.fdopen(fd, "wb")
         self.digest = hashlib.sha256()
         self.part = FilePart(field=name, filename=filename.decode("utf-8", "replace"),
-                             content_type=self.headers.get("content-type"), path=Path(path))
+                             content_type=media_type(self.headers.get("content-type")),
+                             path=Path(path))
         if "\ufffd" in self.part.filename:
             self.error = BadRequest("file names must be valid UTF-8")
         self.form.files.append(self.part)
@@ -145,6 +174,9 @@ class _State:
         elif self.field_name is not None and self.error is None:
             self.form.fields[self.field_name] = self.field_value.decode("utf-8", "replace")
 
+    def on_end(self) -> None:
+        self.started = self.ended = True
+
     def abort(self) -> None:
         if self.handle is not None:
             self.handle.close()
@@ -154,8 +186,8 @@ class _State:
 async def read_multipart(content_type: str | None, body: AsyncIterator[bytes], tmp_dir: Path,
                          max_file_bytes: int, max_files: int) -> MultipartForm:
     """Parse a multipart body as it streams in; the caller must ``close()`` the form."""
-    media_type, options = parse_options_header(content_type or "")
-    if media_type != b"multipart/form-data":
+    form_type, options = parse_options_header(content_type or "")
+    if form_type != b"multipart/form-data":
         raise UnsupportedMediaType("expected multipart/form-data")
     boundary = options.get(b"boundary")
     if not boundary:
@@ -164,18 +196,32 @@ async def read_multipart(content_type: str | None, body: AsyncIterator[bytes], t
                    max_files=max_files)
     callbacks = {name: getattr(state, name) for name in (
         "on_part_begin", "on_header_field", "on_header_value", "on_header_end",
-        "on_headers_finished", "on_part_data", "on_part_end")}
-    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+        "on_headers_finished", "on_part_data", "on_part_end", "on_end")}
+    try:
+        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    except FormParserError as exc:  # a boundary the parser refuses (too long)
+        raise BadRequest(f"invalid multipart boundary: {exc}") from exc
+    # The preamble and the first boundary line must fit in this many bytes.
+    head_room = MAX_PREAMBLE + len(b"--" + boundary + b"\r\n")
+    head_fed = 0
     try:
         async for chunk in body:
-            parser.write(chunk)
+            rest = chunk
+            if not state.started:  # only the bounded head is fed until a part begins
+                head, rest = chunk[:head_room - head_fed], chunk[head_room - head_fed:]
+                parser.write(head)
+                head_fed += len(head)
+                if not state.started and head_fed >= head_room:
+                    raise BadRequest(f"malformed multipart body: no boundary line within "
+                                     f"its first {MAX_PREAMBLE} bytes")
+            if rest and not state.ended and state.error is None:
+                parser.write(rest)
             if state.error is not None:
                 raise state.error
-        parser.finalize()
-        if state.error is not None:
-            raise state.error
-        if state.handle is not None:
-            raise BadRequest("malformed multipart body: it ended inside a part")
+            if state.ended:
+                break  # the closing boundary: what follows (an epilogue) is not read
+        if not state.ended:
+            raise BadRequest("malformed multipart body: it ended before its closing boundary")
     except MultipartParseError as exc:
         state.abort()
         state.form.close()

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...storage import FileMeta
+from .service import served_type
 
 __all__ = ["DETAILS", "in_scope", "iso", "listing", "object_info"]
 
@@ -40,7 +41,7 @@ def listing(meta: FileMeta, detail: str) -> Any:
     if detail == "normalized":
         entry: dict[str, Any] = {
             "id": meta.id, "name": meta.name, "storage_session_id": meta.session_id,
-            "size": meta.size, "contentType": meta.content_type,
+            "size": meta.size, "contentType": served_type(meta),
             "lastModified": iso(meta.last_modified)}
         if meta.read_only:
             entry["read_only"] = True
@@ -49,9 +50,9 @@ def listing(meta: FileMeta, detail: str) -> Any:
                                "lastModified": iso(meta.last_modified), "etag": meta.etag}
     if detail == "full":
         summary.update(id=meta.id, name=object_name + _extension(meta.name),
-                       storage_session_id=meta.session_id, contentType=meta.content_type,
+                       storage_session_id=meta.session_id, contentType=served_type(meta),
                        metadata={"original-filename": meta.name,
-                                 "content-type": meta.content_type})
+                                 "content-type": served_type(meta)})
         for key, value in (("kind", meta.kind), ("resource_id", meta.resource_id),
                            ("version", meta.version)):
             if value is not None:

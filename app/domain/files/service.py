@@ -21,13 +21,13 @@ from sidecar.contract import MAX_DEPTH, FileError, validate_name
 from ...auth import Principal
 from ...errors import BadRequest, NotFound, ServiceUnavailable
 from ...ids import is_valid_id, new_id
-from ...sessions import Session, SessionStore
+from ...sessions import Session, SessionStore, check_entity_id
 from ...storage import FileBytesMissing, FileMeta, FileStore, StorageUnavailable
 from ...tenants import QuotaExceeded, TenantQuotas, file_charge
-from .multipart import FilePart, MultipartForm
+from .multipart import FilePart, MultipartForm, media_type
 
 __all__ = ["FileService", "InputFile", "OpenFile", "UploadResult", "check_id", "check_name",
-           "check_path", "conflicting", "path_problem"]
+           "check_path", "conflicting", "guess_type", "path_problem", "served_type"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -93,9 +93,20 @@ def conflicting(path: str, names: Iterable[str]) -> str | None:
 
 
 def guess_type(name: str, declared: str | None = None) -> str:
-    if declared and "/" in declared and declared != "application/octet-stream":
-        return declared.split(";")[0].strip()
+    """The media type to store for ``name``: the declared one when it is a valid
+    ``type/subtype`` (``media_type``: parameters dropped) other than the generic
+    ``application/octet-stream``, else the guess from the name."""
+    valid = media_type(declared)
+    if valid is not None and valid != "application/octet-stream":
+        return valid
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def served_type(meta: FileMeta) -> str:
+    """The media type a stored file is answered with (its download's Content-Type, the
+    listings): the stored one when valid, else the guess from its name. A file stored
+    before part types were checked may hold anything, even a line break."""
+    return media_type(meta.content_type) or guess_type(meta.name)
 
 
 @attrs.frozen
@@ -105,6 +116,8 @@ class UploadResult:
     filename: str
     meta: FileMeta | None = None
     error: str | None = None
+    #: Refused because the tenant's storage quota is full (a 413, not a 400).
+    over_quota: bool = False
 
 
 @attrs.frozen
@@ -147,16 +160,19 @@ class FileService:
             return await self.objects.touch(meta, min_interval=self.file_ttl / 10)
         except StorageUnavailable as exc:
             logger.warning("file use not recorded", extra={
-                "session_id": meta.session_id, "file_id": meta.id, "detail": exc.message})
+                "session_id": meta.session_id, "file_id": meta.id, "detail": str(exc)})
             return meta
 
     async def upload(self, principal: Principal, form: MultipartForm, user_id: str | None,
                      *, all_or_nothing: bool = False) -> tuple[Session, list[UploadResult]]:
         """Store every file part of ``form`` in one session (the caller's, or a new one).
         ``all_or_nothing``: when a part fails, the parts stored before it are deleted
-        again (``POST /upload`` answers 400 for the request as a whole)."""
+        again (``POST /upload`` answers for the request as a whole: 400, or 413 when the
+        tenant's storage quota is full). A malformed ``entity_id`` is a 400 before
+        anything is looked up or stored."""
         fields = form.fields
-        entity_id = fields.get("entity_id") or None
+        # An empty form field is no entity_id (form encoders send empty fields).
+        entity_id = check_entity_id(fields.get("entity_id") or None)
         async def has_files(expired: str) -> bool:  # its record expired, its files did not
             return await self.has_files(principal.tenant, expired)
 
@@ -197,7 +213,7 @@ class FileService:
             except ServiceUnavailable as exc:
                 logger.warning("a refused upload's file could not be deleted", extra={
                     "session_id": result.meta.session_id, "file_id": result.meta.id,
-                    "detail": exc.message})
+                    "detail": str(exc)})
 
     async def _store_part(self, principal: Principal, session: Session, part: FilePart,
                           fields: Mapping[str, str], user_id: str | None, *,
@@ -221,7 +237,7 @@ class FileService:
         try:
             await self.store(meta, part.path)
         except QuotaExceeded as exc:
-            return UploadResult(filename=name, error=exc.message)
+            return UploadResult(filename=name, error=exc.message, over_quota=True)
         return UploadResult(filename=name, meta=meta)
 
     async def get(self, principal: Principal, session_id: str, file_id: str) -> FileMeta:
@@ -348,7 +364,7 @@ class FileService:
                 await self.objects.update_meta(attrs.evolve(item.meta, deleted_in_sandbox=True))
             except StorageUnavailable as exc:
                 logger.warning("deleted input not marked", extra={
-                    "session_id": session_id, "file_id": item.meta.id, "detail": exc.message})
+                    "session_id": session_id, "file_id": item.meta.id, "detail": str(exc)})
 
     async def _referenced(self, principal: Principal, ref: Mapping[str, Any]) -> FileMeta:
         if not isinstance(ref, Mapping):

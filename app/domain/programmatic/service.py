@@ -38,7 +38,7 @@ from ...errors import BadRequest, ExecutorFailed, LanguageUnavailable, PayloadTo
 from ...executor import ExecutorError
 from ...executor.programmatic import ProgrammaticStep, continue_run, start_run
 from ...ids import new_id
-from ...sessions import Session
+from ...sessions import Session, check_entity_id
 from ...settings import Settings
 from ..exec.requests import normalize_timeout
 from ..exec.service import ExecService
@@ -57,7 +57,6 @@ __all__ = ["ProgrammaticService"]
 
 logger = logging.getLogger(__name__)
 
-_ENTITY_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 Step = Callable[[SandboxLease], Awaitable[ProgrammaticStep]]
@@ -165,8 +164,7 @@ class ProgrammaticService:
 
     async def _session(self, principal: Principal, request: ProgrammaticRequest) -> Session:
         tenant, wanted = principal.tenant, request.session_id
-        if request.entity_id is not None and not _ENTITY_ID.fullmatch(request.entity_id):
-            raise BadRequest("entity_id must be 1-40 characters of [A-Za-z0-9_-]")
+        check_entity_id(request.entity_id)
         if not wanted and not request.entity_id:
             session = self.sessions.fresh(tenant)
             await self.sessions.record(session)
