@@ -8,7 +8,14 @@ from http import HTTPStatus
 
 import pytest
 
-from sidecar.request_head import MAX_HEADERS, MAX_LINE, HeadError, RequestHead, read_head
+from sidecar.request_head import (
+    MAX_HEADERS,
+    MAX_LENGTH_DIGITS,
+    MAX_LINE,
+    HeadError,
+    RequestHead,
+    read_head,
+)
 
 
 def _read(line: bytes, rest: bytes) -> RequestHead:
@@ -76,3 +83,38 @@ def test_bad_header_lines(header: bytes) -> None:
     with pytest.raises(HeadError) as refused:
         _read(b"GET / HTTP/1.1\r\n", header + b"\r\n")
     assert refused.value.status == HTTPStatus.BAD_REQUEST
+
+
+@pytest.mark.parametrize(("fields", "length"), [
+    (b"", None), (b"Content-Length: 0\r\n", 0), (b"content-length: 12\r\n", 12),
+    (b"Content-Length:  007 \t\r\n", 7),  # leading zeros; HTTP's whitespace around
+    (b"Content-Length: " + b"9" * MAX_LENGTH_DIGITS + b"\r\n", 10**MAX_LENGTH_DIGITS - 1),
+])
+def test_the_body_length_is_one_number_of_ascii_digits(fields: bytes,
+                                                       length: int | None) -> None:
+    assert _read(b"PUT /files/a HTTP/1.1\r\n", fields + b"\r\n").content_length == length
+
+
+@pytest.mark.parametrize("fields", [
+    b"Content-Length: \xb2\r\n", b"Content-Length: 1\xb9\r\n",  # isdigit() says yes
+    "Content-Length: \u0663\r\n".encode(), b"Content-Length: +1\r\n",
+    b"Content-Length: -1\r\n", b"Content-Length: 1 1\r\n", b"Content-Length: 1,1\r\n",
+    b"Content-Length: \r\n", b"Content-Length: 1\xa0\r\n", b"Content-Length: 0x1\r\n",
+    b"Content-Length: 1" + b"0" * MAX_LENGTH_DIGITS + b"\r\n",  # one digit too many
+    b"Content-Length: 1\r\nContent-Length: 1\r\n",  # repeated, even the same
+    b"Content-Length: 1\r\ncontent-length: 9\r\n",
+])
+def test_any_other_content_length_is_a_400(fields: bytes) -> None:
+    with pytest.raises(HeadError) as refused:
+        _read(b"PUT /files/a HTTP/1.1\r\n", fields + b"\r\n")
+    assert refused.value.status == HTTPStatus.BAD_REQUEST
+
+
+@pytest.mark.parametrize("fields", [
+    b"Transfer-Encoding: chunked\r\n", b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+    b"transfer-encoding: identity\r\n", b"Transfer-Encoding: \r\n",
+])
+def test_a_transfer_encoding_is_a_501(fields: bytes) -> None:
+    with pytest.raises(HeadError) as refused:
+        _read(b"POST /execute HTTP/1.1\r\n", fields + b"\r\n")
+    assert refused.value.status == HTTPStatus.NOT_IMPLEMENTED
