@@ -19,6 +19,7 @@ __all__ = [
     "BadRequest",
     "ErrorBody",
     "ExecutorFailed",
+    "InputsTooLarge",
     "InvalidExecutionProfile",
     "InvalidState",
     "LanguageUnavailable",
@@ -71,6 +72,10 @@ class NotFound(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status_code, code = 413, "payload_too_large"
+
+
+class InputsTooLarge(PayloadTooLarge):
+    """The files of a request do not fit in the sandbox's work dir."""
 
 
 class StateTooLarge(PayloadTooLarge):

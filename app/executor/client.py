@@ -22,6 +22,7 @@ import orjson
 
 from sidecar.contract import MAX_STATE_BYTES, TOKEN_HEADER, parse_page_ranges
 
+from ..errors import InputsTooLarge
 from ..settings import StateSettings
 from .http import HttpTransport, TransportError
 
@@ -342,6 +343,9 @@ class ExecutorClient:
                 text = await response.text()
         except TransportError as exc:
             raise ExecutorError(f"executor unreachable during stage-in: {exc}") from exc
+        if response.status in (413, 507):  # over the work dir's size, or it is full
+            raise InputsTooLarge(f"the inputs do not fit in the sandbox's work dir "
+                                 f"(at {path!r})", detail=text[:2000])
         if response.status != 201:
             raise ExecutorError(f"stage-in of {path!r} refused ({response.status}): {text}")
 

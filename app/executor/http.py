@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = ["MAX_IDLE", "HttpConnection", "HttpResponse", "HttpTransport", "TransportError"]
@@ -33,6 +34,50 @@ MAX_IDLE = 4
 
 class TransportError(Exception):
     """The executor could not be reached, or its answer was cut or malformed."""
+
+
+async def _read_head(reader: asyncio.StreamReader,
+                     timeout: float) -> tuple[int, dict[str, str]]:
+    """An answer's status and headers (lower-case names)."""
+    async with asyncio.timeout(timeout):
+        status_line = await reader.readuntil(b"\r\n")
+        parts = status_line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+            raise TransportError(f"malformed status line {status_line[:100]!r}")
+        fields: dict[str, str] = {}
+        while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+            name, _, value = line.decode("latin-1").partition(":")
+            fields[name.strip().lower()] = value.strip()
+        return int(parts[1]), fields
+
+
+async def _send_unless_answered(writer: asyncio.StreamWriter, stream: AsyncIterator[bytes],
+                                length: int, timeout: float,
+                                answer: asyncio.Future[tuple[int, dict[str, str]]]) -> bool:
+    """Send the streamed body, unless the answer comes first: True when it did (the
+    rest is not sent; a send cut by the executor closing after it is no failure)."""
+    sending = asyncio.ensure_future(_send_stream(writer, stream, length, timeout))
+    either: set[asyncio.Future[Any]] = {sending, answer}
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        sending.cancel()
+        answer.cancel()
+        raise
+    if not sending.done():  # answered (or the connection ended) before the body was sent
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sending
+        with contextlib.suppress(OSError, RuntimeError):
+            writer.write_eof()  # nothing more comes: the executor's drain of it ends now
+        return True
+    failure = sending.exception()
+    if failure is None:
+        return False
+    if isinstance(failure, ConnectionError):  # the executor closed: its answer may be there
+        return True
+    answer.cancel()  # the body itself was wrong (its length), or the send failed
+    raise failure
 
 
 async def _send_stream(writer: asyncio.StreamWriter, stream: AsyncIterator[bytes],
@@ -227,25 +272,24 @@ class HttpTransport:
     async def _exchange(self, connection: HttpConnection, *, head: bytes, body: bytes,
                         stream: AsyncIterator[bytes] | None, length: int, timeout: float,
                         retry: bool) -> HttpResponse | None:
-        """Send and read the answer's head; None when a reused connection was closed."""
+        """Send and read the answer's head; None when a reused connection was closed.
+
+        A streamed body is sent while the answer is awaited: an executor that answers
+        early (a file over its cap) and stops reading is heard, the rest not sent."""
         reader, writer = connection.reader, connection.writer
+        early = False
         try:
             writer.write(head + body if len(body) < 65536 else head)
             if len(body) >= 65536:
                 writer.write(body)
             if stream is not None:
-                await _send_stream(writer, stream, length, timeout)
-            async with asyncio.timeout(timeout):
-                await writer.drain()
-                status_line = await reader.readuntil(b"\r\n")
-                parts = status_line.split(None, 2)
-                if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-                    raise TransportError(f"malformed status line {status_line[:100]!r}")
-                status = int(parts[1])
-                fields: dict[str, str] = {}
-                while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
-                    name, _, value = line.decode("latin-1").partition(":")
-                    fields[name.strip().lower()] = value.strip()
+                answer = asyncio.ensure_future(_read_head(reader, timeout))
+                early = await _send_unless_answered(writer, stream, length, timeout, answer)
+                status, fields = await answer
+            else:
+                async with asyncio.timeout(timeout):
+                    await writer.drain()
+                status, fields = await _read_head(reader, timeout)
         except asyncio.IncompleteReadError as exc:
             if retry and not exc.partial:
                 connection.close()  # the server closed it while idle: send on a new one
@@ -256,6 +300,8 @@ class HttpTransport:
                 connection.close()
                 return None
             raise TransportError(f"request to {self.address} failed: {exc!r}") from exc
+        if early:
+            fields["connection"] = "close"  # its body was not all sent: never reused
         return HttpResponse(connection, status, fields, timeout)
 
     async def close(self) -> None:

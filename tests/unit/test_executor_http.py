@@ -7,6 +7,7 @@ it needs: keep-alive or not, chunked, cut short, never.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,47 @@ def test_streamed_requests_leave_no_connection_open(tmp_path: Path) -> None:
             await _settle(server, MAX_IDLE)
             assert server.open == MAX_IDLE
             await transport.close()
+
+    _run(test, tmp_path)
+
+
+def test_an_early_answer_to_a_streamed_body_is_read(tmp_path: Path) -> None:
+    """An executor that refuses a file from its head (over its cap), answers and closes
+    without reading the body: the answer is what the client gets, not a broken pipe."""
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        payload = b'{"error": "request_entity_too_large"}'
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n"
+                     b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        await writer.drain()
+        # As the executor does (sidecar/file_routes.py): drop what is still in flight, for
+        # a while, so the close is not a reset that would lose the answer.
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(5):
+                while await reader.read(1 << 16):
+                    pass
+        writer.close()
+
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(64):  # 64 MiB: far more than the socket buffers hold
+            sent += 1
+            yield b"x" * (1 << 20)
+
+    async def test(path: Path) -> None:
+        server = await asyncio.start_unix_server(refuse, path=str(path))
+        try:
+            transport = HttpTransport(f"unix:{path}")
+            async with transport.request("PUT", "/files/big", stream=chunks(),
+                                         length=64 << 20) as response:
+                assert response.status == 413
+                assert await response.read() == b'{"error": "request_entity_too_large"}'
+            assert sent < 64, "the rest of the body was not sent"
+            await transport.close()
+        finally:
+            server.close()
 
     _run(test, tmp_path)
 
