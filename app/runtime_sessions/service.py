@@ -66,13 +66,17 @@ class RuntimeRef:
     runtime_session_id: str
     status: str
     sandbox_since: float
+    #: What the kept sandbox's executor asks of each execution (``ExecutorClient.keep``):
+    #: a later step's sandbox, resumed elsewhere, is kept again with it.
+    executor_token: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RuntimeRef:
-        return cls(**{a.name: data[a.name] for a in attrs.fields(cls)})
+        # A run paused by an older release has no executor token: its default.
+        return cls(**{a.name: data[a.name] for a in attrs.fields(cls) if a.name in data})
 
 
 @attrs.define
@@ -106,7 +110,7 @@ class RuntimeRun:
 
     def ref(self) -> RuntimeRef:
         return RuntimeRef(self.record.key, self.token, self.record.id, self.status,
-                          self.sandbox_since)
+                          self.sandbox_since, self.lease.executor.token or "")
 
     def baseline(self) -> dict[str, tuple[str, int]]:
         """Path → (sha256, size) of what the workspace held before: not outputs."""
@@ -300,7 +304,10 @@ class RuntimeSessions:
                    or await self.sessions.adopt(tenant, record.session_id))
         key = RuntimeKey(tenant, record.id, record.session_id)
         if record.location and record.language == language:
-            reclaimed = await self.backend.reclaim(record.location, key)
+            # Leased for the longest run it may serve, as a fresh claim is (``_fresh``):
+            # else a reused sandbox's lease ran out before a long run did.
+            reclaimed = await self.backend.reclaim(record.location, key, lease_seconds=(
+                lease_for_run(self.settings.max_execution_time, self.settings.compile_timeout)))
             if reclaimed is not None:
                 reclaimed.executor.token = record.executor_token or None
                 try:
@@ -338,6 +345,7 @@ class RuntimeSessions:
         except CheckpointLost:
             manifest = {}
         session = Session(record.session_id, record.tenant, record.created_at)
+        lease.executor.token = ref.executor_token or lease.executor.token
         return RuntimeRun(self, record, ref.token, lease, session, ref.status, manifest,
                           ref.sandbox_since, primed={item.path: item.meta for item in inputs})
 

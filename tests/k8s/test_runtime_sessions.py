@@ -6,6 +6,8 @@ a kept pod whose idle lease ends is reaped like any expired claim."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +143,40 @@ def test_a_runtime_session_kept_on_a_cold_start_job_is_seen_and_reused(
     again = run(app, "k8s-cold", "cat /mnt/data/k.txt; echo $HOSTNAME", lang="bash")
     assert again["runtime_status"] == "reused", again
     assert again["stdout"].split() == ["kept", made["stdout"].strip()]
+
+
+def test_a_reused_pod_is_leased_for_the_longest_run(
+        kube: Namespace, k8s_app_factory: AppFactory, tmp_path: Path) -> None:
+    """A reclaimed kept pod gets the lease a fresh claim gets (the longest run it may
+    serve), not ``SANDBOX_LEASE_SECONDS``: else the reaper deleted it under a long run."""
+    app = k8s_app_factory({"bash": 1}, lease_seconds=10, app_settings={
+        "execution_profiles": ("default", "stateful"),
+        "object_store_url": f"file://{tmp_path / 'objects'}",
+        "max_execution_time": 40,
+        "runtime_sessions": RuntimeSessionSettings(idle_ttl=600, max_age=3600,
+                                                   per_tenant=4, total=8)})
+    kube.wait_for(lambda: ready_warm(kube) >= 1, timeout=90, message="a warm pod")
+    made = run(app, "k8s-long", "echo made", lang="bash")
+    assert made["runtime_status"] == "created", made
+    [kept] = _kept_pods(kube)
+    idle_until = float(kept["metadata"]["annotations"]["k8si.io/expires-at"])
+    leases: list[float] = []
+
+    def claimed_lease() -> bool:
+        [pod] = _kept_pods(kube)
+        annotations = pod["metadata"]["annotations"]
+        if annotations.get("k8si.io/expires-at") and float(
+                annotations["k8si.io/expires-at"]) != idle_until \
+                and pod["metadata"]["labels"].get("k8si.io/state") == "claimed":
+            leases.append(float(annotations["k8si.io/expires-at"]))
+            return True
+        return False
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(run, app, "k8s-long", "sleep 4; echo done", lang="bash")
+        kube.wait_for(claimed_lease, timeout=60, message="the reclaim's lease")
+        claimed_at = time.time()
+        reused = running.result(timeout=120)
+    assert reused["runtime_status"] == "reused" and reused["stdout"] == "done\n", reused
+    # at least the longest run (40 s) past the claim, far more than the 10 s lease
+    assert leases[0] - claimed_at >= 40, (leases[0], claimed_at)

@@ -96,6 +96,8 @@ def test_calls_per_round_are_capped(client: httpx.Client) -> None:
     answer, rounds = drive(client, {"code": code(MAX_CALLS_PER_ROUND + 1)})
     assert answer["status"] == "error" and rounds == []
     assert f"more than {MAX_CALLS_PER_ROUND} tool calls in one round" in answer["error"]
+    # in stderr too: LibreChat's client shows the model only the errors it knows
+    assert f"more than {MAX_CALLS_PER_ROUND} tool calls in one round" in answer["stderr"]
     too_many = [{"call_id": f"c{i}", "result": 1} for i in range(MAX_CALLS_PER_ROUND + 1)]
     response = client.post("/exec/programmatic", json={"continuation_token": "x",
                                                        "tool_results": too_many})

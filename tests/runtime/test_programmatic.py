@@ -82,3 +82,20 @@ def test_a_cancelled_run_drops_its_sandbox_and_frees_the_runtime_session(
     after = run(ptc_api, "ptc-cancel", "import os\nprint(sorted(os.listdir('/mnt/data')))")
     assert after["runtime_status"] == "restored"
     assert after["stdout"] == "['kept.txt']\n"  # the cancelled run left nothing
+
+
+def test_a_failed_programmatic_run_is_not_kept(ptc_api: RunningApp) -> None:
+    """A run that ends by a limit (here its step's timeout) leaves no partial workspace:
+    its sandbox is dropped, nothing is checkpointed, and the next call restores the last
+    checkpoint (the half-written file, never delivered, does not become the baseline)."""
+    made = run(ptc_api, "ptc-failed", "open('/mnt/data/kept.txt','w').write('k')")
+    paused = _post(ptc_api, {"code": "await add(a=1, b=2)\n"
+                                     "open('/mnt/data/half.txt','w').write('h')\n"
+                                     "import time\ntime.sleep(60)",
+                             "tools": TOOLS, "timeout": 3, "runtime_session_hint": "ptc-failed"})
+    failed = _finish(ptc_api, paused, 3)
+    assert failed["status"] == "error" and failed["error"] == "Time limit exceeded", failed
+    assert failed["files"] == []
+    after = run(ptc_api, "ptc-failed", "import os\nprint(sorted(os.listdir('/mnt/data')))")
+    assert after["runtime_session_id"] == made["runtime_session_id"]
+    assert (after["runtime_status"], after["stdout"]) == ("restored", "['kept.txt']\n"), after

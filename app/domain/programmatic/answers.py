@@ -31,7 +31,11 @@ def ended(record: RunRecord, outcome: ProgrammaticStep, failure: str | None,
           memory_mb: int) -> ProgrammaticResponse:
     """The run is over: its output, stored files, state and runtime session."""
     result = outcome.result
-    stderr = with_notice(result.stderr, limit_notice(result.status, record.timeout, memory_mb))
+    # Why the run ended, in stderr too: LibreChat's client shows the model ``error`` only
+    # for the strings it knows (``failures.py``), a bare "Code execution failed." else.
+    notice = limit_notice(result.status, record.timeout, memory_mb) or (
+        f"The run ended: {failure}" if failure is not None else None)
+    stderr = with_notice(result.stderr, notice)
     files = [] if outputs is None else [
         *(file_entry(meta) for meta in outputs.stored),
         *(file_entry(meta, inherited=True) for meta in outputs.inherited)]

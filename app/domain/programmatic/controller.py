@@ -19,6 +19,10 @@ from .workspace import WORKSPACE_HEADER, read_workspace
 
 __all__ = ["REQUEST_ID_HEADER", "ProgrammaticController"]
 
+#: The largest ``/exec/programmatic`` body: a round's tool results may be files' contents
+#: (the executor takes up to 64 MiB of them; ``sidecar/server.py``), far more than code.
+MAX_PROGRAMMATIC_BODY = 32 * 1024 * 1024
+
 #: The client's id of one request (sent with each step; the cancel names it).
 REQUEST_ID_HEADER = "x-librechat-code-request-id"
 
@@ -52,6 +56,7 @@ class ProgrammaticController(Controller):
     tags = ["exec"]
 
     @post("/", status_code=200, guards=[require_json],
+          request_max_body_size=MAX_PROGRAMMATIC_BODY,
           responses=error_responses(404, 409, 413, 415),
           summary="Run code that calls the client's tools", description=DESCRIPTION)
     async def run(self, request: Request[Principal, Any, Any], data: JSONBody[ProgrammaticRequest],

@@ -206,12 +206,16 @@ class ProgrammaticService:
             await self.teardown.end(record)
             return _failed(token.session_id, "the paused run is gone: its lease ended and "
                                              "its sandbox was reaped")
-        if record.runtime is not None and self.runtime is not None:  # the step's hold on it
-            await self.runtime.records.extend(record.runtime.key, record.runtime.token,
-                                              record.timeout + self.config.lease_seconds)
-        # Still counted among the tenant's paused runs (until it ends): a step never finds
-        # its own pause refused because others paused meanwhile.
-        await self.runs.pause(record.tenant, record.run_id, 0, self.config.max_lifetime)
+        try:
+            if record.runtime is not None and self.runtime is not None:  # the step's hold
+                await self.runtime.records.extend(record.runtime.key, record.runtime.token,
+                                                  record.timeout + self.config.lease_seconds)
+            # Still counted among the tenant's paused runs (until it ends): a step never
+            # finds its own pause refused because others paused meanwhile.
+            await self.runs.pause(record.tenant, record.run_id, 0, self.config.max_lifetime)
+        except BaseException:  # the token is used: nobody else would ever free the sandbox
+            await self.teardown.abandon(record, lease, request_id)
+            raise
 
         async def follow(lease: SandboxLease) -> ProgrammaticStep:
             return await continue_run(lease.executor, results, timeout=record.timeout,
@@ -323,9 +327,12 @@ class ProgrammaticService:
                     listing=result.files, baseline=rt.baseline() if rt is not None else None,
                     still_stored=self.files.still_stored)
                 await self.files.deleted_in_sandbox(record.session_id, outputs.deleted)
-            if rt is not None:
+            if rt is not None and failure is None:
                 await rt.checkpoint(result.files, outputs.stored if outputs is not None else [])
-            ok = True
+            # A failed run (a limit, a cancel) is not kept: its sandbox is dropped and the
+            # workspace stays as the last checkpoint left it (its partial files were never
+            # delivered, and kept they would become the baseline, never reported).
+            ok = failure is None
         except ExecutorError as exc:
             raise ExecutorFailed("the sandbox failed; try again", retry_after=1) from exc
         finally:
