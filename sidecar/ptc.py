@@ -3,7 +3,8 @@
 The program (Python in the warm worker, or bash) reaches its tools through a
 ``SOCK_SEQPACKET`` channel (``sidecar/ptc_wire.py``). ``ToolChannel`` reads it and
 trusts nothing: every message is size-capped (a truncated message or extra fds end
-the run), must be a JSON object of a known shape naming a declared tool, carries
+the run), must be a JSON object of a known shape naming a declared tool, with only
+numbers the API can read (integers of the signed 64-bit range, finite doubles), carries
 exactly one fd that must be a socket (received close-on-exec), and a round holds at
 most ``MAX_CALLS_PER_ROUND`` calls. Call ids are made here, never by the program.
 
@@ -13,8 +14,12 @@ channel. A round ends when the program says it waits (Python's idle event loop) 
 when no call came for ``SETTLE`` seconds (bash, whose parallel calls come from
 background jobs); ``step`` then returns the round's calls and leaves the program
 running, its clock stopped. The next ``step`` writes the replies and goes on, with a
-fresh timeout. The end (exit, timeout, output cap, a bad message, too many rounds,
-``cancel``) goes through ``capture.finish``: the whole tree is swept as usual.
+fresh timeout. A reply not yet fully written when a round is returned (a large
+result the program is still reading while another of its tasks makes the round's
+call) is kept across the pause, and the next step writes the rest: a result given
+is only ever lost with the run. The end (exit, timeout, output cap, a bad message,
+too many rounds, ``cancel``) goes through ``capture.finish``: the whole tree is
+swept as usual.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import array
 import contextlib
 import json
+import math
 import os
 import secrets
 import selectors
@@ -36,7 +42,7 @@ from typing import Any
 
 from .capture import Capture, Done, Streams, finish, kill_tree, read_done
 from .protocol import ToolResult
-from .ptc_wire import MAX_CALL_BYTES, MAX_CALLS_PER_ROUND
+from .ptc_wire import MAX_CALL_BYTES, MAX_CALLS_PER_ROUND, wire_int
 
 __all__ = ["MAX_DEPTH", "SETTLE", "ChannelViolation", "PendingCall", "ProgrammaticRun",
            "ToolChannel", "signal_tree"]
@@ -71,6 +77,22 @@ class PendingCall:
 
 def _reject_constant(name: str) -> Any:
     raise ChannelViolation(f"a message with {name} (not JSON)")
+
+
+def _parse_int(literal: str) -> int:
+    """An integer the API can read (signed 64-bit): a larger one is a malformed call."""
+    try:
+        return wire_int(literal)
+    except ValueError as exc:
+        raise ChannelViolation(f"a message with {exc}") from None
+
+
+def _parse_float(literal: str) -> float:
+    """A number that stays finite: ``1e400`` would reach the API as ``Infinity``."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ChannelViolation("a message with a number out of range (not a finite double)")
+    return value
 
 
 def _check_value(value: Any) -> None:
@@ -163,7 +185,8 @@ class ToolChannel:
 
     def _accept(self, data: bytes, fds: list[int]) -> None:
         try:
-            message = json.loads(data, parse_constant=_reject_constant)
+            message = json.loads(data, parse_constant=_reject_constant, parse_int=_parse_int,
+                                 parse_float=_parse_float)
         except (ValueError, RecursionError) as exc:
             raise ChannelViolation("a message that is not JSON (or nested too deep)") from exc
         _check_value(message)
@@ -286,9 +309,8 @@ class ProgrammaticRun:
             selector.close()
             self.wall += time.monotonic() - started
         if calls is not None:
-            for reply in self._replies:  # replies the program never read: it gets none
-                reply.sock.close()
-            self._replies = []
+            # Replies still being written stay: the next step finishes them (a result
+            # the client gave is never lost to a round that began meanwhile).
             self._freeze(True)
             return calls
         if self._cancelled:

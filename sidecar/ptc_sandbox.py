@@ -15,6 +15,10 @@ with ``ok: false`` raises ``ToolError`` where the call was awaited.
 Bash (``python3 ptc_sandbox.py IDENTIFIER [JSON]``, run by the tool functions the
 executor defines in front of the script): one call, the reply's result on stdout
 (text as is, anything else as compact JSON), an error on stderr with exit status 1.
+
+An input the executor would refuse (larger than ``MAX_CALL_BYTES``, an integer outside
+the signed 64-bit range) is never sent: the call raises ``ValueError`` (bash: the
+message on stderr, exit status 1), which the program can catch.
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING or __package__:
-    from .ptc_wire import MAX_CALL_BYTES
+    from .ptc_wire import MAX_CALL_BYTES, wire_int
 else:  # run as a script from the sidecar directory (bash), or imported by pywarm
-    from ptc_wire import MAX_CALL_BYTES
+    from ptc_wire import MAX_CALL_BYTES, wire_int
 
 __all__ = ["ToolError", "run"]
 
@@ -73,6 +77,10 @@ def _send_call(channel: socket.socket, name: str, payload: Any) -> socket.socket
                       separators=(",", ":")).encode()
     if len(data) > MAX_CALL_BYTES:
         raise ValueError(f"the input of {name}() is larger than {MAX_CALL_BYTES} bytes")
+    try:
+        json.loads(data, parse_int=wire_int)  # what the executor would refuse
+    except ValueError as exc:
+        raise ValueError(f"the input of {name}() has {exc}") from None
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         channel.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,

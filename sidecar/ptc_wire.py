@@ -15,6 +15,11 @@ Each message from the program is one JSON object of at most ``MAX_CALL_BYTES``:
 - ``{"op": "wait"}``: the program has nothing left to do but wait for replies
   (Python's event loop is idle), so the calls made so far form a round.
 
+A call's input may hold integers of the signed 64-bit range only (``wire_int``): the
+API reads JSON with 64-bit integers, so a larger one is refused as a malformed call
+(the tool functions raise ``ValueError`` in the program, the executor ends a run that
+sends one anyway).
+
 Tool names become identifiers the way the LibreChat client names them in its
 prompt: Python keeps ``[A-Za-z0-9_]`` (hyphens and spaces become ``_``), a leading
 digit gets a ``_`` and a keyword a ``_tool`` suffix; bash also turns dots into ``_``.
@@ -25,8 +30,8 @@ from __future__ import annotations
 import keyword
 import re
 
-__all__ = ["MAX_CALLS_PER_ROUND", "MAX_CALL_BYTES", "MAX_TOOLS", "MAX_TOOL_NAME",
-           "identifier", "valid_identifier"]
+__all__ = ["MAX_CALLS_PER_ROUND", "MAX_CALL_BYTES", "MAX_INT", "MAX_TOOLS", "MAX_TOOL_NAME",
+           "MIN_INT", "identifier", "valid_identifier", "wire_int"]
 
 #: The largest message the program may send (a SOCK_SEQPACKET message fits the socket
 #: buffer whole).
@@ -35,6 +40,11 @@ MAX_CALL_BYTES = 192 * 1024
 MAX_CALLS_PER_ROUND = 64
 MAX_TOOLS = 128
 MAX_TOOL_NAME = 256
+#: The integers a call's input may hold: what the API's JSON reader takes (signed 64-bit).
+MIN_INT = -(2**63)
+MAX_INT = 2**63 - 1
+#: Characters of the longest integer literal in range (``-9223372036854775808``).
+_MAX_INT_LITERAL = len(str(MIN_INT))
 
 #: What the client renames (its ``PYTHON_KEYWORDS``): the hard keywords of Python 3.
 _PYTHON_RESERVED = frozenset(keyword.kwlist)
@@ -61,3 +71,14 @@ def valid_identifier(name: object, lang: str) -> bool:
     reserved = _BASH_RESERVED if lang == "bash" else _PYTHON_RESERVED
     return isinstance(name, str) and _IDENTIFIER.fullmatch(name) is not None \
         and name not in reserved
+
+
+def wire_int(literal: str) -> int:
+    """The value of a JSON integer literal of a call's input (``json``'s ``parse_int``);
+    ``ValueError`` outside the signed 64-bit range. The length is checked first: a
+    literal of thousands of digits is never converted."""
+    if len(literal) <= _MAX_INT_LITERAL:
+        value = int(literal)
+        if MIN_INT <= value <= MAX_INT:
+            return value
+    raise ValueError(f"an integer outside the signed 64-bit range ({MIN_INT} to {MAX_INT})")
