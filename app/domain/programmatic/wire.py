@@ -45,6 +45,40 @@ def tool_names(tools: Any, lang: str, allow_none: bool = False) -> list[str]:
     return list(functions.values())
 
 
+_INT64 = range(-(2 ** 63), 2 ** 63)
+
+
+def _as_float(value: int) -> float | int:
+    """The nearest double; past the doubles' range the integer as it is (no JSON number
+    a client could mean: ``wire_results`` then refuses it)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return value
+
+
+def _wire_numbers(value: Any) -> Any:
+    """``value`` with integers past the signed 64-bit range as floats: JavaScript, the
+    client's, has only doubles, and ``JSON.stringify(1e20)`` writes an integer no 64-bit
+    reader takes. Iterative (the request's own nesting bounds it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value in _INT64 else _as_float(value)
+    if not isinstance(value, (dict, list)):
+        return value
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        container, key = stack.pop()
+        item = container[key]
+        if isinstance(item, int) and not isinstance(item, bool) and item not in _INT64:
+            container[key] = _as_float(item)
+        elif isinstance(item, dict):
+            stack.extend((item, k) for k in item)
+        elif isinstance(item, list):
+            stack.extend((item, i) for i in range(len(item)))
+    return root[0]
+
+
 def wire_results(raw: Any) -> list[dict[str, Any]]:
     """The client's ``tool_results`` as the executor takes them (``is_error`` raises)."""
     if not isinstance(raw, list) or len(raw) > MAX_CALLS_PER_ROUND:
@@ -57,7 +91,8 @@ def wire_results(raw: Any) -> list[dict[str, Any]]:
             message = entry.get("error_message") or entry.get("result") or "the tool failed"
             results.append({"id": entry["call_id"], "ok": False, "error": str(message)})
         else:
-            results.append({"id": entry["call_id"], "ok": True, "result": entry.get("result")})
+            results.append({"id": entry["call_id"], "ok": True,
+                            "result": _wire_numbers(entry.get("result"))})
     try:  # checked before the token is used: a refused round leaves the run paused
         orjson.dumps(results)
     except orjson.JSONEncodeError as exc:
