@@ -17,6 +17,7 @@ import httpx
 import pytest
 from litestar.response import Stream
 
+from app.backends import lease_for_run
 from app.backends.kubernetes.client import KubeError
 from app.backends.kubernetes.held import unavailable
 from app.domain.exec import keepalive
@@ -281,7 +282,9 @@ def test_a_run_is_published_with_its_lock_taken(monkeypatch: pytest.MonkeyPatch)
 
 def test_a_continued_step_is_leased_for_the_rest_of_the_run(
         api: RunningApp, client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Not just its timeout: the last step also stores the run's files."""
+    """Not just its timeout: the last step also stores the run's files (a first step's
+    claim's lease, ``lease_for_run``); nor the run's whole maximum lifetime, which left a
+    dead replica's sandbox held for half an hour."""
     backend = service(api).backend
     original, leases = backend.resume, []
 
@@ -292,4 +295,5 @@ def test_a_continued_step_is_leased_for_the_rest_of_the_run(
     monkeypatch.setattr(backend, "resume", resume)
     answer, rounds = drive(client, {"code": "print(await add(a=1, b=1))"})
     assert answer["stdout"] == "2\n" and len(rounds) == 1
-    assert leases == [api.settings.programmatic.max_lifetime]
+    expected = lease_for_run(api.settings.default_execution_time, api.settings.compile_timeout)
+    assert leases == [expected] and expected < api.settings.programmatic.max_lifetime

@@ -198,10 +198,12 @@ class ProgrammaticService:
         if await self.runs.cancelled(token.run_id):
             await self.teardown.destroy_paused(token, record)
             return _failed(token.session_id, "the run was cancelled")
-        # The step's lease covers the rest of the run (its stage-out too): a replica that
-        # dies mid-step leaves it to the pod's hard deadline, as a first step does.
+        # The step's lease covers the step and its stage-out, as a first step's claim does
+        # (``lease_for_run``): a replica that dies mid-step leaves the sandbox to the
+        # reaper that soon, not after the run's whole maximum lifetime.
+        step_seconds = lease_for_run(record.timeout, self.exec.settings.compile_timeout)
         lease = await self.backend.resume(token.location, token.session_id, token.tenant,
-                                          self.config.max_lifetime)
+                                          step_seconds)
         if lease is None:
             await self.teardown.end(record)
             return _failed(token.session_id, "the paused run is gone: its lease ended and "
@@ -212,7 +214,7 @@ class ProgrammaticService:
                                                   record.timeout + self.config.lease_seconds)
             # Still counted among the tenant's paused runs (until it ends): a step never
             # finds its own pause refused because others paused meanwhile.
-            await self.runs.pause(record.tenant, record.run_id, 0, self.config.max_lifetime)
+            await self.runs.pause(record.tenant, record.run_id, 0, step_seconds)
         except BaseException:  # the token is used: nobody else would ever free the sandbox
             await self.teardown.abandon(record, lease, request_id)
             raise
