@@ -7,7 +7,14 @@ itself because the claim took the pod out of its selector. Cold path (pool size 
 or a miss when ``POD_POOL_COLD_FALLBACK``): a Job from the same pod template, whose
 pod is awaited with a watch. The reaper and the pool scaler run in every replica
 and keep no state of their own: leases, pool targets and last use are all labels
-and annotations in the cluster.
+and annotations in the cluster. What is per replica is its ``MAX_CONCURRENT_EXECUTIONS``
+execution slots (``slots.py``), as on the local backend.
+
+A claim whose outcome the replica does not learn (its acquire cancelled while the
+PATCH was in flight: a client gone; or every attempt failed after the first was in
+fact applied) goes on to its end shielded, and is then settled in the background: the
+pod is deleted if this claim won it (its ``k8si.io/claim-id``), so no pod stays
+claimed by nobody until its lease runs out.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from .held import Held, HeldPods, executor_port, executor_url, unavailable
 from .jobs import JobRunner
 from .pools import PoolScaler
 from .reaper import maintain
+from .slots import ExecutionSlots
 from .templates import LABEL_COMPONENT, LABEL_LANGUAGE, LABEL_STATE, PodTemplates
 
 __all__ = ["KubernetesBackend"]
@@ -62,6 +70,8 @@ class KubernetesBackend(HeldPods):
         self.replica = f"{socket.gethostname()[:40]}-{secrets.token_hex(3)}"
         self.client = client
         self._held: dict[str, Held] = {}
+        self._slots = ExecutionSlots(settings.max_concurrent_executions,
+                                     settings.queue_timeout)
         self._versions: dict[str, str | None] = {}
         self._tasks = BackgroundTasks(logger)
         self._scaler: PoolScaler | None = None
@@ -89,6 +99,7 @@ class KubernetesBackend(HeldPods):
         await self._tasks.wait()
         held = list(self._held.values())
         self._held.clear()
+        self._slots.clear()
         results = await asyncio.gather(*(self._delete(h) for h in held), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -115,11 +126,29 @@ class KubernetesBackend(HeldPods):
 
     # -- the seam -----------------------------------------------------------------
 
+    @property
+    def free_slots(self) -> int:
+        """Execution slots free now (of ``MAX_CONCURRENT_EXECUTIONS``)."""
+        return self._slots.free
+
     async def acquire(self, language: str, session_id: str, tenant: str = "",
                       lease_seconds: int | None = None,
                       deadline_seconds: int | None = None) -> SandboxLease:
         if self.client is None or self._scaler is None or self._jobs is None:
             raise ServiceUnavailable("the Kubernetes backend has not started")
+        await self._slots.take()
+        try:
+            return await self._acquire(language, session_id, tenant, lease_seconds,
+                                       deadline_seconds)
+        except BaseException:
+            self._slots.give_back()
+            raise
+
+    async def _acquire(self, language: str, session_id: str, tenant: str,
+                       lease_seconds: int | None, deadline_seconds: int | None,
+                       ) -> SandboxLease:
+        """``acquire`` once its slot is taken: the slot is the lease's on success."""
+        assert self._scaler is not None and self._jobs is not None
         claim = ClaimRequest(session_id=session_id, tenant=tenant or "default",
                              replica=self.replica,
                              lease_seconds=self._lease(lease_seconds),
@@ -181,22 +210,71 @@ class KubernetesBackend(HeldPods):
         assert self.client is not None
         listed = await self.client.list_objects(PODS, **warm_selector(language))
         for pod in shuffled_candidates(listed.get("items", [])):
-            name = pod["metadata"]["name"]
-            try:
-                return await self.client.json_patch(PODS, name, claim_patch(pod, claim))
-            except KubeError as exc:
-                if exc.status not in (404, 409, 422):
-                    raise
-                failed_test = exc.status == 422 and exc.attempts > 1
+            won = await self._claim_pod(pod, claim)
+            if won is not None:
+                return won
+        return None
+
+    async def _claim_pod(self, pod: dict[str, Any], claim: ClaimRequest,
+                         ) -> dict[str, Any] | None:
+        """``pod`` claimed by ``claim``, or None when another replica won it. The claim
+        runs shielded: cancelled, or failed with its outcome unknown, the caller's
+        exception goes on at once and the claim is settled in the background (the pod
+        deleted if it was won after all)."""
+        name = pod["metadata"]["name"]
+        attempt = asyncio.ensure_future(self._try_claim(name, claim_patch(pod, claim), claim))
+        try:
+            return await asyncio.shield(attempt)
+        except BaseException:
+            self._tasks.spawn(self._settle_claim(attempt, name, claim))
+            raise
+
+    async def _try_claim(self, name: str, patch: list[dict[str, Any]], claim: ClaimRequest,
+                         ) -> dict[str, Any] | None:
+        """The pod if the patch won it; None if another replica did. ``KubeError`` when
+        the outcome is unknown (every attempt failed: the first may have been applied)."""
+        assert self.client is not None
+        try:
+            return await self.client.json_patch(PODS, name, patch)
+        except KubeError as exc:
+            if exc.status not in (404, 409, 422):
+                raise
             # Another replica won it (next one), unless the patch was ours after all: sent
             # again after its answer was lost (a retried attempt), the second one's test
             # fails.
             self.stats["claim_conflicts"] += 1
-            if failed_test:
-                ours = await self._ours_after_all(name, claim)
-                if ours is not None:
-                    return ours
-        return None
+            if exc.status == 422 and exc.attempts > 1:
+                current = await self.client.get(PODS, name)
+                return current if won_by(current, claim) else None
+            return None
+
+    async def _settle_claim(self, attempt: asyncio.Future[dict[str, Any] | None], name: str,
+                            claim: ClaimRequest) -> None:
+        """After an acquire that gave up on ``attempt`` (cancelled, or its outcome unknown):
+        the pod is deleted if ``claim`` won it; if the apiserver cannot say or refuses the
+        delete, it is the reaper's when its lease ends."""
+        assert self.client is not None
+        try:
+            won = await attempt
+            if won is None:
+                return  # another replica's: nothing of ours to undo
+        except KubeError:  # the outcome is unknown: asked
+            try:
+                current = await self.client.get(PODS, name)
+            except KubeError as exc:
+                if exc.status != 404:
+                    logger.warning("abandoned claim left to the reaper",
+                                   extra={"pod": name, "error": str(exc)})
+                return
+            if not won_by(current, claim):
+                return
+        try:
+            await self.client.delete(PODS, name)  # ours, never handed out: never warm again
+        except KubeError as exc:
+            logger.warning("abandoned claim left to the reaper",
+                           extra={"pod": name, "error": str(exc)})
+            return
+        logger.info("abandoned claim deleted", extra={"pod": name})
 
     async def _delete_or_leave(self, held: Held) -> None:
         """Delete what a failed acquire claimed; if the apiserver refuses, the reaper
@@ -206,17 +284,6 @@ class KubernetesBackend(HeldPods):
         except KubeError as exc:
             logger.warning("claimed sandbox left to the reaper",
                            extra={"sandbox": f"{held.kind}/{held.name}", "error": str(exc)})
-
-    async def _ours_after_all(self, name: str, claim: ClaimRequest) -> dict[str, Any] | None:
-        """The pod if ``claim`` won it after all (one GET, only after a failed test)."""
-        assert self.client is not None
-        try:
-            current = await self.client.get(PODS, name)
-        except KubeError as exc:
-            logger.warning("claim check failed: the pod is left to the reaper if it was ours",
-                           extra={"pod": name, "error": str(exc)})
-            return None
-        return current if won_by(current, claim) else None
 
     async def _learn_version(self, language: str, executor: ExecutorClient) -> None:
         try:

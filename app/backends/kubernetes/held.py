@@ -8,6 +8,11 @@ pause and resume a programmatic run (the pod's lease annotations, ``k8si.io/paus
 (labels and patches of ``runtime.py``). A location names the pod's kind, name, IP
 and UID, and ``_live`` checks all of them (and the labels, phase and deletion) against
 the apiserver before a replica talks to the pod.
+
+Every pod this replica holds has one of its execution slots (``slots.py``), given back,
+kept over a pause and taken again as the local backend does. A pod given up while it
+is being paused or kept (the patch failed, or the caller was cancelled) is deleted: no
+continuation token or runtime-session record would ever name it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from .claims import LABEL_SESSION, LABEL_TENANT, label_value, lease_patch
 from .client import JOBS, PODS, KubeClient, KubeError
 from .reaper import lease_expired
 from .runtime import keep_patch, kept_info, kept_selector, runtime_matches
+from .slots import ExecutionSlots
 from .templates import LABEL_LANGUAGE, LABEL_STATE
 
 __all__ = ["Held", "HeldPods", "executor_port", "executor_url", "unavailable"]
@@ -84,7 +90,9 @@ class HeldPods:
     client: KubeClient | None
     config: KubernetesSettings
     replica: str
+    #: Every entry holds one execution slot of ``_slots``.
     _held: dict[str, Held]
+    _slots: ExecutionSlots
     _tasks: BackgroundTasks
 
     def _lease(self, wanted: int | None) -> int:
@@ -95,6 +103,7 @@ class HeldPods:
     async def release(self, lease: SandboxLease) -> None:
         held = self._held.pop(lease.sandbox_id, None)
         if held is not None:  # deleted once the answer is sent, as the local backend does
+            self._slots.give_back()
             defer(lambda: self._tasks.spawn(self._delete(held)))
 
     # -- paused programmatic runs: any replica resumes them by the pod's UID ----------
@@ -111,11 +120,16 @@ class HeldPods:
         try:
             await self.client.json_patch(PODS if held.kind == "pod" else JOBS, held.name,
                                          lease_patch(seconds, self.replica, paused=True))
-        except KubeError as exc:
+        except BaseException as exc:  # failed or cancelled: no token will ever name it
+            self._slots.give_back()
             self._tasks.spawn(self._delete(held))
-            raise unavailable("hold", exc) from exc
+            if isinstance(exc, KubeError):
+                raise unavailable("hold", exc) from exc
+            raise
+        location = held.location()
+        self._slots.pause(location, seconds)  # a paused run keeps its slot (local: the same)
         await held.executor.close()
-        return held.location()
+        return location
 
     async def _live(self, location: str, session_id: str, tenant: str,
                     ) -> tuple[str, str, str, dict[str, Any]] | None:
@@ -157,23 +171,36 @@ class HeldPods:
                      seconds: float) -> SandboxLease | None:
         assert self.client is not None
         live = await self._live(location, session_id, tenant)
+        paused_here = self._slots.resume(location)  # its slot passes to this step
         if live is None:
+            if paused_here:
+                self._slots.give_back()
             return None
+        if not paused_here:  # paused by another replica (or before a restart)
+            await self._slots.take()
         kind, name, _, _ = live
         try:
             await self.client.json_patch(PODS if kind == "pod" else JOBS, name,
                                          lease_patch(seconds, self.replica, paused=False))
-        except KubeError as exc:
-            raise unavailable("resume", exc) from exc
+        except BaseException as exc:
+            self._slots.give_back()
+            if isinstance(exc, KubeError):
+                raise unavailable("resume", exc) from exc
+            raise
         return self._hold_again(live, location, session_id, pool_hit=kind == "pod")
 
     def _hold_again(self, live: tuple[str, str, str, dict[str, Any]], location: str,
                     session_id: str, *, pool_hit: bool) -> SandboxLease:
-        """This replica holds the object ``_live`` found for ``location`` again."""
+        """This replica holds the object ``_live`` found for ``location`` again (with the
+        execution slot the caller took for it)."""
         kind, name, host, obj = live
         uid = location.split("/")[3]
         port = executor_port(kind, obj, self.config.executor_port)
         held = Held(kind, name, ExecutorClient(executor_url(host, port)), uid)
+        previous = self._held.get(f"{kind}/{name}")
+        if previous is not None:  # held twice at once: one slot for one pod
+            self._slots.give_back()
+            self._tasks.spawn(previous.executor.close())
         self._held[f"{kind}/{name}"] = held
         labels = obj.get("metadata", {}).get("labels") or {}
         return SandboxLease(sandbox_id=f"{kind}/{name}", language=labels.get(LABEL_LANGUAGE, ""),
@@ -213,14 +240,17 @@ class HeldPods:
         held = self._held.pop(lease.sandbox_id, None)
         if held is None:
             raise ServiceUnavailable("the sandbox to keep is no longer claimed", retry_after=1)
+        self._slots.give_back()  # a kept pod holds memory, not an execution slot (local too)
         resource = PODS if held.kind == "pod" else JOBS
         try:
             obj = await self.client.get(resource, held.name)
             await self.client.json_patch(resource, held.name, keep_patch(
                 obj, key, min(time.time() + idle_seconds, ends_at), ends_at, self.replica))
-        except KubeError as exc:
+        except BaseException as exc:  # failed or cancelled: no record will name it
             self._tasks.spawn(self._delete(held))
-            raise unavailable("keep", exc) from exc
+            if isinstance(exc, KubeError):
+                raise unavailable("keep", exc) from exc
+            raise
         await held.executor.close()
         return held.location()
 
@@ -232,10 +262,14 @@ class HeldPods:
             return None
         kind, name, _, _ = live
         seconds = self._lease(lease_seconds)
+        await self._slots.take()  # found kept first: no slot is taken for nothing (local too)
         try:
             await self.client.json_patch(PODS if kind == "pod" else JOBS, name,
                                          lease_patch(seconds, self.replica, paused=False))
-        except KubeError as exc:
+        except BaseException as exc:
+            self._slots.give_back()
+            if not isinstance(exc, KubeError):
+                raise
             if exc.status in (404, 422):  # deleted meanwhile (a reaper, a cap)
                 return None
             raise unavailable("reclaim", exc) from exc

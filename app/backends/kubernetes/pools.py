@@ -91,6 +91,8 @@ class PoolScaler:
         self.templates = templates
         self.settings = settings
         self._recorded: dict[str, float] = {}
+        #: Pools whose ``grow`` is under way: the misses meanwhile add no requests.
+        self._growing: set[str] = set()
         #: This replica's Knative revision (``k8si.io/settings-from``), if any.
         self.revision = settings.kubernetes.revision or ""
 
@@ -169,7 +171,17 @@ class PoolScaler:
             "metadata": {"annotations": {ANNOTATION_LAST_CLAIM: f"{now:.3f}"}}})
 
     async def grow(self, lang: str) -> None:
-        """After a miss: back to the target size, and counted as a use."""
+        """After a miss: back to the target size, and counted as a use. One at a time per
+        pool: the misses of a burst are served by the grow already under way."""
+        if lang in self._growing:
+            return
+        self._growing.add(lang)
+        try:
+            await self._grow(lang)
+        finally:
+            self._growing.discard(lang)
+
+    async def _grow(self, lang: str) -> None:
         deployment = await self.client.get(DEPLOYMENTS, deployment_name(lang))
         target = _target(deployment, self.settings.pool_size(lang))
         now = time.time()
