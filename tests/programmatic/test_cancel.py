@@ -80,3 +80,27 @@ def test_cancel_takes_the_id_from_the_body_or_the_header(client: httpx.Client) -
         assert client.post("/exec/programmatic/cancel", json=bad).status_code == 400
     assert client.post("/exec/programmatic/cancel",
                        json={"request_id": "x" * 128}).json() == {"cancelled": False}
+
+
+def test_a_cancel_that_overtakes_its_request_stops_it(api: RunningApp,
+                                                      client: httpx.Client) -> None:
+    """The cancel arrives first (the request was still queued for a sandbox, or staging
+    its files): nothing is known by that id yet, but the step, once it gets there, ends
+    the run before it starts, and its sandbox is freed; another request id is untouched."""
+    request_id = str(uuid.uuid4())
+    early = client.post("/exec/programmatic/cancel", json={"request_id": request_id})
+    assert early.status_code == 200 and early.json() == {"cancelled": False}
+    idle = counts(api)
+    answer = step(client, {"code": "open('/mnt/data/ran.txt', 'w').write('no')\n"
+                                   "print(await add(a=1, b=1))", "tools": TOOLS},
+                  **{HEADER: request_id})
+    assert answer["status"] == "error" and "cancelled" in answer["error"], answer
+    assert answer["stdout"] == "" and answer["files"] == []
+    wait_for(lambda: counts(api) == idle)  # nothing claimed, nothing paused
+    # another request of the same client runs as usual
+    other = step(client, {"code": "print(await add(a=1, b=1))", "tools": TOOLS},
+                 **{HEADER: str(uuid.uuid4())})
+    assert other["status"] == "tool_call_required", other
+    done = step(client, {"continuation_token": other["continuation_token"],
+                         "tool_results": answer_calls(other["tool_calls"])})
+    assert (done["status"], done["stdout"]) == ("completed", "2\n"), done

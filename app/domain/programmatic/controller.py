@@ -79,7 +79,9 @@ class ProgrammaticController(Controller):
           description="The run is named by the client's request id: the "
                       "`X-LibreChat-Code-Request-ID` header of any of its requests, or "
                       "`request_id` in the body (as the LibreChat client sends it). "
-                      "`cancelled` is false when no run of this tenant has that id.")
+                      "`cancelled` is false when no run of this tenant has that id yet; "
+                      "a request by that id that arrives later (the cancel overtook it) "
+                      "ends with `the run was cancelled` before its code runs.")
     async def cancel(self, request: Request[Principal, Any, Any],
                      programmatic_service: NamedDependency[ProgrammaticService],
                      data: JSONBody[CancelRequest | None] = None) -> CancelResponse:

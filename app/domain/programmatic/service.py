@@ -238,6 +238,10 @@ class ProgrammaticService:
                 await self.runs.remember_request(record.tenant, request_id, RequestRecord(
                     record.run_id, record.session_id, lease.executor_address,
                     self.backend.locate(lease)), self.config.max_lifetime)
+                if await self.runs.request_cancelled(record.tenant, request_id):
+                    # Its cancel came first (``cancel``): the step never runs.
+                    await self.teardown.abandon(record, lease, request_id)
+                    return _failed(record.session_id, "the run was cancelled")
             outcome = await step(lease)
         except ExecutorError as exc:
             await self.teardown.abandon(record, lease, request_id)
@@ -360,6 +364,10 @@ class ProgrammaticService:
             raise BadRequest("the request id (X-LibreChat-Code-Request-ID or request_id) is "
                              "missing or malformed")
         tenant = principal.tenant
+        # Written before the look-up, as a step writes its request before it checks this:
+        # a cancel that overtakes its request (still queued, staging its files) is seen
+        # by that request's step, which then ends the run before it starts.
+        await self.runs.cancel_request(tenant, request_id, self.config.max_lifetime)
         found = await self.runs.request(tenant, request_id)
         if found is None:
             return False

@@ -144,6 +144,15 @@ class RunStore:
         data = await self._do("get", f"k8si:ptc:req:{tenant}:{request_id}")
         return RequestRecord(**orjson.loads(data)) if data is not None else None
 
+    async def cancel_request(self, tenant: str, request_id: str, ttl: int) -> None:
+        """Remember that the client cancelled ``request_id``, whether or not a run is known
+        by it yet (a cancel may overtake the request it cancels)."""
+        await self._do("set", f"k8si:ptc:cancelled-request:{tenant}:{request_id}", b"1", ex=ttl)
+
+    async def request_cancelled(self, tenant: str, request_id: str) -> bool:
+        return bool(await self._do("exists",
+                                   f"k8si:ptc:cancelled-request:{tenant}:{request_id}"))
+
     async def cancel(self, run_id: str, ttl: int) -> None:
         await self._do("set", f"k8si:ptc:cancelled:{run_id}", b"1", ex=ttl)
 
