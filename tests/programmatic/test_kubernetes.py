@@ -91,9 +91,10 @@ def test_a_location_names_the_pod_itself(kube: Namespace, k8s_app_factory: AppFa
     app = k8s_app_factory(pools)
     if pools["bash"]:
         kube.wait_for(lambda: ready_warm(kube) >= 1, timeout=90, message="a warm pod")
+    request_id = f"k8s-uid-{uuid.uuid4()}"  # request ids are one request's own
     with app.client() as client:
         answer = step(client, {"lang": "bash", "code": CODE, "tools": TOOLS},
-                      **{"X-LibreChat-Code-Request-ID": "k8s-uid"})
+                      **{"X-LibreChat-Code-Request-ID": request_id})
         assert answer["status"] == "tool_call_required", answer
         token = answer["continuation_token"]
         location = app.app.state.programmatic_service.tokens.read(token, "default").location
@@ -115,7 +116,7 @@ def test_a_location_names_the_pod_itself(kube: Namespace, k8s_app_factory: AppFa
         assert answer["status"] == "tool_call_required", "the real one still resumes"
         done = step(client, {"continuation_token": answer["continuation_token"],
                              "tool_results": answer_calls(answer["tool_calls"])},
-                    **{"X-LibreChat-Code-Request-ID": "k8s-uid"})
+                    **{"X-LibreChat-Code-Request-ID": request_id})
         assert done["status"] == "completed", done
-        cancelled = client.post("/exec/programmatic/cancel", json={"request_id": "k8s-uid"})
+        cancelled = client.post("/exec/programmatic/cancel", json={"request_id": request_id})
         assert cancelled.json() == {"cancelled": False}, "an ended run is not cancelled"

@@ -365,12 +365,16 @@ class ProgrammaticService:
                              "missing or malformed")
         tenant = principal.tenant
         # Written before the look-up, as a step writes its request before it checks this:
-        # a cancel that overtakes its request (still queued, staging its files) is seen
-        # by that request's step, which then ends the run before it starts.
-        await self.runs.cancel_request(tenant, request_id, self.config.max_lifetime)
+        # a cancel that overtakes its request (still queued for a sandbox, staging its
+        # files) is seen by that request's step, which then ends the run before it starts.
+        # The mark lasts as long as a request can take to get there, and goes at once when
+        # the request is known (a later request reusing the id is not touched).
+        await self.runs.cancel_request(tenant, request_id,
+                                       self.exec.settings.queue_timeout + MARGIN)
         found = await self.runs.request(tenant, request_id)
         if found is None:
             return False
+        await self.runs.forget_cancelled_request(tenant, request_id)
         record = await self.runs.load_run(found.run_id)
         if record is None or record.tenant != tenant:  # the run is over: nothing to stop
             await self.runs.forget_request(tenant, request_id)

@@ -149,6 +149,9 @@ class RunStore:
         by it yet (a cancel may overtake the request it cancels)."""
         await self._do("set", f"k8si:ptc:cancelled-request:{tenant}:{request_id}", b"1", ex=ttl)
 
+    async def forget_cancelled_request(self, tenant: str, request_id: str) -> None:
+        await self._do("delete", f"k8si:ptc:cancelled-request:{tenant}:{request_id}")
+
     async def request_cancelled(self, tenant: str, request_id: str) -> bool:
         return bool(await self._do("exists",
                                    f"k8si:ptc:cancelled-request:{tenant}:{request_id}"))
