@@ -8,16 +8,20 @@ else about them.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from ..errors import NoCapacity
 from ..executor import ExecutorClient
+from ..metrics import note_phase
 
 __all__ = ["KeptInfo", "LanguageStatus", "PoolStatus", "RuntimeKey", "SandboxBackend",
-           "SandboxLease", "lease_for_run"]
+           "SandboxLease", "lease_for_run", "take_slot"]
 
 
 @attrs.frozen
@@ -76,6 +80,23 @@ class KeptInfo:
     kept_since: float
     idle_until: float
     ends_at: float
+
+
+async def take_slot(slots: asyncio.Semaphore, queue_timeout: float) -> None:
+    """One of a replica's ``MAX_CONCURRENT_EXECUTIONS`` slots, both backends' rule:
+    ``NoCapacity`` after ``queue_timeout``; the wait is the request's ``queue`` phase."""
+    queued = time.perf_counter()
+    try:
+        if slots.locked():  # a free slot is taken at once (no timer, no task)
+            async with asyncio.timeout(queue_timeout):
+                await slots.acquire()
+        else:
+            await slots.acquire()
+    except TimeoutError as exc:
+        raise NoCapacity("all execution slots are busy; try again shortly",
+                         retry_after=2) from exc
+    finally:
+        note_phase("queue", time.perf_counter() - queued)
 
 
 def lease_for_run(timeout: float, compile_timeout: int) -> int:

@@ -18,10 +18,8 @@ namespace's own bound across replicas is its ResourceQuota.
 from __future__ import annotations
 
 import asyncio
-import time
 
-from ...errors import NoCapacity
-from ...metrics import note_phase
+from ..base import take_slot
 
 __all__ = ["ExecutionSlots"]
 
@@ -48,18 +46,7 @@ class ExecutionSlots:
 
     async def take(self) -> None:
         """One slot (``NoCapacity`` after ``QUEUE_TIMEOUT``); the caller gives it back."""
-        queued = time.perf_counter()
-        try:
-            if self._free.locked():  # a free slot is taken at once (no timer, no task)
-                async with asyncio.timeout(self._queue_timeout):
-                    await self._free.acquire()
-            else:
-                await self._free.acquire()
-        except TimeoutError as exc:
-            raise NoCapacity("all execution slots are busy; try again shortly",
-                             retry_after=2) from exc
-        finally:
-            note_phase("queue", time.perf_counter() - queued)
+        await take_slot(self._free, self._queue_timeout)
 
     def give_back(self) -> None:
         self._free.release()

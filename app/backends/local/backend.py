@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,9 +27,9 @@ from ...after_response import defer
 from ...errors import NoCapacity, ServiceUnavailable
 from ...executor import ExecutorError
 from ...executor.programmatic import cancel_run
-from ...metrics import SandboxObserver, note_phase
+from ...metrics import SandboxObserver
 from ...settings import Settings
-from ..base import KeptInfo, LanguageStatus, PoolStatus, RuntimeKey, SandboxLease
+from ..base import KeptInfo, LanguageStatus, PoolStatus, RuntimeKey, SandboxLease, take_slot
 from ..tasks import BackgroundTasks
 from .factory import SandboxFactory
 from .generations import Generation, ZygoteGenerations
@@ -234,18 +233,7 @@ class LocalBackend:
 
     async def _take_slot(self) -> None:
         """One of ``MAX_CONCURRENT_EXECUTIONS`` slots (``NoCapacity`` after ``QUEUE_TIMEOUT``)."""
-        queued = time.perf_counter()
-        try:
-            if self._slots.locked():  # a free slot is taken at once (no timer, no task)
-                async with asyncio.timeout(self.settings.queue_timeout):
-                    await self._slots.acquire()
-            else:
-                await self._slots.acquire()
-        except TimeoutError as exc:
-            raise NoCapacity("all execution slots are busy; try again shortly",
-                             retry_after=2) from exc
-        finally:
-            note_phase("queue", time.perf_counter() - queued)
+        await take_slot(self._slots, self.settings.queue_timeout)
 
     async def acquire(self, language: str, session_id: str, tenant: str = "",
                       lease_seconds: int | None = None,
