@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from .errors import ServiceError, ServiceUnavailable
+from .errors import ServiceUnavailable
 
 __all__ = ["MAX_BACKOFF", "run_periodically"]
 
@@ -35,8 +35,7 @@ async def run_periodically(step: Callable[[], Awaitable[object]], interval: floa
             await step()
         except expected as exc:
             failures += 1
-            detail = exc.message if isinstance(exc, ServiceError) else str(exc)
-            logger.warning(f"{what} failed", extra={"error": detail, "failures": failures})
+            logger.warning(f"{what} failed", extra={"error": str(exc), "failures": failures})
         except Exception:  # a bug must not end the loop for the process's life
             failures += 1
             logger.exception(f"{what} failed unexpectedly", extra={"failures": failures})

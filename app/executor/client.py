@@ -190,10 +190,10 @@ def execute_body(*, lang: str, code: str, args: list[str], timeout: float, reque
 class ExecutorClient:
     """Talks to one executor; ``address`` is ``unix:/path`` or ``http://host:port``."""
 
-    def __init__(self, address: str, token: str | None = None) -> None:
+    def __init__(self, address: str) -> None:
         self.address = address
         #: A kept sandbox's token (``keep``): sent with every JSON ``POST``.
-        self.token = token
+        self.token: str | None = None
         self._http = HttpTransport(address)
 
     def _json_headers(self) -> dict[str, str]:
@@ -380,11 +380,11 @@ class ExecutorClient:
         """A file's bytes, or None when it is not a regular file of the work dir."""
         return await self._file_request("GET", name, "")
 
-    async def keep(self) -> str:
+    async def keep(self) -> None:
         """Make this (fresh) sandbox a kept one: it accepts further executions, each a new
         process, ``/mnt/data`` kept between them (runtime sessions, ``sidecar/kept.py``),
         but only those that present the token made here (user code shares a pod's network
-        with the executor); the token, which a later client of the sandbox needs."""
+        with the executor). A later client of the sandbox needs ``token``."""
         token = secrets.token_urlsafe(32)
         # On a connection of its own: an executor of an older release reads no body here,
         # and the unread token must not be taken for the connection's next request.
@@ -395,7 +395,6 @@ class ExecutorClient:
             raise ExecutorError(f"executor answered {status} to /keep: "
                                 f"{content[:2000].decode(errors='replace')}")
         self.token = token
-        return token
 
     async def delete_file(self, path: str) -> bool:
         """Remove one file of the work dir (never following a link); False if absent."""

@@ -45,11 +45,10 @@ class StorageUnavailable(ServiceUnavailable):
     code = "storage_unavailable"
 
     @classmethod
-    def of(cls, what: str, cause: BaseException,
-           retry_after: int | None = 2) -> StorageUnavailable:
+    def of(cls, what: str, cause: BaseException) -> StorageUnavailable:
         """``what`` failed because of ``cause``: the store's own words (paths, endpoints)
         are logged as the detail, never answered."""
-        return cls(what, retry_after=retry_after, detail=str(cause))
+        return cls(what, retry_after=2, detail=str(cause))
 
 
 class FileBytesMissing(NotFound):

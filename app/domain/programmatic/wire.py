@@ -61,10 +61,6 @@ def _wire_numbers(value: Any) -> Any:
     """``value`` with integers past the signed 64-bit range as floats: JavaScript, the
     client's, has only doubles, and ``JSON.stringify(1e20)`` writes an integer no 64-bit
     reader takes. Iterative (the request's own nesting bounds it)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value if value in _INT64 else _as_float(value)
-    if not isinstance(value, (dict, list)):
-        return value
     root: list[Any] = [value]
     stack: list[tuple[Any, Any]] = [(root, 0)]
     while stack:
