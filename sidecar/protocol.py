@@ -30,10 +30,11 @@ from .ptc_wire import MAX_TOOL_NAME, MAX_TOOLS, identifier, valid_identifier
 
 __all__ = ["MAX_EXECUTE_BODY", "MAX_STATE_BYTES", "TOKEN_HEADER", "ExecuteRequest",
            "ExecuteResult", "ProtocolError", "ToolResult", "parse_continue", "parse_keep",
-           "wire_json"]
+           "valid_token", "wire_json"]
 
 STATUSES = ("ok", "error", "timeout", "oom", "output_limit")
-#: The header a kept sandbox's ``/execute`` carries its ``/keep`` token in.
+#: The header every request of the API but ``/health`` carries the sandbox's token in
+#: (the first token shown binds the sandbox to its API: ``sidecar/server.py``).
 TOKEN_HEADER = "X-Executor-Token"  # noqa: S105 (a header name, not a secret)
 #: The largest state blob the executor accepts or returns, whatever the API asks.
 MAX_STATE_BYTES = 1024 * 1024 * 1024
@@ -135,15 +136,20 @@ def parse_continue(body: Any) -> tuple[dict[str, ToolResult], float]:
     return results, timeout
 
 
+def valid_token(token: str) -> bool:
+    """A sandbox token's shape: 16-256 printable ASCII characters."""
+    return 16 <= len(token) <= 256 and token.isascii() and token.isprintable()
+
+
 def parse_keep(body: Any) -> str | None:
-    """``POST /keep``: the token later executions must present (None: none given)."""
+    """``POST /keep``: the token later requests must present (None: none given; the
+    API of this release sends it in ``TOKEN_HEADER`` too)."""
     if not isinstance(body, dict):
         raise ProtocolError("body must be an object")
     token = body.get("token")
     if token is None:
         return None
-    if not isinstance(token, str) or not 16 <= len(token) <= 256 or not token.isascii() \
-            or not token.isprintable():
+    if not isinstance(token, str) or not valid_token(token):
         raise ProtocolError("'token' must be 16-256 printable ASCII characters")
     return token
 

@@ -9,14 +9,18 @@ one request instead of polling), ``POST /execute/continue`` and ``POST /execute/
 ``GET /calibration`` (in a sandbox started with
 ``--calibrate``, after its execution: the pages it wrote, see ``prefault.py``),
 ``DELETE /files/{path}`` (remove one file or link, never following it), ``POST /keep``
-(see below). The result of an execution also lists the work dir's files, as
-``GET /files`` would right after it. Served on TCP (a pod) or a unix socket (local
+(see below). Every route but ``GET /health`` serves only the API that claimed the
+sandbox: the first request that presents a token (``X-Executor-Token``) binds the
+sandbox to it, and from then on a request without it is refused (403). User code
+shares a pod's network with its executor, and on a cluster whose NetworkPolicy is not
+enforced it can reach other sandboxes' executors too: it must not read their files,
+run code in them or cancel their runs. The result of an execution also lists the work
+dir's files, as ``GET /files`` would right after it. Served on TCP (a pod) or a unix socket (local
 sandbox), either bound here or inherited as an already-listening fd.
 
 One execution per sandbox: a second ``/execute`` (streamed or not) answers 409, unless
 the API asked for a kept sandbox with ``POST /keep`` before its first execution (a
-runtime session, ``kept.py``; with a token, which each later ``/execute`` must present,
-else 403): then each ``/execute`` is a new process of the same
+runtime session, ``kept.py``): then each ``/execute`` is a new process of the same
 sandbox, ``/mnt/data`` kept, the scratch space wiped in between; a ``/execute`` that
 arrives while the sandbox is still being made ready (or a programmatic run is paused
 in it) waits for it (up to ``KEPT_WAIT`` seconds, then 409).
@@ -52,6 +56,7 @@ from .protocol import (
     ProtocolError,
     parse_continue,
     parse_keep,
+    valid_token,
 )
 from .ptc_session import Programmatic
 from .runner import Runner, WarmUpError
@@ -109,9 +114,34 @@ class ExecutorServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
         self.used = False
         #: Asked for by ``POST /keep``: further executions are accepted (``kept.py``).
         self.kept = False
-        #: The sha256 of the token ``POST /keep`` gave (None: none was given).
+        #: The sha256 of the first token a request presented (None: none yet). Only its
+        #: digest is kept in memory: a warm worker forked from this process cannot learn
+        #: the token, and this process is non-dumpable (``limits.harden_executor``).
         self.token_digest: bytes | None = None
+        self._token_lock = threading.Lock()
         self.scratch = scratch_dirs(runner.config.build_dir)
+
+    def present(self, token: str) -> bool:
+        """Whether ``token`` is this sandbox's: the first one shown becomes it."""
+        if not valid_token(token):
+            return False
+        digest = _digest(token)
+        with self._token_lock:
+            if self.token_digest is None:
+                self.token_digest = digest
+                return True
+        return hmac.compare_digest(digest, self.token_digest)
+
+    def admits(self, target: str, token: str | None) -> bool:
+        """Whether a request for ``target`` presenting ``token`` (None: no header) is
+        served: ``/health`` always (probes, no data), others once the token is right, or
+        when none was ever shown (a sandbox not claimed by a token-sending API yet)."""
+        if urllib.parse.urlsplit(target).path == "/health":
+            return True
+        if token is None:
+            with self._token_lock:
+                return self.token_digest is None
+        return self.present(token)
 
     def fileno(self) -> int:
         return self.socket.fileno()
@@ -133,6 +163,17 @@ class _Handler(FileRoutes):
 
     def log_message(self, format: str, *args: Any) -> None:
         log("http", line=format % args)
+
+    def parse_request(self) -> bool:
+        """The head, then the one gate of every route (``ExecutorServer.admits``)."""
+        if not super().parse_request():
+            return False
+        if self.server.admits(self.path, self.headers.get(TOKEN_HEADER)):
+            return True
+        log("request.refused", reason="token", method=self.command,
+            path=urllib.parse.urlsplit(self.path).path[:200])
+        self._error(403, "this sandbox serves only the API that claimed it")
+        return False
 
     # -- routes -------------------------------------------------------------------
 
@@ -187,8 +228,8 @@ class _Handler(FileRoutes):
 
     def _keep(self) -> None:
         """Make this sandbox a kept one (before its first execution only). The body may
-        carry ``{"token": ...}``: every later ``/execute`` must then present it in
-        ``X-Executor-Token`` (see ``_authorized``)."""
+        carry ``{"token": ...}`` (an API of an older release sends it only there): it
+        binds the sandbox as a presented header does (``ExecutorServer.present``)."""
         body = self._read_body(MAX_KEEP_BODY)
         if body is None:
             return
@@ -197,27 +238,16 @@ class _Handler(FileRoutes):
         except (ValueError, ProtocolError) as exc:
             self._error(400, str(exc))
             return
+        if token is not None and not self.server.present(token):
+            self._error(403, "this sandbox serves only the API that claimed it")
+            return
         with self.server.execute_lock:
             if self.server.used:
                 self._error(409, "this sandbox has already run: only a fresh one can be kept")
                 return
             self.server.kept = True
-            self.server.token_digest = _digest(token) if token is not None else None
-        log("kept", token=token is not None)
+        log("kept", token=self.server.token_digest is not None)
         self._send_json(200, {"kept": True})
-
-    def _authorized(self) -> bool:
-        """Whether a kept sandbox's ``/execute`` comes from the API: user code shares a
-        pod's network with this executor and could otherwise queue runs of its own here,
-        outside every limit, for the life of the sandbox. The API's token came with
-        ``/keep``, before any user code ran; only its digest is kept in memory (a warm
-        worker forked from this process cannot learn the token), and this process is
-        non-dumpable (``limits.harden_executor``)."""
-        expected = self.server.token_digest
-        if expected is None:
-            return True
-        presented = self.headers.get(TOKEN_HEADER, "")
-        return hmac.compare_digest(_digest(presented), expected)
 
     def _begin_execute(self) -> ExecuteRequest | None:
         """The request, once this sandbox's one execution is claimed for it (else answered)."""
@@ -231,10 +261,6 @@ class _Handler(FileRoutes):
             return None
         if request.lang != self.server.runner.language.code:
             self._error(400, f"this sandbox runs {self.server.runner.language.code!r}")
-            return None
-        if not self._authorized():
-            log("execute.refused", reason="token")
-            self._error(403, "this kept sandbox runs only what its API sends")
             return None
         if self.server.kept:
             if not self.server.execute_lock.acquire(timeout=KEPT_WAIT):

@@ -190,14 +190,20 @@ def execute_body(*, lang: str, code: str, args: list[str], timeout: float, reque
 class ExecutorClient:
     """Talks to one executor; ``address`` is ``unix:/path`` or ``http://host:port``."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, token: str | None = None) -> None:
         self.address = address
-        #: A kept sandbox's token (``keep``): sent with every JSON ``POST``.
-        self.token: str | None = None
+        #: The sandbox's token, sent with every request but ``/health``: the executor
+        #: takes the first one it is shown and from then on serves only requests that
+        #: present it (``sidecar/server.py``). A fresh sandbox gets a new one; a client of
+        #: a sandbox claimed earlier (paused, kept) must be given the one it was shown.
+        self.token = token or secrets.token_urlsafe(32)
         self._http = HttpTransport(address)
 
+    def _headers(self, headers: dict[str, str] | None = None) -> dict[str, str]:
+        return {**(headers or {}), TOKEN_HEADER: self.token}
+
     def _json_headers(self) -> dict[str, str]:
-        return _JSON if self.token is None else {**_JSON, TOKEN_HEADER: self.token}
+        return self._headers(_JSON)
 
     async def close(self) -> None:
         await self._http.close()
@@ -207,7 +213,8 @@ class ExecutorClient:
                      during: str = "") -> tuple[int, bytes]:
         """Status and whole body of one request; transport failures as ``ExecutorError``."""
         try:
-            async with self._http.request(method, path, body=body, headers=headers,
+            async with self._http.request(method, path, body=body,
+                                          headers=self._headers(headers),
                                           timeout=timeout) as response:
                 return response.status, await response.read()
         except TransportError as exc:
@@ -338,7 +345,7 @@ class ExecutorClient:
         try:
             async with self._http.request(
                     "PUT", f"/files/{quote(path, safe='/')}", stream=chunks, length=size,
-                    headers={"Content-Type": "application/octet-stream"},
+                    headers=self._headers({"Content-Type": "application/octet-stream"}),
                     timeout=120) as response:
                 text = await response.text()
         except TransportError as exc:
@@ -354,7 +361,7 @@ class ExecutorClient:
         """The file's bytes as a stream, or None when it is not a regular file."""
         try:
             async with self._http.request("GET", f"/files/{quote(path, safe='/')}",
-                                          timeout=120) as response:
+                                          headers=self._headers(), timeout=120) as response:
                 if response.status == 404:
                     await response.read()
                     yield None
@@ -383,18 +390,17 @@ class ExecutorClient:
     async def keep(self) -> None:
         """Make this (fresh) sandbox a kept one: it accepts further executions, each a new
         process, ``/mnt/data`` kept between them (runtime sessions, ``sidecar/kept.py``),
-        but only those that present the token made here (user code shares a pod's network
-        with the executor). A later client of the sandbox needs ``token``."""
-        token = secrets.token_urlsafe(32)
+        each presenting ``token`` (a later client of the sandbox needs it). The token
+        is in the body too, for an executor of an older release, which reads it only
+        there."""
         # On a connection of its own: an executor of an older release reads no body here,
         # and the unread token must not be taken for the connection's next request.
         status, content = await self._fetch(
-            "POST", "/keep", body=orjson.dumps({"token": token}),
+            "POST", "/keep", body=orjson.dumps({"token": self.token}),
             headers={**_JSON, "Connection": "close"}, timeout=10.0, during=" asking to keep")
         if status != 200:
             raise ExecutorError(f"executor answered {status} to /keep: "
                                 f"{content[:2000].decode(errors='replace')}")
-        self.token = token
 
     async def delete_file(self, path: str) -> bool:
         """Remove one file of the work dir (never following a link); False if absent."""

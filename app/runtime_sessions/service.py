@@ -309,7 +309,8 @@ class RuntimeSessions:
             reclaimed = await self.backend.reclaim(record.location, key, lease_seconds=(
                 lease_for_run(self.settings.max_execution_time, self.settings.compile_timeout)))
             if reclaimed is not None:
-                reclaimed.executor.token = record.executor_token or None
+                if record.executor_token:  # else the client's own (an older record)
+                    reclaimed.executor.token = record.executor_token
                 try:
                     manifest = await self.checkpoints.load(tenant, record.id, record.generation)
                 except CheckpointLost:

@@ -8,9 +8,12 @@ import time
 import uuid
 
 import attrs
+import httpx
 import pytest
 
 from app.backends.kubernetes import KubernetesBackend
+from app.backends.kubernetes.held import executor_port, executor_url
+from sidecar.contract import TOKEN_HEADER
 from tests.cluster import Namespace
 from tests.conftest import RunningApp
 from tests.k8s.conftest import AppFactory, ready_warm
@@ -53,6 +56,50 @@ def test_a_paused_pod_is_resumed_by_another_replica(kube: Namespace,
     assert done["stdout"] == f"host={name} x=5\ny=50\n"
     kube.wait_for(lambda: kube.get("pods", name) is None, message="the used pod deleted")
     assert not kube.objects("pods", label_selector=CLAIMED)
+
+
+def test_a_claimed_pod_serves_only_the_api(kube: Namespace,
+                                           k8s_app_factory: AppFactory) -> None:
+    """The attack: a neighbour that reaches a claimed pod's executor (user code in
+    another sandbox, on a cluster whose NetworkPolicy is not enforced) reads the
+    tenant's files, cancels or continues its paused run. Every route but the health
+    probe refuses it (403); the API's replicas, each deriving the pod's token from
+    their shared secret, go on."""
+    first, second = k8s_app_factory({"bash": 1}), k8s_app_factory({"bash": 1})
+    kube.wait_for(lambda: ready_warm(kube) >= 1, timeout=90, message="a warm pod")
+    code = "echo tenant-secret > secret.txt\n" + CODE
+    with first.client() as client:
+        answer = step(client, {"lang": "bash", "code": code, "tools": TOOLS})
+    assert answer["status"] == "tool_call_required", answer
+    location = first.app.state.programmatic_service.tokens.read(
+        answer["continuation_token"], "default").location
+    _, name, host, _ = location.split("/")
+    pod = kube.get("pods", name)
+    assert pod is not None
+    url = executor_url(host, executor_port("pod", pod, first.app.state.backend.config
+                                           .executor_port))
+    with httpx.Client(base_url=url, timeout=10) as neighbour:
+        assert neighbour.get("/health").status_code == 200  # the readiness probe's
+        for headers in ({}, {TOKEN_HEADER: "guessed-" + "g" * 40}):
+            for method, path, body in (
+                    ("GET", "/files", None), ("GET", "/files/secret.txt", None),
+                    ("POST", "/execute/cancel", {}),
+                    ("POST", "/execute/continue", {"tool_results": []}),
+                    ("POST", "/execute", {"lang": "bash", "code": "cat secret.txt"}),
+                    ("PUT", "/files/planted.txt", None)):
+                refused = neighbour.request(method, path, json=body, headers=headers)
+                assert refused.status_code == 403, (method, path, refused.text)
+                assert b"tenant-secret" not in refused.content
+
+    with second.client() as client:  # the run goes on, on the other replica
+        answer = step(client, {"continuation_token": answer["continuation_token"],
+                               "tool_results": answer_calls(answer["tool_calls"])})
+        assert answer["status"] == "tool_call_required", answer
+        done = step(client, {"continuation_token": answer["continuation_token"],
+                             "tool_results": answer_calls(answer["tool_calls"])})
+    assert done["status"] == "completed", done
+    assert done["stdout"] == f"host={name} x=5\ny=50\n"
+    assert [f["name"] for f in done["files"]] == ["secret.txt"], done["files"]
 
 
 def test_a_paused_pod_whose_lease_ended_is_reaped(kube: Namespace,

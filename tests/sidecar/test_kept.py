@@ -98,7 +98,7 @@ def test_a_kept_sandbox_with_a_token_runs_only_what_presents_it(executor: Path) 
     run = {**PY, "code": "print(1)"}
     for headers in ({}, {TOKEN_HEADER: TOKEN + "y"}, {TOKEN_HEADER: ""}):
         status, body = _call(executor, "POST", "/execute", run, headers)
-        assert status == 403 and "only what its API sends" in body["message"], body
+        assert status == 403 and "only the API that claimed it" in body["message"], body
         assert _call(executor, "POST", "/execute/stream", run, headers)[0] == 403
     for _ in range(2):
         status, body = _call(executor, "POST", "/execute", run, {TOKEN_HEADER: TOKEN})

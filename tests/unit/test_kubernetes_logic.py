@@ -20,12 +20,13 @@ from app.backends.kubernetes.claims import (
     warm_selector,
     won_by,
 )
-from app.backends.kubernetes.held import Held, executor_port, executor_url
+from app.backends.kubernetes.held import Held, executor_port, executor_token, executor_url
 from app.backends.kubernetes.reaper import lease_expired
 from app.backends.kubernetes.templates import IMAGE_GROUPS, PodTemplates
 from app.executor import ExecutorClient
 from app.settings import KubernetesSettings
 from sidecar.languages import LANGUAGES
+from sidecar.protocol import valid_token
 
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
@@ -191,3 +192,18 @@ def test_the_executor_port_is_the_pods_own() -> None:
     assert executor_port("pod", {}, 9090) == 9090
     assert executor_port("pod", _with_ports({"name": "executor", "containerPort": "8080"}),
                          9090) == 9090  # not a number: the setting
+
+
+def test_a_pod_s_executor_token_is_the_same_on_every_replica_and_its_own() -> None:
+    """Derived from the replicas' shared secret and the pod's kind, name and UID: any
+    replica computes it again from a location; another pod, or another secret, gets
+    another token; and the executor takes its shape."""
+    key = b"k" * 32
+    token = executor_token(key, "pod", "k8si-py-abc", "uid-1")
+    assert token == executor_token(key, "pod", "k8si-py-abc", "uid-1")
+    assert valid_token(token)
+    others = {executor_token(key, "pod", "k8si-py-abc", "uid-2"),
+              executor_token(key, "job", "k8si-py-abc", "uid-1"),
+              executor_token(key, "pod", "k8si-py-abd", "uid-1"),
+              executor_token(b"o" * 32, "pod", "k8si-py-abc", "uid-1")}
+    assert token not in others and len(others) == 4

@@ -20,6 +20,8 @@ claimed by nobody until its lease runs out.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import secrets
 import socket
@@ -33,6 +35,7 @@ from ...errors import NoCapacity, ServiceUnavailable
 from ...executor import ExecutorClient, ExecutorError
 from ...periodic import run_periodically
 from ...settings import Settings
+from ...shared_secret import load_key
 from ..base import LanguageStatus, PoolStatus, SandboxLease
 from ..tasks import BackgroundTasks
 from .claims import (
@@ -77,12 +80,18 @@ class KubernetesBackend(HeldPods):
         self._scaler: PoolScaler | None = None
         self._jobs: JobRunner | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        #: Replaced by the replicas' shared one in ``start`` (a key of this replica's
+        #: own until then).
+        self._token_key = secrets.token_bytes(32)
         self.stats = {"pool_hits": 0, "pool_misses": 0, "claim_conflicts": 0,
                       "cold_starts": 0, "reaped": 0}
 
     # -- life cycle ---------------------------------------------------------------
 
     async def start(self) -> None:
+        shared = load_key(self.settings.state.hmac_key, self.settings.data_dir)
+        self._token_key = hmac.new(shared, b"k8si sandbox executor tokens",
+                                   hashlib.sha256).digest()
         if self.client is None:
             self.client = await KubeClient.connect(self.config.kubeconfig, self.config.namespace,
                                                    self.config.request_timeout)
@@ -162,8 +171,9 @@ class KubernetesBackend(HeldPods):
             self.stats["pool_hits"] += 1
             name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
             port = executor_port("pod", pod, self.config.executor_port)  # its own, if older
-            held = Held("pod", name, ExecutorClient(executor_url(ip, port)),
-                        str(pod["metadata"].get("uid", "")))
+            uid = str(pod["metadata"].get("uid", ""))
+            held = Held("pod", name, self.executor_client("pod", name, uid,
+                                                          executor_url(ip, port)), uid)
             hit = True
         else:
             if self.settings.pool_size(language) > 0:
@@ -179,8 +189,8 @@ class KubernetesBackend(HeldPods):
             except KubeError as exc:
                 raise ServiceUnavailable(f"could not start a {language} Job", retry_after=2,
                                          detail=str(exc)) from exc
-            held = Held("job", name, ExecutorClient(executor_url(ip, self.config.executor_port)),
-                         uid)
+            held = Held("job", name, self.executor_client(
+                "job", name, uid, executor_url(ip, self.config.executor_port)), uid)
             hit = False
         try:
             if not hit:

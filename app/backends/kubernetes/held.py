@@ -17,6 +17,9 @@ continuation token or runtime-session record would ever name it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
 import time
 from typing import Any
@@ -78,6 +81,15 @@ def executor_url(ip: str, port: int) -> str:
     return f"http://[{ip}]:{port}" if ":" in ip else f"http://{ip}:{port}"
 
 
+def executor_token(key: bytes, kind: str, name: str, uid: str) -> str:
+    """The token of the sandbox ``kind/name`` with this UID: what its executor is bound to
+    once the API first shows it (``sidecar/server.py``). Derived from the replicas'
+    shared secret, so any replica that finds the pod again from its location can talk
+    to it, and no token is stored anywhere."""
+    digest = hmac.new(key, f"{kind}/{name}/{uid}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
 def unavailable(action: str, exc: KubeError) -> ServiceUnavailable:
     """A plain 503 for the client; the apiserver's own words go to the log only."""
     logger.warning("Kubernetes API call failed", extra={"action": action, "error": str(exc)})
@@ -94,6 +106,13 @@ class HeldPods:
     _held: dict[str, Held]
     _slots: ExecutionSlots
     _tasks: BackgroundTasks
+    #: What the sandboxes' executor tokens are derived from (``executor_token``).
+    _token_key: bytes
+
+    def executor_client(self, kind: str, name: str, uid: str, url: str) -> ExecutorClient:
+        """A client of the executor of ``kind/name`` (UID ``uid``) at ``url``, with the
+        sandbox's token."""
+        return ExecutorClient(url, token=executor_token(self._token_key, kind, name, uid))
 
     def _lease(self, wanted: int | None) -> int:
         """A claim's lease: ``SANDBOX_LEASE_SECONDS``, or what the run needs if longer
@@ -196,7 +215,8 @@ class HeldPods:
         kind, name, host, obj = live
         uid = location.split("/")[3]
         port = executor_port(kind, obj, self.config.executor_port)
-        held = Held(kind, name, ExecutorClient(executor_url(host, port)), uid)
+        held = Held(kind, name, self.executor_client(kind, name, uid, executor_url(host, port)),
+                    uid)
         previous = self._held.get(f"{kind}/{name}")
         if previous is not None:  # held twice at once: one slot for one pod
             self._slots.give_back()
@@ -213,9 +233,9 @@ class HeldPods:
         live = await self._live(location, session_id, tenant)
         if live is None:
             return False
-        kind, _, host, obj = live
-        executor = ExecutorClient(executor_url(host, executor_port(
-            kind, obj, self.config.executor_port)))
+        kind, name, host, obj = live
+        executor = self.executor_client(kind, name, location.split("/")[3], executor_url(
+            host, executor_port(kind, obj, self.config.executor_port)))
         try:
             return await cancel_run(executor)
         except ExecutorError as exc:

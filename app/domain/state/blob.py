@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
 import struct
-from pathlib import Path
 
 from sidecar.contract import STATE_FORMAT_VERSION as FORMAT_VERSION
 from sidecar.contract import STATE_LZ4_MAGIC as LZ4_MAGIC
 
 from ...errors import InvalidState, StateTooLarge
+from ...shared_secret import StateKeyError, load_key
 
 __all__ = ["FORMAT_VERSION", "StateKeyError", "StateSigner", "check_format", "load_key"]
 
 _CONTENT_SIZE_FLAG = 0x08
-_KEY_FILE = "state-key"
 
 
 def check_format(blob: bytes, max_bytes: int, max_raw_bytes: int) -> None:
@@ -53,31 +50,6 @@ def check_format(blob: bytes, max_bytes: int, max_raw_bytes: int) -> None:
         if declared > max_raw_bytes:
             raise StateTooLarge(f"the state declares {declared} bytes once decompressed, more "
                                 f"than the limit of {max_raw_bytes}")
-
-
-class StateKeyError(ValueError):
-    """The key file exists but holds no usable key (start-up stops)."""
-
-
-def load_key(configured: str | None, data_dir: Path) -> bytes:
-    """The HMAC key: the configured one, else ``DATA_DIR/state-key`` (created once)."""
-    if configured:
-        return configured.encode()
-    path = data_dir / _KEY_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        fd = None
-    if fd is None:  # made by an earlier start: the same key, so stored blobs stay valid
-        key = path.read_bytes().strip()
-        if len(key) < 32:
-            raise StateKeyError(f"{path} holds no usable key; remove it or set STATE_HMAC_KEY")
-        return key
-    key = secrets.token_hex(32).encode()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key + b"\n")
-    return key
 
 
 class StateSigner:
