@@ -2,7 +2,8 @@
 
 from .checkpoint import CheckpointLost, Checkpoints
 from .records import RuntimeRecord, RuntimeRecords
-from .service import HINT, RuntimeRef, RuntimeRun, RuntimeSessions
+from .run import RuntimeRef, RuntimeRun
+from .service import HINT, RuntimeSessions
 from .sweep import run_orphan_sweep, sweep_orphans
 
 __all__ = ["HINT", "CheckpointLost", "Checkpoints", "RuntimeRecord", "RuntimeRecords",
