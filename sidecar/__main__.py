@@ -32,7 +32,7 @@ def parse_args(argv: tuple[str, ...]) -> argparse.Namespace:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--listen-fd", type=int, help="an already listening socket (inherited)")
     where.add_argument("--unix", help="bind a unix socket at this path")
-    where.add_argument("--tcp", help="bind HOST:PORT")
+    where.add_argument("--tcp", help="bind HOST:PORT (:PORT: every address, IPv4 and IPv6)")
     parser.add_argument("--workdir", default="/mnt/data")
     parser.add_argument("--build-dir", default="/tmp/.k8si-build")
     parser.add_argument("--max-output-bytes", type=int, default=1024 * 1024)
@@ -84,10 +84,27 @@ def _listener(args: argparse.Namespace) -> socket.socket:
         finally:
             os.umask(old_umask)
     else:
-        host, _, port = args.tcp.rpartition(":")
-        listener = socket.create_server((host or "0.0.0.0", int(port)), reuse_port=False)
+        listener = tcp_listener(args.tcp)
     listener.listen(16)
     return listener
+
+
+def tcp_listener(address: str) -> socket.socket:
+    """A TCP socket bound to ``HOST:PORT``: ``0.0.0.0:8080`` (IPv4), ``[::1]:8080`` (IPv6),
+    or ``:8080``, every address of both families where the host has IPv6 (an IPv6-only
+    cluster gives pods no IPv4 address), else every IPv4 one."""
+    host, _, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if host:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, int(port)), family=family)
+    if socket.has_dualstack_ipv6():
+        try:
+            return socket.create_server(("::", int(port)), family=socket.AF_INET6,
+                                        dualstack_ipv6=True)
+        except OSError:  # IPv6 turned off in this network namespace: IPv4 only
+            pass
+    return socket.create_server(("0.0.0.0", int(port)))
 
 
 def main(argv: list[str] | None = None) -> None:

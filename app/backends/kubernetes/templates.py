@@ -102,7 +102,7 @@ class PodTemplates:
         args = list(container.get("args", []))
         args[args.index("--lang") + 1] = lang
         port = str(self.config.executor_port)
-        args[args.index("--tcp") + 1] = f"0.0.0.0:{port}"
+        args[args.index("--tcp") + 1] = f":{port}"  # every address, IPv4 and IPv6
         if "--memory-mb" in args:  # the executor's view of the container's memory limit
             args[args.index("--memory-mb") + 1] = str(memory_mb(self.config.memory_limit))
         container["args"] = args
