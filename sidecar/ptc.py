@@ -5,14 +5,16 @@ The program (Python in the warm worker, or bash) reaches its tools through a
 trusts nothing: every message is size-capped (a truncated message or extra fds end
 the run), must be a JSON object of a known shape naming a declared tool, with only
 numbers the API can read (integers of the signed 64-bit range, finite doubles), carries
-exactly one fd that must be a socket (received close-on-exec), and a round holds at
-most ``MAX_CALLS_PER_ROUND`` calls. Call ids are made here, never by the program.
+exactly one fd that must be a socket (received close-on-exec). A round holds at most
+``MAX_CALLS_PER_ROUND`` calls: once it is full, no more are read, and the calls the
+program made beyond it (a wide ``asyncio.gather``) are read after the pause, as the
+next round. Call ids are made here, never by the program.
 
 ``ProgrammaticRun`` reads the program the way ``capture.capture`` does (caps per
 stream, the exit through a pidfd, a worker's "done" report) and also watches the
-channel. A round ends when the program says it waits (Python's idle event loop) or
-when no call came for ``SETTLE`` seconds (bash, whose parallel calls come from
-background jobs); ``step`` then returns the round's calls and leaves the program
+channel. A round ends when the program says it waits (Python's idle event loop), when
+no call came for ``SETTLE`` seconds (bash, whose parallel calls come from background
+jobs), or when it is full; ``step`` then returns the round's calls and leaves the program
 running, its clock stopped. The next ``step`` writes the replies and goes on, with a
 fresh timeout. A reply not yet fully written when a round is returned (a large
 result the program is still reading while another of its tasks makes the round's
@@ -162,8 +164,8 @@ class ToolChannel:
         """Read the messages waiting (at most ``_MESSAGES_PER_RECEIVE``: the step loop
         comes back for the rest); ``ChannelViolation`` for anything malformed."""
         for _ in range(_MESSAGES_PER_RECEIVE):
-            if self.eof:
-                return
+            if self.eof or self.full:
+                return  # a full round: the rest is read after its pause
             try:
                 data, ancillary, flags, _ = self.sock.recvmsg(
                     MAX_CALL_BYTES + 1, socket.CMSG_SPACE(_MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC)
@@ -204,8 +206,6 @@ class ToolChannel:
             raise ChannelViolation(f"a call of an undeclared tool {str(message['name'])[:100]!r}")
         if not stat.S_ISSOCK(os.fstat(fds[0]).st_mode):
             raise ChannelViolation("a call whose reply fd is not a socket")
-        if len(self.pending) >= MAX_CALLS_PER_ROUND:
-            raise ChannelViolation(f"more than {MAX_CALLS_PER_ROUND} tool calls in one round")
         if self.calls >= self.max_calls:
             raise ChannelViolation(f"more than {self.max_calls} tool calls in one run")
         self.calls += 1
@@ -213,6 +213,11 @@ class ToolChannel:
         reply = socket.socket(fileno=fds[0])
         self.pending.append(PendingCall(f"call_{secrets.token_urlsafe(12)}", name,
                                         message["input"], reply))
+
+    @property
+    def full(self) -> bool:
+        """The round holds ``MAX_CALLS_PER_ROUND`` calls: it goes out as it is."""
+        return len(self.pending) >= MAX_CALLS_PER_ROUND
 
     def take_round(self) -> list[PendingCall]:
         calls, self.pending, self.waiting, self.waits = self.pending, [], False, 0
@@ -323,7 +328,8 @@ class ProgrammaticRun:
         channel = self.channel
         while self.capture.truncated is None and not self._cancelled:
             now = time.monotonic()
-            if channel.pending and (channel.waiting or now - channel.last_call >= SETTLE):
+            if channel.pending and (channel.waiting or channel.full
+                                    or now - channel.last_call >= SETTLE):
                 if self.rounds >= self.max_rounds:
                     self.failure = f"more than {self.max_rounds} rounds of tool calls"
                     break
