@@ -7,6 +7,7 @@ decides when the sandbox becomes ready (no timing involved).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -177,16 +178,23 @@ def test_request_heads_read_without_the_email_parser(tmp_path: Path, runtime_dir
         process.wait()
 
 
-@pytest.fixture
-def short_compile(tmp_path: Path, runtime_dir: Path) -> Iterator[Path]:
-    """An executor whose ``--compile-timeout`` (1 s) is shorter than the runs it is sent."""
-    process, sock = _executor(tmp_path, runtime_dir, "--compile-timeout", "1")
+@contextlib.contextmanager
+def ready_executor(tmp_path: Path, runtime_dir: Path, *extra: str) -> Iterator[Path]:
+    """``_executor`` once its warm interpreter is ready; its socket. Killed after."""
+    process, sock = _executor(tmp_path, runtime_dir, *extra)
     try:
         assert _call(sock, "GET", "/health?wait=60")[0] == 200
         yield sock
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.fixture
+def short_compile(tmp_path: Path, runtime_dir: Path) -> Iterator[Path]:
+    """An executor whose ``--compile-timeout`` (1 s) is shorter than the runs it is sent."""
+    with ready_executor(tmp_path, runtime_dir, "--compile-timeout", "1") as sock:
+        yield sock
 
 
 def test_warm_python_gets_its_own_timeout_of_cpu_not_the_compile_timeout(

@@ -16,7 +16,7 @@ import pytest
 from sidecar.contract import TOKEN_HEADER
 
 from .raw_http import RawClient
-from .test_server import _call, _executor
+from .test_server import _call, ready_executor
 
 TOKEN = "api-" + "k" * 40
 ROGUE = "rogue-" + "r" * 40
@@ -24,13 +24,8 @@ ROGUE = "rogue-" + "r" * 40
 
 @pytest.fixture
 def executor(tmp_path: Path, runtime_dir: Path) -> Iterator[Path]:
-    process, sock = _executor(tmp_path, runtime_dir)
-    try:
-        assert _call(sock, "GET", "/health?wait=60")[0] == 200
+    with ready_executor(tmp_path, runtime_dir) as sock:
         yield sock
-    finally:
-        process.kill()
-        process.wait()
 
 
 def _connect(sock: Path) -> RawClient:
