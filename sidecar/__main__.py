@@ -7,6 +7,7 @@ language has one, and serves the executor contract until the sandbox is destroye
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import os
 import socket
@@ -51,6 +52,9 @@ def parse_args(argv: tuple[str, ...]) -> argparse.Namespace:
     parser.add_argument("--mpl-seed-dir", default=None)
     parser.add_argument("--calibrate", action="store_true",
                         help="record the pages the execution writes (GET /calibration)")
+    parser.add_argument("--token-required", action="store_true",
+                        help="refuse every request but /health that carries no token, even "
+                             "before one binds the sandbox (the API always sends one)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="the user's environment, on top of a minimal default")
     return parser.parse_args(argv)
@@ -102,8 +106,9 @@ def tcp_listener(address: str) -> socket.socket:
         try:
             return socket.create_server(("::", int(port)), family=socket.AF_INET6,
                                         dualstack_ipv6=True)
-        except OSError:  # IPv6 turned off in this network namespace: IPv4 only
-            pass
+        except OSError as exc:  # IPv6 turned off in this network namespace: IPv4 only
+            if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                raise  # the port is taken, say: not a reason to serve IPv4 only
     return socket.create_server(("0.0.0.0", int(port)))
 
 
@@ -134,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     runner.warm_up()
     workdir = WorkDir(args.workdir, max_file_bytes=args.max_upload_bytes)
     server = ExecutorServer(_listener(args), runner, workdir,
-                            max_upload_bytes=args.max_upload_bytes)
+                            max_upload_bytes=args.max_upload_bytes,
+                            token_required=args.token_required)
     log("ready", lang=args.lang, pid=os.getpid())
     server.serve_forever(poll_interval=3600)
 

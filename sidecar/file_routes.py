@@ -85,9 +85,15 @@ class FileRoutes(BaseHTTPRequestHandler):
         self.close_connection = not head.keep_alive
         self.content_length = head.content_length
         self._unread = head.content_length or 0
+        if not self._admitted():
+            return False
         if (self.headers.get("Expect", "").lower() == "100-continue"
                 and self.request_version == "HTTP/1.1"):
             return self.handle_expect_100()
+        return True
+
+    def _admitted(self) -> bool:
+        """Whether this request may go on (else it is answered): the server's gate."""
         return True
 
     def send_error(self, code: int, message: str | None = None,

@@ -36,7 +36,7 @@ __all__ = ["MAX_CALLS_PER_ROUND", "MAX_CALL_BYTES", "MAX_INT", "MAX_TOOLS", "MAX
 #: The largest message the program may send (a SOCK_SEQPACKET message fits the socket
 #: buffer whole).
 MAX_CALL_BYTES = 192 * 1024
-#: Calls one round may carry; a program making more at once ends with an error.
+#: Calls one round may carry; more made at once go out in the rounds after it.
 MAX_CALLS_PER_ROUND = 64
 MAX_TOOLS = 128
 MAX_TOOL_NAME = 256

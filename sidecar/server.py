@@ -103,7 +103,7 @@ class ExecutorServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
     daemon_threads = True
 
     def __init__(self, listener: socket.socket, runner: Runner, workdir: WorkDir,
-                 max_upload_bytes: int) -> None:
+                 max_upload_bytes: int, *, token_required: bool = False) -> None:
         super().__init__(listener.getsockname(), _Handler)
         self.socket = listener
         self.runner = runner
@@ -119,6 +119,11 @@ class ExecutorServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
         #: the token, and this process is non-dumpable (``limits.harden_executor``).
         self.token_digest: bytes | None = None
         self._token_lock = threading.Lock()
+        #: Refuse token-less requests even before a token binds the sandbox (sandboxes
+        #: the API makes): a neighbour cannot plant files in a warm sandbox that a
+        #: tenant's code will run among. It can only bind one to itself: the API's
+        #: request on it is then refused, answered 503 (try again), and the sandbox goes.
+        self.token_required = token_required
         self.scratch = scratch_dirs(runner.config.build_dir)
 
     def present(self, token: str) -> bool:
@@ -135,12 +140,12 @@ class ExecutorServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
     def admits(self, target: str, token: str | None) -> bool:
         """Whether a request for ``target`` presenting ``token`` (None: no header) is
         served: ``/health`` always (probes, no data), others once the token is right, or
-        when none was ever shown (a sandbox not claimed by a token-sending API yet)."""
+        without one while none was ever shown, unless ``token_required``."""
         if urllib.parse.urlsplit(target).path == "/health":
             return True
         if token is None:
             with self._token_lock:
-                return self.token_digest is None
+                return self.token_digest is None and not self.token_required
         return self.present(token)
 
     def fileno(self) -> int:
@@ -164,10 +169,8 @@ class _Handler(FileRoutes):
     def log_message(self, format: str, *args: Any) -> None:
         log("http", line=format % args)
 
-    def parse_request(self) -> bool:
-        """The head, then the one gate of every route (``ExecutorServer.admits``)."""
-        if not super().parse_request():
-            return False
+    def _admitted(self) -> bool:
+        """The one gate of every route (``ExecutorServer.admits``), right after the head."""
         if self.server.admits(self.path, self.headers.get(TOKEN_HEADER)):
             return True
         log("request.refused", reason="token", method=self.command,

@@ -192,9 +192,9 @@ class ExecutorClient:
 
     def __init__(self, address: str, token: str | None = None) -> None:
         self.address = address
-        #: The sandbox's token, sent with every request but ``/health``: the executor
-        #: takes the first one it is shown and from then on serves only requests that
-        #: present it (``sidecar/server.py``). A fresh sandbox gets a new one; a client of
+        #: The sandbox's token, sent with every request (``/health`` ignores it): the
+        #: executor takes the first one it is shown and from then on serves only requests
+        #: that present it (``sidecar/server.py``). A fresh sandbox gets a new one; a client of
         #: a sandbox claimed earlier (paused, kept) must be given the one it was shown.
         self.token = token or secrets.token_urlsafe(32)
         self._http = HttpTransport(address)

@@ -16,6 +16,7 @@ from prometheus_client.samples import Sample
 from app.backends.local import LocalBackend
 from app.ids import new_id
 from app.metrics import PHASES, STATE_PHASES, Metrics, RequestIdFilter, lap, timed
+from sidecar.contract import TOKEN_HEADER
 from tests.conftest import RunningApp
 
 
@@ -85,7 +86,8 @@ def test_executor_echoes_the_request_id(api: RunningApp) -> None:
         lease = await backend.acquire("bash", "e" * 21)
         try:
             client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(
-                uds=lease.executor_address.removeprefix("unix:")), base_url="http://sandbox")
+                uds=lease.executor_address.removeprefix("unix:")), base_url="http://sandbox",
+                headers={TOKEN_HEADER: lease.executor.token})  # the sandbox serves its API
             async with client:
                 response = await client.post("/execute", json={
                     "lang": "bash", "code": "echo hi", "request_id": request_id})

@@ -60,13 +60,20 @@ def test_a_paused_pod_is_resumed_by_another_replica(kube: Namespace,
 
 def test_a_claimed_pod_serves_only_the_api(kube: Namespace,
                                            k8s_app_factory: AppFactory) -> None:
-    """The attack: a neighbour that reaches a claimed pod's executor (user code in
-    another sandbox, on a cluster whose NetworkPolicy is not enforced) reads the
-    tenant's files, cancels or continues its paused run. Every route but the health
-    probe refuses it (403); the API's replicas, each deriving the pod's token from
-    their shared secret, go on."""
+    """The attack: a neighbour that reaches a pod's executor (user code in another
+    sandbox, on a cluster whose NetworkPolicy is not enforced) plants files in a warm
+    pod, or reads a claimed pod's files, cancels or continues its paused run. Every
+    route but the health probe refuses it (403); the API's replicas, each deriving the
+    pod's token from their shared secret, go on."""
     first, second = k8s_app_factory({"bash": 1}), k8s_app_factory({"bash": 1})
     kube.wait_for(lambda: ready_warm(kube) >= 1, timeout=90, message="a warm pod")
+    default_port = first.app.state.backend.config.executor_port
+    for warm in kube.objects("pods", label_selector="k8si.io/state=warm"):
+        # Before any claim: nothing can be planted for the next tenant's code to run.
+        url = executor_url(warm["status"]["podIP"], executor_port("pod", warm, default_port))
+        with httpx.Client(base_url=url, timeout=10) as neighbour:
+            assert neighbour.put("/files/lib.sh", content=b"echo planted").status_code == 403
+            assert neighbour.get("/files").status_code == 403
     code = "echo tenant-secret > secret.txt\n" + CODE
     with first.client() as client:
         answer = step(client, {"lang": "bash", "code": code, "tools": TOOLS})
@@ -76,8 +83,7 @@ def test_a_claimed_pod_serves_only_the_api(kube: Namespace,
     _, name, host, _ = location.split("/")
     pod = kube.get("pods", name)
     assert pod is not None
-    url = executor_url(host, executor_port("pod", pod, first.app.state.backend.config
-                                           .executor_port))
+    url = executor_url(host, executor_port("pod", pod, default_port))
     with httpx.Client(base_url=url, timeout=10) as neighbour:
         assert neighbour.get("/health").status_code == 200  # the readiness probe's
         for headers in ({}, {TOKEN_HEADER: "guessed-" + "g" * 40}):

@@ -117,3 +117,41 @@ def test_keep_with_another_token_than_the_bound_one_is_refused(executor: Path) -
     status, body = _call(executor, "POST", "/keep", {"token": ROGUE}, {TOKEN_HEADER: TOKEN})
     assert status == 403, body
     assert _call(executor, "GET", "/health")[1]["kept"] is False
+
+
+@pytest.fixture
+def required(tmp_path: Path, runtime_dir: Path) -> Iterator[Path]:
+    """An executor as the API starts them (``--token-required``)."""
+    with ready_executor(tmp_path, runtime_dir, "--token-required") as sock:
+        yield sock
+
+
+def test_a_sandbox_the_api_made_refuses_token_less_requests_even_before_its_claim(
+        required: Path, tmp_path: Path) -> None:
+    """The attack: a neighbour plants ``pandas.py`` in a warm sandbox's work dir before
+    the API claims it, so that the next tenant's ``import pandas`` runs it. Refused; it
+    can only bind the sandbox to itself, and then the API is refused in turn (its
+    request fails with a 503 to try again, and the sandbox is destroyed)."""
+    assert _put(required, "pandas.py", b"print('planted')", {}) == 403
+    assert _call(required, "GET", "/files")[0] == 403
+    assert _call(required, "POST", "/execute", {"lang": "py", "code": "print(1)"})[0] == 403
+    assert not (tmp_path / "work" / "pandas.py").exists()
+    assert _call(required, "GET", "/health")[0] == 200
+    assert _put(required, "pandas.py", b"print('planted')", {TOKEN_HEADER: ROGUE}) == 201
+    status, _ = _call(required, "POST", "/execute", {"lang": "py", "code": "print(1)"},
+                      {TOKEN_HEADER: TOKEN})
+    assert status == 403, "the API's token no longer binds: nothing planted runs"
+
+
+def test_a_refused_request_is_not_asked_for_its_body(executor: Path) -> None:
+    """``Expect: 100-continue`` is answered only once the request is admitted."""
+    assert _call(executor, "GET", "/files", headers={TOKEN_HEADER: TOKEN})[0] == 200
+    client = _connect(executor)
+    try:
+        client.send(_request("PUT", "/files/a.txt", b"", {
+            TOKEN_HEADER: ROGUE, "Expect": "100-continue"}).replace(
+                b"Content-Length: 0", b"Content-Length: 5"))
+        answer = client.answer()
+        assert answer.status == 403, answer
+    finally:
+        client.close()

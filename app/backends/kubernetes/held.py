@@ -85,7 +85,7 @@ def executor_token(key: bytes, kind: str, name: str, uid: str) -> str:
     """The token of the sandbox ``kind/name`` with this UID: what its executor is bound to
     once the API first shows it (``sidecar/server.py``). Derived from the replicas'
     shared secret, so any replica that finds the pod again from its location can talk
-    to it, and no token is stored anywhere."""
+    to it without reading a copy from anywhere."""
     digest = hmac.new(key, f"{kind}/{name}/{uid}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
