@@ -52,9 +52,9 @@ def parse_args(argv: tuple[str, ...]) -> argparse.Namespace:
     parser.add_argument("--mpl-seed-dir", default=None)
     parser.add_argument("--calibrate", action="store_true",
                         help="record the pages the execution writes (GET /calibration)")
-    parser.add_argument("--token-required", action="store_true",
-                        help="refuse every request but /health that carries no token, even "
-                             "before one binds the sandbox (the API always sends one)")
+    parser.add_argument("--serve-unbound", action="store_true",
+                        help="serve requests without a token until one binds the executor "
+                             "(tests and development only: the API always sends one)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="the user's environment, on top of a minimal default")
     return parser.parse_args(argv)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     workdir = WorkDir(args.workdir, max_file_bytes=args.max_upload_bytes)
     server = ExecutorServer(_listener(args), runner, workdir,
                             max_upload_bytes=args.max_upload_bytes,
-                            token_required=args.token_required)
+                            token_required=not args.serve_unbound)
     log("ready", lang=args.lang, pid=os.getpid())
     server.serve_forever(poll_interval=3600)
 

@@ -10,8 +10,9 @@ one request instead of polling), ``POST /execute/continue`` and ``POST /execute/
 ``--calibrate``, after its execution: the pages it wrote, see ``prefault.py``),
 ``DELETE /files/{path}`` (remove one file or link, never following it), ``POST /keep``
 (see below). Every route but ``GET /health`` serves only the API that claimed the
-sandbox: the first request that presents a token (``X-Executor-Token``) binds the
-sandbox to it, and from then on a request without it is refused (403). User code
+sandbox: a request without a token (``X-Executor-Token``) is refused (403), and the
+first token presented binds the sandbox to it (``--serve-unbound``, for tests, serves
+token-less requests until then). User code
 shares a pod's network with its executor, and on a cluster whose NetworkPolicy is not
 enforced it can reach other sandboxes' executors too: it must not read their files,
 run code in them or cancel their runs. The result of an execution also lists the work
@@ -103,7 +104,7 @@ class ExecutorServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
     daemon_threads = True
 
     def __init__(self, listener: socket.socket, runner: Runner, workdir: WorkDir,
-                 max_upload_bytes: int, *, token_required: bool = False) -> None:
+                 max_upload_bytes: int, *, token_required: bool = True) -> None:
         super().__init__(listener.getsockname(), _Handler)
         self.socket = listener
         self.runner = runner
@@ -119,10 +120,11 @@ class ExecutorServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
         #: the token, and this process is non-dumpable (``limits.harden_executor``).
         self.token_digest: bytes | None = None
         self._token_lock = threading.Lock()
-        #: Refuse token-less requests even before a token binds the sandbox (sandboxes
-        #: the API makes): a neighbour cannot plant files in a warm sandbox that a
-        #: tenant's code will run among. It can only bind one to itself: the API's
-        #: request on it is then refused, answered 503 (try again), and the sandbox goes.
+        #: Refuse token-less requests even before a token binds the sandbox (all but
+        #: ``--serve-unbound`` executors of tests): a neighbour cannot plant files in a
+        #: warm sandbox that a tenant's code will run among. It can only bind one to
+        #: itself: the API's request on it is then refused, answered 503 (try again),
+        #: and the sandbox goes.
         self.token_required = token_required
         self.scratch = scratch_dirs(runner.config.build_dir)
 

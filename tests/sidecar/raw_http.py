@@ -121,7 +121,7 @@ def running_executor(tmp_path: Path, *extra: str, wrap: Sequence[str] = (),
     if limit_file_size is not None:
         wrap = [*_with_file_size_limit(limit_file_size), *wrap]
     process = subprocess.Popen(
-        [*wrap, sys.executable, "-m", "sidecar", "--lang", "bash", *where,
+        [*wrap, sys.executable, "-m", "sidecar", "--lang", "bash", *where, "--serve-unbound",
          "--workdir", str(work), "--build-dir", str(tmp_path / "build"), *extra],
         cwd=REPO, stderr=subprocess.DEVNULL)
     try:

@@ -47,7 +47,7 @@ def test_any_address_serves_ipv4_and_ipv6(tmp_path: Path) -> None:
     (tmp_path / "work").mkdir()
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "--lang", "bash", "--tcp", f":{port}",
+        [sys.executable, "-m", "sidecar", "--lang", "bash", "--tcp", f":{port}", "--serve-unbound",
          "--workdir", str(tmp_path / "work"), "--build-dir", str(tmp_path / "build")],
         cwd=REPO, stderr=subprocess.DEVNULL)
     try:

@@ -61,6 +61,7 @@ def gated_executor(tmp_path: Path, runtime_dir: Path) -> Iterator[tuple[Path, Pa
     python_bin = runtime_dir / "python" / "bin"
     process = subprocess.Popen(
         [sys.executable, "-m", "sidecar", "--lang", "py", "--unix", str(sock),
+         "--serve-unbound",
          "--workdir", str(tmp_path / "work"), "--build-dir", str(tmp_path / "build"),
          "--preload", "gated_import", "--env", f"PATH={python_bin}:/usr/bin:/bin",
          "--env", f"PYTHONPATH={modules}", "--env", f"HOME={tmp_path}"],
@@ -96,12 +97,15 @@ def test_health_wait_answers_when_the_sandbox_is_ready(
     assert status == 200 and result["stdout"] == "42\n" and result["files"] == []
 
 
-def _executor(tmp_path: Path, runtime_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes],
-                                                                       Path]:
+def _executor(tmp_path: Path, runtime_dir: Path, *extra: str,
+              serve_unbound: bool = True) -> tuple[subprocess.Popen[bytes], Path]:
+    """A py executor on a unix socket; ``serve_unbound``: token-less requests served
+    until a token binds it (the tests' default; the API's executors never are)."""
     (tmp_path / "work").mkdir()
     sock = tmp_path / "executor.sock"
     process = subprocess.Popen(
         [sys.executable, "-m", "sidecar", "--lang", "py", "--unix", str(sock),
+         *(["--serve-unbound"] if serve_unbound else []),
          "--workdir", str(tmp_path / "work"), "--build-dir", str(tmp_path / "build"),
          "--preload", "json", "--env", f"PATH={runtime_dir / 'python' / 'bin'}:/usr/bin:/bin",
          "--env", f"HOME={tmp_path}", *extra],
@@ -179,9 +183,10 @@ def test_request_heads_read_without_the_email_parser(tmp_path: Path, runtime_dir
 
 
 @contextlib.contextmanager
-def ready_executor(tmp_path: Path, runtime_dir: Path, *extra: str) -> Iterator[Path]:
+def ready_executor(tmp_path: Path, runtime_dir: Path, *extra: str,
+                   serve_unbound: bool = True) -> Iterator[Path]:
     """``_executor`` once its warm interpreter is ready; its socket. Killed after."""
-    process, sock = _executor(tmp_path, runtime_dir, *extra)
+    process, sock = _executor(tmp_path, runtime_dir, *extra, serve_unbound=serve_unbound)
     try:
         assert _call(sock, "GET", "/health?wait=60")[0] == 200
         yield sock

@@ -1,8 +1,10 @@
 """The executor serves only the API that claimed its sandbox: the first token presented
 (``X-Executor-Token``) binds it, and from then on every route but ``GET /health``
 refuses a request without that token (403), before it reads the body or touches a
-file. The caller here plays a neighbour that can reach the executor (a pod's network,
-a cluster whose NetworkPolicy is not enforced), against a real executor process.
+file; the executors the API starts refuse token-less requests even before that (the
+tests' others are ``--serve-unbound``). The caller here plays a neighbour that can
+reach the executor (a pod's network, a cluster whose NetworkPolicy is not enforced),
+against a real executor process.
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ def _put(sock: Path, name: str, data: bytes, headers: dict[str, str]) -> int:
         client.close()
 
 
-def test_before_any_token_the_executor_serves_anyone(executor: Path) -> None:
-    """An executor not bound yet (tests, a warm pod the API has not used) answers
-    requests without a token, as before."""
+def test_before_any_token_an_unbound_serving_executor_serves_anyone(executor: Path) -> None:
+    """A ``--serve-unbound`` executor (tests, development) not bound yet answers
+    requests without a token."""
     assert _call(executor, "GET", "/files") == (200, {"files": []})
 
 
@@ -121,8 +123,8 @@ def test_keep_with_another_token_than_the_bound_one_is_refused(executor: Path) -
 
 @pytest.fixture
 def required(tmp_path: Path, runtime_dir: Path) -> Iterator[Path]:
-    """An executor as the API starts them (``--token-required``)."""
-    with ready_executor(tmp_path, runtime_dir, "--token-required") as sock:
+    """An executor as the API starts them (not ``--serve-unbound``)."""
+    with ready_executor(tmp_path, runtime_dir, serve_unbound=False) as sock:
         yield sock
 
 

@@ -120,7 +120,6 @@ class LocalSandbox:
     def _executor_args(self, listen_fd: int) -> list[str]:
         command = [
             "--lang", self.language, "--listen-fd", str(listen_fd), "--workdir", WORKDIR,
-            "--token-required",
             "--max-output-bytes", str(self.config.max_output_bytes),
             "--memory-mb", str(self.config.memory_bytes // (1024 * 1024)),
             "--file-size-bytes", str(self.config.workdir_bytes),
