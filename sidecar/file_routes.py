@@ -185,11 +185,9 @@ class FileRoutes(BaseHTTPRequestHandler):
 
     def _discard_body(self) -> None:
         """Read and drop the rest of the body (the route checked its length first)."""
-        while self._unread > 0:
-            chunk = self.rfile.read(min(self._unread, _CHUNK))
-            if not chunk:
-                return  # the client ended it early: the answer closes the connection
-            self._unread -= len(chunk)
+        with contextlib.suppress(FileError):  # ended early: the answer closes the connection
+            for _ in self._body_chunks():
+                pass
 
     def do_DELETE(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
